@@ -1,0 +1,1 @@
+//! Camera calibration: intrinsics, distortion and mounting, and box → distance.

@@ -1,0 +1,5 @@
+//! The command line: raw flags parsed by clap, validated once into typed configs.
+
+pub fn main() -> anyhow::Result<()> {
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! The one error type of `detect`: every message names the file, tensor or model and says
+//! what to do.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error("weights file {path} not found{hint}")]
+    WeightsNotFound { path: PathBuf, hint: String },
+
+    #[error("cannot read weights file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path} is not a model file ({reason}); expected .safetensors, a PyTorch .pt/.pth checkpoint, or a known --model name")]
+    NotAModel { path: PathBuf, reason: String },
+
+    #[error("weights file {path}: {reason}")]
+    BadWeights { path: PathBuf, reason: String },
+
+    #[error("weights file {path} has no tensor `{tensor}`; {expected}")]
+    MissingTensor {
+        path: PathBuf,
+        tensor: String,
+        expected: String,
+    },
+
+    #[error("weights file {path}: tensor `{tensor}` has shape {actual:?}, expected {expected}")]
+    WrongShape {
+        path: PathBuf,
+        tensor: String,
+        actual: Vec<usize>,
+        expected: String,
+    },
+
+    #[error("unknown model `{name}`; known models: {known}")]
+    UnknownModel { name: String, known: String },
+
+    #[error("model `{name}` is not in models/, $LOOKOUT_MODELS or the Hugging Face cache, and downloads are off (--offline / LOOKOUT_OFFLINE=1); download it with network access or pass --weights FILE")]
+    NotAvailableOffline { name: String },
+
+    #[error("downloading model `{name}` failed: {reason}; pass --weights FILE to use a local copy")]
+    Download { name: String, reason: String },
+
+    #[error("bad detector option: {0}")]
+    Config(String),
+
+    #[error("cannot read image {path}: {reason}")]
+    Image { path: PathBuf, reason: String },
+
+    #[error("device `{0}` is not available: {1}")]
+    Device(String, String),
+
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T, E = DetectError> = std::result::Result<T, E>;

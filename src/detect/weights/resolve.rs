@@ -1,0 +1,2 @@
+//! Finding weights for `--model NAME`: `models/`, `$LOOKOUT_MODELS`, the Hugging Face
+//! cache, then a download when allowed.

@@ -1,0 +1,12 @@
+//! lookout: a real-time camera perception pipeline.
+//!
+//! Frames flow one way: `source` → `detect` → `render` → `sink`, with `pipeline` the only
+//! module that owns threads and channels and `metrics` fed from the frames' timestamps.
+//! `types` holds the plain data passed between stages; it depends on neither candle nor
+//! any windowing crate.
+
+pub mod calib;
+pub mod cli;
+pub mod detect;
+pub mod fixtures;
+pub mod types;

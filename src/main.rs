@@ -1,0 +1,3 @@
+fn main() -> anyhow::Result<()> {
+    lookout::cli::main()
+}

@@ -1,0 +1,153 @@
+//! Plain data shared between stages: boxes, detections and per-stage timings.
+//!
+//! Nothing here knows about candle, windows or threads.
+
+use serde::{Deserialize, Serialize};
+
+/// An axis-aligned box as `[x1, y1, x2, y2]`, in whatever pixel space its name says.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BoxXyxy {
+    pub x1: f32,
+    pub y1: f32,
+    pub x2: f32,
+    pub y2: f32,
+}
+
+impl BoxXyxy {
+    pub fn new(x1: f32, y1: f32, x2: f32, y2: f32) -> Self {
+        Self { x1, y1, x2, y2 }
+    }
+
+    pub fn from_center(cx: f32, cy: f32, w: f32, h: f32) -> Self {
+        Self::new(cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0)
+    }
+
+    pub fn width(&self) -> f32 {
+        (self.x2 - self.x1).max(0.0)
+    }
+
+    pub fn height(&self) -> f32 {
+        (self.y2 - self.y1).max(0.0)
+    }
+
+    pub fn area(&self) -> f32 {
+        self.width() * self.height()
+    }
+
+    /// Intersection over union; 0 when either box is empty.
+    pub fn iou(&self, other: &BoxXyxy) -> f32 {
+        let ix = (self.x2.min(other.x2) - self.x1.max(other.x1)).max(0.0);
+        let iy = (self.y2.min(other.y2) - self.y1.max(other.y1)).max(0.0);
+        let inter = ix * iy;
+        let union = self.area() + other.area() - inter;
+        if union <= 0.0 {
+            0.0
+        } else {
+            inter / union
+        }
+    }
+
+    pub fn to_array(&self) -> [f32; 4] {
+        [self.x1, self.y1, self.x2, self.y2]
+    }
+}
+
+/// Which kind of road user a class belongs to; decides the default filter and box colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassGroup {
+    Pedestrian,
+    Vehicle,
+    Sign,
+    Other,
+}
+
+impl ClassGroup {
+    pub const ALL: [ClassGroup; 4] = [
+        ClassGroup::Pedestrian,
+        ClassGroup::Vehicle,
+        ClassGroup::Sign,
+        ClassGroup::Other,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClassGroup::Pedestrian => "pedestrian",
+            ClassGroup::Vehicle => "vehicle",
+            ClassGroup::Sign => "sign",
+            ClassGroup::Other => "other",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ClassGroup> {
+        ClassGroup::ALL.into_iter().find(|g| g.name() == name)
+    }
+}
+
+/// One detected object, its box in source-image pixels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub class_id: usize,
+    pub class: String,
+    pub group: ClassGroup,
+    pub score: f32,
+    #[serde(with = "box_as_array", rename = "box_xyxy")]
+    pub box_in_image: BoxXyxy,
+}
+
+mod box_as_array {
+    use super::BoxXyxy;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &BoxXyxy, s: S) -> Result<S::Ok, S::Error> {
+        b.to_array().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BoxXyxy, D::Error> {
+        let [x1, y1, x2, y2] = <[f32; 4]>::deserialize(d)?;
+        Ok(BoxXyxy::new(x1, y1, x2, y2))
+    }
+}
+
+/// Time spent in each part of detection for one image, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct DetectTimings {
+    pub preprocess: f64,
+    pub inference: f64,
+    pub postprocess: f64,
+}
+
+impl DetectTimings {
+    pub fn total(&self) -> f64 {
+        self.preprocess + self.inference + self.postprocess
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iou_of_identical_boxes_is_one_and_of_disjoint_is_zero() {
+        let a = BoxXyxy::new(0.0, 0.0, 10.0, 10.0);
+        assert!((a.iou(&a) - 1.0).abs() < 1e-6);
+        let b = BoxXyxy::new(20.0, 20.0, 30.0, 30.0);
+        assert_eq!(a.iou(&b), 0.0);
+        let c = BoxXyxy::new(5.0, 0.0, 15.0, 10.0);
+        assert!((a.iou(&c) - 50.0 / 150.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn detection_serialises_box_as_array() {
+        let d = Detection {
+            class_id: 0,
+            class: "person".into(),
+            group: ClassGroup::Pedestrian,
+            score: 0.5,
+            box_in_image: BoxXyxy::new(1.0, 2.0, 3.0, 4.0),
+        };
+        let json = serde_json::to_string(&d).unwrap();
+        assert!(json.contains("\"box_xyxy\":[1.0,2.0,3.0,4.0]"), "{json}");
+        assert!(json.contains("\"group\":\"pedestrian\""), "{json}");
+    }
+}
