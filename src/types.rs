@@ -1,8 +1,46 @@
-//! Plain data shared between stages: boxes, detections and per-stage timings.
+//! Plain data shared between stages: frames, boxes, detections and per-stage timings.
 //!
 //! Nothing here knows about candle, windows or threads.
 
 use serde::{Deserialize, Serialize};
+
+/// One captured frame: RGB8 pixels stamped by its source.
+///
+/// `seq` counts frames as the source produced them (gaps downstream are drops);
+/// `capture_mono_ns` is on [`crate::types::mono_now_ns`]'s clock, `capture_wall_ns` is Unix
+/// time, `pts_ns` the source's own presentation time where it has one.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub seq: u64,
+    pub capture_mono_ns: u64,
+    pub capture_wall_ns: u64,
+    pub pts_ns: Option<i64>,
+    pub image: image::RgbImage,
+}
+
+impl Frame {
+    pub fn width(&self) -> u32 {
+        self.image.width()
+    }
+
+    pub fn height(&self) -> u32 {
+        self.image.height()
+    }
+}
+
+/// Nanoseconds on the process's monotonic clock (zero at first use).
+pub fn mono_now_ns() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Nanoseconds since the Unix epoch (wall clock; may jump).
+pub fn wall_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
 
 /// An axis-aligned box as `[x1, y1, x2, y2]`, in whatever pixel space its name says.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,6 @@
+//! Integration tests, one binary with a module per area. Fixtures come from
+//! `LOOKOUT_FIXTURES` (default `../shared/fixtures`); see `lookout::fixtures`.
+
+mod calib;
+mod detect;
+mod source;
