@@ -9,4 +9,7 @@ pub mod calib;
 pub mod cli;
 pub mod detect;
 pub mod fixtures;
+pub mod imageio;
+pub mod metrics;
+pub mod render;
 pub mod types;

@@ -31,7 +31,10 @@ impl Frame {
 /// Nanoseconds on the process's monotonic clock (zero at first use).
 pub fn mono_now_ns() -> u64 {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
 }
 
 /// Nanoseconds since the Unix epoch (wall clock; may jump).

@@ -1,5 +1,67 @@
-//! The command line: raw flags parsed by clap, validated once into typed configs.
+//! The command line: clap parses raw flags, each command validates them once into typed
+//! configs and runs. The binary (`main.rs`) only calls [`main`].
+
+pub mod args;
+pub mod bench_cmd;
+pub mod detect_cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lookout",
+    version,
+    about = "Real-time camera perception: capture → detect → render, with latency metrics"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Detect objects in still images.
+    Detect(detect_cmd::DetectArgs),
+    /// Time pre-processing, inference and post-processing of a model.
+    Bench(bench_cmd::BenchArgs),
+    /// List the models `--model` knows, and where each is found.
+    Models,
+}
 
 pub fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Detect(args) => detect_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
+        Command::Models => list_models(),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOOKOUT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn list_models() -> anyhow::Result<()> {
+    use crate::detect::weights::resolve::{Resolver, KNOWN_MODELS};
+    let resolver = Resolver::from_env(true);
+    println!(
+        "{:<12} {:>5}  {:<24} local copy",
+        "model", "input", "licence"
+    );
+    for m in KNOWN_MODELS {
+        let local = resolver
+            .resolve(m.name)
+            .map_or_else(|_| "-".to_string(), |p| p.display().to_string());
+        println!(
+            "{:<12} {:>5}  {:<24} {}",
+            m.name, m.input_size, m.licence, local
+        );
+    }
     Ok(())
 }

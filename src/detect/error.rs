@@ -42,7 +42,9 @@ pub enum DetectError {
     #[error("model `{name}` is not in models/, $LOOKOUT_MODELS or the Hugging Face cache, and downloads are off (--offline / LOOKOUT_OFFLINE=1); download it with network access or pass --weights FILE")]
     NotAvailableOffline { name: String },
 
-    #[error("downloading model `{name}` failed: {reason}; pass --weights FILE to use a local copy")]
+    #[error(
+        "downloading model `{name}` failed: {reason}; pass --weights FILE to use a local copy"
+    )]
     Download { name: String, reason: String },
 
     #[error("bad detector option: {0}")]

@@ -1,8 +1,19 @@
 //! Object detection: models (YOLOv8, YOLOX) on candle, their pre- and post-processing,
 //! weights loading and the class map.
+//!
+//! `Detector` ties them together: `weights` reads and BN-folds a file, the model is built
+//! from it (`yolov8`, `yolox`), `preprocess` prepares an image the way the model's
+//! reference does, `postprocess` turns the output into boxes in image pixels.
 
+pub mod classes;
+mod detector;
 pub mod error;
 pub mod layers;
+pub mod postprocess;
+pub mod preprocess;
 pub mod weights;
+pub mod yolov8;
+pub mod yolox;
 
+pub use detector::{Detector, DetectorConfig, DeviceSpec};
 pub use error::{DetectError, Result};

@@ -57,12 +57,11 @@ impl Weights {
             }
             other => (other, tensors),
         };
-        let tensors = fold_batchnorm(tensors, BATCHNORM_EPS).map_err(|reason| {
-            DetectError::BadWeights {
+        let tensors =
+            fold_batchnorm(tensors, BATCHNORM_EPS).map_err(|reason| DetectError::BadWeights {
                 path: path.to_path_buf(),
                 reason,
-            }
-        })?;
+            })?;
         Ok(Weights {
             path: path.to_path_buf(),
             scheme,
@@ -206,9 +205,18 @@ fn fold_one(
     eps: f64,
 ) -> candle_core::Result<(Tensor, Tensor)> {
     let out = weight.dim(0)?;
-    for (what, t) in [("weight", gamma), ("bias", beta), ("running_mean", mean), ("running_var", var)] {
+    for (what, t) in [
+        ("weight", gamma),
+        ("bias", beta),
+        ("running_mean", mean),
+        ("running_var", var),
+    ] {
         if t.dims() != [out] {
-            candle_core::bail!("bn.{what} has shape {:?}, expected [{out}] to match conv.weight {:?}", t.dims(), weight.dims());
+            candle_core::bail!(
+                "bn.{what} has shape {:?}, expected [{out}] to match conv.weight {:?}",
+                t.dims(),
+                weight.dims()
+            );
         }
     }
     // Folding in f64 keeps the folded weights as close as possible to the reference.
@@ -246,7 +254,9 @@ mod tests {
         };
         let reference = bn(&x.conv2d(&w, 1, 1, 1, 1)?)?;
         let (fw, fb) = fold_one(&w, None, &gamma, &beta, &mean, &var, eps)?;
-        let folded = x.conv2d(&fw, 1, 1, 1, 1)?.broadcast_add(&fb.reshape((1, 4, 1, 1))?)?;
+        let folded = x
+            .conv2d(&fw, 1, 1, 1, 1)?
+            .broadcast_add(&fb.reshape((1, 4, 1, 1))?)?;
         let diff = (reference - folded)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-4, "max diff {diff}");
         Ok(())
@@ -256,7 +266,10 @@ mod tests {
     fn folding_reports_the_missing_tensor() {
         let dev = Device::Cpu;
         let mut map = HashMap::new();
-        map.insert("a.bn.weight".to_string(), Tensor::ones(2, DType::F32, &dev).unwrap());
+        map.insert(
+            "a.bn.weight".to_string(),
+            Tensor::ones(2, DType::F32, &dev).unwrap(),
+        );
         let err = fold_batchnorm(map, 1e-3).unwrap_err();
         assert!(err.contains("a.bn.bias"), "{err}");
     }

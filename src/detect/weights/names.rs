@@ -89,7 +89,10 @@ mod tests {
     fn translates_backbone_neck_head_and_bottlenecks() {
         let cases = [
             ("model.0.conv.weight", "net.b1.0.conv.weight"),
-            ("model.2.m.0.cv1.conv.weight", "net.b2.0.bottleneck.0.cv1.conv.weight"),
+            (
+                "model.2.m.0.cv1.conv.weight",
+                "net.b2.0.bottleneck.0.cv1.conv.weight",
+            ),
             ("model.9.cv2.bn.running_var", "net.b5.0.cv2.bn.running_var"),
             ("model.21.cv1.conv.weight", "fpn.n6.cv1.conv.weight"),
             ("model.22.cv3.2.2.bias", "head.cv3.2.2.bias"),

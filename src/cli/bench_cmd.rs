@@ -1,0 +1,136 @@
+//! `lookout bench`: median / p90 / min of pre-processing, inference and post-processing on
+//! a real image, the one command that speed work quotes.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::args::DetectorArgs;
+use super::detect_cmd::read_rgb;
+use crate::detect::Detector;
+use crate::metrics::SampleSummary;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub detector: DetectorArgs,
+
+    /// Image to run on. Default: the fixtures' bus.jpg when present, else a synthetic
+    /// 1280×720 image (network time does not depend on content; post-processing does).
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<PathBuf>,
+
+    /// Untimed runs first (caches, thread pool, allocator).
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+
+    /// Timed runs.
+    #[arg(long, default_value_t = 30)]
+    pub runs: usize,
+
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct BenchReport {
+    model: String,
+    weights: String,
+    image: String,
+    imgsz: [usize; 2],
+    device: String,
+    threads: usize,
+    runs: usize,
+    preprocess_ms: SampleSummary,
+    inference_ms: SampleSummary,
+    postprocess_ms: SampleSummary,
+    total_ms: SampleSummary,
+    detections: usize,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
+    let threads = args.detector.apply_threads()?;
+    let config = args.detector.to_config()?;
+    let mut detector = Detector::load(&config)?;
+    let (image, image_name) = bench_image(args)?;
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    for _ in 0..args.warmup {
+        detector.detect(image.as_raw(), w, h)?;
+    }
+    let (mut pre, mut infer, mut post, mut total) = (vec![], vec![], vec![], vec![]);
+    let mut detections = 0;
+    for _ in 0..args.runs {
+        let (dets, t) = detector.detect(image.as_raw(), w, h)?;
+        detections = dets.len();
+        pre.push(t.preprocess);
+        infer.push(t.inference);
+        post.push(t.postprocess);
+        total.push(t.total());
+    }
+    let summary = |s: &[f64]| SampleSummary::of(s).expect("runs > 0");
+    let (iw, ih) = detector.input_size();
+    let report = BenchReport {
+        model: detector.variant().to_string(),
+        weights: config.weights.display().to_string(),
+        image: image_name,
+        imgsz: [ih, iw],
+        device: config.device.to_string(),
+        threads,
+        runs: args.runs,
+        preprocess_ms: summary(&pre),
+        inference_ms: summary(&infer),
+        postprocess_ms: summary(&post),
+        total_ms: summary(&total),
+        detections,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn bench_image(args: &BenchArgs) -> Result<(image::RgbImage, String)> {
+    let path = args
+        .image
+        .clone()
+        .or_else(|| Some(crate::fixtures::root().join("images/bus.jpg")).filter(|p| p.is_file()));
+    match path {
+        Some(p) => Ok((
+            read_rgb(&p).context("bench image")?,
+            p.display().to_string(),
+        )),
+        None => {
+            let img = image::RgbImage::from_fn(1280, 720, |x, y| {
+                image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 251) as u8])
+            });
+            Ok((img, "synthetic 1280x720".into()))
+        }
+    }
+}
+
+fn print_table(r: &BenchReport) {
+    println!(
+        "{} ({}) {}x{} on {}, {} threads, {} runs, image {}",
+        r.model, r.weights, r.imgsz[1], r.imgsz[0], r.device, r.threads, r.runs, r.image
+    );
+    println!(
+        "{:<12} {:>10} {:>10} {:>10}",
+        "stage", "median ms", "p90 ms", "min ms"
+    );
+    for (name, s) in [
+        ("preprocess", r.preprocess_ms),
+        ("inference", r.inference_ms),
+        ("postprocess", r.postprocess_ms),
+        ("total", r.total_ms),
+    ] {
+        println!(
+            "{:<12} {:>10.2} {:>10.2} {:>10.2}",
+            name, s.median, s.p90, s.min
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! `lookout detect IMAGE...`: detections for still images, as text or JSON lines.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::args::DetectorArgs;
+use crate::detect::Detector;
+use crate::types::{DetectTimings, Detection};
+
+#[derive(Debug, clap::Args)]
+pub struct DetectArgs {
+    /// Images to run on (JPEG, PNG).
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub detector: DetectorArgs,
+
+    /// Print one JSON object per image and line instead of a summary line.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Write annotated copies of the images into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub save: Option<PathBuf>,
+}
+
+/// One image's result, as `--json` prints it.
+#[derive(Debug, Serialize)]
+pub struct ImageResult<'a> {
+    pub image: String,
+    pub width: u32,
+    pub height: u32,
+    pub detections: &'a [Detection],
+    pub timing_ms: DetectTimings,
+}
+
+pub fn run(args: &DetectArgs) -> Result<()> {
+    args.detector.apply_threads()?;
+    let config = args.detector.to_config()?;
+    let mut detector = Detector::load(&config)?;
+    if let Some(dir) = &args.save {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create --save folder {}", dir.display()))?;
+    }
+    for path in &args.images {
+        let image = read_rgb(path)?;
+        let (w, h) = image.dimensions();
+        let (detections, timings) = detector.detect(image.as_raw(), w as usize, h as usize)?;
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        if args.json {
+            let result = ImageResult {
+                image: path.display().to_string(),
+                width: w,
+                height: h,
+                detections: &detections,
+                timing_ms: timings,
+            };
+            println!("{}", serde_json::to_string(&result)?);
+        } else {
+            println!("{}", summary_line(&name, w, h, &detections, &timings));
+        }
+        if let Some(dir) = &args.save {
+            let mut annotated = image;
+            crate::render::draw_detections(&mut annotated, &detections);
+            let out = dir.join(Path::new(&name).with_extension("jpg"));
+            annotated
+                .save(&out)
+                .with_context(|| format!("cannot write annotated image {}", out.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// `bus.jpg 810x1080: 3 person, 1 bus — 41.2 ms (pre 3.1, infer 36.0, post 2.1)`.
+pub fn summary_line(
+    name: &str,
+    w: u32,
+    h: u32,
+    detections: &[Detection],
+    t: &DetectTimings,
+) -> String {
+    let mut counts: Vec<(usize, &str, usize)> = Vec::new();
+    for d in detections {
+        match counts.iter_mut().find(|(id, _, _)| *id == d.class_id) {
+            Some(entry) => entry.2 += 1,
+            None => counts.push((d.class_id, &d.class, 1)),
+        }
+    }
+    counts.sort_by_key(|(id, _, _)| *id);
+    let found = if counts.is_empty() {
+        "no detections".to_string()
+    } else {
+        counts
+            .iter()
+            .map(|(_, class, n)| format!("{n} {class}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "{name} {w}x{h}: {found} — {:.1} ms (pre {:.1}, infer {:.1}, post {:.1})",
+        t.total(),
+        t.preprocess,
+        t.inference,
+        t.postprocess
+    )
+}
+
+/// Decodes an image to RGB8 as the reference pipelines do (see [`crate::imageio`]).
+pub fn read_rgb(path: &Path) -> Result<image::RgbImage> {
+    Ok(crate::imageio::read_rgb(path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{BoxXyxy, ClassGroup};
+
+    #[test]
+    fn summary_counts_by_class_in_class_order() {
+        let d = |id: usize, class: &str| Detection {
+            class_id: id,
+            class: class.into(),
+            group: ClassGroup::Other,
+            score: 0.5,
+            box_in_image: BoxXyxy::new(0.0, 0.0, 1.0, 1.0),
+        };
+        let t = DetectTimings {
+            preprocess: 3.1,
+            inference: 36.0,
+            postprocess: 2.1,
+        };
+        let line = summary_line(
+            "bus.jpg",
+            810,
+            1080,
+            &[d(5, "bus"), d(0, "person"), d(0, "person")],
+            &t,
+        );
+        assert_eq!(
+            line,
+            "bus.jpg 810x1080: 2 person, 1 bus — 41.2 ms (pre 3.1, infer 36.0, post 2.1)"
+        );
+    }
+}

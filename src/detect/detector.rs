@@ -1,0 +1,293 @@
+//! The detector: weights → model on a device, and one image → detections with timings.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Module, Tensor};
+
+use super::classes::{ClassFilter, ClassNames};
+use super::error::{DetectError, Result};
+use super::postprocess::{self, BestClass, Candidate, PostprocessConfig};
+use super::preprocess::{ImageFromModel, InputLayout, Preprocessor};
+use super::weights::{NameScheme, Weights};
+use super::{yolov8::Yolov8, yolox::Yolox};
+use crate::types::{DetectTimings, Detection};
+
+/// Where inference runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    Cuda(usize),
+}
+
+impl DeviceSpec {
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub fn parse(s: &str) -> std::result::Result<DeviceSpec, String> {
+        match s {
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(|| format!("unknown device `{s}`; use cpu, cuda or cuda:N")),
+        }
+    }
+
+    pub fn open(&self) -> Result<Device> {
+        match self {
+            DeviceSpec::Cpu => Ok(Device::Cpu),
+            DeviceSpec::Cuda(n) => {
+                if !candle_core::utils::cuda_is_available() {
+                    return Err(DetectError::Device(
+                        self.to_string(),
+                        "this lookout was built without CUDA; rebuild with `cargo build --release --features cuda`".into(),
+                    ));
+                }
+                Device::new_cuda(*n)
+                    .map_err(|e| DetectError::Device(self.to_string(), e.to_string()))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSpec::Cpu => write!(f, "cpu"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// A validated detector configuration.
+#[derive(Debug, Clone)]
+pub struct DetectorConfig {
+    pub weights: PathBuf,
+    /// Square input size; `None` = the model's default (640, or 416 for YOLOX nano/tiny).
+    pub imgsz: Option<usize>,
+    pub conf: f32,
+    pub iou: f32,
+    pub classes: ClassFilter,
+    pub device: DeviceSpec,
+    pub half: bool,
+    pub max_detections: usize,
+}
+
+impl DetectorConfig {
+    pub fn new(weights: PathBuf) -> Self {
+        Self {
+            weights,
+            imgsz: None,
+            conf: 0.25,
+            iou: 0.45,
+            classes: ClassFilter::default(),
+            device: DeviceSpec::Cpu,
+            half: false,
+            max_detections: 300,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(DetectError::Config(m));
+        if !(0.0..=1.0).contains(&self.conf) {
+            return bad(format!("--conf {} is outside 0..1", self.conf));
+        }
+        if !(0.0..=1.0).contains(&self.iou) {
+            return bad(format!("--iou {} is outside 0..1", self.iou));
+        }
+        if let Some(s) = self.imgsz {
+            if s == 0 || s % 32 != 0 {
+                return bad(format!("--imgsz {s} must be a positive multiple of 32"));
+            }
+        }
+        if self.half && self.device == DeviceSpec::Cpu {
+            return bad(
+                "--half needs a CUDA device (--device cuda); on the CPU lookout runs f32".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+enum Network {
+    Yolov8(Yolov8),
+    Yolox(Yolox),
+}
+
+/// A loaded model with its pre- and post-processing state.
+pub struct Detector {
+    network: Network,
+    variant: &'static str,
+    classes: ClassNames,
+    device: Device,
+    dtype: DType,
+    pre: Preprocessor,
+    post: PostprocessConfig,
+    best: BestClass,
+    candidates: Vec<Candidate>,
+    output: Vec<f32>,
+}
+
+impl Detector {
+    pub fn load(cfg: &DetectorConfig) -> Result<Detector> {
+        cfg.validate()?;
+        let device = cfg.device.open()?;
+        let dtype = if cfg.half { DType::F16 } else { DType::F32 };
+        let weights = Weights::read(&cfg.weights)?;
+        let scheme = weights.scheme;
+        let path = weights.path.clone();
+        let metadata = weights.metadata.clone();
+        let vb = weights.into_var_builder(dtype, &device)?;
+        let model_error = |e: candle_core::Error| DetectError::BadWeights {
+            path: path.clone(),
+            reason: format!("{} ({})", e, scheme.describe()),
+        };
+        let (network, layout, default_size, num_classes, variant) = match scheme {
+            NameScheme::CandleYolov8 | NameScheme::UltralyticsYolov8 => {
+                let m = Yolov8::load(vb).map_err(model_error)?;
+                let (nc, v) = (m.num_classes(), m.variant());
+                (Network::Yolov8(m), InputLayout::Yolov8, 640, nc, v)
+            }
+            NameScheme::Yolox => {
+                let m = Yolox::load(vb).map_err(model_error)?;
+                let (nc, v, size) = (m.num_classes(), m.variant(), m.default_input_size());
+                (Network::Yolox(m), InputLayout::Yolox, size, nc, v)
+            }
+        };
+        let classes = ClassNames::for_model(num_classes, &path, &metadata).map_err(|reason| {
+            DetectError::BadWeights {
+                path: path.clone(),
+                reason,
+            }
+        })?;
+        let class_mask = cfg.classes.mask(&classes).map_err(DetectError::Config)?;
+        let size = cfg.imgsz.unwrap_or(default_size);
+        Ok(Detector {
+            network,
+            variant,
+            classes,
+            device,
+            dtype,
+            pre: Preprocessor::new(layout, size, size),
+            post: PostprocessConfig {
+                conf: cfg.conf,
+                iou: cfg.iou,
+                max_detections: cfg.max_detections,
+                class_mask,
+            },
+            best: BestClass::default(),
+            candidates: Vec::new(),
+            output: Vec::new(),
+        })
+    }
+
+    /// `yolov8n`, `yolox-nano`, …
+    pub fn variant(&self) -> &'static str {
+        self.variant
+    }
+
+    pub fn classes(&self) -> &ClassNames {
+        &self.classes
+    }
+
+    /// Model input (width, height).
+    pub fn input_size(&self) -> (usize, usize) {
+        self.pre.model_size()
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Detects objects in an RGB8 image (`width * height * 3` bytes).
+    pub fn detect(
+        &mut self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+    ) -> Result<(Vec<Detection>, DetectTimings)> {
+        let t0 = Instant::now();
+        let (input, image_from_model) = self.preprocess(rgb, width, height)?;
+        let t1 = Instant::now();
+        self.infer(&input)?;
+        let t2 = Instant::now();
+        let detections = self.postprocess(&image_from_model);
+        let t3 = Instant::now();
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+        let timings = DetectTimings {
+            preprocess: ms(t0, t1),
+            inference: ms(t1, t2),
+            postprocess: ms(t2, t3),
+        };
+        Ok((detections, timings))
+    }
+
+    /// Image → input tensor `[1, 3, H, W]` on the model's device and dtype.
+    pub fn preprocess(
+        &mut self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+    ) -> Result<(Tensor, ImageFromModel)> {
+        let (w, h) = self.pre.model_size();
+        let (input, transform) = self.pre.run(rgb, width, height);
+        let tensor = Tensor::from_slice(input, (1, 3, h, w), &Device::Cpu)?
+            .to_device(&self.device)?
+            .to_dtype(self.dtype)?;
+        Ok((tensor, transform))
+    }
+
+    /// Runs the network and copies its output to the host (which also waits for the GPU).
+    pub fn infer(&mut self, input: &Tensor) -> Result<()> {
+        let raw = self.forward_raw(input)?;
+        let flat = raw.to_dtype(DType::F32)?.flatten_all()?;
+        self.output.clear();
+        self.output.extend(flat.to_vec1::<f32>()?);
+        Ok(())
+    }
+
+    /// The raw network output, as the reference implementations give it (for parity tests).
+    pub fn forward_raw(&self, input: &Tensor) -> Result<Tensor> {
+        let raw = match &self.network {
+            Network::Yolov8(m) => m.forward(input)?,
+            Network::Yolox(m) => m.forward(input)?,
+        };
+        Ok(raw)
+    }
+
+    /// The last inference's output → detections in image pixels.
+    pub fn postprocess(&mut self, image_from_model: &ImageFromModel) -> Vec<Detection> {
+        let (w, h) = self.pre.model_size();
+        match self.network {
+            Network::Yolov8(_) => {
+                let anchors = postprocess::STRIDES.iter().map(|s| (w / s) * (h / s)).sum();
+                postprocess::yolov8_candidates(
+                    &self.output,
+                    anchors,
+                    &self.post,
+                    &mut self.best,
+                    &mut self.candidates,
+                );
+            }
+            Network::Yolox(_) => {
+                postprocess::yolox_candidates(&self.output, w, h, &self.post, &mut self.candidates)
+            }
+        }
+        postprocess::nms(
+            &mut self.candidates,
+            self.post.iou,
+            self.post.max_detections,
+        );
+        self.candidates
+            .iter()
+            .map(|c| Detection {
+                class_id: c.class_id,
+                class: self.classes.name(c.class_id).to_string(),
+                group: self.classes.group(c.class_id),
+                score: c.score,
+                box_in_image: image_from_model.box_in_image(&c.box_in_model),
+            })
+            .collect()
+    }
+}

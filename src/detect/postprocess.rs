@@ -1,0 +1,267 @@
+//! Network output → detections: decode, confidence threshold, class-aware NMS.
+//!
+//! One pass over the output copied to the host once; never a tensor index per anchor.
+//! Thresholds follow each reference: YOLOv8 keeps `score > conf` (ultralytics), YOLOX
+//! `score >= conf` with score = objectness · best class probability (Megvii). The best
+//! class is chosen over all classes before the class filter applies, as ultralytics'
+//! `classes=` does.
+
+use crate::types::BoxXyxy;
+
+/// Strides of the three detection levels of both families.
+pub const STRIDES: [usize; 3] = [8, 16, 32];
+
+/// A box that passed the confidence threshold, in model-input pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    pub class_id: usize,
+    pub score: f32,
+    pub box_in_model: BoxXyxy,
+}
+
+/// The knobs of post-processing, validated by the caller.
+#[derive(Debug, Clone)]
+pub struct PostprocessConfig {
+    pub conf: f32,
+    pub iou: f32,
+    pub max_detections: usize,
+    /// One flag per class id: is the class reported?
+    pub class_mask: Vec<bool>,
+}
+
+/// Ultralytics keeps at most this many boxes, the highest scoring, before NMS.
+const MAX_BOXES_INTO_NMS: usize = 30_000;
+
+/// YOLOv8 output `[4 + nc, N]` (row-major: cx, cy, w, h rows, then class-score rows).
+pub fn yolov8_candidates(
+    output: &[f32],
+    num_anchors: usize,
+    cfg: &PostprocessConfig,
+    best: &mut BestClass,
+    out: &mut Vec<Candidate>,
+) {
+    let num_classes = output.len() / num_anchors - 4;
+    best.reset(num_anchors);
+    // Row by row so that the scan over classes reads memory contiguously.
+    for c in 0..num_classes {
+        let row = &output[(4 + c) * num_anchors..(5 + c) * num_anchors];
+        best.update(c, row);
+    }
+    out.clear();
+    for n in 0..num_anchors {
+        let (class_id, score) = (best.class[n], best.score[n]);
+        if score > cfg.conf && cfg.class_mask.get(class_id).copied().unwrap_or(false) {
+            let at = |r: usize| output[r * num_anchors + n];
+            out.push(Candidate {
+                class_id,
+                score,
+                box_in_model: BoxXyxy::from_center(at(0), at(1), at(2), at(3)),
+            });
+        }
+    }
+}
+
+/// YOLOX output `[N, 5 + nc]` (per anchor: dx, dy, log w, log h raw, objectness, class
+/// probabilities) for a `model_w`×`model_h` input: decoded on the stride-8/16/32 grids as
+/// `cx = (dx + gx)·s`, `w = exp(log w)·s`.
+pub fn yolox_candidates(
+    output: &[f32],
+    model_w: usize,
+    model_h: usize,
+    cfg: &PostprocessConfig,
+    out: &mut Vec<Candidate>,
+) {
+    out.clear();
+    let num_anchors: usize = STRIDES.iter().map(|s| (model_w / s) * (model_h / s)).sum();
+    let cols = output.len() / num_anchors.max(1);
+    let mut anchor = 0;
+    for s in STRIDES {
+        let (gw, gh) = (model_w / s, model_h / s);
+        for gy in 0..gh {
+            for gx in 0..gw {
+                let row = &output[anchor * cols..(anchor + 1) * cols];
+                anchor += 1;
+                let (class_id, class_prob) = argmax(&row[5..]);
+                let score = row[4] * class_prob;
+                if score < cfg.conf || !cfg.class_mask.get(class_id).copied().unwrap_or(false) {
+                    continue;
+                }
+                let s = s as f32;
+                let cx = (row[0] + gx as f32) * s;
+                let cy = (row[1] + gy as f32) * s;
+                let (w, h) = (row[2].exp() * s, row[3].exp() * s);
+                out.push(Candidate {
+                    class_id,
+                    score,
+                    box_in_model: BoxXyxy::from_center(cx, cy, w, h),
+                });
+            }
+        }
+    }
+}
+
+/// The highest value and its index; the first wins ties, as numpy's `argmax`.
+fn argmax(values: &[f32]) -> (usize, f32) {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, &v) in values.iter().enumerate() {
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    best
+}
+
+/// Per-anchor best class, kept between frames so that it is not reallocated.
+#[derive(Debug, Default)]
+pub struct BestClass {
+    class: Vec<usize>,
+    score: Vec<f32>,
+}
+
+impl BestClass {
+    fn reset(&mut self, n: usize) {
+        self.class.clear();
+        self.class.resize(n, 0);
+        self.score.clear();
+        self.score.resize(n, f32::NEG_INFINITY);
+    }
+
+    fn update(&mut self, class_id: usize, row: &[f32]) {
+        for ((best_class, best_score), &v) in self.class.iter_mut().zip(&mut self.score).zip(row) {
+            if v > *best_score {
+                *best_score = v;
+                *best_class = class_id;
+            }
+        }
+    }
+}
+
+/// Class-aware greedy NMS (torchvision semantics: IoU > `iou` suppresses), highest score
+/// first, at most `max_detections` kept. Sorts `candidates` in place by score.
+pub fn nms(candidates: &mut Vec<Candidate>, iou: f32, max_detections: usize) {
+    candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+    candidates.truncate(MAX_BOXES_INTO_NMS);
+    let mut kept: Vec<Candidate> = Vec::with_capacity(candidates.len().min(max_detections));
+    for c in candidates.iter() {
+        if kept.len() == max_detections {
+            break;
+        }
+        let suppressed = kept
+            .iter()
+            .any(|k| k.class_id == c.class_id && k.box_in_model.iou(&c.box_in_model) > iou);
+        if !suppressed {
+            kept.push(*c);
+        }
+    }
+    *candidates = kept;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(conf: f32, classes: usize) -> PostprocessConfig {
+        PostprocessConfig {
+            conf,
+            iou: 0.45,
+            max_detections: 300,
+            class_mask: vec![true; classes],
+        }
+    }
+
+    #[test]
+    fn nms_suppresses_overlaps_within_a_class_only() {
+        let b = |x: f32| BoxXyxy::new(x, 0.0, x + 10.0, 10.0);
+        let mut c = vec![
+            Candidate {
+                class_id: 0,
+                score: 0.8,
+                box_in_model: b(1.0),
+            },
+            Candidate {
+                class_id: 0,
+                score: 0.9,
+                box_in_model: b(0.0),
+            },
+            Candidate {
+                class_id: 1,
+                score: 0.7,
+                box_in_model: b(0.0),
+            },
+            Candidate {
+                class_id: 0,
+                score: 0.6,
+                box_in_model: b(50.0),
+            },
+        ];
+        nms(&mut c, 0.45, 300);
+        let got: Vec<(usize, f32)> = c.iter().map(|c| (c.class_id, c.score)).collect();
+        assert_eq!(got, vec![(0, 0.9), (1, 0.7), (0, 0.6)]);
+    }
+
+    #[test]
+    fn nms_keeps_at_most_max_detections() {
+        let mut c: Vec<Candidate> = (0..10)
+            .map(|i| Candidate {
+                class_id: 0,
+                score: i as f32 / 10.0,
+                box_in_model: BoxXyxy::new(i as f32 * 20.0, 0.0, i as f32 * 20.0 + 10.0, 10.0),
+            })
+            .collect();
+        nms(&mut c, 0.45, 3);
+        assert_eq!(c.len(), 3);
+        assert_eq!(c[0].score, 0.9);
+    }
+
+    #[test]
+    fn yolov8_picks_the_best_class_then_filters_and_thresholds() {
+        // 3 anchors, 2 classes: [cx, cy, w, h, s0, s1] rows.
+        #[rustfmt::skip]
+        let out = [
+            10.0, 20.0, 30.0,   // cx
+            10.0, 20.0, 30.0,   // cy
+            4.0, 4.0, 4.0,      // w
+            2.0, 2.0, 2.0,      // h
+            0.9, 0.1, 0.25,     // class 0
+            0.3, 0.8, 0.2,      // class 1
+        ];
+        let mut best = BestClass::default();
+        let mut got = vec![];
+        yolov8_candidates(&out, 3, &cfg(0.25, 2), &mut best, &mut got);
+        // Anchor 2's best score is exactly the threshold: ultralytics keeps only `> conf`.
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].class_id, got[0].box_in_model),
+            (0, BoxXyxy::new(8.0, 9.0, 12.0, 11.0))
+        );
+        assert_eq!(got[1].class_id, 1);
+        // Filtering out class 0 drops anchor 0 entirely (its best class is 0), as ultralytics.
+        let mut only1 = cfg(0.25, 2);
+        only1.class_mask = vec![false, true];
+        yolov8_candidates(&out, 3, &only1, &mut best, &mut got);
+        assert_eq!(got.iter().map(|c| c.class_id).collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn yolox_decodes_on_the_stride_grids() {
+        // 32×32 input: level 8 has 4×4 anchors, 16 has 2×2, 32 has 1×1 → 21 anchors.
+        let cols = 5 + 2;
+        let mut out = vec![0.0f32; 21 * cols];
+        // Anchor (gx=1, gy=2) on stride 8 is index 2*4+1 = 9.
+        let row = &mut out[9 * cols..10 * cols];
+        row.copy_from_slice(&[0.5, 0.25, 0.0, 1.0f32.ln(), 0.9, 0.2, 0.6]);
+        // The stride-32 anchor, exactly at the threshold: YOLOX keeps `>= conf`.
+        out[20 * cols..21 * cols].copy_from_slice(&[0.0, 0.0, 0.0, 0.0, 0.5, 0.6, 0.0]);
+        let mut got = vec![];
+        yolox_candidates(&out, 32, 32, &cfg(0.3, 2), &mut got);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].class_id, 1);
+        assert!((got[0].score - 0.54).abs() < 1e-6);
+        let b = got[0].box_in_model;
+        assert_eq!(b, BoxXyxy::from_center(12.0, 18.0, 8.0, 8.0));
+        assert_eq!(
+            (got[1].class_id, got[1].box_in_model),
+            (0, BoxXyxy::from_center(0.0, 0.0, 32.0, 32.0))
+        );
+    }
+}
