@@ -570,9 +570,17 @@ impl Module for Yolov8 {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let raw = self.forward_raw(xs)?;
         let (_, _, height, width) = xs.dims4()?;
-        let (centres, strides) = anchor_grid(height, width, raw.box_dist.dtype(), xs.device())?;
-        let distances = self.head.expected_distances(&raw.box_dist)?;
-        let box_in_model = dist_to_cxcywh(&distances, &centres)?.broadcast_mul(&strides)?;
+        // Boxes are decoded in f32 whatever the network's dtype: in f16 the DFL softmax
+        // and the anchor arithmetic (coordinates up to 640) alone cost ~1 px, against
+        // ~0.07 px from the f16 network itself. The decode is a few small ops.
+        let decode_dtype = DType::F32;
+        let (centres, strides) = anchor_grid(height, width, decode_dtype, xs.device())?;
+        let distances = self
+            .head
+            .expected_distances(&raw.box_dist.to_dtype(decode_dtype)?)?;
+        let box_in_model = dist_to_cxcywh(&distances, &centres)?
+            .broadcast_mul(&strides)?
+            .to_dtype(xs.dtype())?;
         let scores = candle_nn::ops::sigmoid(&raw.cls_logits)?;
         Tensor::cat(&[box_in_model, scores], 1)
     }
@@ -751,10 +759,16 @@ mod tests {
         let xs = parity["input"].to_dtype(DType::F16).unwrap();
         let ys = model.forward(&xs).unwrap();
         assert_eq!(ys.dtype(), DType::F16);
-        let scores = ys.narrow(1, 4, 80).unwrap().to_dtype(DType::F32).unwrap();
-        let err = max_abs_diff(&scores, &parity["output"].narrow(1, 4, 80).unwrap());
-        eprintln!("f16 on CPU: max |Δ| scores {err:.3e}");
-        assert!(err.is_finite());
+        let ys = ys.to_dtype(DType::F32).unwrap();
+        let expected = &parity["output"];
+        let rows = |t: &Tensor, start, len| t.narrow(1, start, len).unwrap();
+        let box_err = max_abs_diff(&rows(&ys, 0, 4), &rows(expected, 0, 4));
+        let score_err = max_abs_diff(&rows(&ys, 4, 80), &rows(expected, 4, 80));
+        eprintln!("f16 on CPU: max |Δ| boxes {box_err:.3e} px, scores {score_err:.3e}");
+        // Loose bounds: f16 has 11 significant bits; this guards against overflow/NaN
+        // and dtype mistakes, not rounding.
+        assert!(box_err < 0.5, "f16 boxes differ by {box_err}");
+        assert!(score_err < 1e-2, "f16 scores differ by {score_err}");
     }
 
     /// Naive stride-1 max-pool with −∞ padding, PyTorch's definition.
