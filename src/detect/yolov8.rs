@@ -771,6 +771,109 @@ mod tests {
         assert!(score_err < 1e-2, "f16 scores differ by {score_err}");
     }
 
+    /// A synthetic, BN-folded YOLOv8 under candle names with yolov8.yaml's channel and
+    /// depth formulas, so every scale can be loaded without its (large) weights.
+    struct Synthetic {
+        tensors: HashMap<String, Tensor>,
+    }
+
+    impl Synthetic {
+        fn conv(&mut self, name: &str, c_in: usize, c_out: usize, k: usize) {
+            let dev = &Device::Cpu;
+            let w = Tensor::zeros((c_out, c_in, k, k), DType::F32, dev).unwrap();
+            let b = Tensor::zeros(c_out, DType::F32, dev).unwrap();
+            self.tensors.insert(format!("{name}.conv.weight"), w);
+            self.tensors.insert(format!("{name}.conv.bias"), b);
+        }
+
+        fn c2f(&mut self, name: &str, c_in: usize, c_out: usize, n: usize) {
+            let c = c_out / 2;
+            self.conv(&format!("{name}.cv1"), c_in, 2 * c, 1);
+            self.conv(&format!("{name}.cv2"), (2 + n) * c, c_out, 1);
+            for k in 0..n {
+                self.conv(&format!("{name}.bottleneck.{k}.cv1"), c, c, 3);
+                self.conv(&format!("{name}.bottleneck.{k}.cv2"), c, c, 3);
+            }
+        }
+
+        /// `depth`, `width`, `max_channels` as in yolov8.yaml's `scales`.
+        fn build(depth: f64, width: f64, max_channels: usize, nc: usize) -> Self {
+            let ch = |c: usize| ((c.min(max_channels) as f64 * width / 8.0).ceil() as usize) * 8;
+            let n = |k: f64| ((k * depth).round() as usize).max(1);
+            let (c1, c2, c3, c4, c5) = (ch(64), ch(128), ch(256), ch(512), ch(1024));
+            let mut m = Synthetic {
+                tensors: HashMap::new(),
+            };
+            m.conv("net.b1.0", 3, c1, 3);
+            m.conv("net.b1.1", c1, c2, 3);
+            m.c2f("net.b2.0", c2, c2, n(3.0));
+            m.conv("net.b2.1", c2, c3, 3);
+            m.c2f("net.b2.2", c3, c3, n(6.0));
+            m.conv("net.b3.0", c3, c4, 3);
+            m.c2f("net.b3.1", c4, c4, n(6.0));
+            m.conv("net.b4.0", c4, c5, 3);
+            m.c2f("net.b4.1", c5, c5, n(3.0));
+            m.conv("net.b5.0.cv1", c5, c5 / 2, 1);
+            m.conv("net.b5.0.cv2", 2 * c5, c5, 1);
+            m.c2f("fpn.n1", c5 + c4, c4, n(3.0));
+            m.c2f("fpn.n2", c4 + c3, c3, n(3.0));
+            m.conv("fpn.n3", c3, c3, 3);
+            m.c2f("fpn.n4", c3 + c4, c4, n(3.0));
+            m.conv("fpn.n5", c4, c4, 3);
+            m.c2f("fpn.n6", c4 + c5, c5, n(3.0));
+            let box_width = (c3 / 4).max(64);
+            let cls_width = c3.max(nc.min(100));
+            for (level, c_in) in [c3, c4, c5].into_iter().enumerate() {
+                for (branch, width, out) in [("cv2", box_width, 64), ("cv3", cls_width, nc)] {
+                    let name = format!("head.{branch}.{level}");
+                    m.conv(&format!("{name}.0"), c_in, width, 3);
+                    m.conv(&format!("{name}.1"), width, width, 3);
+                    let dev = &Device::Cpu;
+                    let w = Tensor::zeros((out, width, 1, 1), DType::F32, dev).unwrap();
+                    m.tensors.insert(format!("{name}.2.weight"), w);
+                    let b = Tensor::zeros(out, DType::F32, dev).unwrap();
+                    m.tensors.insert(format!("{name}.2.bias"), b);
+                }
+            }
+            let bins = Tensor::arange(0f32, 16., &Device::Cpu).unwrap();
+            let bins = bins.reshape((1, 16, 1, 1)).unwrap();
+            m.tensors.insert("head.dfl.conv.weight".into(), bins);
+            m
+        }
+    }
+
+    #[test]
+    fn every_scale_loads_and_is_named_from_its_shapes() {
+        let scales = [
+            ("yolov8n", 0.33, 0.25, 1024),
+            ("yolov8s", 0.33, 0.50, 1024),
+            ("yolov8m", 0.67, 0.75, 768),
+            ("yolov8l", 1.00, 1.00, 512),
+            ("yolov8x", 1.00, 1.25, 512),
+        ];
+        for (name, depth, width, max_channels) in scales {
+            let model = model_from(Synthetic::build(depth, width, max_channels, 80).tensors)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(model.variant(), name);
+            assert_eq!(model.num_classes(), 80);
+        }
+        let custom = model_from(Synthetic::build(0.33, 0.25, 1024, 3).tensors).unwrap();
+        assert_eq!((custom.variant(), custom.num_classes()), ("yolov8n", 3));
+        let custom = model_from(Synthetic::build(0.67, 0.25, 1024, 80).tensors).unwrap();
+        assert_eq!(custom.variant(), "yolov8-custom");
+    }
+
+    #[test]
+    fn medium_scale_runs_with_its_channel_ratio() {
+        let model = model_from(Synthetic::build(0.67, 0.75, 768, 5).tensors).unwrap();
+        let xs = Tensor::zeros((2, 3, 64, 96), DType::F32, &Device::Cpu).unwrap();
+        let ys = model.forward(&xs).unwrap();
+        assert_eq!(ys.dims(), [2, 4 + 5, 8 * 12 + 4 * 6 + 2 * 3]);
+        // Zero weights: every distance is the mean bin 7.5, so boxes are 15 cells wide.
+        let first_w = ys.get(0).unwrap().get(2).unwrap().get(0).unwrap();
+        assert_eq!(first_w.to_scalar::<f32>().unwrap(), 15.0 * 8.0);
+    }
+
     /// Naive stride-1 max-pool with −∞ padding, PyTorch's definition.
     fn reference_max_pool(xs: &[f32], h: usize, w: usize, k: usize) -> Vec<f32> {
         let pad = (k / 2) as isize;
