@@ -61,7 +61,7 @@ fn decode_jpeg_turbo(bytes: &[u8]) -> Result<RgbImage, String> {
     let decoded = std::panic::catch_unwind(|| -> std::io::Result<(usize, usize, Vec<u8>)> {
         let mut started = mozjpeg::Decompress::new_mem(bytes)?.rgb()?;
         let (w, h) = (started.width(), started.height());
-        let pixels = started.read_scanlines_flat()?;
+        let pixels = started.read_scanlines::<u8>()?;
         started.finish()?;
         Ok((w, h, pixels))
     });
