@@ -174,7 +174,7 @@ pub fn fold_batchnorm(
         .keys()
         .filter_map(|k| k.strip_suffix(".bn.weight").map(str::to_string))
         .collect();
-    let mut take = |name: String, tensors: &mut HashMap<String, Tensor>| {
+    let take = |name: String, tensors: &mut HashMap<String, Tensor>| {
         tensors
             .remove(&name)
             .ok_or_else(|| format!("has no tensor `{name}` (needed to fold its BatchNorm)"))
