@@ -103,8 +103,8 @@ pub fn read_checkpoint(path: &Path) -> Result<Vec<(String, Tensor)>, PickleError
     let pickle = checkpoint.pickle()?;
     let unpickled = vm::unpickle(&pickle).map_err(|e| unpickle_error(path, e))?;
     let visit_budget = unpickled.ops.saturating_mul(2).saturating_add(1024);
-    let named = state_dict::state_dict(&unpickled.root, visit_budget)
-        .map_err(|e| naming_error(path, e))?;
+    let named =
+        state_dict::state_dict(&unpickled.root, visit_budget).map_err(|e| naming_error(path, e))?;
     drop(unpickled);
     // Views may share storages, but together they may not need much more than the file
     // holds: a bound that stops one storage from being fanned out into terabytes.
@@ -169,10 +169,13 @@ impl Checkpoint<'_> {
     /// The first `limit` bytes of `<top>/<name>` (fewer when the entry is shorter).
     fn entry(&mut self, name: &str, limit: u64) -> Result<Vec<u8>, PickleError> {
         let full = format!("{}{name}", self.top);
-        let entry = self.archive.by_name(&full).map_err(|source| PickleError::Zip {
-            path: self.path.to_path_buf(),
-            source,
-        })?;
+        let entry = self
+            .archive
+            .by_name(&full)
+            .map_err(|source| PickleError::Zip {
+                path: self.path.to_path_buf(),
+                source,
+            })?;
         let mut bytes = Vec::new();
         // Grows only as data really arrives: declared sizes are not trusted for allocation.
         entry
@@ -238,7 +241,9 @@ impl Checkpoint<'_> {
             if bytes_built > byte_budget {
                 return Err(PickleError::TooLarge {
                     path: self.path.to_path_buf(),
-                    reason: format!("its views would take over {byte_budget} bytes, more than 4 times the file"),
+                    reason: format!(
+                        "its views would take over {byte_budget} bytes, more than 4 times the file"
+                    ),
                 });
             }
             let storage = self.storage(&mut storages, &view.storage, elem, &name)?;
@@ -305,7 +310,12 @@ fn gather(storage: &[u8], view: &TensorRef, elem: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(numel * elem);
     let mut index = vec![0usize; view.shape.len()];
     for _ in 0..numel {
-        let at: usize = view.offset + index.iter().zip(&view.stride).map(|(i, s)| i * s).sum::<usize>();
+        let at: usize = view.offset
+            + index
+                .iter()
+                .zip(&view.stride)
+                .map(|(i, s)| i * s)
+                .sum::<usize>();
         out.extend_from_slice(&storage[at * elem..(at + 1) * elem]);
         // Advance the row-major index, last dimension fastest.
         for dim in (0..index.len()).rev() {

@@ -57,14 +57,20 @@ const TORCH_DTYPES: [&str; 14] = [
 /// The behaviour of `module.name`, or `None` when a weights file has no business naming it.
 pub fn classify(module: &str, name: &str) -> Option<GlobalKind> {
     // Protocol-2 pickles from Python 2 name builtins `__builtin__`.
-    let module = if module == "__builtin__" { "builtins" } else { module };
+    let module = if module == "__builtin__" {
+        "builtins"
+    } else {
+        module
+    };
     let kind = match (module, name) {
         ("torch._utils", "_rebuild_tensor_v2") => GlobalKind::RebuildTensorV2,
         ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
             GlobalKind::RebuildParameter
         }
         ("torch._tensor", "_rebuild_from_type_v2") => GlobalKind::RebuildFromTypeV2,
-        ("torch", storage) if storage.ends_with("Storage") => GlobalKind::Storage(storage_dtype(storage)?),
+        ("torch", storage) if storage.ends_with("Storage") => {
+            GlobalKind::Storage(storage_dtype(storage)?)
+        }
         ("collections", "OrderedDict") => GlobalKind::OrderedDict,
         ("builtins", "set" | "frozenset") => GlobalKind::Set,
         ("torch", "Size" | "device") | ("_codecs", "encode") => GlobalKind::OpaqueConstructor,
@@ -130,10 +136,19 @@ mod tests {
 
     #[test]
     fn allows_what_checkpoints_use() {
-        assert_eq!(classify("torch", "HalfStorage"), Some(GlobalKind::Storage(Some(DType::F16))));
+        assert_eq!(
+            classify("torch", "HalfStorage"),
+            Some(GlobalKind::Storage(Some(DType::F16)))
+        );
         assert_eq!(classify("__builtin__", "set"), Some(GlobalKind::Set));
-        assert_eq!(classify("ultralytics.nn.tasks", "DetectionModel"), Some(GlobalKind::DataClass));
-        assert_eq!(classify("torch.nn.modules.conv", "Conv2d"), Some(GlobalKind::DataClass));
+        assert_eq!(
+            classify("ultralytics.nn.tasks", "DetectionModel"),
+            Some(GlobalKind::DataClass)
+        );
+        assert_eq!(
+            classify("torch.nn.modules.conv", "Conv2d"),
+            Some(GlobalKind::DataClass)
+        );
         assert_eq!(classify("torch", "NotAStorage"), None);
     }
 }

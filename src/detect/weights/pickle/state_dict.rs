@@ -162,14 +162,19 @@ fn module_state(state: &Value) -> Option<&Rc<std::cell::RefCell<Dict>>> {
 }
 
 fn has_tensor_values(dict: &Dict) -> bool {
-    dict.entries.iter().any(|(_, v)| matches!(v, Value::Tensor(_)))
+    dict.entries
+        .iter()
+        .any(|(_, v)| matches!(v, Value::Tensor(_)))
 }
 
 fn string_set(value: Option<&Value>) -> HashSet<String> {
     match value {
-        Some(Value::Set(items) | Value::List(items)) => {
-            items.borrow().items.iter().filter_map(Value::as_name).collect()
-        }
+        Some(Value::Set(items) | Value::List(items)) => items
+            .borrow()
+            .items
+            .iter()
+            .filter_map(Value::as_name)
+            .collect(),
         _ => HashSet::new(),
     }
 }

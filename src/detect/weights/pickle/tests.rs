@@ -27,7 +27,9 @@ impl PickleBytes {
         self.op(format!("c{module}\n{name}\n").as_bytes())
     }
     fn str(&mut self, s: &str) -> &mut Self {
-        self.op(b"X").op(&(s.len() as u32).to_le_bytes()).op(s.as_bytes())
+        self.op(b"X")
+            .op(&(s.len() as u32).to_le_bytes())
+            .op(s.as_bytes())
     }
     fn int(&mut self, i: i32) -> &mut Self {
         self.op(b"J").op(&i.to_le_bytes())
@@ -46,11 +48,27 @@ impl PickleBytes {
         self.op(&[b'h', key])
     }
     /// `_rebuild_tensor_v2(('storage', torch.<storage>, key, 'cpu', numel), offset, size, stride, False, OrderedDict())`.
-    fn tensor(&mut self, storage: &str, key: &str, numel: i32, offset: i32, size: &[i32], stride: &[i32]) -> &mut Self {
+    fn tensor(
+        &mut self,
+        storage: &str,
+        key: &str,
+        numel: i32,
+        offset: i32,
+        size: &[i32],
+        stride: &[i32],
+    ) -> &mut Self {
         self.global("torch._utils", "_rebuild_tensor_v2").op(b"(");
-        self.op(b"(").str("storage").global("torch", storage).str(key).str("cpu").int(numel).op(b"tQ");
+        self.op(b"(")
+            .str("storage")
+            .global("torch", storage)
+            .str(key)
+            .str("cpu")
+            .int(numel)
+            .op(b"tQ");
         self.int(offset).ints(size).ints(stride).op(b"\x89");
-        self.global("collections", "OrderedDict").op(b")R").op(b"tR")
+        self.global("collections", "OrderedDict")
+            .op(b")R")
+            .op(b"tR")
     }
     fn stop(&mut self) -> Vec<u8> {
         self.op(b".");
@@ -62,7 +80,8 @@ impl PickleBytes {
 fn checkpoint_file(pickle: Option<&[u8]>, storages: &[(&str, Vec<u8>)]) -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().unwrap();
     let mut zip = zip::ZipWriter::new(file.reopen().unwrap());
-    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     if let Some(pickle) = pickle {
         zip.start_file("archive/data.pkl", options).unwrap();
         zip.write_all(pickle).unwrap();
@@ -70,14 +89,18 @@ fn checkpoint_file(pickle: Option<&[u8]>, storages: &[(&str, Vec<u8>)]) -> tempf
     zip.start_file("archive/byteorder", options).unwrap();
     zip.write_all(b"little").unwrap();
     for (key, bytes) in storages {
-        zip.start_file(format!("archive/data/{key}"), options).unwrap();
+        zip.start_file(format!("archive/data/{key}"), options)
+            .unwrap();
         zip.write_all(bytes).unwrap();
     }
     zip.finish().unwrap();
     file
 }
 
-fn read_pickle(pickle: &[u8], storages: &[(&str, Vec<u8>)]) -> Result<Vec<(String, Tensor)>, PickleError> {
+fn read_pickle(
+    pickle: &[u8],
+    storages: &[(&str, Vec<u8>)],
+) -> Result<Vec<(String, Tensor)>, PickleError> {
     let file = checkpoint_file(Some(pickle), storages);
     read_checkpoint(file.path())
 }
@@ -93,14 +116,23 @@ fn safetensors_f32(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
         .into_iter()
         .filter(|(_, v)| v.dtype() == safetensors::Dtype::F32)
         .map(|(name, v)| {
-            let values = v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            let values = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
             (name, (v.shape().to_vec(), values))
         })
         .collect()
 }
 
 fn tensor_f32(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 // ---- real checkpoints ----
@@ -115,7 +147,11 @@ fn yolov8n_pt_matches_the_ultralytics_safetensors_within_f16_rounding() {
     };
     let tensors = read_checkpoint(&pt).unwrap();
     let expected = safetensors_f32(&st);
-    let floats: HashMap<_, _> = tensors.iter().filter(|(_, t)| t.dtype().is_float()).cloned().collect();
+    let floats: HashMap<_, _> = tensors
+        .iter()
+        .filter(|(_, t)| t.dtype().is_float())
+        .cloned()
+        .collect();
     assert!(floats.values().all(|t| t.dtype() == DType::F16));
     let mut names: Vec<_> = floats.keys().cloned().collect();
     let mut expected_names: Vec<_> = expected.keys().cloned().collect();
@@ -139,7 +175,9 @@ fn yolov8n_pt_matches_the_ultralytics_safetensors_within_f16_rounding() {
         floats.len()
     );
     assert!(tensors.iter().any(|(n, _)| n == "model.22.dfl.conv.weight"));
-    assert!(tensors.iter().any(|(n, _)| n == "model.2.m.0.cv1.conv.weight"));
+    assert!(tensors
+        .iter()
+        .any(|(n, _)| n == "model.2.m.0.cv1.conv.weight"));
 }
 
 #[test]
@@ -153,8 +191,14 @@ fn yolox_pth_is_bit_identical_to_the_safetensors() {
     let tensors = read_checkpoint(&pth).unwrap();
     assert_eq!(tensors.len(), 642);
     let expected = safetensors_f32(&st);
-    let floats: Vec<_> = tensors.iter().filter(|(_, t)| t.dtype() == DType::F32).collect();
-    let ints = tensors.iter().filter(|(_, t)| t.dtype() == DType::I64).count();
+    let floats: Vec<_> = tensors
+        .iter()
+        .filter(|(_, t)| t.dtype() == DType::F32)
+        .collect();
+    let ints = tensors
+        .iter()
+        .filter(|(_, t)| t.dtype() == DType::I64)
+        .count();
     assert_eq!((floats.len(), ints, expected.len()), (538, 104, 538));
     for (name, t) in floats {
         let (shape, values) = &expected[name];
@@ -170,8 +214,16 @@ fn yolox_pth_is_bit_identical_to_the_safetensors() {
 fn assert_forbidden(pickle: &[u8], global: &str) {
     let err = read_pickle(pickle, &[]).unwrap_err();
     let message = err.to_string();
-    assert!(matches!(&err, PickleError::ForbiddenGlobal { global: g, .. } if g == global), "{message}");
-    assert!(message.contains(global) && message.contains("malicious") && message.contains("not executed"), "{message}");
+    assert!(
+        matches!(&err, PickleError::ForbiddenGlobal { global: g, .. } if g == global),
+        "{message}"
+    );
+    assert!(
+        message.contains(global)
+            && message.contains("malicious")
+            && message.contains("not executed"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -179,15 +231,31 @@ fn os_system_is_refused_and_not_run() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("pwned");
     let command = format!("touch {}", marker.display());
-    let pickle = PickleBytes::new().global("os", "system").put(0).str(&command).op(b"\x85R").stop();
+    let pickle = PickleBytes::new()
+        .global("os", "system")
+        .put(0)
+        .str(&command)
+        .op(b"\x85R")
+        .stop();
     assert_forbidden(&pickle, "os.system");
     assert!(!marker.exists(), "the command ran");
 }
 
 #[test]
 fn eval_exec_getattr_and_posix_system_are_refused() {
-    for (module, name) in [("builtins", "eval"), ("builtins", "exec"), ("__builtin__", "eval"), ("builtins", "getattr"), ("posix", "system"), ("subprocess", "Popen")] {
-        let pickle = PickleBytes::new().global(module, name).str("print(1)").op(b"\x85R").stop();
+    for (module, name) in [
+        ("builtins", "eval"),
+        ("builtins", "exec"),
+        ("__builtin__", "eval"),
+        ("builtins", "getattr"),
+        ("posix", "system"),
+        ("subprocess", "Popen"),
+    ] {
+        let pickle = PickleBytes::new()
+            .global(module, name)
+            .str("print(1)")
+            .op(b"\x85R")
+            .stop();
         assert_forbidden(&pickle, &format!("{module}.{name}"));
     }
 }
@@ -195,7 +263,11 @@ fn eval_exec_getattr_and_posix_system_are_refused() {
 #[test]
 fn stack_global_is_checked_too() {
     // SHORT_BINUNICODE 'os', SHORT_BINUNICODE 'system', STACK_GLOBAL, ...
-    let pickle = PickleBytes::new().op(b"\x8c\x02os\x8c\x06system\x93").str("id").op(b"\x85R").stop();
+    let pickle = PickleBytes::new()
+        .op(b"\x8c\x02os\x8c\x06system\x93")
+        .str("id")
+        .op(b"\x85R")
+        .stop();
     assert_forbidden(&pickle, "os.system");
 }
 
@@ -203,8 +275,13 @@ fn stack_global_is_checked_too() {
 fn forbidden_global_inside_a_real_looking_checkpoint_is_refused() {
     // {'model': OrderedDict(w=tensor), 'x': os.system('id')}
     let mut p = PickleBytes::new();
-    p.op(b"}(").str("model").global("collections", "OrderedDict").op(b")R");
-    p.str("w").tensor("FloatStorage", "0", 1, 0, &[1], &[1]).op(b"s");
+    p.op(b"}(")
+        .str("model")
+        .global("collections", "OrderedDict")
+        .op(b")R");
+    p.str("w")
+        .tensor("FloatStorage", "0", 1, 0, &[1], &[1])
+        .op(b"s");
     p.str("x").global("os", "system").str("id").op(b"\x85Ru");
     let err = read_pickle(&p.stop(), &[("0", f32_bytes(&[1.0]))]).unwrap_err();
     assert!(matches!(err, PickleError::ForbiddenGlobal { .. }), "{err}");
@@ -225,7 +302,10 @@ fn memo_bomb_of_shared_lists_finishes_quickly() {
     let start = Instant::now();
     let err = read_pickle(&p.stop(), &[]).unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(2));
-    assert!(matches!(&err, PickleError::NoTensors { found, .. } if found.contains("list of 16")), "{err}");
+    assert!(
+        matches!(&err, PickleError::NoTensors { found, .. } if found.contains("list of 16")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -234,9 +314,20 @@ fn module_shared_many_times_cannot_explode_the_naming_walk() {
     let mut p = PickleBytes::new();
     p.global("torch.nn.modules.container", "Sequential").put(1);
     p.op(b")\x81}").str("_parameters").op(b"}").str("w");
-    p.tensor("FloatStorage", "0", 1, 0, &[1], &[1]).op(b"ssb").put(0);
+    p.tensor("FloatStorage", "0", 1, 0, &[1], &[1])
+        .op(b"ssb")
+        .put(0);
     for _ in 0..60 {
-        p.get(1).op(b")\x81}").str("_modules").op(b"}(").str("a").get(0).str("b").get(0).op(b"usb").put(0);
+        p.get(1)
+            .op(b")\x81}")
+            .str("_modules")
+            .op(b"}(")
+            .str("a")
+            .get(0)
+            .str("b")
+            .get(0)
+            .op(b"usb")
+            .put(0);
     }
     let start = Instant::now();
     let err = read_pickle(&p.stop(), &[("0", f32_bytes(&[1.0]))]).unwrap_err();
@@ -252,27 +343,55 @@ fn zip_without_data_pkl_is_not_a_checkpoint() {
     let err = read_checkpoint(file.path()).unwrap_err();
     assert!(matches!(err, PickleError::NoDataPkl { .. }));
     let message = err.to_string();
-    assert!(message.contains("no data.pkl") && message.contains("safetensors"), "{message}");
+    assert!(
+        message.contains("no data.pkl") && message.contains("safetensors"),
+        "{message}"
+    );
 }
 
 #[test]
 fn truncated_and_garbage_pickles_are_errors() {
-    let good = PickleBytes::new().op(b"}").str("w").tensor("FloatStorage", "0", 2, 0, &[2], &[1]).op(b"s").stop();
-    assert_eq!(read_pickle(&good, &[("0", f32_bytes(&[1.0, 2.0]))]).unwrap().len(), 1);
+    let good = PickleBytes::new()
+        .op(b"}")
+        .str("w")
+        .tensor("FloatStorage", "0", 2, 0, &[2], &[1])
+        .op(b"s")
+        .stop();
+    assert_eq!(
+        read_pickle(&good, &[("0", f32_bytes(&[1.0, 2.0]))])
+            .unwrap()
+            .len(),
+        1
+    );
     for cut in 0..good.len() - 1 {
         let err = read_pickle(&good[..cut], &[("0", f32_bytes(&[1.0, 2.0]))]).unwrap_err();
-        assert!(matches!(err, PickleError::Malformed { .. }), "cut {cut}: {err}");
+        assert!(
+            matches!(err, PickleError::Malformed { .. }),
+            "cut {cut}: {err}"
+        );
     }
     let err = read_pickle(b"\xffgarbage", &[]).unwrap_err();
-    assert!(err.to_string().contains("byte 0: unknown or unsupported opcode 0xff"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("byte 0: unknown or unsupported opcode 0xff"),
+        "{err}"
+    );
     let err = read_pickle(b"this is not a pickle", &[]).unwrap_err();
-    assert!(matches!(err, PickleError::Malformed { offset: 0, .. }), "{err}");
+    assert!(
+        matches!(err, PickleError::Malformed { offset: 0, .. }),
+        "{err}"
+    );
 }
 
 #[test]
 fn transposed_view_is_gathered_in_row_major_order() {
     // storage [0..6], view size (3, 2) stride (1, 3): the transpose of [[0,1,2],[3,4,5]].
-    let pickle = PickleBytes::new().op(b"}").str("t").tensor("FloatStorage", "0", 6, 0, &[3, 2], &[1, 3]).op(b"s").stop();
+    let pickle = PickleBytes::new()
+        .op(b"}")
+        .str("t")
+        .tensor("FloatStorage", "0", 6, 0, &[3, 2], &[1, 3])
+        .op(b"s")
+        .stop();
     let tensors = read_pickle(&pickle, &[("0", f32_bytes(&[0., 1., 2., 3., 4., 5.]))]).unwrap();
     assert_eq!(tensors[0].1.dims(), &[3, 2]);
     assert_eq!(tensor_f32(&tensors[0].1), vec![0., 3., 1., 4., 2., 5.]);
@@ -281,9 +400,16 @@ fn transposed_view_is_gathered_in_row_major_order() {
 #[test]
 fn offset_views_share_one_storage() {
     let mut p = PickleBytes::new();
-    p.op(b"}(").str("a").tensor("HalfStorage", "0", 4, 0, &[2], &[1]);
-    p.str("b").tensor("HalfStorage", "0", 4, 2, &[2], &[1]).op(b"u");
-    let halves: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+    p.op(b"}(")
+        .str("a")
+        .tensor("HalfStorage", "0", 4, 0, &[2], &[1]);
+    p.str("b")
+        .tensor("HalfStorage", "0", 4, 2, &[2], &[1])
+        .op(b"u");
+    let halves: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+        .iter()
+        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+        .collect();
     let tensors = read_pickle(&p.stop(), &[("0", halves)]).unwrap();
     assert_eq!(tensors[0].1.dtype(), DType::F16);
     assert_eq!(tensor_f32(&tensors[1].1), vec![3.0, 4.0]);
@@ -291,16 +417,29 @@ fn offset_views_share_one_storage() {
 
 #[test]
 fn view_past_its_storage_is_refused() {
-    let pickle = PickleBytes::new().op(b"}").str("w").tensor("FloatStorage", "0", 4, 2, &[3], &[1]).op(b"s").stop();
+    let pickle = PickleBytes::new()
+        .op(b"}")
+        .str("w")
+        .tensor("FloatStorage", "0", 4, 2, &[3], &[1])
+        .op(b"s")
+        .stop();
     let err = read_pickle(&pickle, &[("0", f32_bytes(&[0.; 4]))]).unwrap_err();
     assert!(err.to_string().contains("reaches element 4"), "{err}");
 }
 
 #[test]
 fn storage_shorter_than_declared_is_refused() {
-    let pickle = PickleBytes::new().op(b"}").str("w").tensor("FloatStorage", "0", 4, 0, &[4], &[1]).op(b"s").stop();
+    let pickle = PickleBytes::new()
+        .op(b"}")
+        .str("w")
+        .tensor("FloatStorage", "0", 4, 0, &[4], &[1])
+        .op(b"s")
+        .stop();
     let err = read_pickle(&pickle, &[("0", f32_bytes(&[0.; 3]))]).unwrap_err();
-    assert!(matches!(err, PickleError::BadTensor { ref name, .. } if name == "w"), "{err}");
+    assert!(
+        matches!(err, PickleError::BadTensor { ref name, .. } if name == "w"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -308,21 +447,55 @@ fn module_names_skip_none_and_non_persistent_buffers() {
     // BatchNorm-like module: params weight + None bias, buffers mean + non-persistent `tmp`,
     // child `sub` with its own weight.
     let mut p = PickleBytes::new();
-    p.global("torch.nn.modules.batchnorm", "BatchNorm2d").put(1).op(b")\x81}(");
-    p.str("_parameters").op(b"}(").str("weight").tensor("FloatStorage", "0", 1, 0, &[1], &[1]).str("bias").op(b"Nu");
-    p.str("_buffers").op(b"}(").str("running_mean").tensor("FloatStorage", "1", 1, 0, &[1], &[1]);
-    p.str("tmp").tensor("FloatStorage", "1", 1, 0, &[1], &[1]).op(b"u");
-    p.str("_non_persistent_buffers_set").global("__builtin__", "set").op(b"]").str("tmp").op(b"a\x85R");
-    p.str("_modules").op(b"}").str("sub").get(1).op(b")\x81}").str("_parameters").op(b"}").str("weight");
-    p.tensor("FloatStorage", "0", 1, 0, &[1], &[1]).op(b"ssbsub");
+    p.global("torch.nn.modules.batchnorm", "BatchNorm2d")
+        .put(1)
+        .op(b")\x81}(");
+    p.str("_parameters")
+        .op(b"}(")
+        .str("weight")
+        .tensor("FloatStorage", "0", 1, 0, &[1], &[1])
+        .str("bias")
+        .op(b"Nu");
+    p.str("_buffers")
+        .op(b"}(")
+        .str("running_mean")
+        .tensor("FloatStorage", "1", 1, 0, &[1], &[1]);
+    p.str("tmp")
+        .tensor("FloatStorage", "1", 1, 0, &[1], &[1])
+        .op(b"u");
+    p.str("_non_persistent_buffers_set")
+        .global("__builtin__", "set")
+        .op(b"]")
+        .str("tmp")
+        .op(b"a\x85R");
+    p.str("_modules")
+        .op(b"}")
+        .str("sub")
+        .get(1)
+        .op(b")\x81}")
+        .str("_parameters")
+        .op(b"}")
+        .str("weight");
+    p.tensor("FloatStorage", "0", 1, 0, &[1], &[1])
+        .op(b"ssbsub");
     let storages = [("0", f32_bytes(&[1.0])), ("1", f32_bytes(&[2.0]))];
-    let names: Vec<String> = read_pickle(&p.stop(), &storages).unwrap().into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = read_pickle(&p.stop(), &storages)
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     assert_eq!(names, ["weight", "running_mean", "sub.weight"]);
 }
 
 #[test]
 fn checkpoint_dict_without_tensors_says_what_it_holds() {
-    let pickle = PickleBytes::new().op(b"}(").str("epoch").int(3).str("model").op(b"Nu").stop();
+    let pickle = PickleBytes::new()
+        .op(b"}(")
+        .str("epoch")
+        .int(3)
+        .str("model")
+        .op(b"Nu")
+        .stop();
     let err = read_pickle(&pickle, &[]).unwrap_err();
     assert!(err.to_string().contains("keys [`epoch`, `model`]"), "{err}");
 }
@@ -336,7 +509,11 @@ fn yolox_data_pkl() -> Option<&'static [u8]> {
             let path = crate::fixtures::require("models/yolox_nano.pth")?;
             let mut archive = zip::ZipArchive::new(File::open(path).ok()?).ok()?;
             let mut bytes = Vec::new();
-            archive.by_name("yolox_nano/data.pkl").ok()?.read_to_end(&mut bytes).ok()?;
+            archive
+                .by_name("yolox_nano/data.pkl")
+                .ok()?
+                .read_to_end(&mut bytes)
+                .ok()?;
             Some(bytes)
         })
         .as_deref()

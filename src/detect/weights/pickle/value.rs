@@ -22,7 +22,8 @@ pub enum Value {
     BigInt,
     Float(f64),
     Str(Rc<str>),
-    Bytes(Rc<[u8]>),
+    /// A bytes object, of this many bytes (weights never need its contents).
+    Bytes(usize),
     Tuple(Rc<Items>),
     List(Rc<RefCell<Items>>),
     Set(Rc<RefCell<Items>>),
@@ -116,7 +117,7 @@ impl Value {
             Value::BigInt => "a big int".into(),
             Value::Float(f) => format!("the float {f}"),
             Value::Str(_) => "a string".into(),
-            Value::Bytes(_) => "a bytes object".into(),
+            Value::Bytes(n) => format!("a bytes object of {n} bytes"),
             Value::Tuple(t) => format!("a tuple of {} items", t.items.len()),
             Value::List(l) => format!("a list of {} items", l.borrow().items.len()),
             Value::Set(s) => format!("a set of {} items", s.borrow().items.len()),
@@ -181,7 +182,10 @@ impl Dict {
             .entries
             .iter()
             .take(SHOWN)
-            .map(|(k, _)| k.as_name().map_or_else(|| k.describe(), |n| format!("`{n}`")))
+            .map(|(k, _)| {
+                k.as_name()
+                    .map_or_else(|| k.describe(), |n| format!("`{n}`"))
+            })
             .collect();
         if self.entries.len() > SHOWN {
             keys.push(format!("… ({} keys)", self.entries.len()));

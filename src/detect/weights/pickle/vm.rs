@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use super::policy::{self, Global, GlobalKind};
-use super::value::{Dict, Object, StorageRef, TensorRef, Value};
+use super::value::{Object, StorageRef, TensorRef, Value};
 
 /// Why a pickle could not be read, and at which byte of it.
 #[derive(Debug)]
@@ -111,7 +111,9 @@ impl<'a> Machine<'a> {
     fn run(&mut self) -> Result<Value, UnpickleError> {
         loop {
             let at = self.pos;
-            let opcode = self.take(1).map_err(|kind| UnpickleError { offset: at, kind })?[0];
+            let opcode = self
+                .take(1)
+                .map_err(|kind| UnpickleError { offset: at, kind })?[0];
             self.ops += 1;
             match self.step(opcode) {
                 Ok(None) => {}
@@ -312,8 +314,14 @@ impl<'a> Machine<'a> {
     }
 
     fn take(&mut self, n: usize) -> Step<&'a [u8]> {
-        let end = self.pos.checked_add(n).ok_or(UnpickleErrorKind::Truncated)?;
-        let bytes = self.input.get(self.pos..end).ok_or(UnpickleErrorKind::Truncated)?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or(UnpickleErrorKind::Truncated)?;
+        let bytes = self
+            .input
+            .get(self.pos..end)
+            .ok_or(UnpickleErrorKind::Truncated)?;
         self.pos = end;
         Ok(bytes)
     }
@@ -364,8 +372,8 @@ impl<'a> Machine<'a> {
     }
 
     fn push_bytes(&mut self, len: usize) -> Step<()> {
-        let bytes = Rc::from(self.take(len)?);
-        self.stack.push(Value::Bytes(bytes));
+        let bytes = self.take(len)?;
+        self.stack.push(Value::Bytes(bytes.len()));
         Ok(())
     }
 
@@ -373,7 +381,7 @@ impl<'a> Machine<'a> {
         let bytes = self.take(len)?;
         let value = match std::str::from_utf8(bytes) {
             Ok(text) => Value::Str(Rc::from(text)),
-            Err(_) => Value::Bytes(Rc::from(bytes)),
+            Err(_) => Value::Bytes(bytes.len()),
         };
         self.stack.push(value);
         Ok(())
@@ -401,7 +409,9 @@ impl<'a> Machine<'a> {
         if self.marks.last().is_some_and(|&m| m >= self.stack.len()) {
             return malformed("stack underflow past a MARK");
         }
-        self.stack.pop().ok_or_else(|| UnpickleErrorKind::Malformed("stack underflow".into()))
+        self.stack
+            .pop()
+            .ok_or_else(|| UnpickleErrorKind::Malformed("stack underflow".into()))
     }
 
     fn pop_n(&mut self, n: usize) -> Step<Vec<Value>> {
@@ -443,7 +453,11 @@ fn long_from_le(bytes: &[u8]) -> Value {
     if bytes.len() > 8 {
         return Value::BigInt;
     }
-    let fill = if bytes.last().is_some_and(|&b| b & 0x80 != 0) { 0xff } else { 0 };
+    let fill = if bytes.last().is_some_and(|&b| b & 0x80 != 0) {
+        0xff
+    } else {
+        0
+    };
     let mut buf = [fill; 8];
     buf[..bytes.len()].copy_from_slice(bytes);
     Value::Int(i64::from_le_bytes(buf))
@@ -453,7 +467,7 @@ fn insert_pairs(target: &Value, items: Vec<Value>) -> Step<()> {
     let Value::Dict(dict) = target else {
         return malformed(format!("SETITEM(S) on {}", target.describe()));
     };
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return malformed("odd number of items for a dict");
     }
     let mut dict = dict.borrow_mut();
@@ -477,14 +491,20 @@ fn extend_list(target: &Value, items: Vec<Value>) -> Step<()> {
 fn args_of(args: &Value) -> Step<&[Value]> {
     match args {
         Value::Tuple(t) => Ok(&t.items),
-        other => malformed(format!("call arguments are {}, not a tuple", other.describe())),
+        other => malformed(format!(
+            "call arguments are {}, not a tuple",
+            other.describe()
+        )),
     }
 }
 
 /// REDUCE: `callable(*args)` for the allow-listed behaviours; nothing is ever executed.
 fn reduce(callable: &Value, args: &Value) -> Step<Value> {
     let Value::Global(global) = callable else {
-        return malformed(format!("REDUCE calls {}, not a global", callable.describe()));
+        return malformed(format!(
+            "REDUCE calls {}, not a global",
+            callable.describe()
+        ));
     };
     let args = args_of(args)?;
     match global.kind {
@@ -500,7 +520,9 @@ fn reduce(callable: &Value, args: &Value) -> Step<Value> {
                 let pairs = pairs.borrow();
                 for pair in &pairs.items {
                     match pair {
-                        Value::Tuple(kv) if kv.items.len() == 2 => insert_pairs(&dict, kv.items.clone())?,
+                        Value::Tuple(kv) if kv.items.len() == 2 => {
+                            insert_pairs(&dict, kv.items.clone())?
+                        }
                         _ => return malformed("OrderedDict from something other than pairs"),
                     }
                 }
@@ -514,9 +536,10 @@ fn reduce(callable: &Value, args: &Value) -> Step<Value> {
         })),
         GlobalKind::DataClass => Ok(new_data_object(global)),
         GlobalKind::OpaqueConstructor => Ok(Value::Opaque(global.clone())),
-        GlobalKind::Storage(_) | GlobalKind::Constant => {
-            malformed(format!("`{}` is called, which torch.save never does", global.qualified()))
-        }
+        GlobalKind::Storage(_) | GlobalKind::Constant => malformed(format!(
+            "`{}` is called, which torch.save never does",
+            global.qualified()
+        )),
     }
 }
 
@@ -531,7 +554,10 @@ fn rebuild_from_type(args: &[Value]) -> Step<Value> {
             Some(tensor @ Value::Tensor(_)) => Ok(tensor.clone()),
             _ => malformed("_rebuild_parameter without a tensor"),
         },
-        _ => malformed(format!("_rebuild_from_type_v2 wraps `{}`", func.qualified())),
+        _ => malformed(format!(
+            "_rebuild_from_type_v2 wraps `{}`",
+            func.qualified()
+        )),
     }
 }
 
@@ -553,7 +579,10 @@ fn new_object(class: &Value, args: &Value) -> Step<Value> {
         GlobalKind::OrderedDict => Ok(Value::empty_dict()),
         GlobalKind::Set => Ok(Value::set(Vec::new())),
         GlobalKind::OpaqueConstructor => Ok(Value::Opaque(global.clone())),
-        _ => malformed(format!("NEWOBJ on `{}`, which is not a class", global.qualified())),
+        _ => malformed(format!(
+            "NEWOBJ on `{}`, which is not a class",
+            global.qualified()
+        )),
     }
 }
 
@@ -585,12 +614,16 @@ fn persistent_load(pid: &Value) -> Step<Value> {
         return malformed(format!("persistent id of kind `{tag}`, expected `storage`"));
     }
     let GlobalKind::Storage(dtype) = storage_type.kind else {
-        return malformed(format!("`{}` is not a storage type", storage_type.qualified()));
+        return malformed(format!(
+            "`{}` is not a storage type",
+            storage_type.qualified()
+        ));
     };
     let key = key
         .as_name()
         .ok_or_else(|| UnpickleErrorKind::Malformed("storage key is not a string".into()))?;
-    let numel = usize::try_from(*numel).or_else(|_| malformed(format!("storage of {numel} elements")))?;
+    let numel =
+        usize::try_from(*numel).or_else(|_| malformed(format!("storage of {numel} elements")))?;
     Ok(Value::Storage(Rc::new(StorageRef {
         key,
         dtype,
@@ -605,11 +638,14 @@ fn rebuild_tensor(args: &[Value]) -> Step<Value> {
     let [Value::Storage(storage), Value::Int(offset), size, stride, ..] = args else {
         return malformed("_rebuild_tensor_v2 without (storage, offset, size, stride)");
     };
-    let offset = usize::try_from(*offset).or_else(|_| malformed(format!("negative storage offset {offset}")))?;
+    let offset = usize::try_from(*offset)
+        .or_else(|_| malformed(format!("negative storage offset {offset}")))?;
     let shape = usizes(size, "size")?;
     let stride = usizes(stride, "stride")?;
     if shape.len() != stride.len() {
-        return malformed(format!("size {shape:?} and stride {stride:?} differ in rank"));
+        return malformed(format!(
+            "size {shape:?} and stride {stride:?} differ in rank"
+        ));
     }
     let numel = shape
         .iter()
@@ -619,7 +655,9 @@ fn rebuild_tensor(args: &[Value]) -> Step<Value> {
         let last = shape
             .iter()
             .zip(&stride)
-            .try_fold(offset, |at, (&d, &s)| at.checked_add((d - 1).checked_mul(s)?))
+            .try_fold(offset, |at, (&d, &s)| {
+                at.checked_add((d - 1).checked_mul(s)?)
+            })
             .ok_or_else(|| UnpickleErrorKind::Malformed(format!("stride {stride:?} overflows")))?;
         if last >= storage.numel {
             return malformed(format!(
@@ -638,12 +676,17 @@ fn rebuild_tensor(args: &[Value]) -> Step<Value> {
 
 fn usizes(value: &Value, what: &str) -> Step<Vec<usize>> {
     let Value::Tuple(t) = value else {
-        return malformed(format!("tensor {what} is {}, not a tuple", value.describe()));
+        return malformed(format!(
+            "tensor {what} is {}, not a tuple",
+            value.describe()
+        ));
     };
     t.items
         .iter()
         .map(|v| match v {
-            Value::Int(i) => usize::try_from(*i).or_else(|_| malformed(format!("negative tensor {what} {i}"))),
+            Value::Int(i) => {
+                usize::try_from(*i).or_else(|_| malformed(format!("negative tensor {what} {i}")))
+            }
             other => malformed(format!("tensor {what} holds {}", other.describe())),
         })
         .collect()
@@ -653,7 +696,9 @@ impl std::fmt::Display for UnpickleErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             UnpickleErrorKind::Forbidden(global) => write!(f, "forbidden global `{global}`"),
-            UnpickleErrorKind::UnknownOpcode(op) => write!(f, "unknown or unsupported opcode 0x{op:02x}"),
+            UnpickleErrorKind::UnknownOpcode(op) => {
+                write!(f, "unknown or unsupported opcode 0x{op:02x}")
+            }
             UnpickleErrorKind::Truncated => write!(f, "the pickle ends in the middle of an opcode"),
             UnpickleErrorKind::Malformed(reason) => write!(f, "{reason}"),
         }
@@ -674,12 +719,20 @@ mod tests {
         let mut p = b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01]q\x02(K\x01J\xfe\xff\xff\xffG\x40\x0c\x00\x00\x00\x00\x00\x00\x8c\x01xN\x88eX\x01\x00\x00\x00b".to_vec();
         p.extend_from_slice(b"M\x2c\x01\x8a\x03\x70\x11\x01\x86u.");
         let out = run(&p).unwrap();
-        let Value::Dict(d) = &out.root else { panic!("{}", out.root.describe()) };
+        let Value::Dict(d) = &out.root else {
+            panic!("{}", out.root.describe())
+        };
         let d = d.borrow();
-        let Some(Value::List(l)) = d.get_str("a") else { panic!() };
+        let Some(Value::List(l)) = d.get_str("a") else {
+            panic!()
+        };
         let l = l.borrow();
-        assert!(matches!(l.items[..], [Value::Int(1), Value::Int(-2), Value::Float(f), Value::Str(_), Value::None, Value::Bool(true)] if f == 3.5));
-        let Some(Value::Tuple(t)) = d.get_str("b") else { panic!() };
+        assert!(
+            matches!(l.items[..], [Value::Int(1), Value::Int(-2), Value::Float(f), Value::Str(_), Value::None, Value::Bool(true)] if f == 3.5)
+        );
+        let Some(Value::Tuple(t)) = d.get_str("b") else {
+            panic!()
+        };
         assert!(matches!(t.items[..], [Value::Int(300), Value::Int(70000)]));
     }
 
@@ -692,7 +745,13 @@ mod tests {
 
     #[test]
     fn truncated_input_is_an_error() {
-        for p in [&b"\x80"[..], b"\x80\x02X\xff\xff\xff\xff", b"\x80\x02N", b"\x80\x02cos\nsys", b""] {
+        for p in [
+            &b"\x80"[..],
+            b"\x80\x02X\xff\xff\xff\xff",
+            b"\x80\x02N",
+            b"\x80\x02cos\nsys",
+            b"",
+        ] {
             assert!(run(p).is_err(), "{p:?}");
         }
     }
