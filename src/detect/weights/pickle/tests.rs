@@ -488,6 +488,34 @@ fn module_names_skip_none_and_non_persistent_buffers() {
 }
 
 #[test]
+fn training_checkpoint_uses_ema_module_then_state_dict_key() {
+    // {'model': None, 'ema': Conv2d with weight}  (an ultralytics training checkpoint)
+    let mut p = PickleBytes::new();
+    p.op(b"}(").str("model").op(b"N").str("ema");
+    p.global("torch.nn.modules.conv", "Conv2d")
+        .op(b")\x81}")
+        .str("_parameters")
+        .op(b"}")
+        .str("weight");
+    p.tensor("FloatStorage", "0", 1, 0, &[1], &[1]).op(b"ssbu");
+    let storages = [("0", f32_bytes(&[1.0]))];
+    let tensors = read_pickle(&p.stop(), &storages).unwrap();
+    assert_eq!(tensors[0].0, "weight");
+
+    // {'epoch': 1, 'state_dict': {'head.w': t}}
+    let mut p = PickleBytes::new();
+    p.op(b"}(")
+        .str("epoch")
+        .int(1)
+        .str("state_dict")
+        .op(b"}")
+        .str("head.w");
+    p.tensor("FloatStorage", "0", 1, 0, &[1], &[1]).op(b"su");
+    let tensors = read_pickle(&p.stop(), &storages).unwrap();
+    assert_eq!(tensors[0].0, "head.w");
+}
+
+#[test]
 fn checkpoint_dict_without_tensors_says_what_it_holds() {
     let pickle = PickleBytes::new()
         .op(b"}(")
@@ -502,21 +530,24 @@ fn checkpoint_dict_without_tensors_says_what_it_holds() {
 
 // ---- no panics on arbitrary input ----
 
-fn yolox_data_pkl() -> Option<&'static [u8]> {
-    static BYTES: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
-    BYTES
-        .get_or_init(|| {
-            let path = crate::fixtures::require("models/yolox_nano.pth")?;
-            let mut archive = zip::ZipArchive::new(File::open(path).ok()?).ok()?;
-            let mut bytes = Vec::new();
-            archive
-                .by_name("yolox_nano/data.pkl")
-                .ok()?
-                .read_to_end(&mut bytes)
-                .ok()?;
-            Some(bytes)
-        })
-        .as_deref()
+/// The data.pkl of a real checkpoint (`yolov8n` has modules, sets and BUILDs; `yolox` a
+/// plain state_dict), when the fixtures are present.
+fn real_data_pkl(yolov8: bool) -> Option<&'static [u8]> {
+    static BYTES: std::sync::OnceLock<[Option<Vec<u8>>; 2]> = std::sync::OnceLock::new();
+    let read = |fixture: &str, entry: &str| -> Option<Vec<u8>> {
+        let path = crate::fixtures::require(fixture)?;
+        let mut archive = zip::ZipArchive::new(File::open(path).ok()?).ok()?;
+        let mut bytes = Vec::new();
+        archive.by_name(entry).ok()?.read_to_end(&mut bytes).ok()?;
+        Some(bytes)
+    };
+    let both = BYTES.get_or_init(|| {
+        [
+            read("models/yolox_nano.pth", "yolox_nano/data.pkl"),
+            read("models/yolov8n-random.pt", "yolov8n-random/data.pkl"),
+        ]
+    });
+    both[usize::from(yolov8)].as_deref()
 }
 
 /// Unpickles and names: whatever `bytes` are, this returns (an error or a result).
@@ -538,10 +569,11 @@ proptest! {
 
     #[test]
     fn mutated_real_pickle_never_panics(
+        yolov8 in any::<bool>(),
         edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
         cut in any::<prop::sample::Index>(),
     ) {
-        let Some(original) = yolox_data_pkl() else { return Ok(()) };
+        let Some(original) = real_data_pkl(yolov8) else { return Ok(()) };
         let mut bytes = original.to_vec();
         for (at, byte) in edits {
             let at = at.index(bytes.len());
@@ -549,5 +581,40 @@ proptest! {
         }
         digest(&bytes);
         digest(&bytes[..cut.index(bytes.len())]);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Any view over any storage either reads exactly the elements a strided index names,
+    /// or is refused; it never reads out of bounds.
+    #[test]
+    fn arbitrary_views_read_the_right_elements_or_fail(
+        declared in 0i32..10,
+        present in 0usize..10,
+        offset in 0i32..10,
+        dims in proptest::collection::vec((0i32..4, 0i32..5), 0..4),
+    ) {
+        let size: Vec<i32> = dims.iter().map(|d| d.0).collect();
+        let stride: Vec<i32> = dims.iter().map(|d| d.1).collect();
+        let values: Vec<f32> = (0..present).map(|i| i as f32).collect();
+        let pickle = PickleBytes::new().op(b"}").str("t").tensor("FloatStorage", "0", declared, offset, &size, &stride).op(b"s").stop();
+        if let Ok(tensors) = read_pickle(&pickle, &[("0", f32_bytes(&values))]) {
+            let t = &tensors[0].1;
+            let shape: Vec<usize> = size.iter().map(|&d| d as usize).collect();
+            prop_assert_eq!(t.dims(), shape.as_slice());
+            let numel: usize = shape.iter().product();
+            let mut expected = Vec::with_capacity(numel);
+            for flat in 0..numel {
+                let (mut rest, mut at) = (flat, offset as usize);
+                for (d, &s) in shape.iter().zip(&stride).rev() {
+                    at += (rest % d) * s as usize;
+                    rest /= d;
+                }
+                expected.push(values[at]);
+            }
+            prop_assert_eq!(tensor_f32(t), expected);
+        }
     }
 }
