@@ -32,18 +32,16 @@ pub fn state_dict(root: &Value, visit_budget: usize) -> Result<Named, NamingErro
         visits: 0,
         budget: visit_budget,
     };
-    let source = match root {
-        Value::Object(module) => {
-            walk.module(module, "", 0)?;
-            "it".to_string()
-        }
+    // Which part of a checkpoint dict was read, for the message when it held nothing.
+    let used_part = match root {
+        Value::Object(module) => walk.module(module, "", 0).map(|()| None)?,
         Value::Dict(dict) => walk.checkpoint_dict(&dict.borrow())?,
-        _ => String::new(),
+        _ => None,
     };
     if walk.out.is_empty() {
         let mut found = root.describe();
-        if !source.is_empty() && source != "it" {
-            found.push_str(&format!(" whose {source} holds no tensors"));
+        if let Some(part) = used_part {
+            found.push_str(&format!(" whose {part} holds no tensors"));
         }
         return Err(NamingError::NoTensors { found });
     }
@@ -58,27 +56,27 @@ struct Walk {
 
 impl Walk {
     /// A top-level dict: `ema` (when a module), else `model`, else `state_dict`, else
-    /// itself as a state_dict. Returns which of those was used, for messages.
-    fn checkpoint_dict(&mut self, top: &Dict) -> Result<String, NamingError> {
+    /// itself as a state_dict. Returns which part was used (`None`: the dict itself).
+    fn checkpoint_dict(&mut self, top: &Dict) -> Result<Option<String>, NamingError> {
         if let Some(Value::Object(ema)) = top.get_str("ema") {
             self.module(ema, "", 0)?;
-            return Ok("`ema` module".into());
+            return Ok(Some("`ema` module".into()));
         }
         for key in ["model", "state_dict"] {
             match top.get_str(key) {
                 Some(Value::Object(module)) => {
                     self.module(module, "", 0)?;
-                    return Ok(format!("`{key}` module"));
+                    return Ok(Some(format!("`{key}` module")));
                 }
                 Some(Value::Dict(inner)) if has_tensor_values(&inner.borrow()) => {
                     self.tensor_dict(&inner.borrow(), "")?;
-                    return Ok(format!("`{key}` dict"));
+                    return Ok(Some(format!("`{key}` dict")));
                 }
                 _ => {}
             }
         }
         self.tensor_dict(top, "")?;
-        Ok(String::new())
+        Ok(None)
     }
 
     fn visit(&mut self) -> Result<(), NamingError> {
