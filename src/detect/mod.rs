@@ -4,5 +4,6 @@
 pub mod error;
 pub mod layers;
 pub mod weights;
+pub mod yolox;
 
 pub use error::{DetectError, Result};
