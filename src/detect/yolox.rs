@@ -72,8 +72,7 @@ impl Module for Conv {
 /// per layer on any device and dtype.
 #[derive(Debug, Clone)]
 struct DepthwiseConv {
-    /// `kernel²` per-channel weights, tap `(i, j)` at `i * kernel + j`, each shaped
-    /// `[1, C, 1, 1, 1, 1]` to broadcast over the phase-split input (see `forward`).
+    /// `kernel²` per-channel weights `[1, C, 1, 1]`, tap `(i, j)` at `i * kernel + j`.
     taps: Vec<Tensor>,
     bias: Tensor,
     kernel: usize,
@@ -104,7 +103,7 @@ impl DepthwiseConv {
         for i in 0..kernel {
             for j in 0..kernel {
                 let tap = weight.narrow(2, i, 1)?.narrow(3, j, 1)?;
-                taps.push(tap.reshape((1, channels, 1, 1, 1, 1))?);
+                taps.push(tap.reshape((1, channels, 1, 1))?);
             }
         }
         Ok(Self {
@@ -127,24 +126,36 @@ impl Module for DepthwiseConv {
         }
         let out_h = (height + 2 * pad - k) / s + 1;
         let out_w = (width + 2 * pad - k) / s + 1;
-        // Pad (zeros, as PyTorch) and round up to a multiple of the stride, so that input row
-        // `s·y + i` is row `y + i / s` of phase `i % s` in a [B, C, H/s, s, W/s, s] view: a
-        // strided tap becomes a plain narrow. The extra rows are never read.
+        // Pad (zeros, as PyTorch) to a multiple of the stride and split into s×s phase
+        // planes [B, C, s, s, H/s, W/s]: input row `s·y + i` is row `y + i / s` of phase
+        // `i % s`, so every tap reads a window with contiguous rows. The extra padding rows
+        // are never read.
         let padded_h = (height + 2 * pad).div_ceil(s) * s;
         let padded_w = (width + 2 * pad).div_ceil(s) * s;
         let padded = xs
             .pad_with_zeros(2, pad, padded_h - height - pad)?
             .pad_with_zeros(3, pad, padded_w - width - pad)?;
-        let phased = padded.reshape((batch, channels, padded_h / s, s, padded_w / s, s))?;
+        let (plane_h, plane_w) = (padded_h / s, padded_w / s);
+        let planes = if s == 1 {
+            padded.reshape((batch, channels, 1, 1, plane_h, plane_w))?
+        } else {
+            padded
+                .reshape((batch, channels, plane_h, s, plane_w, s))?
+                .permute((0, 1, 3, 5, 2, 4))?
+                .contiguous()?
+        };
         let mut sum: Option<Tensor> = None;
         for i in 0..k {
             for j in 0..k {
-                let view = phased
-                    .narrow(2, i / s, out_h)?
-                    .narrow(3, i % s, 1)?
-                    .narrow(4, j / s, out_w)?
-                    .narrow(5, j % s, 1)?;
-                let term = view.broadcast_mul(&self.taps[i * k + j])?;
+                // Copying the window first keeps the multiply on candle's contiguous fast
+                // path (a strided operand falls back to per-element indexing on the CPU).
+                let window = planes
+                    .narrow(2, i % s, 1)?
+                    .narrow(3, j % s, 1)?
+                    .narrow(4, i / s, out_h)?
+                    .narrow(5, j / s, out_w)?
+                    .reshape((batch, channels, out_h, out_w))?;
+                let term = window.broadcast_mul(&self.taps[i * k + j])?;
                 sum = Some(match sum {
                     None => term,
                     Some(acc) => (acc + term)?,
@@ -152,9 +163,7 @@ impl Module for DepthwiseConv {
             }
         }
         let sum = sum.expect("a kernel has at least one tap");
-        let ys = sum
-            .reshape((batch, channels, out_h, out_w))?
-            .broadcast_add(&self.bias)?;
+        let ys = sum.broadcast_add(&self.bias)?;
         candle_nn::ops::silu(&ys)
     }
 }
@@ -1241,5 +1250,53 @@ mod tests {
             "yolox-nano 416 CPU forward: median {:.1} ms, min {:.1} ms",
             ms[5], ms[0]
         );
+    }
+}
+#[cfg(test)]
+mod perf_tmp {
+    use super::*;
+    use candle_core::{DType, Device};
+    use std::collections::HashMap;
+    use std::time::Instant;
+    #[test]
+    #[ignore]
+    fn dw_vs_grouped() {
+        let dev = &Device::Cpu;
+        for (c, h, s) in [
+            (16usize, 208usize, 2usize),
+            (32, 104, 1),
+            (64, 52, 1),
+            (64, 26, 1),
+            (128, 13, 1),
+        ] {
+            let weight = Tensor::randn(0f32, 1., (c, 1, 3, 3), dev).unwrap();
+            let bias = Tensor::randn(0f32, 1., c, dev).unwrap();
+            let vb = VarBuilder::from_tensors(
+                HashMap::from([
+                    ("conv.weight".to_string(), weight.clone()),
+                    ("conv.bias".to_string(), bias.clone()),
+                ]),
+                DType::F32,
+                dev,
+            );
+            let dw = DepthwiseConv::load(vb, c, 3, s).unwrap();
+            let xs = Tensor::randn(0f32, 1., (1, c, h, h), dev).unwrap();
+            let time = |f: &dyn Fn() -> Tensor| {
+                f();
+                let t = Instant::now();
+                for _ in 0..20 {
+                    f();
+                }
+                t.elapsed().as_secs_f64() * 1e3 / 20.0
+            };
+            let a = time(&|| dw.forward(&xs).unwrap());
+            let b = time(&|| xs.conv2d(&weight, 1, s, 1, c).unwrap());
+            let w4 = Tensor::randn(0f32, 1., (1, c, 1, 1), dev).unwrap();
+            let add = time(&|| (&xs + &xs).unwrap());
+            let bmul = time(&|| xs.broadcast_mul(&w4).unwrap());
+            let pad = time(&|| xs.pad_with_zeros(2, 1, 1).unwrap().pad_with_zeros(3, 1, 1).unwrap());
+            let win = time(&|| xs.narrow(2, 1, h - 2).unwrap().narrow(3, 1, h - 2).unwrap().contiguous().unwrap());
+            eprintln!("c {c} h {h} s {s}: taps {a:.3} ms, grouped {b:.3} ms; add {add:.3} bmul {bmul:.3} pad {pad:.3} window {win:.3}");
+        }
     }
 }
