@@ -144,7 +144,10 @@ impl Module for DepthwiseConv {
                 .permute((0, 1, 3, 5, 2, 4))?
                 .contiguous()?
         };
-        let mut sum: Option<Tensor> = None;
+        let mut sum = self
+            .bias
+            .broadcast_as((batch, channels, out_h, out_w))?
+            .contiguous()?;
         for i in 0..k {
             for j in 0..k {
                 // Copying the window first keeps the multiply on candle's contiguous fast
@@ -155,16 +158,10 @@ impl Module for DepthwiseConv {
                     .narrow(4, i / s, out_h)?
                     .narrow(5, j / s, out_w)?
                     .reshape((batch, channels, out_h, out_w))?;
-                let term = window.broadcast_mul(&self.taps[i * k + j])?;
-                sum = Some(match sum {
-                    None => term,
-                    Some(acc) => (acc + term)?,
-                });
+                sum = (sum + window.broadcast_mul(&self.taps[i * k + j])?)?;
             }
         }
-        let sum = sum.expect("a kernel has at least one tap");
-        let ys = sum.broadcast_add(&self.bias)?;
-        candle_nn::ops::silu(&ys)
+        candle_nn::ops::silu(&sum)
     }
 }
 
@@ -869,6 +866,55 @@ mod tests {
         check_parity("models/yolox_nano_fused.safetensors");
     }
 
+    /// Megvii's decode of our raw output on `bus.jpg`: every detection of the onnxruntime
+    /// reference (after its NMS) is one of our candidates, same class, box within 0.05 px.
+    #[test]
+    fn decoded_candidates_contain_the_reference_detections() {
+        let (Some(parity), Some(reference)) = (
+            crate::fixtures::require("parity/yolox_nano-parity.safetensors"),
+            crate::fixtures::require("references/yolox_nano-ort-conf0.30.json"),
+        ) else {
+            return;
+        };
+        let Some(model) = load_fixture_model("models/yolox_nano_fused.safetensors") else {
+            return;
+        };
+        let golden = candle_core::safetensors::load(parity, &Device::Cpu).unwrap();
+        let raw = model.forward(&golden["input"]).unwrap();
+        let raw = raw.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let candidates = decode_outputs(&raw, 85, 416, 416, 0.3).unwrap();
+        let reference: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(reference).unwrap()).unwrap();
+        let bus = &reference["bus.jpg"];
+        let ratio = bus["preprocess"]["ratio"].as_f64().unwrap() as f32;
+        let detections = bus["detections"].as_array().unwrap();
+        assert!(!detections.is_empty());
+        for detection in detections {
+            let class_index = detection["class_id"].as_u64().unwrap() as usize;
+            let score = detection["score"].as_f64().unwrap() as f32;
+            let xyxy_in_image: Vec<f32> = detection["box_xyxy"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            let found = candidates.iter().any(|c| {
+                let [cx, cy, w, h] = c.cxcywh_in_model;
+                let xyxy_in_model = [cx - w / 2., cy - h / 2., cx + w / 2., cy + h / 2.];
+                c.class_index == class_index
+                    && (c.score - score).abs() < 1e-3
+                    && xyxy_in_model
+                        .iter()
+                        .zip(&xyxy_in_image)
+                        .all(|(m, i)| (m - i * ratio).abs() < 0.05)
+            });
+            assert!(
+                found,
+                "no candidate matches reference detection {detection}"
+            );
+        }
+    }
+
     #[test]
     fn nano_fixture_is_recognised() {
         let Some(model) = load_fixture_model("models/yolox_nano_fused.safetensors") else {
@@ -1250,53 +1296,5 @@ mod tests {
             "yolox-nano 416 CPU forward: median {:.1} ms, min {:.1} ms",
             ms[5], ms[0]
         );
-    }
-}
-#[cfg(test)]
-mod perf_tmp {
-    use super::*;
-    use candle_core::{DType, Device};
-    use std::collections::HashMap;
-    use std::time::Instant;
-    #[test]
-    #[ignore]
-    fn dw_vs_grouped() {
-        let dev = &Device::Cpu;
-        for (c, h, s) in [
-            (16usize, 208usize, 2usize),
-            (32, 104, 1),
-            (64, 52, 1),
-            (64, 26, 1),
-            (128, 13, 1),
-        ] {
-            let weight = Tensor::randn(0f32, 1., (c, 1, 3, 3), dev).unwrap();
-            let bias = Tensor::randn(0f32, 1., c, dev).unwrap();
-            let vb = VarBuilder::from_tensors(
-                HashMap::from([
-                    ("conv.weight".to_string(), weight.clone()),
-                    ("conv.bias".to_string(), bias.clone()),
-                ]),
-                DType::F32,
-                dev,
-            );
-            let dw = DepthwiseConv::load(vb, c, 3, s).unwrap();
-            let xs = Tensor::randn(0f32, 1., (1, c, h, h), dev).unwrap();
-            let time = |f: &dyn Fn() -> Tensor| {
-                f();
-                let t = Instant::now();
-                for _ in 0..20 {
-                    f();
-                }
-                t.elapsed().as_secs_f64() * 1e3 / 20.0
-            };
-            let a = time(&|| dw.forward(&xs).unwrap());
-            let b = time(&|| xs.conv2d(&weight, 1, s, 1, c).unwrap());
-            let w4 = Tensor::randn(0f32, 1., (1, c, 1, 1), dev).unwrap();
-            let add = time(&|| (&xs + &xs).unwrap());
-            let bmul = time(&|| xs.broadcast_mul(&w4).unwrap());
-            let pad = time(&|| xs.pad_with_zeros(2, 1, 1).unwrap().pad_with_zeros(3, 1, 1).unwrap());
-            let win = time(&|| xs.narrow(2, 1, h - 2).unwrap().narrow(3, 1, h - 2).unwrap().contiguous().unwrap());
-            eprintln!("c {c} h {h} s {s}: taps {a:.3} ms, grouped {b:.3} ms; add {add:.3} bmul {bmul:.3} pad {pad:.3} window {win:.3}");
-        }
     }
 }
