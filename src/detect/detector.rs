@@ -126,6 +126,7 @@ pub struct Detector {
     post: PostprocessConfig,
     best: BestClass,
     candidates: Vec<Candidate>,
+    decoded: Vec<super::yolox::YoloxCandidate>,
     output: Vec<f32>,
 }
 
@@ -141,7 +142,11 @@ impl Detector {
         let vb = weights.into_var_builder(dtype, &device)?;
         let model_error = |e: candle_core::Error| DetectError::BadWeights {
             path: path.clone(),
-            reason: format!("{} ({})", e, scheme.describe()),
+            reason: format!(
+                "{} ({})",
+                super::error::without_backtrace(e),
+                scheme.describe()
+            ),
         };
         let (network, layout, default_size, num_classes, variant) = match scheme {
             NameScheme::CandleYolov8 | NameScheme::UltralyticsYolov8 => {
@@ -178,6 +183,7 @@ impl Detector {
             },
             best: BestClass::default(),
             candidates: Vec::new(),
+            decoded: Vec::new(),
             output: Vec::new(),
         })
     }
@@ -212,7 +218,7 @@ impl Detector {
         let t1 = Instant::now();
         self.infer(&input)?;
         let t2 = Instant::now();
-        let detections = self.postprocess(&image_from_model);
+        let detections = self.postprocess(&image_from_model)?;
         let t3 = Instant::now();
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
         let timings = DetectTimings {
@@ -257,7 +263,7 @@ impl Detector {
     }
 
     /// The last inference's output → detections in image pixels.
-    pub fn postprocess(&mut self, image_from_model: &ImageFromModel) -> Vec<Detection> {
+    pub fn postprocess(&mut self, image_from_model: &ImageFromModel) -> Result<Vec<Detection>> {
         let (w, h) = self.pre.model_size();
         match self.network {
             Network::Yolov8(_) => {
@@ -270,16 +276,23 @@ impl Detector {
                     &mut self.candidates,
                 );
             }
-            Network::Yolox(_) => {
-                postprocess::yolox_candidates(&self.output, w, h, &self.post, &mut self.candidates)
-            }
+            Network::Yolox(_) => postprocess::yolox_candidates(
+                &self.output,
+                w,
+                h,
+                &self.post,
+                &mut self.decoded,
+                &mut self.candidates,
+            )
+            .map_err(|e| DetectError::Config(format!("unexpected network output: {e}")))?,
         }
         postprocess::nms(
             &mut self.candidates,
             self.post.iou,
             self.post.max_detections,
         );
-        self.candidates
+        Ok(self
+            .candidates
             .iter()
             .map(|c| Detection {
                 class_id: c.class_id,
@@ -288,6 +301,6 @@ impl Detector {
                 score: c.score,
                 box_in_image: image_from_model.box_in_image(&c.box_in_model),
             })
-            .collect()
+            .collect())
     }
 }

@@ -57,7 +57,22 @@ pub enum DetectError {
     Device(String, String),
 
     #[error(transparent)]
-    Candle(#[from] candle_core::Error),
+    Candle(candle_core::Error),
+}
+
+impl From<candle_core::Error> for DetectError {
+    fn from(e: candle_core::Error) -> Self {
+        DetectError::Candle(without_backtrace(e))
+    }
+}
+
+/// candle attaches a captured backtrace to errors when `RUST_BACKTRACE` is set and prints
+/// it as part of the message; users get the one-line message only.
+pub fn without_backtrace(e: candle_core::Error) -> candle_core::Error {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => without_backtrace(*inner),
+        other => other,
+    }
 }
 
 pub type Result<T, E = DetectError> = std::result::Result<T, E>;

@@ -6,6 +6,7 @@
 //! class is chosen over all classes before the class filter applies, as ultralytics'
 //! `classes=` does.
 
+use super::yolox;
 use crate::types::BoxXyxy;
 
 /// Strides of the three detection levels of both families.
@@ -61,54 +62,41 @@ pub fn yolov8_candidates(
     }
 }
 
-/// YOLOX output `[N, 5 + nc]` (per anchor: dx, dy, log w, log h raw, objectness, class
-/// probabilities) for a `model_w`×`model_h` input: decoded on the stride-8/16/32 grids as
-/// `cx = (dx + gx)·s`, `w = exp(log w)·s`.
+/// YOLOX output `[N, 5 + nc]` for a `model_w`×`model_h` input, decoded by
+/// [`yolox::decode_outputs_into`] (score = objectness · best class probability, kept when
+/// `>= conf`), then filtered by class.
 pub fn yolox_candidates(
     output: &[f32],
     model_w: usize,
     model_h: usize,
     cfg: &PostprocessConfig,
+    decoded: &mut Vec<yolox::YoloxCandidate>,
     out: &mut Vec<Candidate>,
-) {
+) -> Result<(), yolox::YoloxDecodeError> {
+    let anchors = yolox::anchor_count(model_h, model_w).max(1);
+    yolox::decode_outputs_into(
+        output,
+        output.len() / anchors,
+        model_h,
+        model_w,
+        cfg.conf,
+        decoded,
+    )?;
     out.clear();
-    let num_anchors: usize = STRIDES.iter().map(|s| (model_w / s) * (model_h / s)).sum();
-    let cols = output.len() / num_anchors.max(1);
-    let mut anchor = 0;
-    for s in STRIDES {
-        let (gw, gh) = (model_w / s, model_h / s);
-        for gy in 0..gh {
-            for gx in 0..gw {
-                let row = &output[anchor * cols..(anchor + 1) * cols];
-                anchor += 1;
-                let (class_id, class_prob) = argmax(&row[5..]);
-                let score = row[4] * class_prob;
-                if score < cfg.conf || !cfg.class_mask.get(class_id).copied().unwrap_or(false) {
-                    continue;
-                }
-                let s = s as f32;
-                let cx = (row[0] + gx as f32) * s;
-                let cy = (row[1] + gy as f32) * s;
-                let (w, h) = (row[2].exp() * s, row[3].exp() * s);
-                out.push(Candidate {
-                    class_id,
-                    score,
+    out.extend(
+        decoded
+            .iter()
+            .filter(|c| cfg.class_mask.get(c.class_index).copied().unwrap_or(false))
+            .map(|c| {
+                let [cx, cy, w, h] = c.cxcywh_in_model;
+                Candidate {
+                    class_id: c.class_index,
+                    score: c.score,
                     box_in_model: BoxXyxy::from_center(cx, cy, w, h),
-                });
-            }
-        }
-    }
-}
-
-/// The highest value and its index; the first wins ties, as numpy's `argmax`.
-fn argmax(values: &[f32]) -> (usize, f32) {
-    let mut best = (0, f32::NEG_INFINITY);
-    for (i, &v) in values.iter().enumerate() {
-        if v > best.1 {
-            best = (i, v);
-        }
-    }
-    best
+                }
+            }),
+    );
+    Ok(())
 }
 
 /// Per-anchor best class, kept between frames so that it is not reallocated.
@@ -253,7 +241,7 @@ mod tests {
         // The stride-32 anchor, exactly at the threshold: YOLOX keeps `>= conf`.
         out[20 * cols..21 * cols].copy_from_slice(&[0.0, 0.0, 0.0, 0.0, 0.5, 0.6, 0.0]);
         let mut got = vec![];
-        yolox_candidates(&out, 32, 32, &cfg(0.3, 2), &mut got);
+        yolox_candidates(&out, 32, 32, &cfg(0.3, 2), &mut vec![], &mut got).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].class_id, 1);
         assert!((got[0].score - 0.54).abs() < 1e-6);

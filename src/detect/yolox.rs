@@ -1,25 +1,1300 @@
-//! Placeholder: replaced by the yolox work branch.
+//! YOLOX (Megvii: nano, tiny, s, m, l, x) on candle: CSPDarknet backbone, PAFPN neck and
+//! decoupled head, loaded from Megvii's checkpoint names with BatchNorm already folded.
+//!
+//! Depth, width, depthwise convolutions and the class count are read from tensor shapes,
+//! so any YOLOX checkpoint loads without a config. [`Yolox::forward`] returns the raw head
+//! output of YOLOX with `decode_in_inference=False`; [`decode_outputs`] (pure, no weights)
+//! turns it into boxes in model-input pixels and scores, ready for NMS.
+
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
-pub struct Yolox;
-impl Yolox {
-    pub fn load(_vb: VarBuilder) -> Result<Self> {
-        candle_core::bail!("YOLOX is being written")
+
+use super::layers::{full_name, get_with_rank, ConvBlock};
+
+/// Strides of the three output levels, in the order their anchors are concatenated.
+pub const STRIDES: [usize; 3] = [8, 16, 32];
+
+/// Input sizes must be multiples of the coarsest stride so every level has a whole grid.
+const SIZE_MULTIPLE: usize = 32;
+
+/// YOLOX's `Conv` choice: `DWConv` (depthwise k×k + pointwise 1×1) in depthwise models
+/// (nano), `BaseConv` otherwise.
+#[derive(Debug, Clone)]
+enum Conv {
+    Base(ConvBlock),
+    Depthwise {
+        dconv: DepthwiseConv,
+        pconv: ConvBlock,
+    },
+}
+
+impl Conv {
+    fn load(
+        vb: VarBuilder,
+        c_in: usize,
+        kernel: usize,
+        stride: usize,
+        depthwise: bool,
+    ) -> Result<Self> {
+        if depthwise {
+            let dconv = DepthwiseConv::load(vb.pp("dconv"), c_in, kernel, stride)?;
+            let pconv = ConvBlock::load(vb.pp("pconv"), c_in, 1, 1, 1, true)?;
+            Ok(Self::Depthwise { dconv, pconv })
+        } else {
+            Ok(Self::Base(ConvBlock::load(
+                vb, c_in, kernel, stride, 1, true,
+            )?))
+        }
     }
-    pub fn num_classes(&self) -> usize {
-        80
-    }
-    pub fn variant(&self) -> &'static str {
-        "yolox"
+
+    fn out_channels(&self) -> usize {
+        match self {
+            Self::Base(conv) => conv.out_channels(),
+            Self::Depthwise { pconv, .. } => pconv.out_channels(),
+        }
     }
 }
-impl Module for Yolox {
+
+impl Module for Conv {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        Ok(xs.clone())
+        match self {
+            Self::Base(conv) => conv.forward(xs),
+            Self::Depthwise { dconv, pconv } => pconv.forward(&dconv.forward(xs)?),
+        }
     }
 }
+
+/// A depthwise convolution (YOLOX `DWConv.dconv`: groups = channels, SiLU) computed as the
+/// sum of k² shifted views of the padded input, each scaled per channel.
+///
+/// candle runs a grouped `conv2d` as one convolution per group, i.e. thousands of small
+/// convolutions (and kernel launches) per YOLOX-Nano frame; this is 2·k² element-wise ops
+/// per layer on any device and dtype.
+#[derive(Debug, Clone)]
+struct DepthwiseConv {
+    /// `kernel²` per-channel weights `[1, C, 1, 1]`, tap `(i, j)` at `i * kernel + j`.
+    taps: Vec<Tensor>,
+    bias: Tensor,
+    kernel: usize,
+    stride: usize,
+}
+
+impl DepthwiseConv {
+    /// Loads `{vb}.conv.weight` `[C, 1, k, k]` and `{vb}.conv.bias` `[C]`.
+    fn load(vb: VarBuilder, channels: usize, kernel: usize, stride: usize) -> Result<Self> {
+        let vb = vb.pp("conv");
+        let weight = get_with_rank(&vb, "weight", 4)?;
+        if weight.dims() != [channels, 1, kernel, kernel] {
+            candle_core::bail!(
+                "tensor `{}` has shape {:?}, expected [{channels}, 1, {kernel}, {kernel}] (a depthwise convolution)",
+                full_name(&vb, "weight"),
+                weight.dims()
+            );
+        }
+        let bias = get_with_rank(&vb, "bias", 1)?;
+        if bias.dims() != [channels] {
+            candle_core::bail!(
+                "tensor `{}` has shape {:?}, expected [{channels}]",
+                full_name(&vb, "bias"),
+                bias.dims()
+            );
+        }
+        let mut taps = Vec::with_capacity(kernel * kernel);
+        for i in 0..kernel {
+            for j in 0..kernel {
+                let tap = weight.narrow(2, i, 1)?.narrow(3, j, 1)?;
+                taps.push(tap.reshape((1, channels, 1, 1))?);
+            }
+        }
+        Ok(Self {
+            taps,
+            bias: bias.reshape((1, channels, 1, 1))?,
+            kernel,
+            stride,
+        })
+    }
+}
+
+impl Module for DepthwiseConv {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let (batch, channels, height, width) = xs.dims4()?;
+        let (k, s, pad) = (self.kernel, self.stride, self.kernel / 2);
+        if height + 2 * pad < k || width + 2 * pad < k {
+            candle_core::bail!(
+                "depthwise conv: input {height}x{width} is smaller than its {k}x{k} kernel"
+            );
+        }
+        let out_h = (height + 2 * pad - k) / s + 1;
+        let out_w = (width + 2 * pad - k) / s + 1;
+        // Pad (zeros, as PyTorch) to a multiple of the stride and split into s×s phase
+        // planes [B, C, s, s, H/s, W/s]: input row `s·y + i` is row `y + i / s` of phase
+        // `i % s`, so every tap reads a window with contiguous rows. The extra padding rows
+        // are never read.
+        let padded_h = (height + 2 * pad).div_ceil(s) * s;
+        let padded_w = (width + 2 * pad).div_ceil(s) * s;
+        let padded = xs
+            .pad_with_zeros(2, pad, padded_h - height - pad)?
+            .pad_with_zeros(3, pad, padded_w - width - pad)?;
+        let (plane_h, plane_w) = (padded_h / s, padded_w / s);
+        let planes = if s == 1 {
+            padded.reshape((batch, channels, 1, 1, plane_h, plane_w))?
+        } else {
+            padded
+                .reshape((batch, channels, plane_h, s, plane_w, s))?
+                .permute((0, 1, 3, 5, 2, 4))?
+                .contiguous()?
+        };
+        let mut sum = self
+            .bias
+            .broadcast_as((batch, channels, out_h, out_w))?
+            .contiguous()?;
+        for i in 0..k {
+            for j in 0..k {
+                // Copying the window first keeps the multiply on candle's contiguous fast
+                // path (a strided operand falls back to per-element indexing on the CPU).
+                let window = planes
+                    .narrow(2, i % s, 1)?
+                    .narrow(3, j % s, 1)?
+                    .narrow(4, i / s, out_h)?
+                    .narrow(5, j / s, out_w)?
+                    .reshape((batch, channels, out_h, out_w))?;
+                sum = (sum + window.broadcast_mul(&self.taps[i * k + j])?)?;
+            }
+        }
+        candle_nn::ops::silu(&sum)
+    }
+}
+
+/// YOLOX `Bottleneck` with expansion 1.0 (as inside `CSPLayer`): 1×1 conv, k3 conv, and a
+/// residual add when `shortcut` is set and the widths match.
+#[derive(Debug, Clone)]
+struct Bottleneck {
+    conv1: ConvBlock,
+    conv2: Conv,
+    residual: bool,
+}
+
+impl Bottleneck {
+    fn load(vb: VarBuilder, c_in: usize, shortcut: bool, depthwise: bool) -> Result<Self> {
+        let conv1 = ConvBlock::load(vb.pp("conv1"), c_in, 1, 1, 1, true)?;
+        let conv2 = Conv::load(vb.pp("conv2"), conv1.out_channels(), 3, 1, depthwise)?;
+        let residual = shortcut && conv2.out_channels() == c_in;
+        Ok(Self {
+            conv1,
+            conv2,
+            residual,
+        })
+    }
+}
+
+impl Module for Bottleneck {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let ys = self.conv2.forward(&self.conv1.forward(xs)?)?;
+        if self.residual {
+            ys + xs
+        } else {
+            Ok(ys)
+        }
+    }
+}
+
+/// YOLOX `CSPLayer`: `conv3(cat(m(conv1(x)), conv2(x)))`. The bottleneck count is the
+/// number of `m.N` blocks in the checkpoint (the model's depth multiplier).
+#[derive(Debug, Clone)]
+struct CspLayer {
+    conv1: ConvBlock,
+    conv2: ConvBlock,
+    conv3: ConvBlock,
+    m: Vec<Bottleneck>,
+}
+
+impl CspLayer {
+    fn load(vb: VarBuilder, c_in: usize, shortcut: bool, depthwise: bool) -> Result<Self> {
+        let conv1 = ConvBlock::load(vb.pp("conv1"), c_in, 1, 1, 1, true)?;
+        let conv2 = ConvBlock::load(vb.pp("conv2"), c_in, 1, 1, 1, true)?;
+        let hidden = conv1.out_channels();
+        let mut m = Vec::new();
+        while vb.contains_tensor(&format!("m.{}.conv1.conv.weight", m.len())) {
+            let vb_m = vb.pp("m").pp(m.len());
+            m.push(Bottleneck::load(vb_m, hidden, shortcut, depthwise)?);
+        }
+        let conv3 = ConvBlock::load(vb.pp("conv3"), hidden + conv2.out_channels(), 1, 1, 1, true)?;
+        Ok(Self {
+            conv1,
+            conv2,
+            conv3,
+            m,
+        })
+    }
+
+    fn out_channels(&self) -> usize {
+        self.conv3.out_channels()
+    }
+}
+
+impl Module for CspLayer {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut x1 = self.conv1.forward(xs)?;
+        for bottleneck in &self.m {
+            x1 = bottleneck.forward(&x1)?;
+        }
+        let x2 = self.conv2.forward(xs)?;
+        self.conv3.forward(&Tensor::cat(&[x1, x2], 1)?)
+    }
+}
+
+/// YOLOX `SPPBottleneck`: `conv2(cat(x, pool5(x), pool9(x), pool13(x)))` with `x = conv1(..)`,
+/// stride-1 max pools padded by k/2.
+#[derive(Debug, Clone)]
+struct SppBottleneck {
+    conv1: ConvBlock,
+    conv2: ConvBlock,
+}
+
+impl SppBottleneck {
+    fn load(vb: VarBuilder, c_in: usize) -> Result<Self> {
+        let conv1 = ConvBlock::load(vb.pp("conv1"), c_in, 1, 1, 1, true)?;
+        let conv2 = ConvBlock::load(vb.pp("conv2"), 4 * conv1.out_channels(), 1, 1, 1, true)?;
+        Ok(Self { conv1, conv2 })
+    }
+}
+
+impl Module for SppBottleneck {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let x = self.conv1.forward(xs)?;
+        // Stride-1 max pools compose: pool5∘pool5 = pool9 and pool5∘pool5∘pool5 = pool13
+        // (YOLOv5's SPPF identity), exact with PyTorch's −inf padding.
+        let p5 = max_pool_same(&x, 5)?;
+        let p9 = max_pool_same(&p5, 5)?;
+        let p13 = max_pool_same(&p9, 5)?;
+        self.conv2.forward(&Tensor::cat(&[x, p5, p9, p13], 1)?)
+    }
+}
+
+/// Stride-1 k×k max pool keeping the size, equal to PyTorch's `MaxPool2d(k, 1, k // 2)`.
+/// PyTorch pads with −inf; repeating the edge value instead gives the same maxima (every
+/// window that reaches past an edge also holds the edge value itself) in any dtype.
+fn max_pool_same(xs: &Tensor, kernel: usize) -> Result<Tensor> {
+    let pad = kernel / 2;
+    xs.pad_with_same(2, pad, pad)?
+        .pad_with_same(3, pad, pad)?
+        .max_pool2d_with_stride(kernel, 1)
+}
+
+/// YOLOX `Focus` stem: space-to-depth (2×2 pixels → 4× channels) then a k3 `BaseConv`.
+#[derive(Debug, Clone)]
+struct Focus {
+    conv: ConvBlock,
+}
+
+impl Focus {
+    fn load(vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            conv: ConvBlock::load(vb.pp("conv"), 12, 3, 1, 1, true)?,
+        })
+    }
+}
+
+impl Module for Focus {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.conv.forward(&space_to_depth(xs)?)
+    }
+}
+
+/// `[B, C, H, W]` → `[B, 4C, H/2, W/2]` in Megvii's channel order: top-left (even rows,
+/// even columns), bottom-left, top-right, bottom-right.
+fn space_to_depth(xs: &Tensor) -> Result<Tensor> {
+    let (batch, channels, height, width) = xs.dims4()?;
+    // [B, C, H/2, row parity, W/2, col parity] → [B, col parity, row parity, C, H/2, W/2].
+    let split = xs.reshape((batch, channels, height / 2, 2, width / 2, 2))?;
+    split
+        .permute((0, 5, 3, 1, 2, 4))?
+        .reshape((batch, 4 * channels, height / 2, width / 2))
+}
+
+/// One `darkN` stage of CSPDarknet: a stride-2 conv, then a CSP layer.
+#[derive(Debug, Clone)]
+struct DarkStage {
+    conv: Conv,
+    csp: CspLayer,
+}
+
+impl DarkStage {
+    fn load(vb: VarBuilder, c_in: usize, depthwise: bool) -> Result<Self> {
+        let conv = Conv::load(vb.pp("0"), c_in, 3, 2, depthwise)?;
+        let csp = CspLayer::load(vb.pp("1"), conv.out_channels(), true, depthwise)?;
+        Ok(Self { conv, csp })
+    }
+}
+
+impl Module for DarkStage {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.csp.forward(&self.conv.forward(xs)?)
+    }
+}
+
+/// YOLOX `CSPDarknet` with outputs dark3, dark4, dark5 (strides 8, 16, 32). dark5 adds an
+/// SPP block and its CSP layer has no shortcuts.
+#[derive(Debug, Clone)]
+struct CspDarknet {
+    stem: Focus,
+    dark2: DarkStage,
+    dark3: DarkStage,
+    dark4: DarkStage,
+    dark5_conv: Conv,
+    dark5_spp: SppBottleneck,
+    dark5_csp: CspLayer,
+}
+
+impl CspDarknet {
+    fn load(vb: VarBuilder, depthwise: bool) -> Result<Self> {
+        let stem = Focus::load(vb.pp("stem"))?;
+        let dark2 = DarkStage::load(vb.pp("dark2"), stem.conv.out_channels(), depthwise)?;
+        let dark3 = DarkStage::load(vb.pp("dark3"), dark2.csp.out_channels(), depthwise)?;
+        let dark4 = DarkStage::load(vb.pp("dark4"), dark3.csp.out_channels(), depthwise)?;
+        let vb5 = vb.pp("dark5");
+        let dark5_conv = Conv::load(vb5.pp("0"), dark4.csp.out_channels(), 3, 2, depthwise)?;
+        let dark5_spp = SppBottleneck::load(vb5.pp("1"), dark5_conv.out_channels())?;
+        let dark5_csp = CspLayer::load(
+            vb5.pp("2"),
+            dark5_spp.conv2.out_channels(),
+            false,
+            depthwise,
+        )?;
+        Ok(Self {
+            stem,
+            dark2,
+            dark3,
+            dark4,
+            dark5_conv,
+            dark5_spp,
+            dark5_csp,
+        })
+    }
+
+    fn out_channels(&self) -> [usize; 3] {
+        [
+            self.dark3.csp.out_channels(),
+            self.dark4.csp.out_channels(),
+            self.dark5_csp.out_channels(),
+        ]
+    }
+
+    /// (dark3, dark4, dark5) feature maps.
+    fn forward(&self, xs: &Tensor) -> Result<[Tensor; 3]> {
+        let dark2 = self.dark2.forward(&self.stem.forward(xs)?)?;
+        let dark3 = self.dark3.forward(&dark2)?;
+        let dark4 = self.dark4.forward(&dark3)?;
+        let dark5 = self.dark5_spp.forward(&self.dark5_conv.forward(&dark4)?)?;
+        let dark5 = self.dark5_csp.forward(&dark5)?;
+        Ok([dark3, dark4, dark5])
+    }
+
+    /// Bottlenecks in dark2's CSP layer, Megvii's `base_depth = max(round(3·depth), 1)`:
+    /// 1 for nano, tiny and s, 2 for m, 3 for l, 4 for x.
+    fn base_depth(&self) -> usize {
+        self.dark2.csp.m.len()
+    }
+}
+
+/// YOLOX `YOLOPAFPN`: the backbone plus a top-down then bottom-up feature pyramid.
+#[derive(Debug, Clone)]
+struct YoloPafpn {
+    backbone: CspDarknet,
+    lateral_conv0: ConvBlock,
+    c3_p4: CspLayer,
+    reduce_conv1: ConvBlock,
+    c3_p3: CspLayer,
+    bu_conv2: Conv,
+    c3_n3: CspLayer,
+    bu_conv1: Conv,
+    c3_n4: CspLayer,
+}
+
+impl YoloPafpn {
+    fn load(vb: VarBuilder, depthwise: bool) -> Result<Self> {
+        let backbone = CspDarknet::load(vb.pp("backbone"), depthwise)?;
+        let [c3, c4, c5] = backbone.out_channels();
+        let lateral_conv0 = ConvBlock::load(vb.pp("lateral_conv0"), c5, 1, 1, 1, true)?;
+        let fpn0 = lateral_conv0.out_channels();
+        let c3_p4 = CspLayer::load(vb.pp("C3_p4"), fpn0 + c4, false, depthwise)?;
+        let reduce_conv1 =
+            ConvBlock::load(vb.pp("reduce_conv1"), c3_p4.out_channels(), 1, 1, 1, true)?;
+        let fpn1 = reduce_conv1.out_channels();
+        let c3_p3 = CspLayer::load(vb.pp("C3_p3"), fpn1 + c3, false, depthwise)?;
+        let bu_conv2 = Conv::load(vb.pp("bu_conv2"), c3_p3.out_channels(), 3, 2, depthwise)?;
+        let c3_n3 = CspLayer::load(
+            vb.pp("C3_n3"),
+            bu_conv2.out_channels() + fpn1,
+            false,
+            depthwise,
+        )?;
+        let bu_conv1 = Conv::load(vb.pp("bu_conv1"), c3_n3.out_channels(), 3, 2, depthwise)?;
+        let c3_n4 = CspLayer::load(
+            vb.pp("C3_n4"),
+            bu_conv1.out_channels() + fpn0,
+            false,
+            depthwise,
+        )?;
+        Ok(Self {
+            backbone,
+            lateral_conv0,
+            c3_p4,
+            reduce_conv1,
+            c3_p3,
+            bu_conv2,
+            c3_n3,
+            bu_conv1,
+            c3_n4,
+        })
+    }
+
+    fn out_channels(&self) -> [usize; 3] {
+        [
+            self.c3_p3.out_channels(),
+            self.c3_n3.out_channels(),
+            self.c3_n4.out_channels(),
+        ]
+    }
+
+    /// Pyramid outputs at strides 8, 16, 32.
+    fn forward(&self, xs: &Tensor) -> Result<[Tensor; 3]> {
+        let [dark3, dark4, dark5] = self.backbone.forward(xs)?;
+        let fpn_out0 = self.lateral_conv0.forward(&dark5)?;
+        let f_out0 = Tensor::cat(&[upsample2(&fpn_out0)?, dark4], 1)?;
+        let f_out0 = self.c3_p4.forward(&f_out0)?;
+        let fpn_out1 = self.reduce_conv1.forward(&f_out0)?;
+        let f_out1 = Tensor::cat(&[upsample2(&fpn_out1)?, dark3], 1)?;
+        let pan_out2 = self.c3_p3.forward(&f_out1)?;
+        let p_out1 = Tensor::cat(&[self.bu_conv2.forward(&pan_out2)?, fpn_out1], 1)?;
+        let pan_out1 = self.c3_n3.forward(&p_out1)?;
+        let p_out0 = Tensor::cat(&[self.bu_conv1.forward(&pan_out1)?, fpn_out0], 1)?;
+        let pan_out0 = self.c3_n4.forward(&p_out0)?;
+        Ok([pan_out2, pan_out1, pan_out0])
+    }
+}
+
+fn upsample2(xs: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = xs.dims4()?;
+    xs.upsample_nearest2d(2 * h, 2 * w)
+}
+
+/// One level of `YOLOXHead`: stem, then separate class and box/objectness branches.
+#[derive(Debug, Clone)]
+struct HeadLevel {
+    stem: ConvBlock,
+    cls_convs: [Conv; 2],
+    reg_convs: [Conv; 2],
+    cls_pred: ConvBlock,
+    reg_pred: ConvBlock,
+    obj_pred: ConvBlock,
+}
+
+impl HeadLevel {
+    fn load(vb: &VarBuilder, level: usize, c_in: usize, depthwise: bool) -> Result<Self> {
+        let stem = ConvBlock::load(vb.pp("stems").pp(level), c_in, 1, 1, 1, true)?;
+        let c = stem.out_channels();
+        let branch = |name: &str| -> Result<[Conv; 2]> {
+            let vb = vb.pp(name).pp(level);
+            let first = Conv::load(vb.pp("0"), c, 3, 1, depthwise)?;
+            let second = Conv::load(vb.pp("1"), first.out_channels(), 3, 1, depthwise)?;
+            Ok([first, second])
+        };
+        let cls_convs = branch("cls_convs")?;
+        let reg_convs = branch("reg_convs")?;
+        let pred = |name: &str, c_in: usize, expected: Option<usize>| -> Result<ConvBlock> {
+            let vb = vb.pp(name).pp(level);
+            let conv = ConvBlock::load_plain(vb.clone(), c_in, 1, 1, 1, false)?;
+            if let Some(out) = expected.filter(|&out| out != conv.out_channels()) {
+                candle_core::bail!(
+                    "tensor `{}` has {} output channels, expected {out}",
+                    full_name(&vb, "weight"),
+                    conv.out_channels()
+                );
+            }
+            Ok(conv)
+        };
+        let cls_pred = pred("cls_preds", cls_convs[1].out_channels(), None)?;
+        let reg_pred = pred("reg_preds", reg_convs[1].out_channels(), Some(4))?;
+        let obj_pred = pred("obj_preds", reg_convs[1].out_channels(), Some(1))?;
+        Ok(Self {
+            stem,
+            cls_convs,
+            reg_convs,
+            cls_pred,
+            reg_pred,
+            obj_pred,
+        })
+    }
+
+    /// `[B, 5 + nc, H·W]`: raw (dx, dy, log w, log h), sigmoid objectness, sigmoid classes.
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let x = self.stem.forward(xs)?;
+        let cls_feat = self.cls_convs[1].forward(&self.cls_convs[0].forward(&x)?)?;
+        let reg_feat = self.reg_convs[1].forward(&self.reg_convs[0].forward(&x)?)?;
+        let cls = candle_nn::ops::sigmoid(&self.cls_pred.forward(&cls_feat)?)?;
+        let reg = self.reg_pred.forward(&reg_feat)?;
+        let obj = candle_nn::ops::sigmoid(&self.obj_pred.forward(&reg_feat)?)?;
+        Tensor::cat(&[reg, obj, cls], 1)?.flatten_from(2)
+    }
+}
+
+/// Megvii's published configurations: (name, depthwise, stem width, CSP depth, input size).
+const VARIANTS: [(&str, bool, usize, usize, usize); 6] = [
+    ("yolox-nano", true, 16, 1, 416),
+    ("yolox-tiny", false, 24, 1, 416),
+    ("yolox-s", false, 32, 1, 640),
+    ("yolox-m", false, 48, 2, 640),
+    ("yolox-l", false, 64, 3, 640),
+    ("yolox-x", false, 80, 4, 640),
+];
+
+/// The YOLOX detector: `backbone` (`YOLOPAFPN`) and `head` (`YOLOXHead`), Megvii's names.
+#[derive(Debug, Clone)]
+pub struct Yolox {
+    backbone: YoloPafpn,
+    head: [HeadLevel; 3],
+    depthwise: bool,
+    num_classes: usize,
+}
+
 impl Yolox {
+    /// Builds the model from Megvii names (`backbone.backbone.stem.conv.conv.weight`, …,
+    /// `head.cls_preds.0.weight`) with BatchNorm folded. Depth (CSP bottleneck count),
+    /// width (stem channels), depthwise (presence of `dconv`) and the class count are all
+    /// read from the tensors; a missing or misshapen tensor is an error naming it.
+    pub fn load(vb: VarBuilder) -> Result<Self> {
+        let depthwise = vb.contains_tensor("backbone.backbone.dark2.0.dconv.conv.weight");
+        let backbone = YoloPafpn::load(vb.pp("backbone"), depthwise)?;
+        let [c3, c4, c5] = backbone.out_channels();
+        let vb_head = vb.pp("head");
+        let head = [
+            HeadLevel::load(&vb_head, 0, c3, depthwise)?,
+            HeadLevel::load(&vb_head, 1, c4, depthwise)?,
+            HeadLevel::load(&vb_head, 2, c5, depthwise)?,
+        ];
+        let num_classes = head[0].cls_pred.out_channels();
+        for (level, head_level) in head.iter().enumerate().skip(1) {
+            if head_level.cls_pred.out_channels() != num_classes {
+                candle_core::bail!(
+                    "tensor `head.cls_preds.{level}.weight` has {} classes but `head.cls_preds.0.weight` has {num_classes}",
+                    head_level.cls_pred.out_channels()
+                );
+            }
+        }
+        Ok(Self {
+            backbone,
+            head,
+            depthwise,
+            num_classes,
+        })
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    /// `yolox-nano` … `yolox-x` when depthwise, stem width and CSP depth match one of
+    /// Megvii's configurations, `yolox-custom` otherwise.
+    pub fn variant(&self) -> &'static str {
+        self.known_variant().map_or("yolox-custom", |v| v.0)
+    }
+
+    /// The input size the variant was trained at: 416 for nano and tiny, 640 otherwise.
     pub fn default_input_size(&self) -> usize {
-        416
+        self.known_variant().map_or(640, |v| v.4)
+    }
+
+    fn known_variant(&self) -> Option<&'static (&'static str, bool, usize, usize, usize)> {
+        let darknet = &self.backbone.backbone;
+        let key = (
+            self.depthwise,
+            darknet.stem.conv.out_channels(),
+            darknet.base_depth(),
+        );
+        VARIANTS.iter().find(|v| (v.1, v.2, v.3) == key)
+    }
+}
+
+impl Module for Yolox {
+    /// `xs`: `[B, 3, H, W]`, BGR 0..255 (YOLOX preprocessing), H and W multiples of 32.
+    /// Returns `[B, N, 5 + nc]` as YOLOX with `decode_in_inference=False`: per anchor
+    /// (dx, dy, log w, log h) raw, objectness sigmoid, class sigmoids; levels at strides
+    /// 8, 16, 32 concatenated, anchors row-major. See [`decode_outputs`].
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let (_, channels, height, width) = xs.dims4()?;
+        if channels != 3
+            || !height.is_multiple_of(SIZE_MULTIPLE)
+            || !width.is_multiple_of(SIZE_MULTIPLE)
+        {
+            candle_core::bail!(
+                "YOLOX input has shape {:?}; expected [B, 3, H, W] with H and W multiples of {SIZE_MULTIPLE}",
+                xs.dims()
+            );
+        }
+        let features = self.backbone.forward(xs)?;
+        let mut levels = Vec::with_capacity(3);
+        for (head_level, x) in self.head.iter().zip(&features) {
+            levels.push(head_level.forward(x)?);
+        }
+        Tensor::cat(&levels, 2)?.transpose(1, 2)?.contiguous()
+    }
+}
+
+/// Where one row of the raw output sits: its grid cell on a level and that level's stride.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnchorPoint {
+    pub grid_x: usize,
+    pub grid_y: usize,
+    pub stride: usize,
+}
+
+/// The anchors of a `input_height × input_width` input (multiples of 32) in output order:
+/// strides 8, 16, 32, each grid row-major.
+pub fn anchor_points(input_height: usize, input_width: usize) -> impl Iterator<Item = AnchorPoint> {
+    STRIDES.into_iter().flat_map(move |stride| {
+        let (rows, cols) = (input_height / stride, input_width / stride);
+        (0..rows).flat_map(move |grid_y| {
+            (0..cols).map(move |grid_x| AnchorPoint {
+                grid_x,
+                grid_y,
+                stride,
+            })
+        })
+    })
+}
+
+/// Number of rows of the raw output for an `input_height × input_width` input.
+pub fn anchor_count(input_height: usize, input_width: usize) -> usize {
+    STRIDES
+        .iter()
+        .map(|s| (input_height / s) * (input_width / s))
+        .sum()
+}
+
+/// One anchor of the raw output, decoded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct YoloxCandidate {
+    /// Row of the raw output this came from.
+    pub anchor: usize,
+    /// Centre x, centre y, width, height in model-input pixels.
+    pub cxcywh_in_model: [f32; 4],
+    /// The most probable class.
+    pub class_index: usize,
+    /// Objectness × that class's probability: the confidence of Megvii's `postprocess`.
+    pub score: f32,
+}
+
+/// Why a raw output cannot be decoded: it does not fit the stated input size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum YoloxDecodeError {
+    #[error("YOLOX input size {height}x{width} is not a multiple of {SIZE_MULTIPLE} (the strides are 8, 16 and 32)")]
+    InputSize { height: usize, width: usize },
+    #[error("raw YOLOX output has {n_cols} columns per anchor; expected 5 + the number of classes (at least 6)")]
+    Columns { n_cols: usize },
+    #[error("raw YOLOX output has {len} values; a {height}x{width} input gives {anchors} anchors x {n_cols} columns = {expected}")]
+    Length {
+        len: usize,
+        height: usize,
+        width: usize,
+        anchors: usize,
+        n_cols: usize,
+        expected: usize,
+    },
+}
+
+/// Decodes one image's raw output (`[N, n_cols]` row-major, as [`Yolox::forward`] returns
+/// per batch item) into `out`, keeping anchors whose score reaches `min_score` (0 keeps
+/// all). For an anchor at grid cell (gx, gy) of a level with stride s:
+/// `cx = (dx + gx)·s`, `cy = (dy + gy)·s`, `w = exp(log w)·s`, `h = exp(log h)·s`, in
+/// model-input pixels; `score = objectness × max class probability`. `out` is cleared
+/// first so that a caller can reuse it every frame.
+pub fn decode_outputs_into(
+    raw: &[f32],
+    n_cols: usize,
+    input_height: usize,
+    input_width: usize,
+    min_score: f32,
+    out: &mut Vec<YoloxCandidate>,
+) -> std::result::Result<(), YoloxDecodeError> {
+    check_raw_layout(raw.len(), n_cols, input_height, input_width)?;
+    out.clear();
+    let rows = raw.chunks_exact(n_cols);
+    for (anchor, (row, point)) in rows
+        .zip(anchor_points(input_height, input_width))
+        .enumerate()
+    {
+        let (class_index, class_prob) = best_class(&row[5..]);
+        let score = row[4] * class_prob;
+        if score.is_nan() || score < min_score {
+            continue;
+        }
+        let s = point.stride as f32;
+        out.push(YoloxCandidate {
+            anchor,
+            cxcywh_in_model: [
+                (row[0] + point.grid_x as f32) * s,
+                (row[1] + point.grid_y as f32) * s,
+                row[2].exp() * s,
+                row[3].exp() * s,
+            ],
+            class_index,
+            score,
+        });
+    }
+    Ok(())
+}
+
+/// [`decode_outputs_into`] into a new vector.
+pub fn decode_outputs(
+    raw: &[f32],
+    n_cols: usize,
+    input_height: usize,
+    input_width: usize,
+    min_score: f32,
+) -> std::result::Result<Vec<YoloxCandidate>, YoloxDecodeError> {
+    let mut out = Vec::new();
+    decode_outputs_into(raw, n_cols, input_height, input_width, min_score, &mut out)?;
+    Ok(out)
+}
+
+fn check_raw_layout(
+    len: usize,
+    n_cols: usize,
+    height: usize,
+    width: usize,
+) -> std::result::Result<(), YoloxDecodeError> {
+    if !height.is_multiple_of(SIZE_MULTIPLE) || !width.is_multiple_of(SIZE_MULTIPLE) {
+        return Err(YoloxDecodeError::InputSize { height, width });
+    }
+    if n_cols < 6 {
+        return Err(YoloxDecodeError::Columns { n_cols });
+    }
+    let anchors = anchor_count(height, width);
+    if len != anchors * n_cols {
+        return Err(YoloxDecodeError::Length {
+            len,
+            height,
+            width,
+            anchors,
+            n_cols,
+            expected: anchors * n_cols,
+        });
+    }
+    Ok(())
+}
+
+/// Index and value of the largest class probability (the first on ties).
+fn best_class(probs: &[f32]) -> (usize, f32) {
+    probs
+        .iter()
+        .copied()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, p)| {
+            if p > best.1 {
+                (i, p)
+            } else {
+                best
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Instant;
+
+    use candle_core::{DType, Device};
+
+    use super::*;
+    use crate::detect::weights::Weights;
+
+    fn load_fixture_model(relative: &str) -> Option<Yolox> {
+        let path = crate::fixtures::require(relative)?;
+        let vb = Weights::read(&path)
+            .unwrap()
+            .into_var_builder(DType::F32, &Device::Cpu)
+            .unwrap();
+        Some(Yolox::load(vb).unwrap())
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Raw output of the real YOLOX-Nano against onnxruntime on `bus.jpg`.
+    fn check_parity(model_file: &str) {
+        let Some(parity) = crate::fixtures::require("parity/yolox_nano-parity.safetensors") else {
+            return;
+        };
+        let Some(model) = load_fixture_model(model_file) else {
+            return;
+        };
+        let golden = candle_core::safetensors::load(parity, &Device::Cpu).unwrap();
+        let output = model.forward(&golden["input"]).unwrap();
+        assert_eq!(output.dims(), [1, 3549, 85]);
+        let expected = &golden["output"];
+        let boxes = max_abs_diff(
+            &output.narrow(2, 0, 4).unwrap(),
+            &expected.narrow(2, 0, 4).unwrap(),
+        );
+        let scores = max_abs_diff(
+            &output.narrow(2, 4, 81).unwrap(),
+            &expected.narrow(2, 4, 81).unwrap(),
+        );
+        eprintln!("{model_file}: max |Δ| raw box columns {boxes:.3e}, score columns {scores:.3e}");
+        assert!(
+            boxes <= 1e-3 && scores <= 1e-3,
+            "{model_file}: box {boxes}, score {scores}"
+        );
+    }
+
+    #[test]
+    fn nano_matches_onnxruntime() {
+        check_parity("models/yolox_nano.safetensors");
+    }
+
+    #[test]
+    fn fused_nano_matches_onnxruntime() {
+        check_parity("models/yolox_nano_fused.safetensors");
+    }
+
+    /// Megvii's decode of our raw output on `bus.jpg`: every detection of the onnxruntime
+    /// reference (after its NMS) is one of our candidates, same class, box within 0.05 px.
+    #[test]
+    fn decoded_candidates_contain_the_reference_detections() {
+        let (Some(parity), Some(reference)) = (
+            crate::fixtures::require("parity/yolox_nano-parity.safetensors"),
+            crate::fixtures::require("references/yolox_nano-ort-conf0.30.json"),
+        ) else {
+            return;
+        };
+        let Some(model) = load_fixture_model("models/yolox_nano_fused.safetensors") else {
+            return;
+        };
+        let golden = candle_core::safetensors::load(parity, &Device::Cpu).unwrap();
+        let raw = model.forward(&golden["input"]).unwrap();
+        let raw = raw.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let candidates = decode_outputs(&raw, 85, 416, 416, 0.3).unwrap();
+        let reference: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(reference).unwrap()).unwrap();
+        let bus = &reference["bus.jpg"];
+        let ratio = bus["preprocess"]["ratio"].as_f64().unwrap() as f32;
+        let detections = bus["detections"].as_array().unwrap();
+        assert!(!detections.is_empty());
+        for detection in detections {
+            let class_index = detection["class_id"].as_u64().unwrap() as usize;
+            let score = detection["score"].as_f64().unwrap() as f32;
+            let xyxy_in_image: Vec<f32> = detection["box_xyxy"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            let found = candidates.iter().any(|c| {
+                let [cx, cy, w, h] = c.cxcywh_in_model;
+                let xyxy_in_model = [cx - w / 2., cy - h / 2., cx + w / 2., cy + h / 2.];
+                c.class_index == class_index
+                    && (c.score - score).abs() < 1e-3
+                    && xyxy_in_model
+                        .iter()
+                        .zip(&xyxy_in_image)
+                        .all(|(m, i)| (m - i * ratio).abs() < 0.05)
+            });
+            assert!(
+                found,
+                "no candidate matches reference detection {detection}"
+            );
+        }
+    }
+
+    #[test]
+    fn nano_fixture_is_recognised() {
+        let Some(model) = load_fixture_model("models/yolox_nano_fused.safetensors") else {
+            return;
+        };
+        assert_eq!(model.variant(), "yolox-nano");
+        assert_eq!(model.default_input_size(), 416);
+        assert_eq!(model.num_classes(), 80);
+    }
+
+    /// Random fused weights with Megvii's names for a model of the given shape, so the
+    /// non-depthwise variants can be built without their (large) checkpoints.
+    struct Synthetic {
+        depthwise: bool,
+        tensors: HashMap<String, Tensor>,
+    }
+
+    impl Synthetic {
+        fn tensors(
+            depthwise: bool,
+            stem: usize,
+            depth: usize,
+            num_classes: usize,
+        ) -> HashMap<String, Tensor> {
+            let mut g = Synthetic {
+                depthwise,
+                tensors: HashMap::new(),
+            };
+            let c = stem;
+            g.base("backbone.backbone.stem.conv", 12, c, 3);
+            g.conv("backbone.backbone.dark2.0", c, 2 * c);
+            g.csp("backbone.backbone.dark2.1", 2 * c, 2 * c, depth);
+            g.conv("backbone.backbone.dark3.0", 2 * c, 4 * c);
+            g.csp("backbone.backbone.dark3.1", 4 * c, 4 * c, 3 * depth);
+            g.conv("backbone.backbone.dark4.0", 4 * c, 8 * c);
+            g.csp("backbone.backbone.dark4.1", 8 * c, 8 * c, 3 * depth);
+            g.conv("backbone.backbone.dark5.0", 8 * c, 16 * c);
+            g.base("backbone.backbone.dark5.1.conv1", 16 * c, 8 * c, 1);
+            g.base("backbone.backbone.dark5.1.conv2", 32 * c, 16 * c, 1);
+            g.csp("backbone.backbone.dark5.2", 16 * c, 16 * c, depth);
+            g.base("backbone.lateral_conv0", 16 * c, 8 * c, 1);
+            g.csp("backbone.C3_p4", 16 * c, 8 * c, depth);
+            g.base("backbone.reduce_conv1", 8 * c, 4 * c, 1);
+            g.csp("backbone.C3_p3", 8 * c, 4 * c, depth);
+            g.conv("backbone.bu_conv2", 4 * c, 4 * c);
+            g.csp("backbone.C3_n3", 8 * c, 8 * c, depth);
+            g.conv("backbone.bu_conv1", 8 * c, 8 * c);
+            g.csp("backbone.C3_n4", 16 * c, 16 * c, depth);
+            for (level, c_in) in [4 * c, 8 * c, 16 * c].into_iter().enumerate() {
+                let hidden = 4 * c;
+                g.base(&format!("head.stems.{level}"), c_in, hidden, 1);
+                for branch in ["cls_convs", "reg_convs"] {
+                    g.conv(&format!("head.{branch}.{level}.0"), hidden, hidden);
+                    g.conv(&format!("head.{branch}.{level}.1"), hidden, hidden);
+                }
+                g.plain(
+                    &format!("head.cls_preds.{level}"),
+                    hidden,
+                    num_classes,
+                    1,
+                    1,
+                );
+                g.plain(&format!("head.reg_preds.{level}"), hidden, 4, 1, 1);
+                g.plain(&format!("head.obj_preds.{level}"), hidden, 1, 1, 1);
+            }
+            g.tensors
+        }
+
+        fn plain(&mut self, name: &str, c_in: usize, c_out: usize, kernel: usize, groups: usize) {
+            let fan_in = (c_in / groups * kernel * kernel) as f32;
+            let std = 1.0 / fan_in.sqrt();
+            let dev = &Device::Cpu;
+            let weight =
+                Tensor::randn(0f32, std, (c_out, c_in / groups, kernel, kernel), dev).unwrap();
+            let bias = Tensor::randn(0f32, 0.1, c_out, dev).unwrap();
+            self.tensors.insert(format!("{name}.weight"), weight);
+            self.tensors.insert(format!("{name}.bias"), bias);
+        }
+
+        fn base(&mut self, name: &str, c_in: usize, c_out: usize, kernel: usize) {
+            self.plain(&format!("{name}.conv"), c_in, c_out, kernel, 1);
+        }
+
+        /// YOLOX `Conv` k3 s2 or s1: DWConv when depthwise.
+        fn conv(&mut self, name: &str, c_in: usize, c_out: usize) {
+            if self.depthwise {
+                self.plain(&format!("{name}.dconv.conv"), c_in, c_in, 3, c_in);
+                self.base(&format!("{name}.pconv"), c_in, c_out, 1);
+            } else {
+                self.base(name, c_in, c_out, 3);
+            }
+        }
+
+        fn csp(&mut self, name: &str, c_in: usize, c_out: usize, n: usize) {
+            let hidden = c_out / 2;
+            self.base(&format!("{name}.conv1"), c_in, hidden, 1);
+            self.base(&format!("{name}.conv2"), c_in, hidden, 1);
+            self.base(&format!("{name}.conv3"), 2 * hidden, c_out, 1);
+            for i in 0..n {
+                self.base(&format!("{name}.m.{i}.conv1"), hidden, hidden, 1);
+                self.conv(&format!("{name}.m.{i}.conv2"), hidden, hidden);
+            }
+        }
+    }
+
+    fn synthetic_model(
+        depthwise: bool,
+        stem: usize,
+        depth: usize,
+        classes: usize,
+    ) -> Result<Yolox> {
+        let tensors = Synthetic::tensors(depthwise, stem, depth, classes);
+        Yolox::load(VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu))
+    }
+
+    #[test]
+    fn variant_and_input_size_come_from_the_tensors() -> Result<()> {
+        for (depthwise, stem, depth, variant, size) in [
+            (true, 16, 1, "yolox-nano", 416),
+            (false, 24, 1, "yolox-tiny", 416),
+            (false, 32, 1, "yolox-s", 640),
+            (true, 24, 1, "yolox-custom", 640),
+            (false, 32, 2, "yolox-custom", 640),
+        ] {
+            let model = synthetic_model(depthwise, stem, depth, 3)?;
+            assert_eq!(
+                model.variant(),
+                variant,
+                "depthwise {depthwise}, stem {stem}, depth {depth}"
+            );
+            assert_eq!(model.default_input_size(), size, "{variant}");
+            assert_eq!(model.num_classes(), 3);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn larger_variants_are_named_from_their_shape() {
+        // Building m/l/x would take hundreds of MB; their table rows are checked directly.
+        let by_name = |name: &str| VARIANTS.iter().find(|v| v.0 == name).copied();
+        assert_eq!(by_name("yolox-m"), Some(("yolox-m", false, 48, 2, 640)));
+        assert_eq!(by_name("yolox-l"), Some(("yolox-l", false, 64, 3, 640)));
+        assert_eq!(by_name("yolox-x"), Some(("yolox-x", false, 80, 4, 640)));
+    }
+
+    #[test]
+    fn non_depthwise_model_runs_on_a_non_square_input() -> Result<()> {
+        let model = synthetic_model(false, 24, 1, 3)?;
+        let xs = Tensor::rand(0f32, 255., (2, 3, 64, 96), &Device::Cpu)?;
+        let ys = model.forward(&xs)?;
+        assert_eq!(ys.dims(), [2, anchor_count(64, 96), 8]);
+        let scores = ys.narrow(2, 4, 4)?.flatten_all()?.to_vec1::<f32>()?;
+        assert!(scores.iter().all(|p| (0.0..=1.0).contains(p)));
+        Ok(())
+    }
+
+    #[test]
+    fn input_that_is_not_a_multiple_of_32_is_an_error() -> Result<()> {
+        let model = synthetic_model(true, 16, 1, 2)?;
+        let xs = Tensor::zeros((1, 3, 48, 64), DType::F32, &Device::Cpu)?;
+        let err = model.forward(&xs).unwrap_err().to_string();
+        assert!(err.contains("multiples of 32"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_missing_tensor_is_named() {
+        let mut tensors = Synthetic::tensors(true, 16, 1, 2);
+        tensors.remove("head.obj_preds.2.bias");
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let err = Yolox::load(vb).unwrap_err().to_string();
+        assert!(err.contains("head.obj_preds.2.bias"), "{err}");
+    }
+
+    #[test]
+    fn a_misshapen_depthwise_tensor_is_named() {
+        let mut tensors = Synthetic::tensors(true, 16, 1, 2);
+        let name = "backbone.backbone.dark3.0.dconv.conv.weight";
+        tensors.insert(
+            name.into(),
+            Tensor::zeros((32, 1, 5, 5), DType::F32, &Device::Cpu).unwrap(),
+        );
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let err = Yolox::load(vb).unwrap_err().to_string();
+        assert!(err.contains(name) && err.contains("[32, 1, 3, 3]"), "{err}");
+    }
+
+    #[test]
+    fn depthwise_conv_matches_grouped_conv2d() -> Result<()> {
+        let dev = &Device::Cpu;
+        for (stride, size) in [(1, (7, 9)), (2, (8, 10)), (2, (7, 9))] {
+            let channels = 5;
+            let weight = Tensor::randn(0f32, 1., (channels, 1, 3, 3), dev)?;
+            let bias = Tensor::randn(0f32, 1., channels, dev)?;
+            let tensors = HashMap::from([
+                ("conv.weight".to_string(), weight.clone()),
+                ("conv.bias".to_string(), bias.clone()),
+            ]);
+            let vb = VarBuilder::from_tensors(tensors, DType::F32, dev);
+            let dw = DepthwiseConv::load(vb, channels, 3, stride)?;
+            let xs = Tensor::randn(0f32, 1., (2, channels, size.0, size.1), dev)?;
+            let reference = xs
+                .conv2d(&weight, 1, stride, 1, channels)?
+                .broadcast_add(&bias.reshape((1, channels, 1, 1))?)?;
+            let reference = candle_nn::ops::silu(&reference)?;
+            let ys = dw.forward(&xs)?;
+            assert_eq!(ys.dims(), reference.dims(), "stride {stride}, {size:?}");
+            let diff = max_abs_diff(&ys, &reference);
+            assert!(diff < 1e-5, "stride {stride}, {size:?}: {diff}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn space_to_depth_puts_the_four_phases_in_megvii_order() -> Result<()> {
+        // One channel holding 10·row + col.
+        let values = (0..16).map(|v| (10 * (v / 4) + v % 4) as f32).collect();
+        let xs = Tensor::from_vec(values, (1, 1, 4, 4), &Device::Cpu)?;
+        let got = space_to_depth(&xs)?.flatten_all()?.to_vec1::<f32>()?;
+        let top_left = [0., 2., 20., 22.];
+        let bottom_left = [10., 12., 30., 32.];
+        let top_right = [1., 3., 21., 23.];
+        let bottom_right = [11., 13., 31., 33.];
+        assert_eq!(
+            got,
+            [top_left, bottom_left, top_right, bottom_right].concat()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn max_pool_same_ignores_the_padding() -> Result<()> {
+        let dev = &Device::Cpu;
+        let xs = Tensor::new(&[[[[-5f32, -4., -3., -2., -1.]]]], dev)?;
+        let got = max_pool_same(&xs, 5)?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(got, [-3., -2., -1., -1., -1.]);
+        Ok(())
+    }
+
+    #[test]
+    fn anchor_points_follow_the_output_order() {
+        let points: Vec<AnchorPoint> = anchor_points(32, 64).collect();
+        assert_eq!(points.len(), anchor_count(32, 64));
+        assert_eq!(points.len(), 4 * 8 + 2 * 4 + 2);
+        assert_eq!(
+            points[1],
+            AnchorPoint {
+                grid_x: 1,
+                grid_y: 0,
+                stride: 8
+            }
+        );
+        assert_eq!(
+            points[8],
+            AnchorPoint {
+                grid_x: 0,
+                grid_y: 1,
+                stride: 8
+            }
+        );
+        assert_eq!(
+            points[32],
+            AnchorPoint {
+                grid_x: 0,
+                grid_y: 0,
+                stride: 16
+            }
+        );
+        assert_eq!(
+            points[41],
+            AnchorPoint {
+                grid_x: 1,
+                grid_y: 0,
+                stride: 32
+            }
+        );
+    }
+
+    #[test]
+    fn decode_places_boxes_in_model_pixels() {
+        // 32x32 input: 16 anchors at stride 8, 4 at 16, 1 at 32; 2 classes.
+        let n_cols = 7;
+        let mut raw = vec![0f32; 21 * n_cols];
+        // Anchor 6 = stride 8, cell (2, 1); anchor 19 = stride 16, cell (1, 1); 20 = stride 32.
+        raw[6 * n_cols..7 * n_cols].copy_from_slice(&[0.5, 0.25, 0.0, 2f32.ln(), 0.9, 0.2, 0.5]);
+        raw[19 * n_cols..20 * n_cols].copy_from_slice(&[-0.5, 0.0, 1f32.ln(), 0.0, 0.5, 0.8, 0.1]);
+        raw[20 * n_cols..21 * n_cols].copy_from_slice(&[0.5, 0.5, 0.0, 0.0, 0.1, 0.3, 0.3]);
+        let all = decode_outputs(&raw, n_cols, 32, 32, 0.0).unwrap();
+        assert_eq!(all.len(), 21);
+        let kept = decode_outputs(&raw, n_cols, 32, 32, 0.3).unwrap();
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0].anchor, 6);
+        assert_eq!(kept[0].class_index, 1);
+        assert!((kept[0].score - 0.45).abs() < 1e-6);
+        let expect = [(0.5 + 2.0) * 8.0, (0.25 + 1.0) * 8.0, 8.0, 16.0];
+        for (got, want) in kept[0].cxcywh_in_model.iter().zip(expect) {
+            assert!((got - want).abs() < 1e-5, "{:?}", kept[0]);
+        }
+        assert_eq!(kept[1].anchor, 19);
+        assert_eq!(kept[1].class_index, 0);
+        assert_eq!(kept[1].cxcywh_in_model, [8.0, 16.0, 16.0, 16.0]);
+        // Ties go to the first class.
+        assert_eq!(all[20].class_index, 0);
+        assert_eq!(all[20].cxcywh_in_model, [16.0, 16.0, 32.0, 32.0]);
+    }
+
+    #[test]
+    fn decode_rejects_a_mismatched_layout() {
+        let raw = vec![0f32; 21 * 7];
+        assert_eq!(
+            decode_outputs(&raw, 7, 32, 48, 0.0),
+            Err(YoloxDecodeError::InputSize {
+                height: 32,
+                width: 48
+            })
+        );
+        assert_eq!(
+            decode_outputs(&raw, 5, 32, 32, 0.0),
+            Err(YoloxDecodeError::Columns { n_cols: 5 })
+        );
+        let err = decode_outputs(&raw, 7, 64, 32, 0.0).unwrap_err();
+        assert!(
+            matches!(err, YoloxDecodeError::Length { expected: 294, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn decode_drops_nan_scores() {
+        let mut raw = vec![0f32; 21 * 6];
+        raw[4] = f32::NAN;
+        let kept = decode_outputs(&raw, 6, 32, 32, 0.0).unwrap();
+        assert_eq!(kept.len(), 20);
+        assert_ne!(kept[0].anchor, 0);
+    }
+
+    /// f16 (the CUDA dtype) gives the f32 answer to f16 precision.
+    #[test]
+    fn runs_in_f16() -> Result<()> {
+        let tensors = Synthetic::tensors(true, 16, 1, 3);
+        let dev = &Device::Cpu;
+        let model32 = Yolox::load(VarBuilder::from_tensors(tensors.clone(), DType::F32, dev))?;
+        let half: HashMap<String, Tensor> = tensors
+            .into_iter()
+            .map(|(k, t)| (k, t.to_dtype(DType::F16).unwrap()))
+            .collect();
+        let model16 = Yolox::load(VarBuilder::from_tensors(half, DType::F16, dev))?;
+        let xs = Tensor::rand(0f32, 255., (1, 3, 64, 64), dev)?;
+        let ys32 = model32.forward(&xs)?;
+        let ys16 = model16.forward(&xs.to_dtype(DType::F16)?)?;
+        assert_eq!(ys16.dtype(), DType::F16);
+        let scores32 = ys32.narrow(2, 4, 4)?;
+        let scores16 = ys16.narrow(2, 4, 4)?.to_dtype(DType::F32)?;
+        let diff = max_abs_diff(&scores32, &scores16);
+        assert!(diff < 0.02, "f16 vs f32 scores differ by {diff}");
+        Ok(())
+    }
+
+    /// `cargo test --release --lib detect::yolox -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing, not a check"]
+    fn time_nano_forward_at_416_on_cpu() {
+        let Some(model) = load_fixture_model("models/yolox_nano_fused.safetensors") else {
+            return;
+        };
+        let xs = Tensor::rand(0f32, 255., (1, 3, 416, 416), &Device::Cpu).unwrap();
+        for _ in 0..3 {
+            model.forward(&xs).unwrap();
+        }
+        let mut ms: Vec<f64> = (0..10)
+            .map(|_| {
+                let start = Instant::now();
+                model.forward(&xs).unwrap();
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        eprintln!(
+            "yolox-nano 416 CPU forward: median {:.1} ms, min {:.1} ms",
+            ms[5], ms[0]
+        );
     }
 }

@@ -19,18 +19,36 @@ fn load_parity(rel: &str) -> Option<HashMap<String, Tensor>> {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 fn yolov8_forward(weights: &Path, input: &Tensor) -> Tensor {
-    let vb = Weights::read(weights).unwrap().into_var_builder(DType::F32, &Device::Cpu).unwrap();
+    let vb = Weights::read(weights)
+        .unwrap()
+        .into_var_builder(DType::F32, &Device::Cpu)
+        .unwrap();
     Yolov8::load(vb).unwrap().forward(input).unwrap()
 }
 
 /// Box rows (0–3) within 2e-3 px, score rows within 1e-4 of the reference.
 fn assert_yolov8_parity(ours: &Tensor, reference: &Tensor, what: &str) {
-    let boxes = max_abs_diff(&ours.narrow(1, 0, 4).unwrap(), &reference.narrow(1, 0, 4).unwrap());
-    let scores = max_abs_diff(&ours.narrow(1, 4, 80).unwrap(), &reference.narrow(1, 4, 80).unwrap());
+    let boxes = max_abs_diff(
+        &ours.narrow(1, 0, 4).unwrap(),
+        &reference.narrow(1, 0, 4).unwrap(),
+    );
+    let scores = max_abs_diff(
+        &ours.narrow(1, 4, 80).unwrap(),
+        &reference.narrow(1, 4, 80).unwrap(),
+    );
     eprintln!("{what}: max |Δ| boxes {boxes:.3e} px, scores {scores:.3e}");
     assert!(boxes <= 2e-3, "{what}: box rows off by {boxes}");
     assert!(scores <= 1e-4, "{what}: score rows off by {scores}");
@@ -38,27 +56,53 @@ fn assert_yolov8_parity(ours: &Tensor, reference: &Tensor, what: &str) {
 
 #[test]
 fn yolov8_pt_checkpoint_matches_ultralytics() {
-    let Some(parity) = load_parity("parity/yolov8n-random-pt-parity.safetensors") else { return };
-    let Some(pt) = require("models/yolov8n-random.pt") else { return };
+    let Some(parity) = load_parity("parity/yolov8n-random-pt-parity.safetensors") else {
+        return;
+    };
+    let Some(pt) = require("models/yolov8n-random.pt") else {
+        return;
+    };
     let out = yolov8_forward(&pt, &parity["input"]);
     assert_yolov8_parity(&out, &parity["output"], "yolov8n-random.pt");
 }
 
 #[test]
 fn yolov8_both_namings_match_ultralytics() {
-    let Some(parity) = load_parity("parity/yolov8n-parity.safetensors") else { return };
-    for file in ["yolov8n-random.candle.safetensors", "yolov8n-random.ultralytics.safetensors"] {
-        let Some(path) = require(&format!("models/{file}")) else { return };
-        assert_yolov8_parity(&yolov8_forward(&path, &parity["input"]), &parity["output"], file);
+    let Some(parity) = load_parity("parity/yolov8n-parity.safetensors") else {
+        return;
+    };
+    for file in [
+        "yolov8n-random.candle.safetensors",
+        "yolov8n-random.ultralytics.safetensors",
+    ] {
+        let Some(path) = require(&format!("models/{file}")) else {
+            return;
+        };
+        assert_yolov8_parity(
+            &yolov8_forward(&path, &parity["input"]),
+            &parity["output"],
+            file,
+        );
     }
 }
 
 #[test]
 fn yolox_nano_every_checkpoint_form_matches_onnxruntime() {
-    let Some(parity) = load_parity("parity/yolox_nano-parity.safetensors") else { return };
-    for file in ["yolox_nano.pth", "yolox_nano.safetensors", "yolox_nano_fused.safetensors"] {
-        let Some(path) = require(&format!("models/{file}")) else { return };
-        let vb = Weights::read(&path).unwrap().into_var_builder(DType::F32, &Device::Cpu).unwrap();
+    let Some(parity) = load_parity("parity/yolox_nano-parity.safetensors") else {
+        return;
+    };
+    for file in [
+        "yolox_nano.pth",
+        "yolox_nano.safetensors",
+        "yolox_nano_fused.safetensors",
+    ] {
+        let Some(path) = require(&format!("models/{file}")) else {
+            return;
+        };
+        let vb = Weights::read(&path)
+            .unwrap()
+            .into_var_builder(DType::F32, &Device::Cpu)
+            .unwrap();
         let out = Yolox::load(vb).unwrap().forward(&parity["input"]).unwrap();
         let diff = max_abs_diff(&out, &parity["output"]);
         eprintln!("{file}: max |Δ| {diff:.3e}");
@@ -78,13 +122,21 @@ fn preprocessed(layout: InputLayout, size: usize, image: &str) -> Option<Tensor>
 /// libjpeg-turbo decode and fixed-point resize reproduce them exactly.
 #[test]
 fn preprocessing_reproduces_the_reference_inputs_exactly() {
-    let Some(v8) = load_parity("parity/yolov8n-parity.safetensors") else { return };
-    let Some(ours) = preprocessed(InputLayout::Yolov8, 640, "images/dog.jpg") else { return };
+    let Some(v8) = load_parity("parity/yolov8n-parity.safetensors") else {
+        return;
+    };
+    let Some(ours) = preprocessed(InputLayout::Yolov8, 640, "images/dog.jpg") else {
+        return;
+    };
     let diff = max_abs_diff(&ours, &v8["input"]);
     assert!(diff < 1e-6, "yolov8 letterbox of dog.jpg off by {diff}");
 
-    let Some(yx) = load_parity("parity/yolox_nano-parity.safetensors") else { return };
-    let Some(ours) = preprocessed(InputLayout::Yolox, 416, "images/bus.jpg") else { return };
+    let Some(yx) = load_parity("parity/yolox_nano-parity.safetensors") else {
+        return;
+    };
+    let Some(ours) = preprocessed(InputLayout::Yolox, 416, "images/bus.jpg") else {
+        return;
+    };
     let diff = max_abs_diff(&ours, &yx["input"]);
     assert!(diff == 0.0, "yolox preprocessing of bus.jpg off by {diff}");
 }
@@ -117,15 +169,28 @@ fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 fn unmatched(side: &[RefDetection], other: &[RefDetection], conf: f32) -> Vec<String> {
     side.iter()
         .filter(|d| d.score - conf > 0.02)
-        .filter(|d| !other.iter().any(|o| o.class_id == d.class_id && iou(&o.box_xyxy, &d.box_xyxy) >= 0.9))
-        .map(|d| format!("class {} score {:.3} box {:?}", d.class_id, d.score, d.box_xyxy))
+        .filter(|d| {
+            !other
+                .iter()
+                .any(|o| o.class_id == d.class_id && iou(&o.box_xyxy, &d.box_xyxy) >= 0.9)
+        })
+        .map(|d| {
+            format!(
+                "class {} score {:.3} box {:?}",
+                d.class_id, d.score, d.box_xyxy
+            )
+        })
         .collect()
 }
 
 #[test]
 fn detect_cli_matches_onnxruntime_on_every_reference_image() {
-    let Some(reference) = require("references/yolox_nano-ort-conf0.30.json") else { return };
-    let Some(weights) = require("models/yolox_nano.pth") else { return };
+    let Some(reference) = require("references/yolox_nano-ort-conf0.30.json") else {
+        return;
+    };
+    let Some(weights) = require("models/yolox_nano.pth") else {
+        return;
+    };
     let reference: HashMap<String, RefImage> =
         serde_json::from_str(&std::fs::read_to_string(reference).unwrap()).unwrap();
     let images = lookout::fixtures::root().join("images");
@@ -133,16 +198,32 @@ fn detect_cli_matches_onnxruntime_on_every_reference_image() {
         .keys()
         .map(|name| {
             let direct = images.join(name);
-            if direct.exists() { direct } else { images.join("udacity").join(name) }
+            if direct.exists() {
+                direct
+            } else {
+                images.join("udacity").join(name)
+            }
         })
         .collect();
     let out = lookout()
-        .args(["detect", "--classes", "all", "--conf", "0.3", "--json", "--weights"])
+        .args([
+            "detect",
+            "--classes",
+            "all",
+            "--conf",
+            "0.3",
+            "--json",
+            "--weights",
+        ])
         .arg(&weights)
         .args(&paths)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), paths.len());
@@ -153,16 +234,26 @@ fn detect_cli_matches_onnxruntime_on_every_reference_image() {
         let theirs = &reference[name].detections;
         let missing = unmatched(theirs, &ours.detections, 0.3);
         let extra = unmatched(&ours.detections, theirs, 0.3);
-        assert!(missing.is_empty() && extra.is_empty(), "{name}: missing {missing:?}, extra {extra:?}");
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{name}: missing {missing:?}, extra {extra:?}"
+        );
         compared += theirs.len();
     }
-    assert!(compared > 10, "only {compared} reference detections compared");
+    assert!(
+        compared > 10,
+        "only {compared} reference detections compared"
+    );
 }
 
 #[test]
 fn detect_cli_prints_a_summary_line_and_saves_annotated_images() {
-    let Some(weights) = require("models/yolox_nano.safetensors") else { return };
-    let Some(bus) = require("images/bus.jpg") else { return };
+    let Some(weights) = require("models/yolox_nano.safetensors") else {
+        return;
+    };
+    let Some(bus) = require("images/bus.jpg") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let out = lookout()
         .args(["detect", "--weights"])
@@ -172,20 +263,42 @@ fn detect_cli_prints_a_summary_line_and_saves_annotated_images() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line = String::from_utf8(out.stdout).unwrap();
-    assert!(line.starts_with("bus.jpg 810x1080: ") && line.contains("person") && line.contains(" ms (pre "), "{line}");
+    assert!(
+        line.starts_with("bus.jpg 810x1080: ")
+            && line.contains("person")
+            && line.contains(" ms (pre "),
+        "{line}"
+    );
     let saved = image::open(dir.path().join("bus.jpg")).unwrap();
     assert_eq!((saved.width(), saved.height()), (810, 1080));
 }
 
 fn detect_error(weights: &Path) -> String {
     let bus = lookout::fixtures::root().join("images/bus.jpg");
-    let out = lookout().args(["detect", "--weights"]).arg(weights).arg(bus).output().unwrap();
-    assert!(!out.status.success(), "loading {} should fail", weights.display());
+    let out = lookout()
+        .args(["detect", "--weights"])
+        .arg(weights)
+        .arg(bus)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "loading {} should fail",
+        weights.display()
+    );
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "one-line error expected: {stderr}");
+    assert_eq!(
+        stderr.trim().lines().count(),
+        1,
+        "one-line error expected: {stderr}"
+    );
     stderr
 }
 
@@ -195,7 +308,9 @@ fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>) {
 
 #[test]
 fn bad_weights_give_errors_naming_the_file_and_tensor() {
-    let Some(good) = require("models/yolox_nano.safetensors") else { return };
+    let Some(good) = require("models/yolox_nano.safetensors") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let tensors = candle_core::safetensors::load(&good, &Device::Cpu).unwrap();
 
@@ -204,44 +319,81 @@ fn bad_weights_give_errors_naming_the_file_and_tensor() {
     let path = dir.path().join("missing.safetensors");
     write_safetensors(&path, &missing);
     let err = detect_error(&path);
-    assert!(err.contains("missing.safetensors") && err.contains("head.cls_preds.1.weight"), "{err}");
+    assert!(
+        err.contains("missing.safetensors") && err.contains("head.cls_preds.1.weight"),
+        "{err}"
+    );
 
     let mut wrong = tensors.clone();
-    wrong.insert("head.reg_preds.0.weight".into(), Tensor::zeros((4, 7, 1, 1), DType::F32, &Device::Cpu).unwrap());
+    wrong.insert(
+        "head.reg_preds.0.weight".into(),
+        Tensor::zeros((4, 7, 1, 1), DType::F32, &Device::Cpu).unwrap(),
+    );
     let path = dir.path().join("wrong.safetensors");
     write_safetensors(&path, &wrong);
     let err = detect_error(&path);
-    assert!(err.contains("wrong.safetensors") && err.contains("head.reg_preds.0.weight"), "{err}");
+    assert!(
+        err.contains("wrong.safetensors") && err.contains("head.reg_preds.0.weight"),
+        "{err}"
+    );
 
     let path = dir.path().join("random.safetensors");
-    std::fs::write(&path, (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect::<Vec<_>>()).unwrap();
+    std::fs::write(
+        &path,
+        (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
     let err = detect_error(&path);
-    assert!(err.contains("random.safetensors") && err.contains("not a"), "{err}");
+    assert!(
+        err.contains("random.safetensors") && err.contains("not a"),
+        "{err}"
+    );
 
     let bytes = std::fs::read(&good).unwrap();
     let path = dir.path().join("truncated.safetensors");
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let err = detect_error(&path);
-    assert!(err.contains("truncated.safetensors") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("truncated.safetensors") && err.contains("truncated"),
+        "{err}"
+    );
 
     let path = dir.path().join("notes.pt");
     let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
-    zip.start_file("notes/readme.txt", zip::write::SimpleFileOptions::default()).unwrap();
+    zip.start_file("notes/readme.txt", zip::write::SimpleFileOptions::default())
+        .unwrap();
     std::io::Write::write_all(&mut zip, b"hello").unwrap();
     zip.finish().unwrap();
     let err = detect_error(&path);
-    assert!(err.contains("notes.pt") && err.contains("data.pkl"), "{err}");
+    assert!(
+        err.contains("notes.pt") && err.contains("data.pkl"),
+        "{err}"
+    );
 
     let err = detect_error(&dir.path().join("absent.safetensors"));
-    assert!(err.contains("absent.safetensors") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("absent.safetensors") && err.contains("not found"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_or_unavailable_model_names_are_clear_errors_offline() {
     let dir = tempfile::tempdir().unwrap();
-    let out = lookout().current_dir(dir.path()).args(["detect", "--model", "yolov9", "x.jpg"]).output().unwrap();
+    let out = lookout()
+        .current_dir(dir.path())
+        .args(["detect", "--model", "yolov9", "x.jpg"])
+        .output()
+        .unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!out.status.success() && err.contains("unknown model `yolov9`") && err.contains("yolox-nano"), "{err}");
+    assert!(
+        !out.status.success()
+            && err.contains("unknown model `yolov9`")
+            && err.contains("yolox-nano"),
+        "{err}"
+    );
     let out = lookout()
         .current_dir(dir.path())
         .env("HF_HOME", dir.path().join("hf"))
@@ -250,5 +402,8 @@ fn unknown_or_unavailable_model_names_are_clear_errors_offline() {
         .output()
         .unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!out.status.success() && err.contains("yolov8n") && err.contains("offline"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("yolov8n") && err.contains("offline"),
+        "{err}"
+    );
 }
