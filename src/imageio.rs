@@ -13,11 +13,10 @@ use image::{ImageDecoder, RgbImage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageReadError {
-    #[error("cannot read image {path}: {source}")]
+    #[error("cannot read image {path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path} is not a readable image ({reason}); expected JPEG or PNG")]
     Decode { path: PathBuf, reason: String },
@@ -25,9 +24,9 @@ pub enum ImageReadError {
 
 /// Reads and decodes the image at `path`.
 pub fn read_rgb(path: &Path) -> Result<RgbImage, ImageReadError> {
-    let bytes = std::fs::read(path).map_err(|source| ImageReadError::Io {
+    let bytes = std::fs::read(path).map_err(|cause| ImageReadError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     decode_rgb(&bytes, path)
 }

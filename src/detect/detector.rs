@@ -111,8 +111,8 @@ impl DetectorConfig {
 }
 
 enum Network {
-    Yolov8(Yolov8),
-    Yolox(Yolox),
+    Yolov8(Box<Yolov8>),
+    Yolox(Box<Yolox>),
 }
 
 /// A loaded model with its pre- and post-processing state.
@@ -152,12 +152,18 @@ impl Detector {
             NameScheme::CandleYolov8 | NameScheme::UltralyticsYolov8 => {
                 let m = Yolov8::load(vb).map_err(model_error)?;
                 let (nc, v) = (m.num_classes(), m.variant());
-                (Network::Yolov8(m), InputLayout::Yolov8, 640, nc, v)
+                (
+                    Network::Yolov8(Box::new(m)),
+                    InputLayout::Yolov8,
+                    640,
+                    nc,
+                    v,
+                )
             }
             NameScheme::Yolox => {
                 let m = Yolox::load(vb).map_err(model_error)?;
                 let (nc, v, size) = (m.num_classes(), m.variant(), m.default_input_size());
-                (Network::Yolox(m), InputLayout::Yolox, size, nc, v)
+                (Network::Yolox(Box::new(m)), InputLayout::Yolox, size, nc, v)
             }
         };
         let classes = ClassNames::for_model(num_classes, &path, &metadata).map_err(|reason| {

@@ -8,11 +8,10 @@ pub enum DetectError {
     #[error("weights file {path} not found{hint}")]
     WeightsNotFound { path: PathBuf, hint: String },
 
-    #[error("cannot read weights file {path}: {source}")]
+    #[error("cannot read weights file {path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error("{path} is not a model file ({reason}); expected .safetensors, a PyTorch .pt/.pth checkpoint, or a known --model name")]

@@ -193,16 +193,13 @@ fn detect_cli_matches_onnxruntime_on_every_reference_image() {
     };
     let reference: HashMap<String, RefImage> =
         serde_json::from_str(&std::fs::read_to_string(reference).unwrap()).unwrap();
-    let images = lookout::fixtures::root().join("images");
+    let root = lookout::fixtures::root();
+    let folders = ["images", "images/udacity", "kitti/object/image_2"].map(|f| root.join(f));
     let paths: Vec<PathBuf> = reference
         .keys()
         .map(|name| {
-            let direct = images.join(name);
-            if direct.exists() {
-                direct
-            } else {
-                images.join("udacity").join(name)
-            }
+            let found = folders.iter().map(|f| f.join(name)).find(|p| p.exists());
+            found.unwrap_or_else(|| panic!("reference image {name} is not among the fixtures"))
         })
         .collect();
     let out = lookout()

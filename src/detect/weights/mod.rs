@@ -89,8 +89,8 @@ type RawTensors = (HashMap<String, Tensor>, HashMap<String, String>);
 
 /// Reads every floating-point tensor of `path` as CPU f32, with the file's metadata.
 fn read_raw(path: &Path) -> Result<RawTensors> {
-    let bytes = std::fs::read(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
+    let bytes = std::fs::read(path).map_err(|cause| {
+        if cause.kind() == std::io::ErrorKind::NotFound {
             DetectError::WeightsNotFound {
                 path: path.to_path_buf(),
                 hint: String::from("; check the path, or use --model NAME"),
@@ -98,7 +98,7 @@ fn read_raw(path: &Path) -> Result<RawTensors> {
         } else {
             DetectError::Io {
                 path: path.to_path_buf(),
-                source,
+                cause,
             }
         }
     })?;
