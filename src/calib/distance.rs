@@ -74,7 +74,11 @@ const fn prior(height_m: f64, width_m: f64, length_m: f64, height_sigma_m: f64) 
 /// Size priors for COCO and KITTI class names (case-insensitive); `None` for other classes.
 /// Heights follow the KITTI training-set means, rounded; spreads are its standard deviations.
 pub fn size_prior(class_name: &str) -> Option<SizePrior> {
-    let p = match class_name.to_ascii_lowercase().replace(['_', '-'], " ").as_str() {
+    let p = match class_name
+        .to_ascii_lowercase()
+        .replace(['_', '-'], " ")
+        .as_str()
+    {
         "person" | "pedestrian" => prior(1.72, 0.65, 0.85, 0.12),
         "person sitting" => prior(1.27, 0.6, 0.8, 0.15),
         "cyclist" | "rider" => prior(1.74, 0.6, 1.76, 0.12),
@@ -155,7 +159,13 @@ pub fn estimate_distance(
         return Some(finish(ahead, right, DistanceMethod::GroundContact, reason));
     };
     let fit = fit_distance(cal, &observed, &prior, contact.is_some())?;
-    let (method, reason) = explain(&observed, &prior, contact.is_some(), fit.ground_share, class_name);
+    let (method, reason) = explain(
+        &observed,
+        &prior,
+        contact.is_some(),
+        fit.ground_share,
+        class_name,
+    );
     Some(finish(fit.ahead_m, fit.right_m, method, reason))
 }
 
@@ -208,7 +218,12 @@ impl Residuals {
 }
 
 /// Finds the distance whose projected model box best explains the observed one.
-fn fit_distance(cal: &Calibration, obs: &Observed, prior: &SizePrior, use_ground: bool) -> Option<Fit> {
+fn fit_distance(
+    cal: &Calibration,
+    obs: &Observed,
+    prior: &SizePrior,
+    use_ground: bool,
+) -> Option<Fit> {
     let model = Model {
         cal,
         obs,
@@ -272,15 +287,29 @@ impl Model<'_> {
             road_y
         } else {
             let [_, y1, _, y2] = self.obs.box_undist;
-            let ray = self.cal.ray_in_level(self.obs.bottom_centre.0, (y1 + y2) / 2.0);
+            let ray = self
+                .cal
+                .ray_in_level(self.obs.bottom_centre.0, (y1 + y2) / 2.0);
             ray[1] / ray[2].max(1e-6) * ahead_m + p.height_m / 2.0
         };
-        let mut extent = [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY];
+        let mut extent = [
+            f64::INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+        ];
         for dx in [-p.width_m / 2.0, p.width_m / 2.0] {
             for dz in [-p.length_m / 2.0, p.length_m / 2.0] {
                 for y in [bottom_y, bottom_y - p.height_m] {
-                    let (u, v) = self.cal.pinhole_pixel_from_level([right + dx, y, ahead_m + dz])?;
-                    extent = [extent[0].min(u), extent[1].min(v), extent[2].max(u), extent[3].max(v)];
+                    let (u, v) =
+                        self.cal
+                            .pinhole_pixel_from_level([right + dx, y, ahead_m + dz])?;
+                    extent = [
+                        extent[0].min(u),
+                        extent[1].min(v),
+                        extent[2].max(u),
+                        extent[3].max(v),
+                    ];
                 }
             }
         }
@@ -329,7 +358,10 @@ impl Model<'_> {
     /// The ground contact's share of the Fisher information about the distance at `ahead_m`.
     fn ground_share(&self, ahead_m: f64) -> f64 {
         let step = ahead_m * 1e-3;
-        let (Some(a), Some(b)) = (self.residuals(ahead_m - step), self.residuals(ahead_m + step)) else {
+        let (Some(a), Some(b)) = (
+            self.residuals(ahead_m - step),
+            self.residuals(ahead_m + step),
+        ) else {
             return 0.0;
         };
         let info = |ra: &[f64], rb: &[f64]| -> f64 {
@@ -377,11 +409,20 @@ fn explain(
     }
     let share = format!("ground contact weight {:.0} %", ground_share * 100.0);
     if ground_share >= 0.75 {
-        (DistanceMethod::GroundContact, format!("{share}, near enough for the contact row to dominate the {size}"))
+        (
+            DistanceMethod::GroundContact,
+            format!("{share}, near enough for the contact row to dominate the {size}"),
+        )
     } else if ground_share <= 0.25 {
-        (DistanceMethod::SizePrior, format!("{share}: far away, the contact row is too flat to trust; {size}"))
+        (
+            DistanceMethod::SizePrior,
+            format!("{share}: far away, the contact row is too flat to trust; {size}"),
+        )
     } else {
-        (DistanceMethod::Fused, format!("{share}, fused with the {size}"))
+        (
+            DistanceMethod::Fused,
+            format!("{share}, fused with the {size}"),
+        )
     }
 }
 
@@ -393,11 +434,18 @@ mod tests {
     /// A car-sized box projected by the same model, so the fit must recover the distance.
     fn projected_car(cal: &Calibration, right_m: f64, ahead_m: f64) -> BoxXyxy {
         let p = size_prior("car").unwrap();
-        let mut e = [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY];
+        let mut e = [
+            f64::INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+        ];
         for dx in [-p.width_m / 2.0, p.width_m / 2.0] {
             for dz in [-p.length_m / 2.0, p.length_m / 2.0] {
                 for y in [1.65, 1.65 - p.height_m] {
-                    let (u, v) = cal.pinhole_pixel_from_level([right_m + dx, y, ahead_m + dz]).unwrap();
+                    let (u, v) = cal
+                        .pinhole_pixel_from_level([right_m + dx, y, ahead_m + dz])
+                        .unwrap();
                     e = [e[0].min(u), e[1].min(v), e[2].max(u), e[3].max(v)];
                 }
             }
@@ -411,7 +459,10 @@ mod tests {
         for (right, ahead) in [(0.0, 8.0), (-3.5, 20.0), (3.0, 45.0)] {
             let b = projected_car(&cal, right, ahead);
             let est = estimate_distance(&cal, &b, "car", 1242, 375).unwrap();
-            assert!((est.distance_m - ahead).abs() / ahead < 0.02, "{ahead}: {est:?}");
+            assert!(
+                (est.distance_m - ahead).abs() / ahead < 0.02,
+                "{ahead}: {est:?}"
+            );
             assert!((est.lateral_m - right).abs() < 0.3, "{right}: {est:?}");
         }
     }
@@ -419,9 +470,11 @@ mod tests {
     #[test]
     fn near_objects_trust_the_contact_far_ones_the_size() {
         let cal = kitti_like();
-        let near = estimate_distance(&cal, &projected_car(&cal, 0.0, 10.0), "car", 1242, 375).unwrap();
+        let near =
+            estimate_distance(&cal, &projected_car(&cal, 0.0, 10.0), "car", 1242, 375).unwrap();
         assert_ne!(near.method, DistanceMethod::SizePrior, "{near:?}");
-        let far = estimate_distance(&cal, &projected_car(&cal, 0.0, 80.0), "car", 1242, 375).unwrap();
+        let far =
+            estimate_distance(&cal, &projected_car(&cal, 0.0, 80.0), "car", 1242, 375).unwrap();
         assert_eq!(far.method, DistanceMethod::SizePrior, "{far:?}");
     }
 
@@ -433,7 +486,10 @@ mod tests {
         let est = estimate_distance(&cal, &b, "person", 1242, 375).unwrap();
         assert_eq!(est.method, DistanceMethod::SizePrior);
         assert!(est.reason.contains("horizon"), "{}", est.reason);
-        assert!((est.distance_m - 721.5 * 1.72 / 100.0).abs() < 1.5, "{est:?}");
+        assert!(
+            (est.distance_m - 721.5 * 1.72 / 100.0).abs() < 1.5,
+            "{est:?}"
+        );
         assert!(estimate_distance(&cal, &b, "fire hydrant", 1242, 375).is_none());
     }
 
@@ -455,12 +511,18 @@ mod tests {
         let b = BoxXyxy::new(600.0, 150.0, 620.0, 172.854 + 50.0);
         let est = estimate_distance(&cal, &b, "fire hydrant", 1242, 375).unwrap();
         assert_eq!(est.method, DistanceMethod::GroundContact);
-        assert!((est.distance_m - 721.5377 * 1.65 / 50.0).abs() < 1e-3, "{est:?}");
+        assert!(
+            (est.distance_m - 721.5377 * 1.65 / 50.0).abs() < 1e-3,
+            "{est:?}"
+        );
         let car = projected_car(&cal, 1.0, 15.0);
         let full = estimate_distance(&cal, &car, "car", 1242, 375).unwrap();
         let half_box = BoxXyxy::new(car.x1 / 2.0, car.y1 / 2.0, car.x2 / 2.0, car.y2 / 2.0);
         let half = estimate_distance(&cal, &half_box, "car", 621, 188).unwrap();
-        assert!((full.distance_m - half.distance_m).abs() < 0.3, "{full:?} {half:?}");
+        assert!(
+            (full.distance_m - half.distance_m).abs() < 0.3,
+            "{full:?} {half:?}"
+        );
         assert!(estimate_distance(&cal, &car, "car", 640, 480).is_none());
     }
 

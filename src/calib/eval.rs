@@ -70,8 +70,12 @@ pub fn parse_kitti_labels(text: &str, path: &Path) -> Result<Vec<KittiLabel>, La
         let (frame, track_id, rest) = match fields.len() {
             15 | 16 => (0, -1, &fields[..]),
             17 | 18 => {
-                let frame = fields[0].parse().map_err(|_| bad(format!("frame `{}` is not a number", fields[0])))?;
-                let track = fields[1].parse().map_err(|_| bad(format!("track id `{}` is not a number", fields[1])))?;
+                let frame = fields[0]
+                    .parse()
+                    .map_err(|_| bad(format!("frame `{}` is not a number", fields[0])))?;
+                let track = fields[1]
+                    .parse()
+                    .map_err(|_| bad(format!("track id `{}` is not a number", fields[1])))?;
                 (frame, track, &fields[2..])
             }
             count => {
@@ -91,7 +95,12 @@ pub fn parse_kitti_labels(text: &str, path: &Path) -> Result<Vec<KittiLabel>, La
             class: rest[0].to_string(),
             truncation: num(1)?,
             occlusion: num(2)? as i64,
-            box_in_image: BoxXyxy::new(num(4)? as f32, num(5)? as f32, num(6)? as f32, num(7)? as f32),
+            box_in_image: BoxXyxy::new(
+                num(4)? as f32,
+                num(5)? as f32,
+                num(6)? as f32,
+                num(7)? as f32,
+            ),
             dimensions: [num(8)?, num(9)?, num(10)?],
             location: [num(11)?, num(12)?, num(13)?],
         });
@@ -151,7 +160,11 @@ pub struct DistanceEvalReport {
 }
 
 /// Runs the estimator on every label that passes `filter`, in frames of the calibration's size.
-pub fn evaluate(cal: &Calibration, labels: &[KittiLabel], filter: &EvalFilter) -> DistanceEvalReport {
+pub fn evaluate(
+    cal: &Calibration,
+    labels: &[KittiLabel],
+    filter: &EvalFilter,
+) -> DistanceEvalReport {
     let (image_w, image_h) = cal.image_size();
     let mut errors: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut per_method: BTreeMap<String, usize> = BTreeMap::new();
@@ -161,7 +174,8 @@ pub fn evaluate(cal: &Calibration, labels: &[KittiLabel], filter: &EvalFilter) -
             Reference::Z => label.location[2],
             Reference::Ground => label.location[0].hypot(label.location[2]),
         };
-        let Some(est) = estimate_distance(cal, &label.box_in_image, &label.class, image_w, image_h) else {
+        let Some(est) = estimate_distance(cal, &label.box_in_image, &label.class, image_w, image_h)
+        else {
             no_estimate += 1;
             continue;
         };
@@ -229,7 +243,10 @@ mod tests {
         let labels = parse_kitti_labels(text, Path::new("l.txt")).unwrap();
         assert_eq!(labels[0].class, "Car");
         assert_eq!(labels[0].location[2], 58.49);
-        assert_eq!((labels[1].frame, labels[1].track_id, labels[1].occlusion), (3, 7, 1));
+        assert_eq!(
+            (labels[1].frame, labels[1].track_id, labels[1].occlusion),
+            (3, 7, 1)
+        );
         let err = parse_kitti_labels("Car 0 0\n", Path::new("l.txt")).unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");
     }

@@ -95,7 +95,11 @@ pub fn parse_yaml(text: &str, origin: &str) -> Result<Calibration, CalibError> {
     );
     let k = yaml.numbers(&["camera_matrix", "K", "k"])?;
     if k.len() != 9 {
-        return Err(yaml.invalid("camera_matrix", &format!("{} values", k.len()), "expected a 3x3 matrix (9 values)"));
+        return Err(yaml.invalid(
+            "camera_matrix",
+            &format!("{} values", k.len()),
+            "expected a 3x3 matrix (9 values)",
+        ));
     }
     if k[1] != 0.0 || k[3] != 0.0 || k[6] != 0.0 || k[7] != 0.0 || k[8] != 1.0 {
         return Err(yaml.invalid(
@@ -120,7 +124,9 @@ pub fn parse_yaml(text: &str, origin: &str) -> Result<Calibration, CalibError> {
     let pitch_deg = yaml.optional_number("camera_pitch_deg")?;
     let mut mounting = Mounting::level(height_m.unwrap_or(ASSUMED_YAML_MOUNTING_HEIGHT_M));
     mounting.pitch_deg = pitch_deg.unwrap_or(0.0);
-    let name = yaml.string("camera_name").unwrap_or_else(|| format.to_string());
+    let name = yaml
+        .string("camera_name")
+        .unwrap_or_else(|| format.to_string());
     let cal = Calibration::new(origin, &name, size, intrinsics, distortion, mounting)?;
     Ok(if height_m.is_none() {
         cal.with_assumed_mounting()
@@ -133,11 +139,9 @@ pub fn parse_yaml(text: &str, origin: &str) -> Result<Calibration, CalibError> {
 fn untag(value: &Value) -> Value {
     match value {
         Value::Tagged(tagged) => untag(&tagged.value),
-        Value::Mapping(map) => Value::Mapping(
-            map.iter()
-                .map(|(k, v)| (untag(k), untag(v)))
-                .collect(),
-        ),
+        Value::Mapping(map) => {
+            Value::Mapping(map.iter().map(|(k, v)| (untag(k), untag(v))).collect())
+        }
         Value::Sequence(seq) => Value::Sequence(seq.iter().map(untag).collect()),
         other => other.clone(),
     }
@@ -150,8 +154,7 @@ struct YamlDoc<'a> {
 
 impl YamlDoc<'_> {
     fn find<'s, 'k>(&'s self, keys: &[&'k str]) -> Option<(&'k str, &'s Value)> {
-        keys.iter()
-            .find_map(|k| self.doc.get(*k).map(|v| (*k, v)))
+        keys.iter().find_map(|k| self.doc.get(*k).map(|v| (*k, v)))
     }
 
     fn missing(&self, keys: &[&str]) -> CalibError {
@@ -181,11 +184,20 @@ impl YamlDoc<'_> {
             .as_u64()
             .and_then(|v| u32::try_from(v).ok())
             .filter(|v| *v > 0)
-            .ok_or_else(|| self.invalid(key, &yaml_text(value), "must be a positive number of pixels"))
+            .ok_or_else(|| {
+                self.invalid(
+                    key,
+                    &yaml_text(value),
+                    "must be a positive number of pixels",
+                )
+            })
     }
 
     fn string(&self, key: &str) -> Option<String> {
-        self.doc.get(key).and_then(|v| v.as_str()).map(str::to_string)
+        self.doc
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
     }
 
     fn optional_number(&self, key: &str) -> Result<Option<f64>, CalibError> {
@@ -204,15 +216,23 @@ impl YamlDoc<'_> {
             Some(data) => data,
             None => value,
         };
-        let items = list
-            .as_sequence()
-            .ok_or_else(|| self.invalid(key, &yaml_text(value), "expected a list or a matrix with `data`"))?;
+        let items = list.as_sequence().ok_or_else(|| {
+            self.invalid(
+                key,
+                &yaml_text(value),
+                "expected a list or a matrix with `data`",
+            )
+        })?;
         items
             .iter()
             .enumerate()
             .map(|(n, item)| {
                 number(item).ok_or_else(|| {
-                    self.invalid(&format!("{key}.data[{n}]"), &yaml_text(item), "must be a number")
+                    self.invalid(
+                        &format!("{key}.data[{n}]"),
+                        &yaml_text(item),
+                        "must be a number",
+                    )
                 })
             })
             .collect()
@@ -307,7 +327,8 @@ pub fn parse_kitti(text: &str, origin: &str) -> Result<Calibration, CalibError> 
             return Err(CalibError::MissingField {
                 origin: origin.to_string(),
                 field: "P_rect_02".into(),
-                hint: " (or P2): expected a KITTI calib_cam_to_cam.txt or object calib/*.txt".into(),
+                hint: " (or P2): expected a KITTI calib_cam_to_cam.txt or object calib/*.txt"
+                    .into(),
             })
         }
     };
@@ -399,7 +420,9 @@ avg_reprojection_error: 2.8123450000000001e-01
         assert_eq!(cal.image_size(), (1280, 720));
         assert!((cal.intrinsics().fx - 912.3456789).abs() < 1e-9);
         assert!((cal.intrinsics().cy - 358.987654).abs() < 1e-9);
-        assert!(matches!(cal.distortion(), Distortion::RadialTangential { k3, .. } if (k3 + 0.013456).abs() < 1e-12));
+        assert!(
+            matches!(cal.distortion(), Distortion::RadialTangential { k3, .. } if (k3 + 0.013456).abs() < 1e-12)
+        );
         assert!(cal.mounting_is_assumed());
     }
 

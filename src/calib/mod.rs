@@ -45,7 +45,9 @@ pub enum CalibError {
         value: String,
         reason: String,
     },
-    #[error("calibration {origin}: unknown version {version}; this lookout reads version {supported}")]
+    #[error(
+        "calibration {origin}: unknown version {version}; this lookout reads version {supported}"
+    )]
     UnknownVersion {
         origin: String,
         version: i64,

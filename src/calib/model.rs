@@ -30,7 +30,12 @@ pub enum Distortion {
         k3: f64,
     },
     /// OpenCV's fisheye (ROS `equidistant`) model on the angle θ from the optical axis.
-    Fisheye { k1: f64, k2: f64, k3: f64, k4: f64 },
+    Fisheye {
+        k1: f64,
+        k2: f64,
+        k3: f64,
+        k4: f64,
+    },
 }
 
 /// Where the camera sits on the vehicle and how it is tilted.
@@ -104,7 +109,12 @@ impl Calibration {
         check.within("mounting.pitch_deg", mounting.pitch_deg, -45.0, 45.0)?;
         check.within("mounting.roll_deg", mounting.roll_deg, -45.0, 45.0)?;
         check.within("mounting.yaw_deg", mounting.yaw_deg, -90.0, 90.0)?;
-        check.within("mounting.lateral_offset_m", mounting.lateral_offset_m, -50.0, 50.0)?;
+        check.within(
+            "mounting.lateral_offset_m",
+            mounting.lateral_offset_m,
+            -50.0,
+            50.0,
+        )?;
         check.within(
             "mounting.longitudinal_offset_m",
             mounting.longitudinal_offset_m,
@@ -365,7 +375,8 @@ impl Distortion {
                 for _ in 0..20 {
                     let t2 = theta * theta;
                     let f = theta * (1.0 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4)))) - theta_d;
-                    let df = 1.0 + t2 * (3.0 * k1 + t2 * (5.0 * k2 + t2 * (7.0 * k3 + t2 * 9.0 * k4)));
+                    let df =
+                        1.0 + t2 * (3.0 * k1 + t2 * (5.0 * k2 + t2 * (7.0 * k3 + t2 * 9.0 * k4)));
                     if df.abs() < 1e-12 {
                         break;
                     }
@@ -509,7 +520,9 @@ pub(crate) mod tests {
     #[test]
     fn road_point_of_a_row_below_the_horizon_matches_flat_ground_formula() {
         let cal = kitti_like();
-        let (right, ahead) = cal.road_point_from_pinhole(609.5593, 172.854 + 50.0).unwrap();
+        let (right, ahead) = cal
+            .road_point_from_pinhole(609.5593, 172.854 + 50.0)
+            .unwrap();
         assert!(right.abs() < 1e-9);
         assert!((ahead - 721.5377 * 1.65 / 50.0).abs() < 1e-9);
         assert!(cal.road_point_from_pinhole(600.0, 150.0).is_none());
@@ -547,7 +560,10 @@ pub(crate) mod tests {
             for (x, y) in [(0.3, -0.2), (-0.5, 0.25), (0.01, 0.0)] {
                 let (xd, yd) = d.distort(x, y);
                 let (xu, yu) = d.undistort(xd, yd);
-                assert!((xu - x).abs() < 1e-7 && (yu - y).abs() < 1e-7, "{d:?} {x} {y}");
+                assert!(
+                    (xu - x).abs() < 1e-7 && (yu - y).abs() < 1e-7,
+                    "{d:?} {x} {y}"
+                );
             }
         }
     }
@@ -558,7 +574,10 @@ pub(crate) mod tests {
         let half = cal.for_image_size(621, 188).unwrap();
         let (h0, v0) = cal.fov_deg();
         let (h1, v1) = half.fov_deg();
-        assert!((h0 - h1).abs() < 0.3 && (v0 - v1).abs() < 0.3, "{h0} {h1} {v0} {v1}");
+        assert!(
+            (h0 - h1).abs() < 0.3 && (v0 - v1).abs() < 0.3,
+            "{h0} {h1} {v0} {v1}"
+        );
         assert!((half.intrinsics().fx - 721.5377 / 2.0).abs() < 1e-9);
         let err = cal.for_image_size(640, 480).unwrap_err();
         assert!(matches!(err, CalibError::AspectMismatch { .. }), "{err}");
@@ -568,10 +587,19 @@ pub(crate) mod tests {
     fn negative_focal_length_and_nan_name_the_field() {
         let mut i = kitti_like().intrinsics();
         i.fx = -700.0;
-        let err = Calibration::new("x.toml", "", (1242, 375), i, Distortion::None, Mounting::level(1.0))
-            .unwrap_err();
+        let err = Calibration::new(
+            "x.toml",
+            "",
+            (1242, 375),
+            i,
+            Distortion::None,
+            Mounting::level(1.0),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("intrinsics.fx"), "{err}");
-        let err = kitti_like().with_mounting_override(Some(f64::NAN), None).unwrap_err();
+        let err = kitti_like()
+            .with_mounting_override(Some(f64::NAN), None)
+            .unwrap_err();
         assert!(err.to_string().contains("mounting.height_m"), "{err}");
     }
 }

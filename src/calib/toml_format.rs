@@ -75,9 +75,12 @@ pub fn parse(text: &str, origin: &str) -> Result<Calibration, CalibError> {
         field: field.to_string(),
         hint: hint.to_string(),
     };
-    let version = raw
-        .version
-        .ok_or_else(|| missing("version", &format!(" (write `version = {VERSION}` at the top)")))?;
+    let version = raw.version.ok_or_else(|| {
+        missing(
+            "version",
+            &format!(" (write `version = {VERSION}` at the top)"),
+        )
+    })?;
     if version != VERSION {
         return Err(CalibError::UnknownVersion {
             origin: origin.to_string(),
@@ -85,7 +88,9 @@ pub fn parse(text: &str, origin: &str) -> Result<Calibration, CalibError> {
             supported: VERSION,
         });
     }
-    let image = raw.image.ok_or_else(|| missing("image", " (table [image] with width, height)"))?;
+    let image = raw
+        .image
+        .ok_or_else(|| missing("image", " (table [image] with width, height)"))?;
     let size = (
         pixels(image.width, "image.width", origin)?,
         pixels(image.height, "image.height", origin)?,
@@ -202,12 +207,17 @@ pub fn write(cal: &Calibration) -> String {
     ));
     let distortion = cal.distortion();
     out.push_str("# Lens distortion on normalised coordinates: none | radial_tangential (k1 k2 p1 p2 k3) | fisheye (k1..k4).\n");
-    out.push_str(&format!("[distortion]\nmodel = \"{}\"\n", distortion.model_name()));
+    out.push_str(&format!(
+        "[distortion]\nmodel = \"{}\"\n",
+        distortion.model_name()
+    ));
     for (field, value) in distortion_fields(&distortion) {
         out.push_str(&format!("{field} = {value:?}\n"));
     }
     out.push_str("\n# Camera height above the road (m); pitch positive = looking down; roll, yaw in degrees;\n");
-    out.push_str("# offsets: camera position right of / ahead of the vehicle's reference point (m).\n");
+    out.push_str(
+        "# offsets: camera position right of / ahead of the vehicle's reference point (m).\n",
+    );
     out.push_str(&format!(
         "[mounting]\nheight_m = {:?}\npitch_deg = {:?}\nroll_deg = {:?}\nyaw_deg = {:?}\nlateral_offset_m = {:?}\nlongitudinal_offset_m = {:?}\n",
         m.height_m, m.pitch_deg, m.roll_deg, m.yaw_deg, m.lateral_offset_m, m.longitudinal_offset_m
@@ -262,15 +272,24 @@ pitch_deg = 2.0
             (GOOD.replace("fx = 1000.0", "fx = -5.0"), "intrinsics.fx"),
             (GOOD.replace("fx = 1000.0", "fx = nan"), "intrinsics.fx"),
             (GOOD.replace("height_m = 1.3\n", ""), "mounting.height_m"),
-            (GOOD.replace("version = 1", "version = 7"), "unknown version 7"),
+            (
+                GOOD.replace("version = 1", "version = 7"),
+                "unknown version 7",
+            ),
             (GOOD.replace("version = 1", ""), "version"),
-            (GOOD.replace("\"radial_tangential\"", "\"kb8\""), "distortion.model"),
+            (
+                GOOD.replace("\"radial_tangential\"", "\"kb8\""),
+                "distortion.model",
+            ),
             (GOOD.replace("width = 1280", "width = 0"), "image.width"),
             (GOOD.replace("k2 = 0.01", "kk2 = 0.01"), "kk2"),
         ];
         for (text, needle) in cases {
             let err = parse(&text, "bad.toml").unwrap_err().to_string();
-            assert!(err.contains(needle) && err.contains("bad.toml"), "{needle}: {err}");
+            assert!(
+                err.contains(needle) && err.contains("bad.toml"),
+                "{needle}: {err}"
+            );
         }
     }
 }

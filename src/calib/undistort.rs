@@ -144,7 +144,9 @@ mod tests {
         let cal = crate::calib::model::tests::kitti_like();
         let table = RemapTable::new(&cal, 124, 37).unwrap();
         let (w, h) = table.size();
-        let src = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 7]));
+        let src = RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, 7])
+        });
         let mut dst = RgbImage::new(w, h);
         table.apply(&src, &mut dst).unwrap();
         assert_eq!(src, dst);
@@ -158,12 +160,21 @@ mod tests {
         let i = cal.intrinsics();
         let (src_u, src_v) = cal.pixel_from_normalized((50.0 - i.cx) / i.fx, (40.0 - i.cy) / i.fy);
         let mut src = RgbImage::new(64, 48);
-        for (px, py) in [(src_u.floor(), src_v.floor()), (src_u.ceil(), src_v.ceil()), (src_u.floor(), src_v.ceil()), (src_u.ceil(), src_v.floor())] {
+        for (px, py) in [
+            (src_u.floor(), src_v.floor()),
+            (src_u.ceil(), src_v.ceil()),
+            (src_u.floor(), src_v.ceil()),
+            (src_u.ceil(), src_v.floor()),
+        ] {
             src.put_pixel(px as u32, py as u32, image::Rgb([255, 255, 255]));
         }
         let mut dst = RgbImage::new(64, 48);
         table.apply(&src, &mut dst).unwrap();
-        assert!(dst.get_pixel(50, 40)[0] > 200, "{:?}", dst.get_pixel(50, 40));
+        assert!(
+            dst.get_pixel(50, 40)[0] > 200,
+            "{:?}",
+            dst.get_pixel(50, 40)
+        );
         let mut wrong = RgbImage::new(32, 24);
         assert!(table.apply(&src, &mut wrong).is_err());
     }

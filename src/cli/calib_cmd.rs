@@ -76,8 +76,14 @@ fn parse_size(text: &str) -> Result<(u32, u32), String> {
     let (w, h) = text
         .split_once(['x', 'X'])
         .ok_or_else(|| format!("`{text}` is not WIDTHxHEIGHT, e.g. 1280x720"))?;
-    let w: u32 = w.trim().parse().map_err(|_| format!("bad width in `{text}`"))?;
-    let h: u32 = h.trim().parse().map_err(|_| format!("bad height in `{text}`"))?;
+    let w: u32 = w
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad width in `{text}`"))?;
+    let h: u32 = h
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad height in `{text}`"))?;
     Ok((w, h))
 }
 
@@ -112,7 +118,10 @@ pub fn describe(cal: &Calibration) -> String {
         line(format!("name:            {}", cal.name()));
     }
     line(format!("image size:      {w}x{h}"));
-    line(format!("focal length:    fx {:.3} px, fy {:.3} px", i.fx, i.fy));
+    line(format!(
+        "focal length:    fx {:.3} px, fy {:.3} px",
+        i.fx, i.fy
+    ));
     line(format!(
         "principal point: ({:.2}, {:.2}) px, {:+.1} / {:+.1} px from the image centre",
         i.cx,
@@ -120,8 +129,13 @@ pub fn describe(cal: &Calibration) -> String {
         i.cx - w as f64 / 2.0,
         i.cy - h as f64 / 2.0
     ));
-    line(format!("field of view:   {hfov:.1}° horizontal, {vfov:.1}° vertical"));
-    line(format!("distortion:      {}", describe_distortion(&cal.distortion())));
+    line(format!(
+        "field of view:   {hfov:.1}° horizontal, {vfov:.1}° vertical"
+    ));
+    line(format!(
+        "distortion:      {}",
+        describe_distortion(&cal.distortion())
+    ));
     let assumed = if cal.mounting_is_assumed() {
         " (ASSUMED: the file has none; pass --camera-height/--camera-pitch)"
     } else {
@@ -142,7 +156,9 @@ pub fn describe(cal: &Calibration) -> String {
     } else {
         ""
     };
-    line(format!("horizon row:     {horizon:.1} px at the principal column{where_}"));
+    line(format!(
+        "horizon row:     {horizon:.1} px at the principal column{where_}"
+    ));
     for ahead in [10.0, 20.0, 50.0] {
         if let Some((_, v)) = cal.pinhole_pixel_from_level([0.0, m.height_m, ahead]) {
             line(format!("road at {ahead:>3.0} m:   row {v:.1}"));
@@ -168,7 +184,9 @@ pub fn eval_distance(args: &EvalDistanceArgs) -> anyhow::Result<DistanceEvalRepo
     let cal = args.mounting.load(&args.calib)?;
     let mut labels = vec![];
     for path in &args.labels {
-        labels.extend(read_kitti_labels(path).with_context(|| "reading ground truth for eval distance")?);
+        labels.extend(
+            read_kitti_labels(path).with_context(|| "reading ground truth for eval distance")?,
+        );
     }
     let filter = EvalFilter {
         max_distance_m: args.max_distance,
@@ -242,10 +260,19 @@ mod tests {
 
     #[test]
     fn flags_parse_with_defaults() {
-        let show = Show::parse_from(["x", "cam.toml", "--camera-pitch", "-1.5", "--image-size", "640x360"]);
+        let show = Show::parse_from([
+            "x",
+            "cam.toml",
+            "--camera-pitch",
+            "-1.5",
+            "--image-size",
+            "640x360",
+        ]);
         assert_eq!(show.args.mounting.camera_pitch, Some(-1.5));
         assert_eq!(show.args.image_size, Some((640, 360)));
-        let eval = Eval::parse_from(["x", "--calib", "c.txt", "--labels", "a.txt", "b.txt", "--json"]);
+        let eval = Eval::parse_from([
+            "x", "--calib", "c.txt", "--labels", "a.txt", "b.txt", "--json",
+        ]);
         assert_eq!(eval.args.labels.len(), 2);
         assert_eq!(eval.args.max_distance, 50.0);
         assert_eq!(eval.args.reference, Reference::Z);

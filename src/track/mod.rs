@@ -1,7 +1,7 @@
 //! Frame-to-frame association of detections and time to collision from distance over time.
 //!
 //! [`TtcTracker`] links each frame's boxes to the previous tracks greedily by IoU (same class
-//! only), keeps each track's recent distances, and fits a straight line to the last
+//! only) with each track's box moved on at its recent image velocity, keeps each track's recent distances, and fits a straight line to the last
 //! `window_s` seconds: a negative slope is a closing speed, and distance / closing speed the
 //! time to collision. Only objects in the ego path (|lateral| below half a lane) get one.
 
@@ -65,9 +65,36 @@ struct Track {
     track_id: u64,
     class_id: usize,
     box_in_image: BoxXyxy,
+    /// Time of `box_in_image`, seconds.
+    seen_s: f64,
+    /// Smoothed image velocity of the box edges, pixels per second (x1, y1, x2, y2).
+    velocity_px_s: [f32; 4],
     missed_frames: u32,
     /// (time_s, distance_m) samples, oldest first, within the window.
     history: Vec<(f64, f64)>,
+}
+
+impl Track {
+    /// The box moved on to `time_s` at the track's image velocity.
+    fn predict(&self, time_s: f64) -> BoxXyxy {
+        let dt = (time_s - self.seen_s) as f32;
+        let [a, b, c, d] = self.box_in_image.to_array();
+        let v = self.velocity_px_s;
+        BoxXyxy::new(a + v[0] * dt, b + v[1] * dt, c + v[2] * dt, d + v[3] * dt)
+    }
+
+    fn move_to(&mut self, time_s: f64, box_in_image: BoxXyxy) {
+        let dt = (time_s - self.seen_s) as f32;
+        if dt > 1e-6 {
+            let (old, new) = (self.box_in_image.to_array(), box_in_image.to_array());
+            for k in 0..4 {
+                // Half old, half new: follows turns within a few frames, damps box jitter.
+                self.velocity_px_s[k] = 0.5 * self.velocity_px_s[k] + 0.5 * (new[k] - old[k]) / dt;
+            }
+        }
+        self.box_in_image = box_in_image;
+        self.seen_s = time_s;
+    }
 }
 
 /// IoU tracker with per-track time to collision.
@@ -94,7 +121,7 @@ impl TtcTracker {
 
     /// Feeds one frame taken at `time_s`; returns one output per input, in order.
     pub fn update(&mut self, time_s: f64, inputs: &[TtcInput]) -> Vec<TtcOutput> {
-        let matches = self.associate(inputs);
+        let matches = self.associate(time_s, inputs);
         let mut matched_track = vec![false; self.tracks.len()];
         let mut outputs = Vec::with_capacity(inputs.len());
         for (input, track_index) in inputs.iter().zip(&matches) {
@@ -108,6 +135,8 @@ impl TtcTracker {
                         track_id: self.next_track_id,
                         class_id: input.class_id,
                         box_in_image: input.box_in_image,
+                        seen_s: time_s,
+                        velocity_px_s: [0.0; 4],
                         missed_frames: 0,
                         history: vec![],
                     });
@@ -129,14 +158,15 @@ impl TtcTracker {
     }
 
     /// Greedy IoU matching: the best-overlapping (input, track) pairs first, each used once.
-    fn associate(&self, inputs: &[TtcInput]) -> Vec<Option<usize>> {
+    fn associate(&self, time_s: f64, inputs: &[TtcInput]) -> Vec<Option<usize>> {
+        let predicted: Vec<BoxXyxy> = self.tracks.iter().map(|t| t.predict(time_s)).collect();
         let mut pairs: Vec<(f32, usize, usize)> = vec![];
         for (i, input) in inputs.iter().enumerate() {
             for (t, track) in self.tracks.iter().enumerate() {
                 if track.class_id != input.class_id {
                     continue;
                 }
-                let iou = input.box_in_image.iou(&track.box_in_image);
+                let iou = input.box_in_image.iou(&predicted[t]);
                 if iou >= self.config.iou_threshold {
                     pairs.push((iou, i, t));
                 }
@@ -157,12 +187,14 @@ impl TtcTracker {
     fn observe(&mut self, index: usize, time_s: f64, input: &TtcInput) -> TtcOutput {
         let config = self.config;
         let track = &mut self.tracks[index];
-        track.box_in_image = input.box_in_image;
+        track.move_to(time_s, input.box_in_image);
         track.missed_frames = 0;
         if let Some(d) = input.distance_m.filter(|d| d.is_finite()) {
             track.history.push((time_s, d));
         }
-        track.history.retain(|(t, _)| time_s - t <= config.window_s + 1e-9);
+        track
+            .history
+            .retain(|(t, _)| time_s - t <= config.window_s + 1e-9);
         let in_ego_path = input
             .lateral_m
             .is_some_and(|l| l.abs() < config.half_lane_m);
@@ -171,7 +203,9 @@ impl TtcTracker {
             .flatten();
         let closing_speed_mps = fit.map(|(_, slope)| -slope);
         let ttc_s = match fit {
-            Some((distance_now, slope)) if in_ego_path && -slope >= config.min_closing_speed_mps => {
+            Some((distance_now, slope))
+                if in_ego_path && -slope >= config.min_closing_speed_mps =>
+            {
                 Some((distance_now / -slope).max(0.0))
             }
             _ => None,
@@ -224,7 +258,13 @@ mod tests {
         for frame in 0..10 {
             let t = frame as f64 * 0.1;
             // Approaching at 5 m/s from 30 m, in the ego path; a receding one beside it.
-            last = tracker.update(t, &[input(100.0, 30.0 - 5.0 * t, 0.2), input(400.0, 20.0 + 2.0 * t, 0.5)]);
+            last = tracker.update(
+                t,
+                &[
+                    input(100.0, 30.0 - 5.0 * t, 0.2),
+                    input(400.0, 20.0 + 2.0 * t, 0.5),
+                ],
+            );
         }
         let ttc = last[0].ttc_s.unwrap();
         assert!((ttc - (30.0 - 5.0 * 0.9) / 5.0).abs() < 1e-6, "{ttc}");
