@@ -205,17 +205,21 @@ struct Fit {
     ground_share: f64,
 }
 
-/// Weighted residuals of the size model at one distance, split by cue.
+/// Weighted residuals of the size model at one distance, split by cue (unused ones are 0).
+#[derive(Clone, Copy, Default)]
 struct Residuals {
-    ground: Vec<f64>,
-    size: Vec<f64>,
+    ground: f64,
+    size: [f64; 3],
 }
 
 impl Residuals {
     fn cost(&self) -> f64 {
-        self.ground.iter().chain(&self.size).map(|r| r * r).sum()
+        self.ground * self.ground + self.size.iter().map(|r| r * r).sum::<f64>()
     }
 }
+
+/// Coarse scan step of the distance search (3 %), refined by golden-section search.
+const SCAN_RATIO: f64 = 1.03;
 
 /// Finds the distance whose projected model box best explains the observed one.
 fn fit_distance(
@@ -224,34 +228,30 @@ fn fit_distance(
     prior: &SizePrior,
     use_ground: bool,
 ) -> Option<Fit> {
-    let model = Model {
-        cal,
-        obs,
-        prior,
-        use_ground,
-    };
-    // Coarse log-spaced scan (1 % steps), then golden-section refinement around the best.
+    let model = Model::new(cal, obs, prior, use_ground);
     let (lo, hi) = SEARCH_RANGE_M;
-    let steps = ((hi / lo).ln() / 1.01f64.ln()).ceil() as usize;
+    let steps = ((hi / lo).ln() / SCAN_RATIO.ln()).ceil() as i32;
+    let distance_at = |step: i32| lo * SCAN_RATIO.powi(step);
     let cost_at = |z: f64| model.residuals(z).map_or(f64::INFINITY, |r| r.cost());
     let (best_step, best_cost) = (0..=steps)
-        .map(|s| (s, cost_at(lo * 1.01f64.powi(s as i32))))
+        .map(|s| (s, cost_at(distance_at(s))))
         .min_by(|a, b| a.1.total_cmp(&b.1))?;
     if !best_cost.is_finite() {
         return None;
     }
-    let (mut a, mut b) = (
-        lo * 1.01f64.powi(best_step as i32 - 1),
-        lo * 1.01f64.powi(best_step as i32 + 1),
-    );
+    let (mut a, mut b) = (distance_at(best_step - 1), distance_at(best_step + 1));
     let golden = 0.618_033_988_75;
-    for _ in 0..30 {
-        let c = b - golden * (b - a);
-        let d = a + golden * (b - a);
-        if cost_at(c) < cost_at(d) {
-            b = d;
+    let (mut c, mut d) = (b - golden * (b - a), a + golden * (b - a));
+    let (mut cost_c, mut cost_d) = (cost_at(c), cost_at(d));
+    for _ in 0..25 {
+        if cost_c < cost_d {
+            (b, d, cost_d) = (d, c, cost_c);
+            c = b - golden * (b - a);
+            cost_c = cost_at(c);
         } else {
-            a = c;
+            (a, c, cost_c) = (c, d, cost_d);
+            d = a + golden * (b - a);
+            cost_d = cost_at(d);
         }
     }
     let ahead_m = (a + b) / 2.0;
@@ -267,30 +267,45 @@ struct Model<'a> {
     obs: &'a Observed,
     prior: &'a SizePrior,
     use_ground: bool,
+    /// Level-frame x/z and y/z of the ray through the box centre.
+    centre_slope: (f64, f64),
+    ground_sigma_px: f64,
 }
 
-impl Model<'_> {
-    /// Lateral position of the object's centre at `ahead_m`, from the box's centre column.
+impl<'a> Model<'a> {
+    fn new(
+        cal: &'a Calibration,
+        obs: &'a Observed,
+        prior: &'a SizePrior,
+        use_ground: bool,
+    ) -> Self {
+        let [x1, y1, x2, y2] = obs.box_undist;
+        let ray = cal.ray_in_level((x1 + x2) / 2.0, (y1 + y2) / 2.0);
+        let z = ray[2].max(1e-6);
+        Self {
+            cal,
+            obs,
+            prior,
+            use_ground,
+            centre_slope: (ray[0] / z, ray[1] / z),
+            ground_sigma_px: cal.intrinsics().fy * GROUND_SIGMA_DEG.to_radians().tan(),
+        }
+    }
+
+    /// Lateral position of the object's centre at `ahead_m`, from the box's centre.
     fn centre_right_m(&self, ahead_m: f64) -> f64 {
-        let [x1, y1, x2, y2] = self.obs.box_undist;
-        let ray = self.cal.ray_in_level((x1 + x2) / 2.0, (y1 + y2) / 2.0);
-        ray[0] / ray[2].max(1e-6) * ahead_m
+        self.centre_slope.0 * ahead_m
     }
 
     /// The model box's pinhole-pixel extent at `ahead_m`; `None` if any corner is behind the camera.
     fn project(&self, ahead_m: f64) -> Option<[f64; 4]> {
         let p = self.prior;
         let right = self.centre_right_m(ahead_m);
-        let road_y = self.cal.mounting().height_m;
-        // Objects above the road (signs) have unknown elevation: centre them on the box row.
+        // Objects above the road (signs) have unknown elevation: centre them on the box centre.
         let bottom_y = if p.on_ground {
-            road_y
+            self.cal.mounting().height_m
         } else {
-            let [_, y1, _, y2] = self.obs.box_undist;
-            let ray = self
-                .cal
-                .ray_in_level(self.obs.bottom_centre.0, (y1 + y2) / 2.0);
-            ray[1] / ray[2].max(1e-6) * ahead_m + p.height_m / 2.0
+            self.centre_slope.1 * ahead_m + p.height_m / 2.0
         };
         let mut extent = [
             f64::INFINITY,
@@ -321,37 +336,33 @@ impl Model<'_> {
         let [x1, y1, x2, y2] = self.obs.box_undist;
         let (obs, prior) = (self.obs, self.prior);
         let fy = self.cal.intrinsics().fy;
-        let ground_sigma_px = fy * GROUND_SIGMA_DEG.to_radians().tan();
         let height_rel_sigma = prior.height_sigma_m / prior.height_m;
         let (h_model, h_obs) = (q2 - q1, y2 - y1);
         let (w_model, w_obs) = (p2 - p1, x2 - x1);
         if h_model <= 0.0 || w_model <= 0.0 {
             return None;
         }
-        let mut r = Residuals {
-            ground: vec![],
-            size: vec![],
-        };
+        let mut r = Residuals::default();
         if self.use_ground {
-            r.ground.push((q2 - y2) / ground_sigma_px);
+            r.ground = (q2 - y2) / self.ground_sigma_px;
         }
         match (obs.cut_top, obs.cut_bottom) {
-            (false, false) => r
-                .size
-                .push((h_model / h_obs).ln() / (height_rel_sigma + 1.5 / h_obs)),
+            (false, false) => r.size[0] = (h_model / h_obs).ln() / (height_rel_sigma + 1.5 / h_obs),
             (false, true) => {
                 // Only the top edge is real: it carries the pitch error and the height spread.
-                let sigma = ground_sigma_px.hypot(fy * prior.height_sigma_m / ahead_m);
-                r.size.push((q1 - y1) / sigma);
-                r.size.push(one_sided(q2 - y2, 2.0));
+                let sigma = self
+                    .ground_sigma_px
+                    .hypot(fy * prior.height_sigma_m / ahead_m);
+                r.size[0] = (q1 - y1) / sigma;
+                r.size[1] = one_sided(q2 - y2, 2.0);
             }
-            (true, _) => r.size.push(one_sided((h_model / h_obs).ln(), 0.05)),
+            (true, _) => r.size[0] = one_sided((h_model / h_obs).ln(), 0.05),
         }
-        if obs.cut_left || obs.cut_right {
-            r.size.push(one_sided((w_model / w_obs).ln(), 0.05));
+        r.size[2] = if obs.cut_left || obs.cut_right {
+            one_sided((w_model / w_obs).ln(), 0.05)
         } else {
-            r.size.push((w_model / w_obs).ln() / WIDTH_REL_SIGMA);
-        }
+            (w_model / w_obs).ln() / WIDTH_REL_SIGMA
+        };
         Some(r)
     }
 
@@ -364,14 +375,9 @@ impl Model<'_> {
         ) else {
             return 0.0;
         };
-        let info = |ra: &[f64], rb: &[f64]| -> f64 {
-            ra.iter()
-                .zip(rb)
-                .map(|(x, y)| ((y - x) / (2.0 * step)).powi(2))
-                .sum()
-        };
-        let ground = info(&a.ground, &b.ground);
-        let size = info(&a.size, &b.size);
+        let slope2 = |x: f64, y: f64| ((y - x) / (2.0 * step)).powi(2);
+        let ground = slope2(a.ground, b.ground);
+        let size: f64 = (0..3).map(|k| slope2(a.size[k], b.size[k])).sum();
         if ground + size > 0.0 {
             ground / (ground + size)
         } else {

@@ -284,6 +284,18 @@ impl Calibration {
         Some((i.fx * p[0] / p[2] + i.cx, i.fy * p[1] / p[2] + i.cy))
     }
 
+    /// A level-frame point → pixel of the (distorted) image; `None` behind the camera.
+    pub fn pixel_from_level(&self, point_in_level: [f64; 3]) -> Option<(f64, f64)> {
+        let (u, v) = self.pinhole_pixel_from_level(point_in_level)?;
+        Some(self.distort_pixel(u, v))
+    }
+
+    /// Pinhole pixel → pixel of the (distorted) image, same intrinsics.
+    pub fn distort_pixel(&self, u_undist: f64, v_undist: f64) -> (f64, f64) {
+        let i = &self.intrinsics;
+        self.pixel_from_normalized((u_undist - i.cx) / i.fx, (v_undist - i.cy) / i.fy)
+    }
+
     /// Where the ray through pinhole pixel `(u_undist, v_undist)` meets the road, as
     /// (right, ahead) metres from the camera's foot point; `None` at or above the horizon.
     pub fn road_point_from_pinhole(&self, u_undist: f64, v_undist: f64) -> Option<(f64, f64)> {

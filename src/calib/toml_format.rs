@@ -194,9 +194,14 @@ pub fn write(cal: &Calibration) -> String {
     out.push_str("# lookout camera calibration (format: calibration/README.md)\n");
     out.push_str(&format!("version = {VERSION}\n"));
     out.push_str(&format!("name = {}\n", toml_string(cal.name())));
+    let assumed = if cal.mounting_is_assumed() {
+        "; mounting ASSUMED (the source had none): measure and edit [mounting]"
+    } else {
+        ""
+    };
     out.push_str(&format!(
         "notes = {}\n\n",
-        toml_string(&format!("converted from {}", cal.origin()))
+        toml_string(&format!("converted from {}{assumed}", cal.origin()))
     ));
     out.push_str("# The image size the intrinsics refer to; other sizes of the same aspect ratio are scaled.\n");
     out.push_str(&format!("[image]\nwidth = {w}\nheight = {h}\n\n"));

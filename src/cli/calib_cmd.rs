@@ -107,7 +107,8 @@ pub fn describe(cal: &Calibration) -> String {
     let i = cal.intrinsics();
     let m = cal.mounting();
     let (hfov, vfov) = cal.fov_deg();
-    let horizon = cal.horizon_row();
+    // Rows as they appear in the camera's own (distorted) image.
+    let horizon = cal.distort_pixel(cal.intrinsics().cx, cal.horizon_row()).1;
     let mut out = String::new();
     let mut line = |s: String| {
         out.push_str(&s);
@@ -160,7 +161,7 @@ pub fn describe(cal: &Calibration) -> String {
         "horizon row:     {horizon:.1} px at the principal column{where_}"
     ));
     for ahead in [10.0, 20.0, 50.0] {
-        if let Some((_, v)) = cal.pinhole_pixel_from_level([0.0, m.height_m, ahead]) {
+        if let Some((_, v)) = cal.pixel_from_level([0.0, m.height_m, ahead]) {
             line(format!("road at {ahead:>3.0} m:   row {v:.1}"));
         }
     }
@@ -277,5 +278,49 @@ mod tests {
         assert_eq!(eval.args.max_distance, 50.0);
         assert_eq!(eval.args.reference, Reference::Z);
         assert!(eval.args.json);
+    }
+
+    #[test]
+    fn describe_shows_the_horizon_for_the_given_pitch() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("calibration/kitti-2011_09_26-cam2.toml");
+        let show = Show::parse_from(["x", path.to_str().unwrap(), "--camera-pitch", "1.0"]);
+        let cal = show.args.mounting.load(&show.args.file).unwrap();
+        let text = describe(&cal);
+        let horizon = 172.854 - 721.5377 * 1f64.to_radians().tan();
+        assert!(
+            text.contains(&format!("horizon row:     {horizon:.1} px")),
+            "{text}"
+        );
+        assert!(text.contains("field of view:   81.4° horizontal"), "{text}");
+    }
+
+    #[test]
+    fn eval_distance_reports_per_class_json() {
+        let (Some(calib), Some(labels)) = (
+            crate::fixtures::require("kitti/tracking/calib_2011_09_26_cam2.txt"),
+            crate::fixtures::require("kitti/tracking/label_02/0000.txt"),
+        ) else {
+            return;
+        };
+        let eval = Eval::parse_from([
+            "x",
+            "--calib",
+            calib.to_str().unwrap(),
+            "--labels",
+            labels.to_str().unwrap(),
+        ]);
+        let report = eval_distance(&eval.args).unwrap();
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(json["overall"]["count"].as_u64().unwrap() > 400, "{json}");
+        assert!(
+            json["per_class"]["Car"]["p90_rel_error"].is_number(),
+            "{json}"
+        );
+        let table = format_report(&report);
+        assert!(
+            table.contains("overall") && table.contains("Van"),
+            "{table}"
+        );
     }
 }
