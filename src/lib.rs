@@ -12,4 +12,5 @@ pub mod fixtures;
 pub mod imageio;
 pub mod metrics;
 pub mod render;
+pub mod track;
 pub mod types;
