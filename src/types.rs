@@ -134,6 +134,23 @@ pub struct Detection {
     pub score: f32,
     #[serde(with = "box_as_array", rename = "box_xyxy")]
     pub box_in_image: BoxXyxy,
+    /// Distance on the road, present when a calibration is given.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<Range>,
+}
+
+/// How far a detection is, and how soon it would be reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Range {
+    /// Along the road, from the camera to the object, metres.
+    pub distance_m: f64,
+    /// Sideways from the camera's axis, metres (positive = right).
+    pub lateral_m: f64,
+    /// Which cue decided: `ground_contact`, `size_prior` or `fused`.
+    pub distance_method: String,
+    /// Time to collision for closing objects in the ego path, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttc_s: Option<f64>,
 }
 
 mod box_as_array {
@@ -186,9 +203,27 @@ mod tests {
             group: ClassGroup::Pedestrian,
             score: 0.5,
             box_in_image: BoxXyxy::new(1.0, 2.0, 3.0, 4.0),
+            range: None,
         };
         let json = serde_json::to_string(&d).unwrap();
         assert!(json.contains("\"box_xyxy\":[1.0,2.0,3.0,4.0]"), "{json}");
         assert!(json.contains("\"group\":\"pedestrian\""), "{json}");
+        assert!(!json.contains("distance_m"), "{json}");
+        let with_range = Detection {
+            range: Some(Range {
+                distance_m: 14.2,
+                lateral_m: -1.5,
+                distance_method: "fused".into(),
+                ttc_s: None,
+            }),
+            ..d
+        };
+        let json = serde_json::to_string(&with_range).unwrap();
+        assert!(
+            json.contains("\"distance_m\":14.2,\"lateral_m\":-1.5,\"distance_method\":\"fused\"}"),
+            "{json}"
+        );
+        let back: Detection = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, with_range);
     }
 }

@@ -24,6 +24,18 @@ pub enum DistanceMethod {
     Fused,
 }
 
+impl DistanceEstimate {
+    /// The plain range attached to a detection (no time to collision yet).
+    pub fn to_range(&self) -> crate::types::Range {
+        crate::types::Range {
+            distance_m: self.distance_m,
+            lateral_m: self.lateral_m,
+            distance_method: self.method.name().to_string(),
+            ttc_s: None,
+        }
+    }
+}
+
 impl DistanceMethod {
     pub fn name(&self) -> &'static str {
         match self {

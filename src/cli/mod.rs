@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod bench_cmd;
+pub mod calib_cmd;
 pub mod detect_cmd;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,24 @@ pub enum Command {
     Bench(bench_cmd::BenchArgs),
     /// List the models `--model` knows, and where each is found.
     Models,
+    /// Camera calibration files.
+    #[command(subcommand)]
+    Calib(CalibCommand),
+    /// Check estimators against ground truth.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CalibCommand {
+    /// Print a calibration file as lookout reads it: fields of view, principal point, horizon.
+    Show(calib_cmd::CalibShowArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Distance estimates on the ground-truth boxes of KITTI label files vs their 3D positions.
+    Distance(calib_cmd::EvalDistanceArgs),
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -35,6 +54,8 @@ pub fn main() -> anyhow::Result<()> {
         Command::Detect(args) => detect_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Models => list_models(),
+        Command::Calib(CalibCommand::Show(args)) => calib_cmd::run_calib_show(args),
+        Command::Eval(EvalCommand::Distance(args)) => calib_cmd::run_eval_distance(args),
     }
 }
 

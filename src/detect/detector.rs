@@ -306,6 +306,7 @@ impl Detector {
                 group: self.classes.group(c.class_id),
                 score: c.score,
                 box_in_image: image_from_model.box_in_image(&c.box_in_model),
+                range: None,
             })
             .collect())
     }

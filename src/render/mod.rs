@@ -55,6 +55,17 @@ pub fn draw_detection(image: &mut RgbImage, detection: &Detection, extra: &str) 
     draw_label(image, x, y, &label, scale, colour, text_colour_on(colour));
 }
 
+/// ` · 14.2 m` (and ` · TTC 1.8 s`) for a detection with a range; empty otherwise.
+pub fn range_label(detection: &Detection) -> String {
+    match &detection.range {
+        None => String::new(),
+        Some(r) => match r.ttc_s {
+            Some(ttc) => format!(" · {:.1} m · TTC {:.1} s", r.distance_m, ttc),
+            None => format!(" · {:.1} m", r.distance_m),
+        },
+    }
+}
+
 /// Black or white, whichever reads better on `background`.
 pub fn text_colour_on(background: Rgb<u8>) -> Rgb<u8> {
     let [r, g, b] = background.0;
@@ -176,6 +187,7 @@ mod tests {
             group,
             score: 0.9,
             box_in_image: BoxXyxy::new(100.0, 100.0, 200.0, 300.0),
+            range: None,
         }
     }
 
