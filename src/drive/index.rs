@@ -86,13 +86,20 @@ mod tests {
             pts_ns: None,
             ..entry
         };
-        assert_eq!(IndexEntry::parse(no_pts.to_line().trim_end()).unwrap(), no_pts);
+        assert_eq!(
+            IndexEntry::parse(no_pts.to_line().trim_end()).unwrap(),
+            no_pts
+        );
     }
 
     #[test]
     fn torn_and_garbled_lines_are_errors() {
-        assert!(IndexEntry::parse("7,123,45").unwrap_err().contains("pts_ns"));
-        assert!(IndexEntry::parse("7,123,456,,").unwrap_err().contains("file"));
+        assert!(IndexEntry::parse("7,123,45")
+            .unwrap_err()
+            .contains("pts_ns"));
+        assert!(IndexEntry::parse("7,123,456,,")
+            .unwrap_err()
+            .contains("file"));
         assert!(IndexEntry::parse("x,1,2,,f").unwrap_err().contains("`seq`"));
         assert!(IndexEntry::parse(INDEX_HEADER).is_err());
     }

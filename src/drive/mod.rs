@@ -201,10 +201,7 @@ impl DriveManifest {
 
 /// A single normal path component: no separators, not `.`/`..`, not empty.
 pub(crate) fn is_plain_file_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.contains(['/', '\\', '\0'])
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
 /// Writes `contents` to `path` through a temporary file and a rename, so that readers see

@@ -8,9 +8,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use super::index::{IndexEntry, INDEX_HEADER};
-use super::{
-    DriveError, DriveManifest, INDEX_FILE, MANIFEST_FILE, MANIFEST_JSON_FILE,
-};
+use super::{DriveError, DriveManifest, INDEX_FILE, MANIFEST_FILE, MANIFEST_JSON_FILE};
 use crate::source::{FrameSource, SourceError, SourceInfo};
 use crate::types::{mono_now_ns, wall_now_ns, Frame};
 
@@ -102,7 +100,10 @@ impl DriveReader {
             Ok(path) => path,
             Err(Refusal::Missing) => {
                 self.stats.missing_files += 1;
-                self.skip(format!("frame {}: file {} is missing", entry.seq, entry.file));
+                self.skip(format!(
+                    "frame {}: file {} is missing",
+                    entry.seq, entry.file
+                ));
                 return None;
             }
             Err(Refusal::Outside(why)) => {
@@ -118,7 +119,10 @@ impl DriveReader {
             Ok(image) => Some(image.to_rgb8()),
             Err(e) => {
                 self.stats.corrupt_files += 1;
-                self.skip(format!("frame {}: {} does not decode: {e}", entry.seq, entry.file));
+                self.skip(format!(
+                    "frame {}: {} does not decode: {e}",
+                    entry.seq, entry.file
+                ));
                 None
             }
         }
@@ -200,7 +204,10 @@ fn read_manifest(dir: &Path) -> Result<DriveManifest, DriveError> {
         (toml_path, toml::from_str(&text).map_err(|e| e.to_string()))
     } else if json_path.is_file() {
         let text = read_text(&json_path)?;
-        (json_path, serde_json::from_str(&text).map_err(|e| e.to_string()))
+        (
+            json_path,
+            serde_json::from_str(&text).map_err(|e| e.to_string()),
+        )
     } else {
         return Err(DriveError::NoManifest {
             dir: dir.to_path_buf(),
@@ -215,7 +222,8 @@ fn read_manifest(dir: &Path) -> Result<DriveManifest, DriveError> {
 }
 
 fn read_text(path: &Path) -> Result<String, DriveError> {
-    std::fs::read_to_string(path).map_err(|e| DriveError::io(format!("reading {}", path.display()), e))
+    std::fs::read_to_string(path)
+        .map_err(|e| DriveError::io(format!("reading {}", path.display()), e))
 }
 
 /// Parses the whole index: good entries, and a message per skipped line (counted in
@@ -275,7 +283,9 @@ fn resolve_inside(dir: &Path, relative: &str) -> Result<PathBuf, Refusal> {
     if resolved.starts_with(dir) {
         Ok(resolved)
     } else {
-        Err(Refusal::Outside("a symlink resolving outside the drive folder"))
+        Err(Refusal::Outside(
+            "a symlink resolving outside the drive folder",
+        ))
     }
 }
 
@@ -313,9 +323,15 @@ mod tests {
         std::fs::write(dir.join("frames/a.png"), b"x").unwrap();
         assert!(resolve_inside(&dir, "frames/a.png").is_ok());
         assert!(resolve_inside(&dir, "./frames/a.png").is_ok());
-        assert!(matches!(resolve_inside(&dir, "frames/b.png"), Err(Refusal::Missing)));
+        assert!(matches!(
+            resolve_inside(&dir, "frames/b.png"),
+            Err(Refusal::Missing)
+        ));
         for bad in ["../../etc/passwd", "/etc/passwd", "frames/../../x"] {
-            assert!(matches!(resolve_inside(&dir, bad), Err(Refusal::Outside(_))), "{bad}");
+            assert!(
+                matches!(resolve_inside(&dir, bad), Err(Refusal::Outside(_))),
+                "{bad}"
+            );
         }
         #[cfg(unix)]
         {

@@ -40,8 +40,9 @@ impl DriveWriter {
             });
         }
         let frames = dir.join(FRAMES_DIR);
-        std::fs::create_dir_all(&frames)
-            .map_err(|e| DriveError::io(format!("creating drive folder {}", frames.display()), e))?;
+        std::fs::create_dir_all(&frames).map_err(|e| {
+            DriveError::io(format!("creating drive folder {}", frames.display()), e)
+        })?;
         write_manifest(dir, &manifest)?;
         let index_path = dir.join(INDEX_FILE);
         let mut index = OpenOptions::new()
@@ -88,7 +89,11 @@ impl DriveWriter {
             })?;
         std::fs::copy(src, self.dir.join(name)).map_err(|e| {
             DriveError::io(
-                format!("copying calibration {} into {}", src.display(), self.dir.display()),
+                format!(
+                    "copying calibration {} into {}",
+                    src.display(),
+                    self.dir.display()
+                ),
                 e,
             )
         })?;

@@ -161,7 +161,11 @@ impl CameraMode {
 
 impl fmt::Display for CameraMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}x{}@{}", self.format, self.width, self.height, self.fps)
+        write!(
+            f,
+            "{} {}x{}@{}",
+            self.format, self.width, self.height, self.fps
+        )
     }
 }
 
@@ -210,7 +214,10 @@ pub fn select_mode(offered: &[CameraMode], request: &ModeRequest) -> Option<Mode
     let want_fps = request.fps.unwrap_or(DEFAULT_FPS);
     let size_key = |m: &CameraMode| {
         let distance = m.width.abs_diff(want_w) + m.height.abs_diff(want_h);
-        (distance, std::cmp::Reverse(u64::from(m.width) * u64::from(m.height)))
+        (
+            distance,
+            std::cmp::Reverse(u64::from(m.width) * u64::from(m.height)),
+        )
     };
     let fps_key = |m: &CameraMode| (m.fps.abs_diff(want_fps), std::cmp::Reverse(m.fps));
     let mode = *if request.size.is_some() {
@@ -336,7 +343,11 @@ pub fn check_node(node: &std::path::Path) -> Result<(), SourceError> {
         };
         return Err(SourceError::NoCamera { detail });
     }
-    match std::fs::OpenOptions::new().read(true).write(true).open(node) {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(node)
+    {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             Err(SourceError::CameraPermission {
@@ -361,10 +372,20 @@ fn video_nodes() -> Vec<String> {
     nodes
 }
 
+/// A nokhwa camera that may move to another thread.
+struct SendCamera(Camera);
+
+// SAFETY: nokhwa's `Camera` is not `Send` only because its backend is a `Box<dyn Trait>`
+// without a `Send` bound. The V4L2 backend holds a device file descriptor (behind an
+// `Arc<Mutex>`) and mmap'd buffers, none tied to the creating thread, and the camera is only
+// ever used through `&mut self` from one thread at a time. nokhwa makes the same promise
+// with its `camera-sync-impl` feature (`unsafe impl Send for Camera`).
+unsafe impl Send for SendCamera {}
+
 /// A local camera in a chosen mode; reopened with back-off when it stops delivering.
 pub struct CameraSource {
     index: u32,
-    camera: Option<Camera>,
+    camera: Option<SendCamera>,
     mode: CameraMode,
     retry: Duration,
     next_seq: u64,
@@ -385,8 +406,9 @@ impl CameraSource {
         let offered = camera_modes(&mut camera, index)?;
         let choice = select_mode(&offered, &request).ok_or_else(|| SourceError::Camera {
             index,
-            message: "offers no mode in a format lookout decodes (MJPEG, YUYV, NV12, RGB, BGR, GRAY)"
-                .into(),
+            message:
+                "offers no mode in a format lookout decodes (MJPEG, YUYV, NV12, RGB, BGR, GRAY)"
+                    .into(),
         })?;
         match &choice.note {
             Some(note) => tracing::warn!("camera {index}: {note}"),
@@ -396,7 +418,7 @@ impl CameraSource {
         let name = camera.info().human_name();
         Ok(Self {
             index,
-            camera: Some(camera),
+            camera: Some(SendCamera(camera)),
             mode: choice.mode,
             retry: Duration::from_secs_f64(retry_secs.max(0.0)),
             next_seq: 0,
@@ -416,7 +438,11 @@ impl CameraSource {
 
     /// Reopens the camera in the same mode, backing off, for up to the retry window.
     fn reopen(&mut self, why: &str) -> bool {
-        tracing::warn!("camera {}: {why}; reopening for up to {:?}", self.index, self.retry);
+        tracing::warn!(
+            "camera {}: {why}; reopening for up to {:?}",
+            self.index,
+            self.retry
+        );
         self.camera = None;
         let started = Instant::now();
         let mut wait = REOPEN_BACKOFF.0;
@@ -429,7 +455,7 @@ impl CameraSource {
             match reopened {
                 Ok(camera) => {
                     tracing::info!("camera {}: reopened", self.index);
-                    self.camera = Some(camera);
+                    self.camera = Some(SendCamera(camera));
                     self.bad_frames_in_a_row = 0;
                     return true;
                 }
@@ -445,8 +471,11 @@ impl CameraSource {
 }
 
 fn start_stream(camera: &mut Camera, index: u32, mode: CameraMode) -> Result<(), SourceError> {
+    let format = mode.to_nokhwa();
+    let formats = [format.format()];
+    let request = RequestedFormat::with_formats(RequestedFormatType::Exact(format), &formats);
     camera
-        .set_camera_format(mode.to_nokhwa())
+        .set_camera_requset(request)
         .map_err(|e| camera_error(index, &format!("cannot set mode {mode}"), e))?;
     camera
         .open_stream()
@@ -456,12 +485,15 @@ fn start_stream(camera: &mut Camera, index: u32, mode: CameraMode) -> Result<(),
 impl FrameSource for CameraSource {
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
         while !self.ended {
-            let Some(camera) = self.camera.as_mut() else {
+            let Some(SendCamera(camera)) = self.camera.as_mut() else {
                 self.ended = true;
                 break;
             };
             let decoded = match camera.frame_raw() {
-                Ok(raw) => self.mode.format.to_rgb(&raw, self.mode.width, self.mode.height),
+                Ok(raw) => self
+                    .mode
+                    .format
+                    .to_rgb(&raw, self.mode.width, self.mode.height),
                 Err(e) => {
                     let why = format!("frame read failed: {e}");
                     if !self.reopen(&why) {
@@ -489,7 +521,8 @@ impl FrameSource for CameraSource {
                     self.bad_frames_in_a_row += 1;
                     tracing::debug!("camera {}: skipped a frame: {e}", self.index);
                     if self.bad_frames_in_a_row >= MAX_BAD_FRAMES_IN_A_ROW {
-                        let why = format!("{MAX_BAD_FRAMES_IN_A_ROW} undecodable frames in a row ({e})");
+                        let why =
+                            format!("{MAX_BAD_FRAMES_IN_A_ROW} undecodable frames in a row ({e})");
                         if !self.reopen(&why) {
                             self.ended = true;
                             self.ended_early = true;
@@ -605,7 +638,10 @@ mod tests {
     fn camera_format_parses_names() {
         assert_eq!("MJPG".parse::<CameraFormat>(), Ok(CameraFormat::Mjpeg));
         assert_eq!("yuyv".parse::<CameraFormat>(), Ok(CameraFormat::Yuyv));
-        assert!("h264".parse::<CameraFormat>().unwrap_err().contains("expected any"));
+        assert!("h264"
+            .parse::<CameraFormat>()
+            .unwrap_err()
+            .contains("expected any"));
     }
 
     #[test]
@@ -628,7 +664,10 @@ mod tests {
             return;
         }
         let text = check_node(&node).unwrap_err().to_string();
-        assert!(text.starts_with("permission denied on camera device"), "{text}");
+        assert!(
+            text.starts_with("permission denied on camera device"),
+            "{text}"
+        );
         assert!(text.contains(&node.display().to_string()), "{text}");
     }
 

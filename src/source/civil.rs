@@ -101,14 +101,20 @@ mod tests {
             parse_datetime_ns("2011-09-26T13:02:25Z").unwrap(),
             1_317_042_145_000_000_000
         );
-        assert_eq!(parse_datetime_ns("2011-09-26 13:02:25.5").unwrap() % 1_000_000_000, 500_000_000);
+        assert_eq!(
+            parse_datetime_ns("2011-09-26 13:02:25.5").unwrap() % 1_000_000_000,
+            500_000_000
+        );
         assert!(parse_datetime_ns("2011-13-26 13:02:25").is_none());
         assert!(parse_datetime_ns("yesterday").is_none());
     }
 
     #[test]
     fn rfc3339_formats_utc() {
-        assert_eq!(rfc3339_utc(1_317_042_145_964_389_445), "2011-09-26T13:02:25.964Z");
+        assert_eq!(
+            rfc3339_utc(1_317_042_145_964_389_445),
+            "2011-09-26T13:02:25.964Z"
+        );
         assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000Z");
     }
 }

@@ -52,7 +52,8 @@ fn packed_stride(
 ) -> Result<usize, ConvertError> {
     let row = width as usize * bytes_per_pixel;
     let need = row * height as usize;
-    let padded = height > 0 && src.len() % height as usize == 0 && src.len() / height as usize > row;
+    let padded =
+        height > 0 && src.len() % height as usize == 0 && src.len() / height as usize > row;
     match src.len() {
         n if n == need => Ok(row),
         n if padded => Ok(n / height as usize),
@@ -192,7 +193,10 @@ mod tests {
             err.to_string(),
             "YUYV frame has 6 bytes; a 2x2 frame needs 8"
         );
-        assert!(matches!(yuyv_to_rgb(&src, 1, 4), Err(ConvertError::OddSize { .. })));
+        assert!(matches!(
+            yuyv_to_rgb(&src, 1, 4),
+            Err(ConvertError::OddSize { .. })
+        ));
     }
 
     #[test]
@@ -224,6 +228,9 @@ mod tests {
 
     #[test]
     fn mjpeg_garbage_is_an_error_not_a_panic() {
-        assert!(matches!(mjpeg_to_rgb(b"\xff\xd8garbage"), Err(ConvertError::Jpeg(_))));
+        assert!(matches!(
+            mjpeg_to_rgb(b"\xff\xd8garbage"),
+            Err(ConvertError::Jpeg(_))
+        ));
     }
 }

@@ -99,10 +99,11 @@ pub struct ProbeInfo {
 impl ProbeInfo {
     /// Frames the input announces: its frame count, else duration × rate.
     fn expected_frames(&self) -> Option<u64> {
-        self.frame_count.or_else(|| match (self.duration_s, self.fps) {
-            (Some(d), Some(fps)) if d > 0.0 && fps > 0.0 => Some((d * fps).round() as u64),
-            _ => None,
-        })
+        self.frame_count
+            .or_else(|| match (self.duration_s, self.fps) {
+                (Some(d), Some(fps)) if d > 0.0 && fps > 0.0 => Some((d * fps).round() as u64),
+                _ => None,
+            })
     }
 }
 
@@ -290,7 +291,13 @@ impl VideoSource {
         let probe = run_ffprobe(tools, input, &what)?;
         let mut command = Command::new(&tools.ffmpeg);
         command
-            .args(["-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info"])
+            .args([
+                "-nostdin",
+                "-hide_banner",
+                "-nostats",
+                "-loglevel",
+                "level+info",
+            ])
             .arg("-i")
             .arg(input)
             .args(["-map", "0:v:0", "-an", "-sn", "-dn"])
@@ -606,7 +613,12 @@ mod tests {
         let nopts = "[Parsed_showinfo_1 @ 0x5] [info] n:   0 pts:NOPTS pts_time:NOPTS fmt:rgb24 s:64x48 i:P";
         assert!(matches!(
             parse_log_line(nopts),
-            LogLine::Frame { pts: None, pts_time_s: None, width: 64, .. }
+            LogLine::Frame {
+                pts: None,
+                pts_time_s: None,
+                width: 64,
+                ..
+            }
         ));
         let side = "[Parsed_showinfo_1 @ 0x5] [info]   side data - User Data Unregistered:";
         assert_eq!(parse_log_line(side), LogLine::Other);
@@ -648,17 +660,27 @@ mod tests {
         assert_eq!(from_path.ffprobe, bin.join("ffprobe"));
 
         let explicit = bin.join("ffmpeg").into_os_string();
-        let sibling = FfmpegTools::resolve(|k| (k == FFMPEG_ENV).then(|| explicit.clone())).unwrap();
+        let sibling =
+            FfmpegTools::resolve(|k| (k == FFMPEG_ENV).then(|| explicit.clone())).unwrap();
         assert_eq!(sibling.ffprobe, bin.join("ffprobe"));
 
         let err = FfmpegTools::resolve(|k| (k == FFMPEG_ENV).then(|| "/nonexistent/ffmpeg".into()))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("install ffmpeg (apt-get install -y ffmpeg)"), "{err}");
+        assert!(
+            err.contains("install ffmpeg (apt-get install -y ffmpeg)"),
+            "{err}"
+        );
         assert!(err.contains("/nonexistent/ffmpeg"), "{err}");
 
         let err = FfmpegTools::resolve(|_| None).unwrap_err();
-        assert!(matches!(err, SourceError::FfmpegMissing { program: "ffmpeg", .. }));
+        assert!(matches!(
+            err,
+            SourceError::FfmpegMissing {
+                program: "ffmpeg",
+                ..
+            }
+        ));
     }
 
     #[test]

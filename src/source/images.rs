@@ -51,7 +51,11 @@ impl ImageSequence {
             });
         }
         debug_assert_eq!(paths.len(), pts_ns.len());
-        let description = format!("{what} ({} images, first {})", paths.len(), paths[0].display());
+        let description = format!(
+            "{what} ({} images, first {})",
+            paths.len(),
+            paths[0].display()
+        );
         Ok(Self {
             paths,
             pts_ns,

@@ -72,7 +72,10 @@ impl SourceSpec {
     pub fn parse(s: &str, opts: &SourceOptions) -> Result<SourceSpec, SourceError> {
         let s = s.trim();
         if s.is_empty() {
-            return Err(bad_spec(s, "empty; pass camera:N, a file, a folder or a URL"));
+            return Err(bad_spec(
+                s,
+                "empty; pass camera:N, a file, a folder or a URL",
+            ));
         }
         if let Some(index) = camera_index(s)? {
             return Ok(SourceSpec::Camera {
@@ -369,8 +372,14 @@ mod tests {
     fn urls_parse_to_streams_and_unknown_schemes_are_refused() {
         let spec = parse("rtsp://admin:secret@10.0.0.2:554/live").unwrap();
         assert!(spec.is_live());
-        assert_eq!(spec.to_string(), "stream rtsp://admin:***@10.0.0.2:554/live");
-        assert!(matches!(parse("https://x/y.m3u8").unwrap(), SourceSpec::Stream(_)));
+        assert_eq!(
+            spec.to_string(),
+            "stream rtsp://admin:***@10.0.0.2:554/live"
+        );
+        assert!(matches!(
+            parse("https://x/y.m3u8").unwrap(),
+            SourceSpec::Stream(_)
+        ));
         let err = parse("gopher://u:pw@host/x").unwrap_err().to_string();
         assert!(err.contains("unknown URL scheme `gopher`"), "{err}");
         assert!(!err.contains("pw"), "{err}");
@@ -379,7 +388,10 @@ mod tests {
     #[test]
     fn missing_path_says_no_such_file() {
         let err = parse("/nonexistent/clip.mp4").unwrap_err().to_string();
-        assert!(err.starts_with("no such file: /nonexistent/clip.mp4"), "{err}");
+        assert!(
+            err.starts_with("no such file: /nonexistent/clip.mp4"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -388,11 +400,17 @@ mod tests {
         let drive = tmp.path().join("drive");
         std::fs::create_dir(&drive).unwrap();
         std::fs::write(drive.join("drive.toml"), "").unwrap();
-        assert_eq!(parse(drive.to_str().unwrap()).unwrap(), SourceSpec::Drive(drive));
+        assert_eq!(
+            parse(drive.to_str().unwrap()).unwrap(),
+            SourceSpec::Drive(drive)
+        );
 
         let kitti = tmp.path().join("kitti");
         std::fs::create_dir_all(kitti.join("image_02/data")).unwrap();
-        assert_eq!(parse(kitti.to_str().unwrap()).unwrap(), SourceSpec::KittiRaw(kitti));
+        assert_eq!(
+            parse(kitti.to_str().unwrap()).unwrap(),
+            SourceSpec::KittiRaw(kitti)
+        );
 
         let imgs = tmp.path().join("imgs");
         std::fs::create_dir(&imgs).unwrap();
@@ -436,7 +454,10 @@ mod tests {
         let notes = tmp.path().join("notes.txt");
         std::fs::write(&clip, b"x").unwrap();
         std::fs::write(&notes, b"x").unwrap();
-        assert_eq!(parse(clip.to_str().unwrap()).unwrap(), SourceSpec::Video(clip));
+        assert_eq!(
+            parse(clip.to_str().unwrap()).unwrap(),
+            SourceSpec::Video(clip)
+        );
         let err = parse(notes.to_str().unwrap()).unwrap_err().to_string();
         assert!(err.starts_with("don't know how to read"), "{err}");
     }
@@ -450,7 +471,10 @@ mod tests {
             ..SourceOptions::default()
         };
         let err = SourceSpec::parse(tmp.path().to_str().unwrap(), &opts).unwrap_err();
-        assert!(err.to_string().contains("--fps must be a positive"), "{err}");
+        assert!(
+            err.to_string().contains("--fps must be a positive"),
+            "{err}"
+        );
     }
 
     #[test]
