@@ -308,6 +308,21 @@ mod tests {
     }
 
     #[test]
+    fn a_hand_made_json_manifest_is_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let json = r#"{"version":1,"created":"2024-05-01T10:00:00Z","source":"phone","width":4,
+            "height":2,"fps":30.0,"frame_format":"png"}"#;
+        std::fs::write(tmp.path().join(MANIFEST_JSON_FILE), json).unwrap();
+        let manifest = read_manifest(tmp.path()).unwrap();
+        assert_eq!((manifest.width, manifest.height), (4, 2));
+        let err = read_manifest(&tmp.path().join("nowhere")).unwrap_err();
+        assert!(
+            err.to_string().contains("has no drive.toml or drive.json"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_complete_last_line_is_not_torn() {
         let mut stats = DriveStats::default();
         let (entries, _) = parse_index("0,1,2,3,frames/a.png\n", &mut stats);

@@ -52,8 +52,9 @@ fn packed_stride(
 ) -> Result<usize, ConvertError> {
     let row = width as usize * bytes_per_pixel;
     let need = row * height as usize;
-    let padded =
-        height > 0 && src.len() % height as usize == 0 && src.len() / height as usize > row;
+    let padded = height > 0
+        && src.len().is_multiple_of(height as usize)
+        && src.len() / height as usize > row;
     match src.len() {
         n if n == need => Ok(row),
         n if padded => Ok(n / height as usize),
@@ -69,7 +70,7 @@ fn packed_stride(
 
 /// YUYV 4:2:2 (`Y0 U Y1 V` per pixel pair) → RGB.
 pub fn yuyv_to_rgb(src: &[u8], width: u32, height: u32) -> Result<RgbImage, ConvertError> {
-    if width % 2 != 0 {
+    if !width.is_multiple_of(2) {
         return Err(ConvertError::OddSize {
             format: "YUYV",
             width,
@@ -97,7 +98,7 @@ pub fn yuyv_to_rgb(src: &[u8], width: u32, height: u32) -> Result<RgbImage, Conv
 
 /// NV12 (a Y plane, then one interleaved `U V` plane at half resolution) → RGB.
 pub fn nv12_to_rgb(src: &[u8], width: u32, height: u32) -> Result<RgbImage, ConvertError> {
-    if width % 2 != 0 || height % 2 != 0 {
+    if !width.is_multiple_of(2) || !height.is_multiple_of(2) {
         return Err(ConvertError::OddSize {
             format: "NV12",
             width,

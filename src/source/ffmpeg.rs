@@ -408,12 +408,15 @@ impl VideoSource {
         } else {
             self.probe.expected_frames()
         };
-        // One frame of slack: containers' counts may include a frame that is never shown.
-        let short = expected.is_some_and(|e| {
-            self.delivered < e && (self.delivered + 1 < e || !self.errors.is_empty())
-        });
-        let errors_without_count = expected.is_none() && !self.errors.is_empty();
-        self.ended_early = end != End::StderrClosed || !exit_ok || short || errors_without_count;
+        let errors = !self.errors.is_empty();
+        let short = match (expected, self.probe.frame_count.is_some()) {
+            // A container's frame count: one frame of slack for a frame that is never shown.
+            (Some(e), true) => self.delivered + 1 < e || (self.delivered < e && errors),
+            // duration × rate may count audio running past the video: trust only with errors.
+            (Some(e), false) => self.delivered + 1 < e && errors,
+            (None, _) => errors,
+        };
+        self.ended_early = end != End::StderrClosed || !exit_ok || short;
         if self.ended_early {
             let announced = expected.map(|e| format!(" of {e}")).unwrap_or_default();
             let why = self.errors.back().cloned().unwrap_or_else(|| {

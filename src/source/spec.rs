@@ -46,7 +46,8 @@ impl Default for SourceOptions {
 }
 
 /// What `--source` names, validated: paths exist, globs have matches, URLs have a known scheme.
-#[derive(Debug, Clone, PartialEq)]
+/// `Debug` and `Display` mask URL credentials.
+#[derive(Clone, PartialEq)]
 pub enum SourceSpec {
     Camera {
         index: u32,
@@ -99,6 +100,39 @@ impl SourceSpec {
     /// Cameras and network streams: frames come at their own pace and cannot be replayed.
     pub fn is_live(&self) -> bool {
         matches!(self, SourceSpec::Camera { .. } | SourceSpec::Stream(_))
+    }
+}
+
+impl fmt::Debug for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceSpec::Camera {
+                index,
+                format,
+                size,
+                fps,
+                retry_secs,
+            } => f
+                .debug_struct("Camera")
+                .field("index", index)
+                .field("format", format)
+                .field("size", size)
+                .field("fps", fps)
+                .field("retry_secs", retry_secs)
+                .finish(),
+            SourceSpec::Video(p) => f.debug_tuple("Video").field(p).finish(),
+            SourceSpec::Stream(url) => f
+                .debug_tuple("Stream")
+                .field(&mask_credentials(url))
+                .finish(),
+            SourceSpec::Drive(p) => f.debug_tuple("Drive").field(p).finish(),
+            SourceSpec::KittiRaw(p) => f.debug_tuple("KittiRaw").field(p).finish(),
+            SourceSpec::Images { paths, fps } => f
+                .debug_struct("Images")
+                .field("paths", paths)
+                .field("fps", fps)
+                .finish(),
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use lookout::drive::{DriveManifest, DriveReader, DriveWriter, FrameFileFormat};
-use lookout::source::convert::{mjpeg_to_rgb, nv12_to_rgb, yuyv_to_rgb};
+use lookout::source::convert::{mjpeg_to_rgb, nv12_to_rgb, yuyv_to_rgb, ConvertError};
 use lookout::source::ffmpeg::{FfmpegTools, VideoSource, FFMPEG_ENV};
 use lookout::source::{self, FrameSource, SourceError, SourceOptions, SourceSpec};
 use lookout::types::Frame;
@@ -80,7 +80,13 @@ fn video_yields_38_frames_40ms_apart() {
     assert_eq!(info.size, Some((1280, 720)));
     assert_eq!(info.nominal_fps, Some(25.0));
     assert_eq!(info.frame_count, Some(38));
+    let started = std::time::Instant::now();
     let frames = drain(source.as_mut());
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "decoded 38 frames 1280x720 in {secs:.3} s ({:.0} fps)",
+        38.0 / secs
+    );
     assert_eq!(frames.len(), 38);
     for (i, frame) in frames.iter().enumerate() {
         assert_eq!(frame.seq, i as u64);
@@ -149,6 +155,7 @@ fn truncated_video_gives_frames_then_an_early_end() {
     let info = source.info();
     assert!(info.ended_early);
     let note = info.note.unwrap();
+    eprintln!("{note}");
     assert!(
         note.contains(&format!("ended early after {} of 38 frames", frames.len())),
         "{note}"
@@ -187,6 +194,7 @@ fn stream_errors_mask_credentials() {
         .err()
         .expect("nothing listens on port 9");
     let text = err.to_string();
+    eprintln!("{text}");
     assert!(!text.contains("s3cret"), "{text}");
     assert!(text.contains("admin:***@127.0.0.1"), "{text}");
 }
@@ -205,9 +213,12 @@ fn record(dir: &Path, frames: &[Frame], format: FrameFileFormat) -> u64 {
     let (w, h) = (frames[0].width(), frames[0].height());
     let manifest = DriveManifest::new("video udacity_test_video.mp4", w, h, 25.0, format);
     let mut writer = DriveWriter::create(dir, manifest).unwrap();
+    let started = std::time::Instant::now();
     for frame in frames {
         writer.write_frame(frame).unwrap();
     }
+    let per_frame_ms = started.elapsed().as_secs_f64() * 1e3 / frames.len() as f64;
+    eprintln!("{format:?} {w}x{h}: {per_frame_ms:.1} ms per frame written");
     writer.finish().unwrap()
 }
 
@@ -233,7 +244,10 @@ fn drive_round_trip_png_exact_and_jpg_close() {
             match format {
                 FrameFileFormat::Png => assert_eq!(max, 0),
                 // JPEG quality 95 on real dashcam content.
-                FrameFileFormat::Jpg => assert!(mean < 2.0, "mean abs difference {mean}"),
+                FrameFileFormat::Jpg => {
+                    eprintln!("jpg q95 round trip: max {max}, mean {mean:.3}");
+                    assert!(mean < 2.0, "mean abs difference {mean}")
+                }
             }
         }
         let info = reader.info();
@@ -416,8 +430,8 @@ fn yuyv_and_nv12_match_ffmpeg_within_rounding() {
     let (w, h) = (768, 576);
     let size = format!("{w}x{h}");
     let tmp = tempfile::tempdir().unwrap();
-    let converters: [(&str, fn(&[u8], u32, u32) -> _); 2] =
-        [("yuyv422", yuyv_to_rgb), ("nv12", nv12_to_rgb)];
+    type Convert = fn(&[u8], u32, u32) -> Result<image::RgbImage, ConvertError>;
+    let converters: [(&str, Convert); 2] = [("yuyv422", yuyv_to_rgb), ("nv12", nv12_to_rgb)];
     for (pix_fmt, convert) in converters {
         let raw = ffmpeg_raw(&jpg, pix_fmt);
         let raw_path = tmp.path().join(format!("dog.{pix_fmt}"));
