@@ -468,3 +468,16 @@ fn mjpeg_decode_is_close_to_ffmpeg() {
     eprintln!("mjpeg: max {max}, mean {mean:.4} vs ffmpeg");
     assert!(mean < 2.0, "mean {mean}, max {max}");
 }
+
+#[test]
+fn camera_without_a_device_says_what_to_use_instead() {
+    if Path::new("/dev/video0").exists() {
+        eprintln!("skipping: this machine has /dev/video0");
+        return;
+    }
+    let spec = SourceSpec::parse("camera:0", &SourceOptions::default()).unwrap();
+    let err = source::open(&spec).err().unwrap().to_string();
+    assert!(err.starts_with("no camera found: "), "{err}");
+    assert!(err.contains("use --source FILE|DRIVE"), "{err}");
+    assert!(source::list_cameras().is_ok());
+}
