@@ -115,14 +115,11 @@ impl DriveReader {
                 return None;
             }
         };
-        match image::open(&path) {
-            Ok(image) => Some(image.to_rgb8()),
+        match crate::imageio::read_rgb(&path) {
+            Ok(image) => Some(image),
             Err(e) => {
                 self.stats.corrupt_files += 1;
-                self.skip(format!(
-                    "frame {}: {} does not decode: {e}",
-                    entry.seq, entry.file
-                ));
+                self.skip(format!("frame {}: {e}", entry.seq));
                 None
             }
         }

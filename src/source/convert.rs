@@ -1,6 +1,7 @@
 //! Camera pixel formats → RGB8: YUYV (4:2:2) and NV12 (4:2:0) with the BT.601 limited-range
 //! integer formula (what V4L2 webcams send and what ffmpeg assumes for untagged YUV), MJPEG
-//! through the `image` crate, and raw RGB/BGR/grey.
+//! with libjpeg-turbo through [`crate::imageio`] (the decoder every other JPEG in lookout
+//! goes through, so camera frames and recorded ones decode alike), and raw RGB/BGR/grey.
 //!
 //! Chroma is repeated over the pixels it covers (no interpolation), as ffmpeg's default
 //! conversion does for packed RGB output.
@@ -129,11 +130,10 @@ pub fn nv12_to_rgb(src: &[u8], width: u32, height: u32) -> Result<RgbImage, Conv
     Ok(RgbImage::from_raw(width, height, rgb).expect("buffer sized to the image"))
 }
 
-/// One MJPEG frame (a JPEG, possibly without Huffman tables: the decoder supplies the
-/// standard ones) → RGB.
+/// One MJPEG frame (a JPEG, often without Huffman tables: libjpeg-turbo then uses the
+/// standard ones, as webcams expect) → RGB.
 pub fn mjpeg_to_rgb(src: &[u8]) -> Result<RgbImage, ConvertError> {
-    image::load_from_memory_with_format(src, image::ImageFormat::Jpeg)
-        .map(|img| img.to_rgb8())
+    crate::imageio::decode_rgb(src, std::path::Path::new("MJPEG frame"))
         .map_err(|e| ConvertError::Jpeg(e.to_string()))
 }
 
@@ -225,6 +225,47 @@ mod tests {
         assert_eq!(rgb.as_raw(), &[3, 2, 1, 6, 5, 4]);
         let rgb = gray_to_rgb(&[7, 8], 2, 1).unwrap();
         assert_eq!(rgb.as_raw(), &[7, 7, 7, 8, 8, 8]);
+    }
+
+    /// A baseline JPEG with the standard tables, as webcams send, without and with its DHT
+    /// segments (the MJPEG convention is to leave them out).
+    fn standard_table_jpeg() -> Vec<u8> {
+        let image = RgbImage::from_fn(32, 16, |x, y| {
+            image::Rgb([(x * 8) as u8, (y * 16) as u8, 90])
+        });
+        let mut comp = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
+        comp.set_fastest_defaults();
+        comp.set_size(32, 16);
+        comp.set_quality(90.0);
+        let mut started = comp.start_compress(Vec::new()).unwrap();
+        started.write_scanlines(image.as_raw()).unwrap();
+        started.finish().unwrap()
+    }
+
+    fn without_huffman_tables(jpeg: &[u8]) -> Vec<u8> {
+        let mut out = jpeg[..2].to_vec();
+        let mut pos = 2;
+        // Copy marker segments up to the scan, dropping DHT (FFC4); then the rest verbatim.
+        while pos + 4 <= jpeg.len() && jpeg[pos] == 0xFF && jpeg[pos + 1] != 0xDA {
+            let len = usize::from(u16::from_be_bytes([jpeg[pos + 2], jpeg[pos + 3]]));
+            if jpeg[pos + 1] != 0xC4 {
+                out.extend_from_slice(&jpeg[pos..pos + 2 + len]);
+            }
+            pos += 2 + len;
+        }
+        out.extend_from_slice(&jpeg[pos..]);
+        out
+    }
+
+    #[test]
+    fn mjpeg_without_huffman_tables_decodes_like_with_them() {
+        let jpeg = standard_table_jpeg();
+        let stripped = without_huffman_tables(&jpeg);
+        assert!(stripped.len() < jpeg.len(), "no DHT segment was removed");
+        let full = mjpeg_to_rgb(&jpeg).unwrap();
+        let bare = mjpeg_to_rgb(&stripped).unwrap();
+        assert_eq!(full.dimensions(), (32, 16));
+        assert_eq!(full, bare);
     }
 
     #[test]

@@ -87,10 +87,11 @@ impl FrameSource for ImageSequence {
             let index = self.next_index;
             self.next_index += 1;
             let path = &self.paths[index];
-            let image = match image::open(path) {
-                Ok(image) => image.to_rgb8(),
+            // The decoder `detect` uses, so a folder of images gives the same detections.
+            let image = match crate::imageio::read_rgb(path) {
+                Ok(image) => image,
                 Err(err) => {
-                    let why = format!("skipped image {}: {err}", path.display());
+                    let why = format!("skipped image: {err}");
                     tracing::warn!("{why}");
                     self.skipped += 1;
                     self.last_skip = Some(why);
