@@ -8,9 +8,11 @@
 pub mod calib;
 pub mod cli;
 pub mod detect;
+pub mod drive;
 pub mod fixtures;
 pub mod imageio;
 pub mod metrics;
 pub mod render;
+pub mod source;
 pub mod track;
 pub mod types;

@@ -1,0 +1,106 @@
+//! `index.csv` lines: `seq,capture_mono_ns,capture_wall_ns,pts_ns,file`, one per frame, with
+//! `pts_ns` empty when the source had none and `file` relative to the drive folder.
+
+/// The first line of every index.
+pub const INDEX_HEADER: &str = "seq,capture_mono_ns,capture_wall_ns,pts_ns,file";
+
+/// One recorded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub seq: u64,
+    pub capture_mono_ns: u64,
+    pub capture_wall_ns: u64,
+    pub pts_ns: Option<i64>,
+    /// Relative to the drive folder, `/`-separated (`frames/00000012.jpg`).
+    pub file: String,
+}
+
+impl IndexEntry {
+    /// The line as written, with its newline.
+    pub fn to_line(&self) -> String {
+        let pts = self.pts_ns.map(|p| p.to_string()).unwrap_or_default();
+        format!(
+            "{},{},{},{pts},{}\n",
+            self.seq, self.capture_mono_ns, self.capture_wall_ns, self.file
+        )
+    }
+
+    /// Parses one line (without its newline); the file name is everything after the fourth
+    /// comma. Errors say which field is wrong.
+    pub fn parse(line: &str) -> Result<IndexEntry, String> {
+        let mut fields = line.splitn(5, ',');
+        let mut next = |name: &str| {
+            fields
+                .next()
+                .map(str::trim)
+                .ok_or_else(|| format!("missing field `{name}`"))
+        };
+        let number = |name: &str, text: &str| {
+            text.parse::<u64>()
+                .map_err(|_| format!("field `{name}` is `{text}`, not a number"))
+        };
+        let seq = number("seq", next("seq")?)?;
+        let capture_mono_ns = number("capture_mono_ns", next("capture_mono_ns")?)?;
+        let capture_wall_ns = number("capture_wall_ns", next("capture_wall_ns")?)?;
+        let pts_text = next("pts_ns")?;
+        let pts_ns = if pts_text.is_empty() {
+            None
+        } else {
+            Some(
+                pts_text
+                    .parse::<i64>()
+                    .map_err(|_| format!("field `pts_ns` is `{pts_text}`, not a number"))?,
+            )
+        };
+        let file = next("file")?.to_string();
+        if file.is_empty() {
+            return Err("field `file` is empty".into());
+        }
+        Ok(IndexEntry {
+            seq,
+            capture_mono_ns,
+            capture_wall_ns,
+            pts_ns,
+            file,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip_with_and_without_pts() {
+        let entry = IndexEntry {
+            seq: 7,
+            capture_mono_ns: 123,
+            capture_wall_ns: 456,
+            pts_ns: Some(-40),
+            file: "frames/00000007.jpg".into(),
+        };
+        let line = entry.to_line();
+        assert_eq!(line, "7,123,456,-40,frames/00000007.jpg\n");
+        assert_eq!(IndexEntry::parse(line.trim_end()).unwrap(), entry);
+        let no_pts = IndexEntry {
+            pts_ns: None,
+            ..entry
+        };
+        assert_eq!(
+            IndexEntry::parse(no_pts.to_line().trim_end()).unwrap(),
+            no_pts
+        );
+    }
+
+    #[test]
+    fn torn_and_garbled_lines_are_errors() {
+        assert!(IndexEntry::parse("7,123,45")
+            .unwrap_err()
+            .contains("pts_ns"));
+        assert!(IndexEntry::parse("7,123,456,,")
+            .unwrap_err()
+            .contains("file"));
+        assert!(IndexEntry::parse("x,1,2,,f").unwrap_err().contains("`seq`"));
+        assert!(IndexEntry::parse(INDEX_HEADER).is_err());
+    }
+}

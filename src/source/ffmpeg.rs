@@ -1,0 +1,695 @@
+//! Video files and network streams decoded by an `ffmpeg` child process.
+//!
+//! Why a child process rather than FFmpeg bindings: no FFmpeg development headers or bindgen
+//! tied to one FFmpeg version at build time, the very binary a user (or the test set-up)
+//! installs does the decoding, and a decoder crash on a damaged stream kills only the child.
+//!
+//! `ffprobe` gives size, rate and frame count up front. `ffmpeg` then writes raw RGB24 frames
+//! to stdout while a `showinfo` filter, last in the chain, logs each frame's pts and size to
+//! stderr just before that frame is encoded; with `-fps_mode passthrough` (no duplicated or
+//! dropped frames) every stderr frame line is followed by exactly that frame on stdout, so
+//! frames and pts line up 1:1 and are read alternately from one thread without deadlock.
+
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+
+use super::spec::mask_credentials;
+use super::{FrameSource, SourceError, SourceInfo};
+use crate::types::{mono_now_ns, wall_now_ns, Frame};
+
+/// Environment variables naming the ffmpeg / ffprobe binaries to use instead of `PATH`'s.
+pub const FFMPEG_ENV: &str = "LOOKOUT_FFMPEG";
+pub const FFPROBE_ENV: &str = "LOOKOUT_FFPROBE";
+
+/// Error lines of ffmpeg kept for the end-of-input report.
+const KEPT_ERROR_LINES: usize = 8;
+
+/// Refuse frame sizes no camera or video produces rather than allocating gigabytes.
+const MAX_FRAME_SIDE: u32 = 16_384;
+
+/// Where the ffmpeg and ffprobe binaries are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FfmpegTools {
+    pub ffmpeg: PathBuf,
+    pub ffprobe: PathBuf,
+}
+
+impl FfmpegTools {
+    /// `$LOOKOUT_FFMPEG` / `$LOOKOUT_FFPROBE`, else `ffmpeg` / `ffprobe` on `PATH`.
+    pub fn from_env() -> Result<Self, SourceError> {
+        Self::resolve(|name| std::env::var_os(name))
+    }
+
+    /// [`FfmpegTools::from_env`] over any variable lookup (testable without touching the
+    /// process environment). Without `LOOKOUT_FFPROBE`, an `ffprobe` beside `LOOKOUT_FFMPEG`
+    /// is preferred over `PATH`'s.
+    pub fn resolve(var: impl Fn(&str) -> Option<OsString>) -> Result<Self, SourceError> {
+        let ffmpeg = locate("ffmpeg", FFMPEG_ENV, var(FFMPEG_ENV), var("PATH"))?;
+        let sibling_probe = var(FFMPEG_ENV)
+            .and_then(|_| ffmpeg.parent().map(|dir| dir.join("ffprobe")))
+            .filter(|p| p.is_file());
+        let ffprobe = match (var(FFPROBE_ENV), sibling_probe) {
+            (None, Some(sibling)) => sibling,
+            (explicit, _) => locate("ffprobe", FFPROBE_ENV, explicit, var("PATH"))?,
+        };
+        Ok(Self { ffmpeg, ffprobe })
+    }
+}
+
+fn locate(
+    program: &'static str,
+    env_var: &'static str,
+    explicit: Option<OsString>,
+    path_var: Option<OsString>,
+) -> Result<PathBuf, SourceError> {
+    let missing = |looked_for: String| SourceError::FfmpegMissing {
+        program,
+        looked_for,
+        env_var,
+    };
+    if let Some(explicit) = explicit.filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(&explicit);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(missing(format!("{} (from {env_var})", path.display())))
+        };
+    }
+    path_var
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| missing(format!("{program} on PATH")))
+}
+
+/// What ffprobe says about the first video stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProbeInfo {
+    pub width: u32,
+    pub height: u32,
+    pub fps: Option<f64>,
+    pub frame_count: Option<u64>,
+    pub duration_s: Option<f64>,
+}
+
+impl ProbeInfo {
+    /// Frames the input announces: its frame count, else duration × rate.
+    fn expected_frames(&self) -> Option<u64> {
+        self.frame_count
+            .or_else(|| match (self.duration_s, self.fps) {
+                (Some(d), Some(fps)) if d > 0.0 && fps > 0.0 => Some((d * fps).round() as u64),
+                _ => None,
+            })
+    }
+}
+
+/// Parses `ffprobe -show_entries stream=...:format=duration -of json` output.
+pub fn parse_probe_json(json: &str, source_desc: &str) -> Result<ProbeInfo, SourceError> {
+    let bad = |message: String| SourceError::Ffmpeg {
+        program: "ffprobe",
+        source_desc: source_desc.to_string(),
+        message,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| bad(format!("unreadable JSON output: {e}")))?;
+    let Some(stream) = value["streams"].as_array().and_then(|s| s.first()) else {
+        return Err(SourceError::NoVideoStream {
+            source_desc: source_desc.to_string(),
+        });
+    };
+    let dimension = |key: &str| {
+        stream[key]
+            .as_u64()
+            .filter(|&v| v > 0 && v <= u64::from(MAX_FRAME_SIDE))
+            .map(|v| v as u32)
+            .ok_or_else(|| bad(format!("video stream has no usable {key}: {}", stream[key])))
+    };
+    let number = |v: &serde_json::Value| -> Option<f64> {
+        v.as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .or_else(|| v.as_f64())
+            .filter(|x| x.is_finite() && *x > 0.0)
+    };
+    Ok(ProbeInfo {
+        width: dimension("width")?,
+        height: dimension("height")?,
+        fps: stream["avg_frame_rate"]
+            .as_str()
+            .and_then(parse_rational)
+            .or_else(|| stream["r_frame_rate"].as_str().and_then(parse_rational)),
+        frame_count: number(&stream["nb_frames"]).map(|n| n as u64),
+        duration_s: number(&stream["duration"]).or_else(|| number(&value["format"]["duration"])),
+    })
+}
+
+/// `"30000/1001"` → 29.97; `"0/0"` → None.
+fn parse_rational(text: &str) -> Option<f64> {
+    let (num, den) = text.split_once('/').unwrap_or((text, "1"));
+    let (num, den): (f64, f64) = (num.trim().parse().ok()?, den.trim().parse().ok()?);
+    let value = num / den;
+    (value.is_finite() && value > 0.0).then_some(value)
+}
+
+/// One line of ffmpeg's stderr, as far as this reader cares.
+#[derive(Debug, Clone, PartialEq)]
+enum LogLine {
+    /// showinfo's `config in time_base: N/D`.
+    TimeBase(i64, i64),
+    /// showinfo's per-frame line.
+    Frame {
+        pts: Option<i64>,
+        pts_time_s: Option<f64>,
+        width: u32,
+        height: u32,
+        format: String,
+    },
+    /// An `[error]` or `[fatal]` message.
+    Error(String),
+    Other,
+}
+
+/// Parses one stderr line of `ffmpeg -loglevel level+info ... -vf ...,showinfo`.
+fn parse_log_line(line: &str) -> LogLine {
+    let line = line.trim_end();
+    if line.contains("[error]") || line.contains("[fatal]") || line.contains("[panic]") {
+        return LogLine::Error(line.to_string());
+    }
+    if !line.starts_with("[Parsed_showinfo") {
+        return LogLine::Other;
+    }
+    let Some(message) = line.split_once("[info] ").map(|(_, m)| m.trim_start()) else {
+        return LogLine::Other;
+    };
+    if let Some(rest) = message.strip_prefix("config in time_base:") {
+        let tb = rest.split(',').next().unwrap_or_default().trim();
+        return match tb.split_once('/').map(|(n, d)| (n.parse(), d.parse())) {
+            Some((Ok(num), Ok(den))) if num > 0 && den > 0 => LogLine::TimeBase(num, den),
+            _ => LogLine::Other,
+        };
+    }
+    if !message.starts_with("n:") {
+        return LogLine::Other;
+    }
+    let size = field(message, "s:").and_then(|s| {
+        let (w, h) = s.split_once('x')?;
+        Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?))
+    });
+    match size {
+        Some((width, height)) => LogLine::Frame {
+            pts: field(message, "pts:").and_then(|p| p.parse().ok()),
+            pts_time_s: field(message, "pts_time:").and_then(|p| p.parse().ok()),
+            width,
+            height,
+            format: field(message, "fmt:").unwrap_or_default().to_string(),
+        },
+        None => LogLine::Other,
+    }
+}
+
+/// The value after ` key` (or at the start) in `key:   value other:...`.
+fn field<'a>(message: &'a str, key: &str) -> Option<&'a str> {
+    let start = if message.starts_with(key) {
+        0
+    } else {
+        message.find(&format!(" {key}"))? + 1
+    };
+    let value = message[start + key.len()..].trim_start();
+    value.split_whitespace().next()
+}
+
+/// How the reading loop stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// ffmpeg closed stderr: it is done (successfully or not).
+    StderrClosed,
+    /// stdout ended inside a frame that stderr announced.
+    StdoutClosed,
+    /// This reader gave up (bad frame line, read error): the child is killed.
+    Abort,
+}
+
+/// Frames of a video file or network stream, decoded by an ffmpeg child process.
+pub struct VideoSource {
+    child: Child,
+    stdout: ChildStdout,
+    stderr: BufReader<ChildStderr>,
+    line: Vec<u8>,
+    probe: ProbeInfo,
+    live: bool,
+    description: String,
+    /// Stream time base from showinfo, to turn integer pts into exact ns.
+    time_base: Option<(i64, i64)>,
+    delivered: u64,
+    errors: VecDeque<String>,
+    finished: bool,
+    ended_early: bool,
+    note: Option<String>,
+}
+
+impl VideoSource {
+    /// A video file, with ffmpeg from [`FfmpegTools::from_env`].
+    pub fn open_file(path: &Path) -> Result<Self, SourceError> {
+        Self::open_file_with(&FfmpegTools::from_env()?, path)
+    }
+
+    /// A network stream (`rtsp://`, `http(s)://`, ...).
+    pub fn open_stream(url: &str) -> Result<Self, SourceError> {
+        Self::open_stream_with(&FfmpegTools::from_env()?, url)
+    }
+
+    pub fn open_file_with(tools: &FfmpegTools, path: &Path) -> Result<Self, SourceError> {
+        if !path.is_file() {
+            return Err(SourceError::NoSuchFile {
+                path: path.to_path_buf(),
+            });
+        }
+        // `file:` keeps a name like `a:b.mp4` from being read as protocol `a`.
+        let mut input = OsString::from("file:");
+        input.push(path.as_os_str());
+        Self::spawn(tools, &input, format!("video {}", path.display()), false)
+    }
+
+    pub fn open_stream_with(tools: &FfmpegTools, url: &str) -> Result<Self, SourceError> {
+        Self::spawn(
+            tools,
+            OsStr::new(url),
+            format!("stream {}", mask_credentials(url)),
+            true,
+        )
+    }
+
+    fn spawn(
+        tools: &FfmpegTools,
+        input: &OsStr,
+        what: String,
+        live: bool,
+    ) -> Result<Self, SourceError> {
+        let probe = run_ffprobe(tools, input, &what)?;
+        let mut command = Command::new(&tools.ffmpeg);
+        command
+            .args([
+                "-nostdin",
+                "-hide_banner",
+                "-nostats",
+                "-loglevel",
+                "level+info",
+            ])
+            .arg("-i")
+            .arg(input)
+            .args(["-map", "0:v:0", "-an", "-sn", "-dn"])
+            // format= before showinfo: the logged size and format are the bytes on stdout.
+            .args(["-vf", "format=rgb24,showinfo=checksum=0"])
+            .args(["-fps_mode", "passthrough", "-flush_packets", "1"])
+            .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .map_err(|e| spawn_error("ffmpeg", &tools.ffmpeg, FFMPEG_ENV, &what, e))?;
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            // Unreachable with Stdio::piped; reap the child rather than leak it.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(SourceError::Ffmpeg {
+                program: "ffmpeg",
+                source_desc: what,
+                message: "no output pipes".into(),
+            });
+        };
+        let description = describe(&what, &probe);
+        Ok(Self {
+            child,
+            stdout,
+            stderr: BufReader::new(stderr),
+            line: Vec::with_capacity(512),
+            probe,
+            live,
+            description,
+            time_base: None,
+            delivered: 0,
+            errors: VecDeque::new(),
+            finished: false,
+            ended_early: false,
+            note: None,
+        })
+    }
+
+    /// Whether the input stopped before its announced end (truncated or damaged file, lost
+    /// stream). Final once `next_frame` has returned `None`.
+    pub fn ended_early(&self) -> bool {
+        self.ended_early
+    }
+
+    /// The ffmpeg child's process id (it is killed and reaped on drop).
+    pub fn child_pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What ffprobe reported.
+    pub fn probe(&self) -> &ProbeInfo {
+        &self.probe
+    }
+
+    fn pts_ns(&self, pts: Option<i64>, pts_time_s: Option<f64>) -> Option<i64> {
+        match (pts, self.time_base) {
+            (Some(pts), Some((num, den))) => {
+                Some((i128::from(pts) * i128::from(num) * 1_000_000_000 / i128::from(den)) as i64)
+            }
+            // Without a time base, showinfo's rounded seconds are the best there is.
+            _ => pts_time_s.map(|s| (s * 1e9).round() as i64),
+        }
+    }
+
+    fn read_frame(&mut self, width: u32, height: u32) -> Result<Option<image::RgbImage>, String> {
+        if width == 0 || height == 0 || width > MAX_FRAME_SIDE || height > MAX_FRAME_SIDE {
+            return Err(format!("ffmpeg announced a {width}x{height} frame"));
+        }
+        let mut pixels = vec![0u8; width as usize * height as usize * 3];
+        match self.stdout.read_exact(&mut pixels) {
+            Ok(()) => Ok(image::RgbImage::from_raw(width, height, pixels)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(format!("reading ffmpeg output: {e}")),
+        }
+    }
+
+    fn keep_error(&mut self, line: &str) {
+        if self.errors.len() == KEPT_ERROR_LINES {
+            self.errors.pop_front();
+        }
+        self.errors.push_back(mask_credentials(line));
+    }
+
+    /// Reaps the child and decides whether the input ended early.
+    fn finish(&mut self, end: End) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if end == End::Abort {
+            // ffmpeg may be blocked writing a frame nobody will read.
+            let _ = self.child.kill();
+        }
+        // Drain stderr for ffmpeg's last messages; it is closed or about to be.
+        let mut rest = Vec::new();
+        let _ = self.stderr.read_to_end(&mut rest);
+        for line in String::from_utf8_lossy(&rest).lines() {
+            if let LogLine::Error(e) = parse_log_line(line) {
+                self.keep_error(&e);
+            }
+        }
+        let exit_ok = self.child.wait().map(|s| s.success()).unwrap_or(false);
+        let expected = if self.live {
+            None
+        } else {
+            self.probe.expected_frames()
+        };
+        let errors = !self.errors.is_empty();
+        let short = match (expected, self.probe.frame_count.is_some()) {
+            // A container's frame count: one frame of slack for a frame that is never shown.
+            (Some(e), true) => self.delivered + 1 < e || (self.delivered < e && errors),
+            // duration × rate may count audio running past the video: trust only with errors.
+            (Some(e), false) => self.delivered + 1 < e && errors,
+            (None, _) => errors,
+        };
+        self.ended_early = end != End::StderrClosed || !exit_ok || short;
+        if self.ended_early {
+            let announced = expected.map(|e| format!(" of {e}")).unwrap_or_default();
+            let why = self.errors.back().cloned().unwrap_or_else(|| {
+                if exit_ok {
+                    "no error reported".into()
+                } else {
+                    "ffmpeg failed".into()
+                }
+            });
+            let note = format!(
+                "{} ended early after {}{announced} frames: {why}",
+                self.description, self.delivered
+            );
+            tracing::warn!("{note}");
+            self.note = Some(note);
+        }
+    }
+
+    fn failure(&self) -> SourceError {
+        SourceError::Ffmpeg {
+            program: "ffmpeg",
+            source_desc: self.description.clone(),
+            message: if self.errors.is_empty() {
+                "exited without producing a frame".into()
+            } else {
+                self.errors.iter().cloned().collect::<Vec<_>>().join("; ")
+            },
+        }
+    }
+}
+
+impl FrameSource for VideoSource {
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        while !self.finished {
+            self.line.clear();
+            let read = self.stderr.read_until(b'\n', &mut self.line);
+            if !matches!(read, Ok(n) if n > 0) {
+                self.finish(End::StderrClosed);
+                break;
+            }
+            let text = String::from_utf8_lossy(&self.line).into_owned();
+            match parse_log_line(&text) {
+                LogLine::TimeBase(num, den) => self.time_base = Some((num, den)),
+                LogLine::Error(e) => self.keep_error(&e),
+                LogLine::Other => {}
+                LogLine::Frame {
+                    pts,
+                    pts_time_s,
+                    width,
+                    height,
+                    format,
+                } => {
+                    if format != "rgb24" {
+                        self.keep_error(&format!("unexpected frame format {format}"));
+                        self.finish(End::Abort);
+                        break;
+                    }
+                    let image = match self.read_frame(width, height) {
+                        Ok(Some(image)) => image,
+                        Ok(None) => {
+                            self.finish(End::StdoutClosed);
+                            break;
+                        }
+                        Err(e) => {
+                            self.keep_error(&e);
+                            self.finish(End::Abort);
+                            break;
+                        }
+                    };
+                    let frame = Frame {
+                        seq: self.delivered,
+                        capture_mono_ns: mono_now_ns(),
+                        capture_wall_ns: wall_now_ns(),
+                        pts_ns: self.pts_ns(pts, pts_time_s),
+                        image,
+                    };
+                    self.delivered += 1;
+                    return Ok(Some(frame));
+                }
+            }
+        }
+        if self.delivered == 0 && self.ended_early {
+            return Err(self.failure());
+        }
+        Ok(None)
+    }
+
+    fn info(&self) -> SourceInfo {
+        SourceInfo {
+            description: self.description.clone(),
+            nominal_fps: self.probe.fps,
+            frame_count: if self.live {
+                None
+            } else {
+                self.probe.frame_count
+            },
+            size: Some((self.probe.width, self.probe.height)),
+            live: self.live,
+            ended_early: self.ended_early,
+            skipped_frames: 0,
+            note: self.note.clone(),
+        }
+    }
+}
+
+impl Drop for VideoSource {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.child.kill();
+        }
+        // Reap the child so that no zombie is left behind (a no-op when finish() waited).
+        let _ = self.child.wait();
+    }
+}
+
+fn describe(what: &str, probe: &ProbeInfo) -> String {
+    let mut text = format!("{what} ({}x{}", probe.width, probe.height);
+    if let Some(fps) = probe.fps {
+        text.push_str(&format!(", {fps:.3} fps").replace(".000 fps", " fps"));
+    }
+    if let Some(n) = probe.frame_count {
+        text.push_str(&format!(", {n} frames"));
+    }
+    text.push(')');
+    text
+}
+
+fn spawn_error(
+    program: &'static str,
+    binary: &Path,
+    env_var: &'static str,
+    what: &str,
+    err: std::io::Error,
+) -> SourceError {
+    if err.kind() == std::io::ErrorKind::NotFound {
+        SourceError::FfmpegMissing {
+            program,
+            looked_for: binary.display().to_string(),
+            env_var,
+        }
+    } else {
+        SourceError::Ffmpeg {
+            program,
+            source_desc: what.to_string(),
+            message: format!("cannot start {}: {err}", binary.display()),
+        }
+    }
+}
+
+fn run_ffprobe(tools: &FfmpegTools, input: &OsStr, what: &str) -> Result<ProbeInfo, SourceError> {
+    let output = Command::new(&tools.ffprobe)
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args([
+            "-show_entries",
+            "stream=width,height,avg_frame_rate,r_frame_rate,nb_frames,duration:format=duration",
+        ])
+        .args(["-of", "json", "-i"])
+        .arg(input)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| spawn_error("ffprobe", &tools.ffprobe, FFPROBE_ENV, what, e))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let message = stderr.trim();
+        return Err(SourceError::Ffmpeg {
+            program: "ffprobe",
+            source_desc: what.to_string(),
+            message: if message.is_empty() {
+                format!("exited with {}", output.status)
+            } else {
+                mask_credentials(message)
+            },
+        });
+    }
+    parse_probe_json(&String::from_utf8_lossy(&output.stdout), what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn showinfo_frame_and_config_lines_parse() {
+        let config = "[Parsed_showinfo_1 @ 0x56] [info] config in time_base: 1/90000, frame_rate: 30000/1001";
+        assert_eq!(parse_log_line(config), LogLine::TimeBase(1, 90000));
+        let frame = "[Parsed_showinfo_1 @ 0x56] [info] n:  12 pts:  36036 pts_time:0.4004  pos: 2274 fmt:rgb24 sar:1/1 s:1280x720 i:P iskey:0 type:P";
+        assert_eq!(
+            parse_log_line(frame),
+            LogLine::Frame {
+                pts: Some(36036),
+                pts_time_s: Some(0.4004),
+                width: 1280,
+                height: 720,
+                format: "rgb24".into()
+            }
+        );
+        let nopts = "[Parsed_showinfo_1 @ 0x5] [info] n:   0 pts:NOPTS pts_time:NOPTS fmt:rgb24 s:64x48 i:P";
+        assert!(matches!(
+            parse_log_line(nopts),
+            LogLine::Frame {
+                pts: None,
+                pts_time_s: None,
+                width: 64,
+                ..
+            }
+        ));
+        let side = "[Parsed_showinfo_1 @ 0x5] [info]   side data - User Data Unregistered:";
+        assert_eq!(parse_log_line(side), LogLine::Other);
+        let err = "[mov,mp4 @ 0x5] [error] stream 1, offset 0x64b76: partial file";
+        assert!(matches!(parse_log_line(err), LogLine::Error(_)));
+        assert_eq!(parse_log_line("[info] Stream mapping:"), LogLine::Other);
+    }
+
+    #[test]
+    fn probe_json_parses_and_a_missing_video_stream_is_named() {
+        let json = r#"{"programs":[],"streams":[{"width":1280,"height":720,"r_frame_rate":"25/1",
+            "avg_frame_rate":"25/1","nb_frames":"38","duration":"1.520000"}],"format":{"duration":"1.52"}}"#;
+        let info = parse_probe_json(json, "video x").unwrap();
+        assert_eq!((info.width, info.height), (1280, 720));
+        assert_eq!(info.fps, Some(25.0));
+        assert_eq!(info.frame_count, Some(38));
+        assert_eq!(info.expected_frames(), Some(38));
+        let no_count = r#"{"streams":[{"width":64,"height":48,"avg_frame_rate":"30000/1001"}],"format":{"duration":"2.0"}}"#;
+        let info = parse_probe_json(no_count, "x").unwrap();
+        assert_eq!(info.expected_frames(), Some(60));
+        let err = parse_probe_json(r#"{"streams":[]}"#, "video a.m4a").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "video a.m4a has no video stream; pass a file or URL that carries video"
+        );
+    }
+
+    #[test]
+    fn tools_resolve_from_env_path_or_say_how_to_install() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(bin.join("ffmpeg"), b"").unwrap();
+        std::fs::write(bin.join("ffprobe"), b"").unwrap();
+        let path = bin.clone().into_os_string();
+
+        let from_path = FfmpegTools::resolve(|k| (k == "PATH").then(|| path.clone())).unwrap();
+        assert_eq!(from_path.ffmpeg, bin.join("ffmpeg"));
+        assert_eq!(from_path.ffprobe, bin.join("ffprobe"));
+
+        let explicit = bin.join("ffmpeg").into_os_string();
+        let sibling =
+            FfmpegTools::resolve(|k| (k == FFMPEG_ENV).then(|| explicit.clone())).unwrap();
+        assert_eq!(sibling.ffprobe, bin.join("ffprobe"));
+
+        let err = FfmpegTools::resolve(|k| (k == FFMPEG_ENV).then(|| "/nonexistent/ffmpeg".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("install ffmpeg (apt-get install -y ffmpeg)"),
+            "{err}"
+        );
+        assert!(err.contains("/nonexistent/ffmpeg"), "{err}");
+
+        let err = FfmpegTools::resolve(|_| None).unwrap_err();
+        assert!(matches!(
+            err,
+            SourceError::FfmpegMissing {
+                program: "ffmpeg",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn rationals_parse() {
+        assert_eq!(parse_rational("25/1"), Some(25.0));
+        assert!((parse_rational("30000/1001").unwrap() - 29.97).abs() < 1e-3);
+        assert_eq!(parse_rational("0/0"), None);
+    }
+}

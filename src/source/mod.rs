@@ -1,0 +1,84 @@
+//! Frame sources: cameras, video files and network streams, recorded drives, KITTI raw
+//! folders and image sequences, all behind one blocking [`FrameSource`] trait.
+//!
+//! The `--source` string is parsed once into a typed [`SourceSpec`] ([`SourceSpec::parse`]);
+//! [`open`] turns a spec into a source. Sources never spawn threads (the pipeline owns
+//! those); video and streams run an `ffmpeg` child process. Live sources stamp frames with
+//! the time this process produced them; replays (drives, KITTI raw) also carry their
+//! recorded times in `pts_ns` so that the pipeline can pace them.
+
+pub mod camera;
+pub(crate) mod civil;
+pub mod convert;
+mod error;
+pub mod ffmpeg;
+pub mod images;
+pub mod kitti;
+mod spec;
+
+use std::path::PathBuf;
+
+pub use camera::{list_cameras, CameraDevice, CameraFormat, CameraMode, PixelFormat};
+pub use error::SourceError;
+pub use spec::{mask_credentials, SourceOptions, SourceSpec};
+
+use crate::types::Frame;
+
+/// What a source can say about itself; `ended_early`/`skipped_frames` are final once
+/// [`FrameSource::next_frame`] has returned `None`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceInfo {
+    /// Human-readable, credentials masked (`rtsp://user:***@host/...`).
+    pub description: String,
+    pub nominal_fps: Option<f64>,
+    pub frame_count: Option<u64>,
+    /// Frame size `(width, height)` in pixels, when known.
+    pub size: Option<(u32, u32)>,
+    pub live: bool,
+    /// The input stopped before its announced end (truncated file, decoder error, lost camera).
+    pub ended_early: bool,
+    /// Frames that were announced but could not be delivered (missing or corrupt files).
+    pub skipped_frames: u64,
+    /// Why the input ended early or what was skipped, for the end-of-run report.
+    pub note: Option<String>,
+}
+
+/// A blocking producer of frames; it owns no threads.
+pub trait FrameSource: Send {
+    /// The next frame, `Ok(None)` at the end of the input.
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError>;
+
+    fn info(&self) -> SourceInfo;
+
+    /// A camera calibration file that came with the input (drive or KITTI folder).
+    fn calibration_path(&self) -> Option<PathBuf> {
+        None
+    }
+}
+
+/// Opens the source a spec names.
+pub fn open(spec: &SourceSpec) -> Result<Box<dyn FrameSource>, SourceError> {
+    Ok(match spec {
+        SourceSpec::Camera {
+            index,
+            format,
+            size,
+            fps,
+            retry_secs,
+        } => {
+            let request = camera::ModeRequest {
+                format: *format,
+                size: *size,
+                fps: *fps,
+            };
+            Box::new(camera::CameraSource::open(*index, request, *retry_secs)?)
+        }
+        SourceSpec::Video(path) => Box::new(ffmpeg::VideoSource::open_file(path)?),
+        SourceSpec::Stream(url) => Box::new(ffmpeg::VideoSource::open_stream(url)?),
+        SourceSpec::Drive(dir) => Box::new(crate::drive::DriveReader::open(dir)?),
+        SourceSpec::KittiRaw(dir) => Box::new(kitti::open_kitti_raw(dir)?),
+        SourceSpec::Images { paths, fps } => {
+            Box::new(images::ImageSequence::new(paths.clone(), *fps, "images")?)
+        }
+    })
+}
