@@ -13,6 +13,7 @@ pub mod fixtures;
 pub mod imageio;
 pub mod metrics;
 pub mod render;
+pub mod sink;
 pub mod source;
 pub mod track;
 pub mod types;

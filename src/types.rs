@@ -28,6 +28,28 @@ impl Frame {
     }
 }
 
+/// Monotonic timestamps (ns, [`mono_now_ns`] clock) a frame collects on its way through
+/// the pipeline; 0 = the frame has not reached that point.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrameStamps {
+    pub captured: u64,
+    pub decoded: u64,
+    pub preprocessed: u64,
+    pub inferred: u64,
+    pub postprocessed: u64,
+    pub rendered: u64,
+    pub presented: u64,
+}
+
+/// A frame with what the detect stage found in it.
+#[derive(Debug, Clone)]
+pub struct DetectedFrame {
+    pub frame: Frame,
+    pub detections: Vec<Detection>,
+    pub timings: DetectTimings,
+    pub stamps: FrameStamps,
+}
+
 /// Nanoseconds on the process's monotonic clock (zero at first use).
 pub fn mono_now_ns() -> u64 {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();

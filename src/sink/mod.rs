@@ -1,0 +1,60 @@
+//! Where finished frames go: a window, a video file, a frames folder, a JSON-lines log,
+//! a drive recording.
+//!
+//! Every sink implements [`Sink`]. A sink is built on the thread that runs it (the
+//! pipeline passes a factory), so sinks that hold non-`Send` handles (a minifb window) are
+//! fine. `write` returns [`SinkControl::Quit`] when the user asks to stop (window closed,
+//! `q`/Esc); `finish` flushes and closes files, and is called exactly once at the end.
+
+use image::RgbImage;
+
+use crate::types::DetectedFrame;
+
+/// What the window's heads-up display shows, computed by the pipeline's metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HudStats {
+    /// Frames shown per second over the last 2 s.
+    pub fps: f64,
+    /// End-to-end (capture → presented) latency percentiles over the last 2 s, ms.
+    pub e2e_p50_ms: f64,
+    pub e2e_p99_ms: f64,
+    /// Inference time of this frame, ms.
+    pub inference_ms: f64,
+    /// Frames dropped so far, all stages together.
+    pub dropped: u64,
+    /// Model and device, e.g. `yolox-nano cpu`.
+    pub model: String,
+}
+
+/// One frame as sinks see it.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkFrame<'a> {
+    pub detected: &'a DetectedFrame,
+    /// The frame with boxes and labels drawn; `None` when no sink of the run needs pixels.
+    pub annotated: Option<&'a RgbImage>,
+    pub hud: &'a HudStats,
+}
+
+/// Whether the run goes on after a sink has taken a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkControl {
+    Continue,
+    /// The user asked to stop (window closed, `q` or Esc).
+    Quit,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{sink}: {message}")]
+    Failed { sink: &'static str, message: String },
+}
+
+/// A destination for finished frames.
+pub trait Sink {
+    /// Short name for metrics and errors (`window`, `video`, `jsonl`, …).
+    fn name(&self) -> &'static str;
+    /// Takes one frame; may block (a paused window).
+    fn write(&mut self, frame: &SinkFrame<'_>) -> Result<SinkControl, SinkError>;
+    /// Flushes and closes; the output is complete and valid afterwards.
+    fn finish(&mut self) -> Result<(), SinkError>;
+}
