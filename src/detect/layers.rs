@@ -2,10 +2,14 @@
 //!
 //! BatchNorm is folded into the convolutions before any model is built (see
 //! [`crate::detect::weights::fold_batchnorm`]), so every block here reads only
-//! `conv.weight` and `conv.bias`.
+//! `conv.weight` and `conv.bias`. On the CPU in f32, [`ConvBlock`] runs the fused kernel
+//! of [`crate::detect::cpu`] (weights prepared once here, at load); elsewhere it runs
+//! candle's `conv2d` + bias + SiLU.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
+
+use super::cpu::{ConvSpec, CpuConvOp, FusedConv};
 
 /// Reads a tensor without a shape hint and checks its rank, so that a wrong file gives an
 /// error naming the tensor rather than a panic deep inside a kernel.
@@ -41,6 +45,8 @@ pub struct ConvBlock {
     groups: usize,
     silu: bool,
     out_channels: usize,
+    /// The fused CPU kernel, present when the weights are f32 on the CPU.
+    cpu: Option<CpuConvOp>,
 }
 
 impl ConvBlock {
@@ -86,6 +92,34 @@ impl ConvBlock {
                 bias.dims()
             );
         }
+        Self::from_tensors(weight, bias, stride, groups, silu)
+    }
+
+    /// A block from checked tensors: `weight` `[out, c_in / groups, k, k]`, `bias` `[out]`.
+    pub fn from_tensors(
+        weight: Tensor,
+        bias: Tensor,
+        stride: usize,
+        groups: usize,
+        silu: bool,
+    ) -> Result<Self> {
+        let (out, per_group, kernel, _) = weight.dims4()?;
+        let spec = ConvSpec {
+            c_in: per_group * groups,
+            c_out: out,
+            kernel,
+            stride,
+            padding: kernel / 2,
+            groups,
+            silu,
+        };
+        let cpu = if weight.device().is_cpu() && weight.dtype() == DType::F32 {
+            let fused = FusedConv::new(spec, weight.flatten_all()?.to_vec1()?, bias.to_vec1()?)
+                .map_err(candle_core::Error::wrap)?;
+            Some(CpuConvOp::new(fused))
+        } else {
+            None
+        };
         Ok(Self {
             weight,
             bias: bias.reshape((1, out, 1, 1))?,
@@ -94,6 +128,7 @@ impl ConvBlock {
             groups,
             silu,
             out_channels: out,
+            cpu,
         })
     }
 
@@ -102,8 +137,10 @@ impl ConvBlock {
     }
 }
 
-impl Module for ConvBlock {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+impl ConvBlock {
+    /// candle's `conv2d` + bias + SiLU, the path on every device but the CPU (and the
+    /// reference the fused kernel is tested against).
+    pub fn forward_candle(&self, xs: &Tensor) -> Result<Tensor> {
         let ys = xs
             .conv2d(&self.weight, self.padding, self.stride, 1, self.groups)?
             .broadcast_add(&self.bias)?;
@@ -112,5 +149,21 @@ impl Module for ConvBlock {
         } else {
             Ok(ys)
         }
+    }
+
+    /// The fused CPU kernel's result, or `None` when `xs` or the weights are not f32 on the
+    /// CPU (then the caller picks its own fallback).
+    pub fn forward_cpu(&self, xs: &Tensor) -> Option<Result<Tensor>> {
+        match &self.cpu {
+            Some(op) if xs.device().is_cpu() && xs.dtype() == DType::F32 => Some(op.forward(xs)),
+            _ => None,
+        }
+    }
+}
+
+impl Module for ConvBlock {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.forward_cpu(xs)
+            .unwrap_or_else(|| self.forward_candle(xs))
     }
 }

@@ -6,6 +6,7 @@
 //! reference does, `postprocess` turns the output into boxes in image pixels.
 
 pub mod classes;
+pub mod cpu;
 mod detector;
 pub mod error;
 pub mod layers;

@@ -69,9 +69,12 @@ impl Module for Conv {
 ///
 /// candle runs a grouped `conv2d` as one convolution per group, i.e. thousands of small
 /// convolutions (and kernel launches) per YOLOX-Nano frame; this is 2·k² element-wise ops
-/// per layer on any device and dtype.
+/// per layer on any device and dtype. On the CPU in f32 the fused depthwise kernel runs
+/// instead.
 #[derive(Debug, Clone)]
 struct DepthwiseConv {
+    /// The same weights as a grouped [`ConvBlock`], used only for its CPU kernel.
+    fused: ConvBlock,
     /// `kernel²` per-channel weights `[1, C, 1, 1]`, tap `(i, j)` at `i * kernel + j`.
     taps: Vec<Tensor>,
     bias: Tensor,
@@ -99,6 +102,7 @@ impl DepthwiseConv {
                 bias.dims()
             );
         }
+        let fused = ConvBlock::from_tensors(weight.clone(), bias.clone(), stride, channels, true)?;
         let mut taps = Vec::with_capacity(kernel * kernel);
         for i in 0..kernel {
             for j in 0..kernel {
@@ -107,6 +111,7 @@ impl DepthwiseConv {
             }
         }
         Ok(Self {
+            fused,
             taps,
             bias: bias.reshape((1, channels, 1, 1))?,
             kernel,
@@ -117,6 +122,9 @@ impl DepthwiseConv {
 
 impl Module for DepthwiseConv {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if let Some(ys) = self.fused.forward_cpu(xs) {
+            return ys;
+        }
         let (batch, channels, height, width) = xs.dims4()?;
         let (k, s, pad) = (self.kernel, self.stride, self.kernel / 2);
         if height + 2 * pad < k || width + 2 * pad < k {

@@ -1,0 +1,389 @@
+//! A 2-D convolution with bias and optional SiLU on NCHW f32 data, one pass per tile:
+//! the output is cut into column tiles (runs of output pixels); each tile gathers its
+//! im2col slice into a cache-sized thread-local buffer (1×1 stride-1 convolutions read the
+//! input in place), multiplies it by the weights with `gemm`, and adds bias + SiLU while
+//! the tile is still in cache. Tiles run on the rayon pool. Depthwise convolutions
+//! (groups = channels) take a direct per-channel kernel instead.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::depthwise;
+use super::epilogue::bias_act_row;
+use super::isa::Isa;
+
+/// Floats of im2col buffer per tile: ~1 MiB, half the 2 MiB L2 of the machines measured
+/// and small enough elsewhere to stay in L2/L3.
+const TILE_FLOATS: usize = 256 * 1024;
+/// Output pixels per tile are a multiple of this (the GEMM micro-kernels' widths).
+const TILE_ALIGN: usize = 16;
+
+/// Shape parameters of a convolution (square kernel, symmetric zero padding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvSpec {
+    pub c_in: usize,
+    pub c_out: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub groups: usize,
+    pub silu: bool,
+}
+
+impl ConvSpec {
+    /// Output `(height, width)` for an input of `(height, width)`; `None` when the padded
+    /// input is smaller than the kernel.
+    pub fn output_size(&self, in_h: usize, in_w: usize) -> Option<(usize, usize)> {
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        if in_h + 2 * p < k || in_w + 2 * p < k || s == 0 {
+            return None;
+        }
+        Some(((in_h + 2 * p - k) / s + 1, (in_w + 2 * p - k) / s + 1))
+    }
+
+    /// Multiply-adds × 2 for one image of `(in_h, in_w)`.
+    pub fn flops(&self, in_h: usize, in_w: usize) -> f64 {
+        let (oh, ow) = self.output_size(in_h, in_w).unwrap_or((0, 0));
+        let per_out = (self.c_in / self.groups * self.kernel * self.kernel) as f64;
+        2.0 * per_out * (self.c_out * oh * ow) as f64
+    }
+
+    fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.c_in && self.groups == self.c_out
+    }
+}
+
+/// Why a [`FusedConv`] could not be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConvError {
+    #[error("convolution weights hold {got} floats, expected {want} for {spec:?}")]
+    WeightLen {
+        got: usize,
+        want: usize,
+        spec: ConvSpec,
+    },
+    #[error("convolution bias holds {got} floats, expected {want}")]
+    BiasLen { got: usize, want: usize },
+    #[error("convolution {spec:?}: channels do not divide into its groups")]
+    Groups { spec: ConvSpec },
+    #[error("convolution input holds {got} floats, expected {want} for [{batch}, {c_in}, {height}, {width}]")]
+    InputLen {
+        got: usize,
+        want: usize,
+        batch: usize,
+        c_in: usize,
+        height: usize,
+        width: usize,
+    },
+    #[error("convolution input {height}x{width} is smaller than its {kernel}x{kernel} kernel")]
+    InputTooSmall {
+        height: usize,
+        width: usize,
+        kernel: usize,
+    },
+}
+
+/// Weights and bias prepared once at load for the CPU convolution.
+#[derive(Debug, Clone)]
+pub struct FusedConv {
+    spec: ConvSpec,
+    /// `[c_out, c_in / groups · k · k]`, PyTorch's order flattened: row `o` is the GEMM
+    /// left-hand row of output channel `o`, columns ordered (channel, ky, kx) as im2col.
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    isa: Isa,
+}
+
+impl FusedConv {
+    /// `weight` in PyTorch layout `[c_out, c_in / groups, k, k]`, `bias` `[c_out]`.
+    pub fn new(spec: ConvSpec, weight: Vec<f32>, bias: Vec<f32>) -> Result<Self, ConvError> {
+        if spec.groups == 0 || spec.c_in % spec.groups != 0 || spec.c_out % spec.groups != 0 {
+            return Err(ConvError::Groups { spec });
+        }
+        let want = spec.c_out * spec.c_in / spec.groups * spec.kernel * spec.kernel;
+        if weight.len() != want {
+            return Err(ConvError::WeightLen {
+                got: weight.len(),
+                want,
+                spec,
+            });
+        }
+        if bias.len() != spec.c_out {
+            return Err(ConvError::BiasLen {
+                got: bias.len(),
+                want: spec.c_out,
+            });
+        }
+        Ok(Self {
+            spec,
+            weight,
+            bias,
+            isa: Isa::detect(),
+        })
+    }
+
+    /// The same convolution with element-wise kernels forced to `isa` (tests, benches).
+    pub fn with_isa(mut self, isa: Isa) -> Self {
+        self.isa = isa.supported();
+        self
+    }
+
+    pub fn spec(&self) -> &ConvSpec {
+        &self.spec
+    }
+
+    /// Runs on `input` `[batch, c_in, height, width]` (contiguous NCHW); returns the NCHW
+    /// output and its `(out_h, out_w)`.
+    pub fn forward(
+        &self,
+        input: &[f32],
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<(Vec<f32>, usize, usize), ConvError> {
+        let spec = &self.spec;
+        let want = batch * spec.c_in * height * width;
+        if input.len() != want {
+            return Err(ConvError::InputLen {
+                got: input.len(),
+                want,
+                batch,
+                c_in: spec.c_in,
+                height,
+                width,
+            });
+        }
+        let (out_h, out_w) = spec
+            .output_size(height, width)
+            .ok_or(ConvError::InputTooSmall {
+                height,
+                width,
+                kernel: spec.kernel,
+            })?;
+        let in_plane = spec.c_in * height * width;
+        let out_plane = spec.c_out * out_h * out_w;
+        let mut output = vec![0.0f32; batch * out_plane];
+        let geom = Geometry {
+            in_h: height,
+            in_w: width,
+            out_h,
+            out_w,
+        };
+        for (image, out) in input
+            .chunks_exact(in_plane.max(1))
+            .zip(output.chunks_exact_mut(out_plane.max(1)))
+        {
+            if spec.is_depthwise() {
+                depthwise::forward(self.isa, spec, &self.weight, &self.bias, image, out, geom);
+            } else {
+                self.forward_gemm(image, out, geom);
+            }
+        }
+        Ok((output, out_h, out_w))
+    }
+
+    /// One image through tiled im2col + GEMM + epilogue.
+    fn forward_gemm(&self, image: &[f32], out: &mut [f32], geom: Geometry) {
+        let spec = &self.spec;
+        let pixels = geom.out_h * geom.out_w;
+        let depth = spec.c_in / spec.groups * spec.kernel * spec.kernel;
+        let tile = tile_width(pixels, depth);
+        let out_ptr = SharedOut(out.as_mut_ptr());
+        let tiles = pixels.div_ceil(tile);
+        (0..tiles).into_par_iter().for_each(|t| {
+            let start = t * tile;
+            let cols = tile.min(pixels - start);
+            // SAFETY: tiles are disjoint column ranges of `out`, which outlives the loop.
+            unsafe { self.run_tile(image, out_ptr, geom, start, cols) };
+        });
+    }
+
+    /// Computes output columns `start..start + cols` of every channel.
+    ///
+    /// # Safety
+    /// `out` must point at `c_out · pixels` floats that no other thread touches in these
+    /// columns meanwhile.
+    unsafe fn run_tile(
+        &self,
+        image: &[f32],
+        out: SharedOut,
+        geom: Geometry,
+        start: usize,
+        cols: usize,
+    ) {
+        let spec = &self.spec;
+        let pixels = geom.out_h * geom.out_w;
+        let in_pixels = geom.in_h * geom.in_w;
+        let (c_in_g, c_out_g) = (spec.c_in / spec.groups, spec.c_out / spec.groups);
+        let depth = c_in_g * spec.kernel * spec.kernel;
+        let pointwise = spec.kernel == 1 && spec.stride == 1 && spec.padding == 0;
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            for g in 0..spec.groups {
+                let channels = &image[g * c_in_g * in_pixels..(g + 1) * c_in_g * in_pixels];
+                // The GEMM's right-hand side: `depth × cols`, row stride `rhs_rs`.
+                let (rhs, rhs_rs) = if pointwise {
+                    (channels[start..].as_ptr(), pixels)
+                } else {
+                    if scratch.len() < depth * cols {
+                        scratch.resize(depth * cols, 0.0);
+                    }
+                    im2col_tile(
+                        spec,
+                        geom,
+                        channels,
+                        start,
+                        cols,
+                        &mut scratch[..depth * cols],
+                    );
+                    (scratch.as_ptr(), cols)
+                };
+                let lhs = self.weight[g * c_out_g * depth..].as_ptr();
+                let dst = out.0.add(g * c_out_g * pixels + start);
+                gemm::gemm(
+                    c_out_g,
+                    cols,
+                    depth,
+                    dst,
+                    1,
+                    pixels as isize,
+                    false,
+                    lhs,
+                    1,
+                    depth as isize,
+                    rhs,
+                    1,
+                    rhs_rs as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+        for (o, &bias) in self.bias.iter().enumerate() {
+            let row = std::slice::from_raw_parts_mut(out.0.add(o * pixels + start), cols);
+            bias_act_row(self.isa, row, bias, spec.silu);
+        }
+    }
+}
+
+thread_local! {
+    /// Per-thread im2col tile, reused across tiles, layers and frames.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Input and output plane sizes of one convolution call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Geometry {
+    pub in_h: usize,
+    pub in_w: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+/// The output pointer shared by the tile tasks (each writes its own columns).
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: tiles write disjoint columns; see `run_tile`.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+/// Output pixels per tile: as many as keep the im2col tile within `TILE_FLOATS`, at
+/// least enough tiles for the pool to share, a multiple of `TILE_ALIGN`.
+fn tile_width(pixels: usize, depth: usize) -> usize {
+    let by_cache = (TILE_FLOATS / depth.max(1)).max(TILE_ALIGN);
+    let threads = rayon::current_num_threads().max(1);
+    let by_threads = pixels.div_ceil(2 * threads).max(TILE_ALIGN);
+    let width = by_cache.min(by_threads);
+    (width.div_ceil(TILE_ALIGN) * TILE_ALIGN).min(pixels.max(1))
+}
+
+/// Fills `col` (`depth × cols`, row-major) with the im2col rows of output pixels
+/// `start..start + cols` for the `c_in / groups` channels in `channels`.
+fn im2col_tile(
+    spec: &ConvSpec,
+    geom: Geometry,
+    channels: &[f32],
+    start: usize,
+    cols: usize,
+    col: &mut [f32],
+) {
+    let (k, s, pad) = (spec.kernel, spec.stride, spec.padding);
+    let in_pixels = geom.in_h * geom.in_w;
+    let mut row_index = 0;
+    for plane in channels.chunks_exact(in_pixels) {
+        for ky in 0..k {
+            for kx in 0..k {
+                let dst = &mut col[row_index * cols..(row_index + 1) * cols];
+                gather_tap(plane, geom, s, pad, ky, kx, start, dst);
+                row_index += 1;
+            }
+        }
+    }
+}
+
+/// One im2col row: input value under tap `(ky, kx)` for each output pixel of the tile,
+/// zero where the tap falls in the padding.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn gather_tap(
+    plane: &[f32],
+    geom: Geometry,
+    stride: usize,
+    pad: usize,
+    ky: usize,
+    kx: usize,
+    start: usize,
+    dst: &mut [f32],
+) {
+    let mut filled = 0;
+    let mut pixel = start;
+    while filled < dst.len() {
+        let (oy, ox0) = (pixel / geom.out_w, pixel % geom.out_w);
+        let run = (geom.out_w - ox0).min(dst.len() - filled);
+        let out = &mut dst[filled..filled + run];
+        let iy = (oy * stride + ky) as isize - pad as isize;
+        if iy < 0 || iy >= geom.in_h as isize {
+            out.fill(0.0);
+        } else {
+            let row = &plane[iy as usize * geom.in_w..(iy as usize + 1) * geom.in_w];
+            gather_row(row, stride, pad, kx, ox0, out);
+        }
+        filled += run;
+        pixel += run;
+    }
+}
+
+/// `out[j] = row[(ox0 + j)·stride + kx − pad]`, zero outside `row`.
+#[inline]
+fn gather_row(row: &[f32], stride: usize, pad: usize, kx: usize, ox0: usize, out: &mut [f32]) {
+    let in_w = row.len() as isize;
+    let first = (ox0 * stride + kx) as isize - pad as isize;
+    // Output columns whose input column lies inside the row: first + j·stride in [0, in_w).
+    let lo = if first < 0 {
+        ((-first) as usize).div_ceil(stride)
+    } else {
+        0
+    };
+    let hi = if first >= in_w {
+        0
+    } else {
+        (((in_w - 1 - first) as usize) / stride + 1).min(out.len())
+    };
+    let lo = lo.min(hi);
+    out[..lo].fill(0.0);
+    out[hi..].fill(0.0);
+    let base = first + (lo * stride) as isize;
+    if stride == 1 {
+        let b = base as usize;
+        out[lo..hi].copy_from_slice(&row[b..b + (hi - lo)]);
+    } else {
+        for (j, v) in out[lo..hi].iter_mut().enumerate() {
+            *v = row[base as usize + j * stride];
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! CPU kernels for the detectors' convolutions (f32, NCHW), the speed path that
+//! [`crate::detect::layers::ConvBlock`] takes on `Device::Cpu`; other devices keep
+//! candle's own ops.
+//!
+//! `conv` runs a convolution + bias + SiLU as tiled im2col + `gemm` with the bias and
+//! activation fused into the tile's epilogue; `depthwise` is a direct kernel for
+//! groups = channels; `epilogue` holds the vectorisable SiLU; `isa` picks AVX2/AVX-512 or
+//! the portable build of the element-wise loops at run time. `op` wraps a convolution as a
+//! candle `CustomOp1`.
+
+pub mod conv;
+mod depthwise;
+pub mod epilogue;
+pub mod isa;
+pub mod op;
+
+pub use conv::{ConvError, ConvSpec, FusedConv};
+pub use isa::Isa;
+pub use op::CpuConvOp;
