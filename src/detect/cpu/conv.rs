@@ -2,16 +2,15 @@
 //! the output is cut into column tiles (runs of output pixels); each tile gathers its
 //! im2col slice into a cache-sized thread-local buffer (1×1 stride-1 convolutions read the
 //! input in place), multiplies it by the weights with `gemm`, and adds bias + SiLU while
-//! the tile is still in cache. Tiles run on the rayon pool. Depthwise convolutions
+//! the tile is still in cache. Tiles run on candle's worker pool. Depthwise convolutions
 //! (groups = channels) take a direct per-channel kernel instead.
 
 use std::cell::RefCell;
 
-use rayon::prelude::*;
-
 use super::depthwise;
 use super::epilogue::bias_act_row;
 use super::isa::Isa;
+use super::pool::{for_each_index, SharedMut};
 
 /// Floats of im2col buffer per tile: ~1 MiB, half the 2 MiB L2 of the machines measured
 /// and small enough elsewhere to stay in L2/L3.
@@ -189,9 +188,9 @@ impl FusedConv {
         let pixels = geom.out_h * geom.out_w;
         let depth = spec.c_in / spec.groups * spec.kernel * spec.kernel;
         let tile = tile_width(pixels, depth);
-        let out_ptr = SharedOut(out.as_mut_ptr());
+        let out_ptr = SharedMut(out.as_mut_ptr());
         let tiles = pixels.div_ceil(tile);
-        (0..tiles).into_par_iter().for_each(|t| {
+        for_each_index(tiles, |t| {
             let start = t * tile;
             let cols = tile.min(pixels - start);
             // SAFETY: tiles are disjoint column ranges of `out`, which outlives the loop.
@@ -207,7 +206,7 @@ impl FusedConv {
     unsafe fn run_tile(
         &self,
         image: &[f32],
-        out: SharedOut,
+        out: SharedMut,
         geom: Geometry,
         start: usize,
         cols: usize,
@@ -285,18 +284,11 @@ pub(crate) struct Geometry {
     pub out_w: usize,
 }
 
-/// The output pointer shared by the tile tasks (each writes its own columns).
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: tiles write disjoint columns; see `run_tile`.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
 /// Output pixels per tile: as many as keep the im2col tile within `TILE_FLOATS`, at
 /// least enough tiles for the pool to share, a multiple of `TILE_ALIGN`.
 fn tile_width(pixels: usize, depth: usize) -> usize {
     let by_cache = (TILE_FLOATS / depth.max(1)).max(TILE_ALIGN);
-    let threads = rayon::current_num_threads().max(1);
+    let threads = candle_core::utils::get_num_threads().max(1);
     let by_threads = pixels.div_ceil(2 * threads).max(TILE_ALIGN);
     let width = by_cache.min(by_threads);
     (width.div_ceil(TILE_ALIGN) * TILE_ALIGN).min(pixels.max(1))
@@ -385,5 +377,187 @@ fn gather_row(row: &[f32], stride: usize, pad: usize, kx: usize, ox0: usize, out
         for (j, v) in out[lo..hi].iter_mut().enumerate() {
             *v = row[base as usize + j * stride];
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    /// Deterministic values in [-1, 1) (xorshift), so failures reproduce.
+    fn noise(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// candle's conv2d + bias (+ SiLU in f64 terms of candle's own op): the reference.
+    fn reference(
+        spec: &ConvSpec,
+        input: &[f32],
+        dims: (usize, usize, usize, usize),
+        weight: &[f32],
+        bias: &[f32],
+    ) -> (Vec<f32>, Vec<usize>) {
+        let dev = Device::Cpu;
+        let x = Tensor::from_slice(input, dims, &dev).unwrap();
+        let k = spec.kernel;
+        let w =
+            Tensor::from_slice(weight, (spec.c_out, spec.c_in / spec.groups, k, k), &dev).unwrap();
+        let b = Tensor::from_slice(bias, (1, spec.c_out, 1, 1), &dev).unwrap();
+        let mut y = x
+            .conv2d(&w, spec.padding, spec.stride, 1, spec.groups)
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap();
+        if spec.silu {
+            y = candle_nn::ops::silu(&y).unwrap();
+        }
+        let shape = y.dims().to_vec();
+        (y.flatten_all().unwrap().to_vec1().unwrap(), shape)
+    }
+
+    fn check(spec: ConvSpec, batch: usize, h: usize, w: usize) {
+        let k = spec.kernel;
+        let input = noise(batch * spec.c_in * h * w, 1 + h as u64);
+        let weight = noise(spec.c_out * spec.c_in / spec.groups * k * k, 2 + w as u64);
+        let bias = noise(spec.c_out, 3);
+        let (want, shape) = reference(&spec, &input, (batch, spec.c_in, h, w), &weight, &bias);
+        for isa in Isa::all_supported() {
+            let conv = FusedConv::new(spec, weight.clone(), bias.clone())
+                .unwrap()
+                .with_isa(isa);
+            let (got, oh, ow) = conv.forward(&input, batch, h, w).unwrap();
+            assert_eq!([batch, spec.c_out, oh, ow], shape[..], "{spec:?}");
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-4, "{isa:?} {spec:?} {h}x{w}: max error {worst}");
+        }
+    }
+
+    fn spec(c_in: usize, c_out: usize, kernel: usize, stride: usize, groups: usize) -> ConvSpec {
+        ConvSpec {
+            c_in,
+            c_out,
+            kernel,
+            stride,
+            padding: kernel / 2,
+            groups,
+            silu: true,
+        }
+    }
+
+    #[test]
+    fn pointwise_matches_candle() {
+        check(spec(5, 7, 1, 1, 1), 1, 9, 13);
+        check(spec(32, 48, 1, 1, 1), 2, 20, 20);
+        check(
+            ConvSpec {
+                silu: false,
+                ..spec(16, 85, 1, 1, 1)
+            },
+            1,
+            13,
+            11,
+        );
+    }
+
+    #[test]
+    fn pointwise_with_stride_two_matches_candle() {
+        check(spec(6, 4, 1, 2, 1), 1, 11, 9);
+    }
+
+    #[test]
+    fn three_by_three_matches_candle_at_odd_sizes() {
+        check(spec(3, 16, 3, 2, 1), 1, 33, 47);
+        check(spec(16, 16, 3, 1, 1), 1, 17, 31);
+        check(spec(24, 8, 3, 2, 1), 2, 10, 7);
+        check(
+            ConvSpec {
+                silu: false,
+                ..spec(12, 16, 3, 1, 1)
+            },
+            1,
+            5,
+            5,
+        );
+    }
+
+    #[test]
+    fn five_by_five_and_tiny_inputs_match_candle() {
+        check(spec(4, 6, 5, 1, 1), 1, 3, 4);
+        check(spec(4, 6, 5, 2, 1), 1, 2, 2);
+        check(spec(3, 5, 3, 1, 1), 1, 1, 1);
+    }
+
+    #[test]
+    fn grouped_matches_candle() {
+        check(spec(8, 12, 3, 1, 2), 1, 9, 11);
+        check(spec(8, 8, 1, 1, 4), 1, 6, 5);
+    }
+
+    #[test]
+    fn depthwise_matches_candle() {
+        check(spec(16, 16, 3, 1, 16), 1, 13, 17);
+        check(spec(32, 32, 3, 2, 32), 1, 26, 25);
+        check(spec(7, 7, 5, 2, 7), 2, 9, 8);
+        check(
+            ConvSpec {
+                silu: false,
+                ..spec(4, 4, 3, 1, 4)
+            },
+            1,
+            1,
+            3,
+        );
+    }
+
+    #[test]
+    fn large_layers_split_into_many_tiles_match_candle() {
+        // Depth 576 → tiles narrower than the 80×80 plane, several per row.
+        check(spec(64, 64, 3, 1, 1), 1, 80, 80);
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let s = spec(4, 4, 3, 1, 1);
+        assert!(matches!(
+            FusedConv::new(s, vec![0.0; 5], vec![0.0; 4]),
+            Err(ConvError::WeightLen { .. })
+        ));
+        assert!(matches!(
+            FusedConv::new(s, vec![0.0; 144], vec![0.0; 3]),
+            Err(ConvError::BiasLen { .. })
+        ));
+        assert!(matches!(
+            FusedConv::new(spec(4, 6, 3, 1, 4), vec![0.0; 54], vec![0.0; 6]),
+            Err(ConvError::Groups { .. })
+        ));
+        let conv = FusedConv::new(s, vec![0.0; 144], vec![0.0; 4]).unwrap();
+        assert!(matches!(
+            conv.forward(&[0.0; 10], 1, 2, 2),
+            Err(ConvError::InputLen { .. })
+        ));
+        let conv = FusedConv::new(spec(1, 1, 5, 1, 1), vec![0.0; 25], vec![0.0]).unwrap();
+        let padded_is_too_small = ConvSpec {
+            padding: 0,
+            ..*conv.spec()
+        };
+        let conv = FusedConv::new(padded_is_too_small, vec![0.0; 25], vec![0.0]).unwrap();
+        assert!(matches!(
+            conv.forward(&[0.0; 4], 1, 2, 2),
+            Err(ConvError::InputTooSmall { .. })
+        ));
     }
 }

@@ -13,6 +13,7 @@ mod depthwise;
 pub mod epilogue;
 pub mod isa;
 pub mod op;
+mod pool;
 
 pub use conv::{ConvError, ConvSpec, FusedConv};
 pub use isa::Isa;

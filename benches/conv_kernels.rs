@@ -1,0 +1,97 @@
+//! Criterion benchmarks of the CPU convolution kernels at YOLOv8n (640) and YOLOX-Nano
+//! (416) layer shapes. Throughput is in FLOP (2 × multiply-adds), so criterion's
+//! "Gelem/s" reads as GFLOP/s; each kernel also prints one `GFLOP/s` line of its own.
+//!
+//!   RAYON_NUM_THREADS=2 cargo bench --bench conv_kernels [-- FILTER]
+
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use lookout::detect::cpu::{ConvSpec, FusedConv};
+
+/// `(name, spec, input height = width)`.
+fn layers() -> Vec<(&'static str, ConvSpec, usize)> {
+    let conv = |c_in, c_out, kernel, stride, groups| ConvSpec {
+        c_in,
+        c_out,
+        kernel,
+        stride,
+        padding: kernel / 2,
+        groups,
+        silu: true,
+    };
+    vec![
+        // YOLOv8n at 640.
+        ("v8n.stem.3x3s2", conv(3, 16, 3, 2, 1), 640),
+        ("v8n.down1.3x3s2", conv(16, 32, 3, 2, 1), 320),
+        ("v8n.c2f1.1x1", conv(32, 32, 1, 1, 1), 160),
+        ("v8n.c2f1.m.3x3", conv(16, 16, 3, 1, 1), 160),
+        ("v8n.down2.3x3s2", conv(32, 64, 3, 2, 1), 160),
+        ("v8n.c2f2.m.3x3", conv(32, 32, 3, 1, 1), 80),
+        ("v8n.head.box.3x3", conv(64, 64, 3, 1, 1), 80),
+        ("v8n.head.cls.1x1", conv(80, 80, 1, 1, 1), 80),
+        ("v8n.c2f3.m.3x3", conv(64, 64, 3, 1, 1), 40),
+        ("v8n.down4.3x3s2", conv(128, 256, 3, 2, 1), 40),
+        ("v8n.c2f4.m.3x3", conv(128, 128, 3, 1, 1), 20),
+        ("v8n.sppf.cv2.1x1", conv(512, 256, 1, 1, 1), 20),
+        // YOLOX-Nano at 416.
+        ("nano.focus.3x3", conv(12, 16, 3, 1, 1), 208),
+        ("nano.dw16.3x3s2", conv(16, 16, 3, 2, 16), 208),
+        ("nano.pw16-32.1x1", conv(16, 32, 1, 1, 1), 104),
+        ("nano.dw32.3x3", conv(32, 32, 3, 1, 32), 104),
+        ("nano.pw64.1x1", conv(64, 64, 1, 1, 1), 52),
+        ("nano.dw64.3x3", conv(64, 64, 3, 1, 64), 52),
+        ("nano.pw128.1x1", conv(128, 128, 1, 1, 1), 26),
+        ("nano.dw256.3x3", conv(256, 256, 3, 1, 256), 13),
+        ("nano.pw256.1x1", conv(256, 256, 1, 1, 1), 13),
+    ]
+}
+
+fn values(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32)
+        .map(|v| v / (1u32 << 24) as f32 - 0.5)
+        .collect()
+}
+
+fn build(spec: ConvSpec) -> FusedConv {
+    let k = spec.kernel;
+    let weight = values(spec.c_out * spec.c_in / spec.groups * k * k, 1);
+    FusedConv::new(spec, weight, values(spec.c_out, 2)).expect("valid layer")
+}
+
+/// Median GFLOP/s over a few runs, printed once per kernel as a plain line.
+fn print_gflops(name: &str, conv: &FusedConv, input: &[f32], side: usize) {
+    let mut times: Vec<f64> = (0..15)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(conv.forward(input, 1, side, side).expect("runs"));
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let gflop = conv.spec().flops(side, side) / 1e9;
+    println!(
+        "{name:<20} {gflop:>7.3} GFLOP  {:>8.3} ms  {:>7.1} GFLOP/s",
+        times[7] * 1e3,
+        gflop / times[7]
+    );
+}
+
+fn conv_kernels(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv");
+    group.sample_size(20);
+    for (name, spec, side) in layers() {
+        let conv = build(spec);
+        let input = values(spec.c_in * side * side, 3);
+        print_gflops(name, &conv, &input, side);
+        group.throughput(Throughput::Elements(spec.flops(side, side) as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(name), &input, |b, input| {
+            b.iter(|| conv.forward(input, 1, side, side).expect("runs"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, conv_kernels);
+criterion_main!(benches);
