@@ -97,7 +97,10 @@ pub struct FusedConv {
 impl FusedConv {
     /// `weight` in PyTorch layout `[c_out, c_in / groups, k, k]`, `bias` `[c_out]`.
     pub fn new(spec: ConvSpec, weight: Vec<f32>, bias: Vec<f32>) -> Result<Self, ConvError> {
-        if spec.groups == 0 || spec.c_in % spec.groups != 0 || spec.c_out % spec.groups != 0 {
+        if spec.groups == 0
+            || !spec.c_in.is_multiple_of(spec.groups)
+            || !spec.c_out.is_multiple_of(spec.groups)
+        {
             return Err(ConvError::Groups { spec });
         }
         let want = spec.c_out * spec.c_in / spec.groups * spec.kernel * spec.kernel;
