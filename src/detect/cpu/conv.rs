@@ -10,13 +10,16 @@ use std::cell::RefCell;
 use super::depthwise;
 use super::epilogue::bias_act_row;
 use super::isa::{isa_kernel, Isa};
+#[cfg(target_arch = "x86_64")]
+use super::microkernel::gemm_avx512;
+use super::microkernel::PackedWeights;
 use super::pool::{for_each_index, SharedMut};
 
 /// Floats of im2col buffer per tile: ~1 MiB, half the 2 MiB L2 of the machines measured
 /// and small enough elsewhere to stay in L2/L3.
 const TILE_FLOATS: usize = 256 * 1024;
 /// Output pixels per tile are a multiple of this (the GEMM micro-kernels' widths).
-const TILE_ALIGN: usize = 16;
+const TILE_ALIGN: usize = 32;
 
 /// Shape parameters of a convolution (square kernel, symmetric zero padding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +95,8 @@ pub struct FusedConv {
     weight: Vec<f32>,
     bias: Vec<f32>,
     isa: Isa,
+    /// Per group, the weights packed for the AVX-512 micro-kernel (empty without it).
+    packed: Vec<PackedWeights>,
 }
 
 impl FusedConv {
@@ -117,11 +122,21 @@ impl FusedConv {
                 want: spec.c_out,
             });
         }
+        let packed = if Isa::detect() == Isa::Avx512 && !spec.is_depthwise() {
+            let (rows, depth) = (spec.c_out / spec.groups, want / spec.c_out);
+            weight
+                .chunks_exact(rows * depth)
+                .map(|group| PackedWeights::pack(group, rows, depth))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             spec,
             weight,
             bias,
             isa: Isa::detect(),
+            packed,
         })
     }
 
@@ -242,28 +257,29 @@ impl FusedConv {
                     );
                     (scratch.as_ptr(), cols)
                 };
-                let lhs = self.weight[g * c_out_g * depth..].as_ptr();
+                let lhs = &self.weight[g * c_out_g * depth..(g + 1) * c_out_g * depth];
                 let dst = out.0.add(g * c_out_g * pixels + start);
-                gemm::gemm(
-                    c_out_g,
+                let (rows_done, cols_done) = self.fast_gemm(g, rhs, rhs_rs, dst, pixels, cols);
+                // Rows the micro-kernel did not cover, every column; then its rows' last columns.
+                gemm_generic(
+                    c_out_g - rows_done,
                     cols,
                     depth,
-                    dst,
-                    1,
-                    pixels as isize,
-                    false,
-                    lhs,
-                    1,
-                    depth as isize,
+                    dst.add(rows_done * pixels),
+                    pixels,
+                    lhs[rows_done * depth..].as_ptr(),
                     rhs,
-                    1,
-                    rhs_rs as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                    rhs_rs,
+                );
+                gemm_generic(
+                    rows_done,
+                    cols - cols_done,
+                    depth,
+                    dst.add(cols_done),
+                    pixels,
+                    lhs.as_ptr(),
+                    rhs.add(cols_done),
+                    rhs_rs,
                 );
             }
         });
@@ -272,6 +288,75 @@ impl FusedConv {
             bias_act_row(self.isa, row, bias, spec.silu);
         }
     }
+}
+
+impl FusedConv {
+    /// The AVX-512 micro-kernel's share of group `g`'s GEMM: `(rows, cols)` done, from the
+    /// top-left corner; `(0, 0)` without AVX-512 or when forced to another flavour.
+    ///
+    /// # Safety
+    /// As [`gemm_avx512`]: `rhs`/`dst` hold `depth` / `c_out / groups` rows of `cols` floats.
+    unsafe fn fast_gemm(
+        &self,
+        g: usize,
+        rhs: *const f32,
+        rhs_rs: usize,
+        dst: *mut f32,
+        dst_rs: usize,
+        cols: usize,
+    ) -> (usize, usize) {
+        #[cfg(target_arch = "x86_64")]
+        if self.isa == Isa::Avx512 {
+            if let Some(packed) = self.packed.get(g) {
+                let done = gemm_avx512(packed, rhs, rhs_rs, dst, dst_rs, cols);
+                return (packed.packed_rows(), done);
+            }
+        }
+        let _ = (g, rhs, rhs_rs, dst, dst_rs, cols);
+        (0, 0)
+    }
+}
+
+/// `dst[m × n] = lhs[m × k] · rhs[k × n]`, all row-major with the given row strides
+/// (`lhs` dense), by the `gemm` crate on the calling thread.
+///
+/// # Safety
+/// The pointers must cover those extents; `dst` must not be touched by others meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_generic(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: *const f32,
+    rhs: *const f32,
+    rhs_rs: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        false,
+        lhs,
+        1,
+        k as isize,
+        rhs,
+        1,
+        rhs_rs as isize,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
 }
 
 thread_local! {

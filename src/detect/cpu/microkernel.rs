@@ -1,0 +1,124 @@
+//! AVX-512 GEMM for the convolutions: `C[rows × cols] = A[rows × depth] · B[depth × cols]`
+//! with `A` the weights, packed once at load into panels of 8 rows (`[depth][8]`, so each
+//! step broadcasts 8 consecutive floats), and `B` the im2col tile (or the input itself for
+//! 1×1 convolutions) read in place with its row stride. The 8×32 micro-kernel keeps 16
+//! accumulators in registers; depth is cut into L1-sized blocks so a 32-column slice of `B`
+//! is reused by every row panel. Rows and columns that do not fill a block go to `gemm`.
+//! `gemm` 0.19 has no AVX-512 kernels on a stable compiler, hence this one.
+
+/// Rows per packed panel (micro-kernel height).
+pub const PANEL_ROWS: usize = 8;
+/// Columns per micro-kernel call (two 16-float registers).
+pub const BLOCK_COLS: usize = 32;
+/// Depth per block: 256 × 32 floats of `B` = 32 KiB, within L1.
+const DEPTH_BLOCK: usize = 256;
+
+/// Weights `[rows, depth]` (row-major) packed as `rows / 8` panels of `[depth][8]`; rows
+/// past the last full panel are not packed (they go to `gemm`).
+#[derive(Debug, Clone, Default)]
+pub struct PackedWeights {
+    panels: Vec<f32>,
+    depth: usize,
+}
+
+impl PackedWeights {
+    pub fn pack(weights: &[f32], rows: usize, depth: usize) -> Self {
+        let full = rows / PANEL_ROWS;
+        let mut panels = vec![0.0; full * PANEL_ROWS * depth];
+        for p in 0..full {
+            let panel = &mut panels[p * PANEL_ROWS * depth..(p + 1) * PANEL_ROWS * depth];
+            for r in 0..PANEL_ROWS {
+                let row = &weights[(p * PANEL_ROWS + r) * depth..(p * PANEL_ROWS + r + 1) * depth];
+                for (k, &w) in row.iter().enumerate() {
+                    panel[k * PANEL_ROWS + r] = w;
+                }
+            }
+        }
+        Self { panels, depth }
+    }
+
+    /// Rows covered by full panels.
+    pub fn packed_rows(&self) -> usize {
+        self.panels.len() / self.depth.max(1)
+    }
+}
+
+/// `C[0..packed_rows, 0..cols / 32 · 32] = A · B` with AVX-512; returns the number of columns
+/// done (a multiple of 32; the caller finishes the rest and the unpacked rows).
+///
+/// # Safety
+/// The CPU must have AVX-512F. `b` must hold `depth` rows of at least `cols` floats at
+/// stride `b_rs`; `c` must hold `packed_rows` rows of at least `cols` floats at stride
+/// `c_rs`, not read or written by anyone else meanwhile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn gemm_avx512(
+    a: &PackedWeights,
+    b: *const f32,
+    b_rs: usize,
+    c: *mut f32,
+    c_rs: usize,
+    cols: usize,
+) -> usize {
+    let depth = a.depth;
+    let panels = a.packed_rows() / PANEL_ROWS;
+    let full_cols = cols / BLOCK_COLS * BLOCK_COLS;
+    for j in (0..full_cols).step_by(BLOCK_COLS) {
+        let mut k0 = 0;
+        while k0 < depth {
+            let kc = DEPTH_BLOCK.min(depth - k0);
+            for p in 0..panels {
+                let a_panel = a.panels.as_ptr().add((p * depth + k0) * PANEL_ROWS);
+                kernel_8x32(
+                    kc,
+                    a_panel,
+                    b.add(k0 * b_rs + j),
+                    b_rs,
+                    c.add(p * PANEL_ROWS * c_rs + j),
+                    c_rs,
+                    k0 > 0,
+                );
+            }
+            k0 += kc;
+        }
+    }
+    full_cols
+}
+
+/// `C[8 × 32] (+)= A[8 × kc] · B[kc × 32]`, `A` packed `[kc][8]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn kernel_8x32(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    b_rs: usize,
+    c: *mut f32,
+    c_rs: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); 2]; PANEL_ROWS];
+    for k in 0..kc {
+        let b_row = b.add(k * b_rs);
+        let b0 = _mm512_loadu_ps(b_row);
+        let b1 = _mm512_loadu_ps(b_row.add(16));
+        let a_k = a.add(k * PANEL_ROWS);
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let w = _mm512_set1_ps(*a_k.add(r));
+            acc_r[0] = _mm512_fmadd_ps(w, b0, acc_r[0]);
+            acc_r[1] = _mm512_fmadd_ps(w, b1, acc_r[1]);
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        let c_row = c.add(r * c_rs);
+        let (mut lo, mut hi) = (acc_r[0], acc_r[1]);
+        if accumulate {
+            lo = _mm512_add_ps(lo, _mm512_loadu_ps(c_row));
+            hi = _mm512_add_ps(hi, _mm512_loadu_ps(c_row.add(16)));
+        }
+        _mm512_storeu_ps(c_row, lo);
+        _mm512_storeu_ps(c_row.add(16), hi);
+    }
+}
