@@ -63,17 +63,27 @@ pub unsafe fn gemm_avx512(
     let depth = a.depth;
     let panels = a.packed_rows() / PANEL_ROWS;
     let full_cols = cols / BLOCK_COLS * BLOCK_COLS;
+    // The B block is copied to a dense [kc][32] buffer first: read in place, its rows are
+    // `b_rs` apart, often a multiple of 4 KiB, and would evict each other from L1.
+    let mut block = [0.0f32; DEPTH_BLOCK * BLOCK_COLS];
     for j in (0..full_cols).step_by(BLOCK_COLS) {
         let mut k0 = 0;
         while k0 < depth {
             let kc = DEPTH_BLOCK.min(depth - k0);
+            for k in 0..kc {
+                std::ptr::copy_nonoverlapping(
+                    b.add((k0 + k) * b_rs + j),
+                    block.as_mut_ptr().add(k * BLOCK_COLS),
+                    BLOCK_COLS,
+                );
+            }
             for p in 0..panels {
                 let a_panel = a.panels.as_ptr().add((p * depth + k0) * PANEL_ROWS);
                 kernel_8x32(
                     kc,
                     a_panel,
-                    b.add(k0 * b_rs + j),
-                    b_rs,
+                    block.as_ptr(),
+                    BLOCK_COLS,
                     c.add(p * PANEL_ROWS * c_rs + j),
                     c_rs,
                     k0 > 0,
