@@ -1,9 +1,10 @@
 //! A 2-D convolution with bias and optional SiLU on NCHW f32 data, one pass per tile:
 //! the output is cut into column tiles (runs of output pixels); each tile gathers its
 //! im2col slice into a cache-sized thread-local buffer (1×1 stride-1 convolutions read the
-//! input in place), multiplies it by the weights with `gemm`, and adds bias + SiLU while
-//! the tile is still in cache. Tiles run on candle's worker pool. Depthwise convolutions
-//! (groups = channels) take a direct per-channel kernel instead.
+//! input in place), multiplies it by the weights (AVX-512 micro-kernel on weights packed at
+//! load, else the `gemm` crate), and adds bias + SiLU while the tile is still in cache.
+//! Tiles run on the rayon pool. Depthwise convolutions (groups = channels) take a direct
+//! per-channel kernel instead.
 
 use std::cell::RefCell;
 

@@ -1,7 +1,7 @@
 //! Depthwise convolution (groups = channels, YOLOX-Nano's `DWConv`) with bias and SiLU.
 //! Each channel is zero-padded once into a thread-local plane; a 3×3 output row is then one
 //! pass over three padded input rows (bias, nine taps and SiLU in registers), other kernel
-//! sizes add one shifted row per tap. Channels run in parallel on candle's pool.
+//! sizes add one shifted row per tap. Channels run in parallel on the rayon pool.
 
 use std::cell::RefCell;
 
