@@ -236,6 +236,8 @@ impl FusedConv {
         let (c_in_g, c_out_g) = (spec.c_in / spec.groups, spec.c_out / spec.groups);
         let depth = c_in_g * spec.kernel * spec.kernel;
         let pointwise = spec.kernel == 1 && spec.stride == 1 && spec.padding == 0;
+        // The micro-kernel's corner (rows, cols) of each group, bias and SiLU already applied.
+        let mut fused = (0, 0);
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             for g in 0..spec.groups {
@@ -261,6 +263,7 @@ impl FusedConv {
                 let lhs = &self.weight[g * c_out_g * depth..(g + 1) * c_out_g * depth];
                 let dst = out.0.add(g * c_out_g * pixels + start);
                 let (rows_done, cols_done) = self.fast_gemm(g, rhs, rhs_rs, dst, pixels, cols);
+                fused = (rows_done, cols_done);
                 // Rows the micro-kernel did not cover, every column; then its rows' last columns.
                 gemm_generic(
                     c_out_g - rows_done,
@@ -285,7 +288,10 @@ impl FusedConv {
             }
         });
         for (o, &bias) in self.bias.iter().enumerate() {
-            let row = std::slice::from_raw_parts_mut(out.0.add(o * pixels + start), cols);
+            // Every group has the same corner: the same packing of the same row count.
+            let skip = if o % c_out_g < fused.0 { fused.1 } else { 0 };
+            let row =
+                std::slice::from_raw_parts_mut(out.0.add(o * pixels + start + skip), cols - skip);
             bias_act_row(self.isa, row, bias, spec.silu);
         }
     }
@@ -309,7 +315,10 @@ impl FusedConv {
         #[cfg(target_arch = "x86_64")]
         if self.isa == Isa::Avx512 {
             if let Some(packed) = self.packed.get(g) {
-                let done = gemm_avx512(packed, rhs, rhs_rs, dst, dst_rs, cols);
+                let rows = self.spec.c_out / self.spec.groups;
+                let bias = &self.bias[g * rows..(g + 1) * rows];
+                let silu = self.spec.silu;
+                let done = gemm_avx512(packed, rhs, rhs_rs, dst, dst_rs, cols, bias, silu);
                 return (packed.packed_rows(), done);
             }
         }

@@ -8,10 +8,10 @@ use super::isa::isa_kernel;
 
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split in a part exact in f32 and the rest, for an accurate range reduction.
-const LN2_HI: f32 = 0.693_145_75;
-const LN2_LO: f32 = 1.428_606_8e-6;
+pub(crate) const LN2_HI: f32 = 0.693_145_75;
+pub(crate) const LN2_LO: f32 = 1.428_606_8e-6;
 /// 1.5·2²³: adding it rounds to an integer held in the low mantissa bits.
-const ROUND_MAGIC: f32 = 12_582_912.0;
+pub(crate) const ROUND_MAGIC: f32 = 12_582_912.0;
 
 /// `e^x` for `x` clamped to [-87, 88] (beyond that SiLU's result no longer changes).
 #[inline(always)]

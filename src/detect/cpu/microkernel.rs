@@ -43,15 +43,17 @@ impl PackedWeights {
     }
 }
 
-/// `C[0..packed_rows, 0..cols / 32 · 32] = A · B` with AVX-512; returns the number of columns
-/// done (a multiple of 32; the caller finishes the rest and the unpacked rows).
+/// `C[0..packed_rows, 0..cols / 32 · 32] = act(A · B + bias)` with AVX-512, the bias and
+/// SiLU (when `silu`) applied in registers; returns the number of columns done (a multiple
+/// of 32; the caller finishes the rest and the unpacked rows).
 ///
 /// # Safety
 /// The CPU must have AVX-512F. `b` must hold `depth` rows of at least `cols` floats at
 /// stride `b_rs`; `c` must hold `packed_rows` rows of at least `cols` floats at stride
-/// `c_rs`, not read or written by anyone else meanwhile.
+/// `c_rs`, not read or written by anyone else meanwhile; `bias` at least `packed_rows`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_avx512(
     a: &PackedWeights,
     b: *const f32,
@@ -59,6 +61,8 @@ pub unsafe fn gemm_avx512(
     c: *mut f32,
     c_rs: usize,
     cols: usize,
+    bias: &[f32],
+    silu: bool,
 ) -> usize {
     let depth = a.depth;
     let panels = a.packed_rows() / PANEL_ROWS;
@@ -77,8 +81,10 @@ pub unsafe fn gemm_avx512(
                     BLOCK_COLS,
                 );
             }
+            let last = k0 + kc == depth;
             for p in 0..panels {
                 let a_panel = a.panels.as_ptr().add((p * depth + k0) * PANEL_ROWS);
+                let finish = last.then(|| (&bias[p * PANEL_ROWS..(p + 1) * PANEL_ROWS], silu));
                 kernel_8x32(
                     kc,
                     a_panel,
@@ -87,6 +93,7 @@ pub unsafe fn gemm_avx512(
                     c.add(p * PANEL_ROWS * c_rs + j),
                     c_rs,
                     k0 > 0,
+                    finish,
                 );
             }
             k0 += kc;
@@ -95,10 +102,12 @@ pub unsafe fn gemm_avx512(
     full_cols
 }
 
-/// `C[8 × 32] (+)= A[8 × kc] · B[kc × 32]`, `A` packed `[kc][8]`.
+/// `C[8 × 32] (+)= A[8 × kc] · B[kc × 32]`, `A` packed `[kc][8]`; with `finish` =
+/// `(bias per row, silu)`, the bias and activation are applied before the store.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
+#[allow(clippy::too_many_arguments)]
 unsafe fn kernel_8x32(
     kc: usize,
     a: *const f32,
@@ -107,6 +116,7 @@ unsafe fn kernel_8x32(
     c: *mut f32,
     c_rs: usize,
     accumulate: bool,
+    finish: Option<(&[f32], bool)>,
 ) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); 2]; PANEL_ROWS];
@@ -128,7 +138,50 @@ unsafe fn kernel_8x32(
             lo = _mm512_add_ps(lo, _mm512_loadu_ps(c_row));
             hi = _mm512_add_ps(hi, _mm512_loadu_ps(c_row.add(16)));
         }
+        if let Some((bias, silu)) = finish {
+            let b = _mm512_set1_ps(bias[r]);
+            lo = _mm512_add_ps(lo, b);
+            hi = _mm512_add_ps(hi, b);
+            if silu {
+                lo = silu_avx512(lo);
+                hi = silu_avx512(hi);
+            }
+        }
         _mm512_storeu_ps(c_row, lo);
         _mm512_storeu_ps(c_row.add(16), hi);
     }
+}
+
+/// SiLU of 16 lanes: [`super::epilogue::silu`]'s polynomial `exp`, in AVX-512 registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn silu_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use super::epilogue::{LN2_HI, LN2_LO, ROUND_MAGIC};
+    use std::arch::x86_64::*;
+    // e^(-x), with -x clamped to [-87, 88] as the scalar version.
+    let neg = _mm512_sub_ps(_mm512_setzero_ps(), x);
+    let v = _mm512_min_ps(
+        _mm512_max_ps(neg, _mm512_set1_ps(-87.0)),
+        _mm512_set1_ps(88.0),
+    );
+    let magic = _mm512_set1_ps(ROUND_MAGIC);
+    let t = _mm512_add_ps(
+        _mm512_mul_ps(v, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+        magic,
+    );
+    let n = _mm512_sub_ps(t, magic);
+    let n_int = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_castps_si512(magic));
+    let r = _mm512_sub_ps(v, _mm512_mul_ps(n, _mm512_set1_ps(LN2_HI)));
+    let r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(LN2_LO)));
+    let mut p = _mm512_set1_ps(1.0 / 720.0);
+    for coef in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(coef));
+    }
+    let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+        n_int,
+        _mm512_set1_epi32(127),
+    )));
+    let e = _mm512_mul_ps(p, scale);
+    _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), e))
 }
