@@ -1,0 +1,100 @@
+//! Which sinks a run writes to, as data ([`SinkSpec`]), and the factories that build them
+//! on the sink thread (sinks need not be `Send`: a window is tied to its thread).
+//!
+//! MERGE NOTE: until the `sink` branch lands, `build` uses the interim JSON-lines and drive
+//! sinks of [`super::interim_sinks`] and refuses the window, video and frames sinks; with it,
+//! `build` calls `WindowSink::open`, `VideoSink::create`, `FramesSink::create`,
+//! `JsonlSink::create` and `RecordSink::create`, and `display_available` forwards to
+//! `sink::window::display_available`.
+
+use std::path::PathBuf;
+
+use crate::drive::{DriveManifest, FrameFileFormat};
+use crate::sink::{Sink, SinkError};
+
+/// What the sink thread knows when it builds the sinks: the first frame's size and the
+/// source's nominal rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SinkContext {
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+}
+
+/// Builds one sink on the sink thread.
+pub type SinkFactory = Box<dyn FnOnce(&SinkContext) -> Result<Box<dyn Sink>, SinkError> + Send>;
+
+/// One output of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkSpec {
+    Window {
+        title: String,
+    },
+    Video {
+        path: PathBuf,
+    },
+    Frames {
+        dir: PathBuf,
+    },
+    Jsonl {
+        path: PathBuf,
+    },
+    /// Frames into a drive folder; `source` is the description stored in its manifest.
+    Record {
+        dir: PathBuf,
+        source: String,
+        frame_format: FrameFileFormat,
+        /// A calibration file copied into the drive.
+        calibration: Option<PathBuf>,
+    },
+}
+
+impl SinkSpec {
+    /// Whether the sink shows or stores the annotated picture (the render stage draws then).
+    pub fn needs_pixels(&self) -> bool {
+        matches!(
+            self,
+            SinkSpec::Window { .. } | SinkSpec::Video { .. } | SinkSpec::Frames { .. }
+        )
+    }
+
+    /// A factory the pipeline calls on its sink thread.
+    pub fn factory(self) -> SinkFactory {
+        Box::new(move |ctx: &SinkContext| build(self, ctx))
+    }
+}
+
+fn build(spec: SinkSpec, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkError> {
+    use super::interim_sinks::{InterimJsonl, InterimRecord};
+    let missing = |sink: &'static str| SinkError::Failed {
+        sink,
+        message: "this build has no such sink yet (the sink branch is not merged)".into(),
+    };
+    Ok(match spec {
+        SinkSpec::Window { .. } => return Err(missing("window")),
+        SinkSpec::Video { .. } => return Err(missing("video")),
+        SinkSpec::Frames { .. } => return Err(missing("frames")),
+        SinkSpec::Jsonl { path } => Box::new(InterimJsonl::create(&path)?),
+        SinkSpec::Record {
+            dir,
+            source,
+            frame_format,
+            calibration,
+        } => {
+            let manifest =
+                DriveManifest::new(&source, ctx.width, ctx.height, ctx.fps, frame_format);
+            Box::new(InterimRecord::create(
+                &dir,
+                manifest,
+                calibration.as_deref(),
+            )?)
+        }
+    })
+}
+
+/// Whether a window can be opened (an X11 or Wayland display is set).
+pub fn display_available() -> bool {
+    ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
