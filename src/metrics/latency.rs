@@ -1,8 +1,10 @@
 //! Per-frame latency records: per-stage and end-to-end percentiles (hdrhistogram), the run
 //! summary (`--metrics FILE.json` and the table printed at exit) and per-frame CSV rows.
 //!
-//! A stage's latency runs from the previous stamp to its own, so it includes the wait for
-//! the stage and the stages add up to the end-to-end time (capture → presented). The first
+//! A stage's latency is its own work: from the previous stamp to its own, less the time the
+//! frame waited on the hop before the stage took it. Those waits are reported together as
+//! `queue_wait`, so that the stages and the queue add up to the end-to-end time (capture →
+//! presented). The first
 //! frames (warm-up: caches, allocator, lazy initialisation) are kept apart from the
 //! percentiles and reported on their own, with the model load time.
 
@@ -14,15 +16,20 @@ use serde::Serialize;
 
 use crate::types::FrameStamps;
 
-/// Stage names, in pipeline order, as the summary and CSV use them.
-pub const STAGES: [&str; 6] = [
+/// Stage names, in pipeline order, as the summary and CSV use them; `queue_wait` is the
+/// time a frame spent waiting between stages.
+pub const STAGES: [&str; 7] = [
     "capture",
     "preprocess",
     "inference",
     "postprocess",
     "render",
     "present",
+    "queue_wait",
 ];
+
+/// Nanoseconds a frame waited on the hops before the detect, render and sink stages.
+pub type QueueWaits = [u64; 3];
 
 /// Frames counted as warm-up by default.
 pub const DEFAULT_WARMUP_FRAMES: usize = 3;
@@ -40,10 +47,23 @@ fn ordered(s: &FrameStamps) -> [u64; 7] {
     ]
 }
 
-/// Each stage's duration in ns (`None` when a stamp is missing).
-pub fn stage_ns(s: &FrameStamps) -> [Option<u64>; 6] {
+/// Each stage's own time in ns, then the queue wait (`None` when a stamp is missing).
+pub fn stage_ns(s: &FrameStamps, waits: &QueueWaits) -> [Option<u64>; 7] {
     let t = ordered(s);
-    std::array::from_fn(|i| (t[i] > 0 && t[i + 1] > 0).then(|| t[i + 1].saturating_sub(t[i])))
+    // The hop before preprocess, render and present (stage indices 1, 4, 5).
+    let wait_before = |i: usize| match i {
+        1 => waits[0],
+        4 => waits[1],
+        5 => waits[2],
+        _ => 0,
+    };
+    std::array::from_fn(|i| {
+        if i == 6 {
+            return Some(waits.iter().sum());
+        }
+        (t[i] > 0 && t[i + 1] > 0)
+            .then(|| t[i + 1].saturating_sub(t[i]).saturating_sub(wait_before(i)))
+    })
 }
 
 /// Capture → presented, ns.
@@ -57,6 +77,7 @@ pub struct FrameRecord {
     pub seq: u64,
     pub pts_ns: Option<i64>,
     pub stamps: FrameStamps,
+    pub waits: QueueWaits,
     pub warmup: bool,
     pub detections: usize,
 }
@@ -90,11 +111,12 @@ impl LatencyRecorder {
         seq: u64,
         pts_ns: Option<i64>,
         stamps: FrameStamps,
+        waits: QueueWaits,
         detections: usize,
     ) {
         let warmup = self.records.len() < self.warmup_frames;
         if !warmup {
-            for (h, ns) in self.stages.iter_mut().zip(stage_ns(&stamps)) {
+            for (h, ns) in self.stages.iter_mut().zip(stage_ns(&stamps, &waits)) {
                 if let Some(ns) = ns {
                     h.saturating_record((ns / 1000).max(1));
                 }
@@ -107,6 +129,7 @@ impl LatencyRecorder {
             seq,
             pts_ns,
             stamps,
+            waits,
             warmup,
             detections,
         });
@@ -141,7 +164,7 @@ impl LatencyRecorder {
         let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
         writeln!(
             out,
-            "seq,pts_ns,warmup,captured_ns,decoded_ns,preprocessed_ns,inferred_ns,postprocessed_ns,rendered_ns,presented_ns,end_to_end_ms,detections"
+            "seq,pts_ns,warmup,captured_ns,decoded_ns,preprocessed_ns,inferred_ns,postprocessed_ns,rendered_ns,presented_ns,wait_detect_ns,wait_render_ns,wait_sink_ns,end_to_end_ms,detections"
         )?;
         for r in &self.records {
             let s = &r.stamps;
@@ -150,7 +173,7 @@ impl LatencyRecorder {
                 end_to_end_ns(s).map_or(String::new(), |ns| format!("{:.3}", ns as f64 / 1e6));
             writeln!(
                 out,
-                "{},{pts},{},{},{},{},{},{},{},{},{e2e},{}",
+                "{},{pts},{},{},{},{},{},{},{},{},{},{},{},{e2e},{}",
                 r.seq,
                 u8::from(r.warmup),
                 s.captured,
@@ -160,6 +183,9 @@ impl LatencyRecorder {
                 s.postprocessed,
                 s.rendered,
                 s.presented,
+                r.waits[0],
+                r.waits[1],
+                r.waits[2],
                 r.detections
             )?;
         }
@@ -238,10 +264,11 @@ pub struct StageTable {
     pub postprocess: LatencyStats,
     pub render: LatencyStats,
     pub present: LatencyStats,
+    pub queue_wait: LatencyStats,
 }
 
 impl StageTable {
-    pub fn rows(&self) -> [(&'static str, LatencyStats); 6] {
+    pub fn rows(&self) -> [(&'static str, LatencyStats); 7] {
         [
             (STAGES[0], self.capture),
             (STAGES[1], self.preprocess),
@@ -249,6 +276,7 @@ impl StageTable {
             (STAGES[3], self.postprocess),
             (STAGES[4], self.render),
             (STAGES[5], self.present),
+            (STAGES[6], self.queue_wait),
         ]
     }
 }
@@ -308,6 +336,7 @@ impl RunSummary {
                 postprocess: recorder.stage_stats(3),
                 render: recorder.stage_stats(4),
                 present: recorder.stage_stats(5),
+                queue_wait: recorder.stage_stats(6),
             },
             end_to_end: recorder.end_to_end_stats(),
             warmup: Warmup {
@@ -385,18 +414,25 @@ mod tests {
     #[test]
     fn warmup_frames_stay_out_of_the_percentiles() {
         let mut rec = LatencyRecorder::new(2);
-        rec.record(0, None, stamps(1, [1, 1, 500, 1, 1, 1]), 0);
-        rec.record(1, None, stamps(600, [1, 1, 400, 1, 1, 1]), 0);
+        rec.record(0, None, stamps(1, [1, 1, 500, 1, 1, 1]), [0; 3], 0);
+        rec.record(1, None, stamps(600, [1, 1, 400, 1, 1, 1]), [0; 3], 0);
         for i in 0..100 {
             rec.record(
                 2 + i,
                 Some(i as i64),
                 stamps(1000 + 50 * i, [1, 2, 30, 3, 4, 5]),
+                [1_000_000, 0, 2_000_000],
                 1,
             );
         }
         let inference = rec.stage_stats(2);
         assert_eq!(inference.count, 100);
+        let ms = |stage: usize| rec.stage_stats(stage).p50_ms;
+        assert!(
+            (ms(1) - 1.0).abs() < 0.01 && (ms(5) - 3.0).abs() < 0.01,
+            "waits are taken out"
+        );
+        assert!((ms(6) - 3.0).abs() < 0.01, "and reported as the queue wait");
         assert!((inference.max_ms - 30.0).abs() < 0.05, "{inference:?}");
         let e2e = rec.end_to_end_stats();
         assert!((e2e.p50_ms - 45.0).abs() < 0.05 && (e2e.p99_ms - 45.0).abs() < 0.05);
@@ -416,7 +452,7 @@ mod tests {
     fn missing_stamps_give_no_stage_time() {
         let mut s = stamps(1, [1, 1, 1, 1, 1, 1]);
         s.rendered = 0;
-        let ns = stage_ns(&s);
+        let ns = stage_ns(&s, &[0; 3]);
         assert!(ns[4].is_none() && ns[5].is_none() && ns[3].is_some());
         assert_eq!(end_to_end_ns(&s), Some(6_000_000));
     }
@@ -424,8 +460,8 @@ mod tests {
     #[test]
     fn csv_has_a_row_per_frame() {
         let mut rec = LatencyRecorder::new(0);
-        rec.record(4, Some(40), stamps(10, [1; 6]), 2);
-        rec.record(5, None, stamps(20, [1; 6]), 0);
+        rec.record(4, Some(40), stamps(10, [1; 6]), [5, 6, 7], 2);
+        rec.record(5, None, stamps(20, [1; 6]), [0; 3], 0);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.csv");
         rec.write_csv(&path).unwrap();
@@ -438,6 +474,6 @@ mod tests {
             lines[1]
         );
         assert!(lines[2].starts_with("5,,0,"), "{}", lines[2]);
-        assert!(lines[1].ends_with(",6.000,2"), "{}", lines[1]);
+        assert!(lines[1].ends_with(",5,6,7,6.000,2"), "{}", lines[1]);
     }
 }

@@ -43,7 +43,7 @@ fn rows(records: &[FrameRecord]) -> Vec<RowData> {
         }])
         .collect();
     for (i, r) in records.iter().enumerate() {
-        let stages = stage_ns(&r.stamps);
+        let stages = stage_ns(&r.stamps, &r.waits);
         let all = stages.iter().copied().chain([end_to_end_ns(&r.stamps)]);
         for (row, ns) in rows.iter_mut().zip(all) {
             if let Some(ns) = ns {
@@ -209,13 +209,14 @@ mod tests {
                         rendered: t + 34_000_000 + (i % 5) * 1_000_000,
                         presented: t + 35_000_000 + (i % 5) * 1_000_000,
                     },
+                    waits: [0, 1_000_000, 0],
                     warmup: i < 3,
                     detections: 1,
                 }
             })
             .collect();
         let img = plot_image(&records);
-        assert_eq!(img.height(), 30 + 7 * ROW_H);
+        assert_eq!(img.height(), 30 + 8 * ROW_H);
         let count = |c: Rgb<u8>| img.pixels().filter(|p| **p == c).count();
         assert!(count(SERIES) > 500 && count(BARS) > 500 && count(WARMUP) > 10);
         draw_line(&mut RgbImage::new(4, 4), (-5, -5), (10, 10), INK);

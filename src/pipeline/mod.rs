@@ -37,7 +37,7 @@ pub use stage::{
 };
 
 use crate::metrics::hud::HudWindow;
-use crate::metrics::latency::{Drops, FrameCounts, LatencyRecorder, RunSummary};
+use crate::metrics::latency::{Drops, FrameCounts, LatencyRecorder, QueueWaits, RunSummary};
 use crate::sink::{Sink, SinkControl, SinkFrame};
 use crate::source::{FrameSource, SourceInfo};
 use crate::types::{mono_now_ns, DetectedFrame, FrameStamps};
@@ -216,6 +216,30 @@ impl Counters {
     }
 }
 
+/// An item on a hop: when its producer had it ready, and how long the frame has waited
+/// on each hop so far (before detect, render, sink), so that stage times exclude queueing.
+struct Timed<T> {
+    item: T,
+    ready_ns: u64,
+    waits: QueueWaits,
+}
+
+impl<T> Timed<T> {
+    fn new(item: T, waits: QueueWaits) -> Self {
+        Self {
+            item,
+            ready_ns: mono_now_ns(),
+            waits,
+        }
+    }
+}
+
+impl<T: Sequenced> Sequenced for Timed<T> {
+    fn seq(&self) -> u64 {
+        self.item.seq()
+    }
+}
+
 /// Counts frames missing between consecutive `seq`s.
 #[derive(Default)]
 struct SeqGaps {
@@ -248,9 +272,9 @@ pub fn run(
     });
     let counters = Arc::new(Counters::default());
     let lossless = !config.latest_wins();
-    let (to_detect, detect_rx) = hop::<Captured>(lossless);
-    let (to_render, render_rx) = hop::<DetectedFrame>(lossless);
-    let (to_sink, sink_rx) = hop::<Rendered>(lossless);
+    let (to_detect, detect_rx) = hop::<Timed<Captured>>(lossless);
+    let (to_render, render_rx) = hop::<Timed<DetectedFrame>>(lossless);
+    let (to_sink, sink_rx) = hop::<Timed<Rendered>>(lossless);
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<&'static str>();
     let started = Instant::now();
 
@@ -273,7 +297,7 @@ pub fn run(
         spawn("detect", &ctl, &done_tx, move || {
             let counter = &counters.detect;
             stage_loop(
-                "detect",
+                0,
                 stage.as_mut(),
                 &detect_rx,
                 &to_render,
@@ -290,7 +314,7 @@ pub fn run(
         spawn("render", &ctl, &done_tx, move || {
             let counter = &counters.render;
             stage_loop(
-                "render",
+                1,
                 stage.as_mut(),
                 &render_rx,
                 &to_sink,
@@ -515,7 +539,7 @@ struct CaptureFeed {
 fn capture_loop(
     mut source: Box<dyn FrameSource>,
     mut feed: CaptureFeed,
-    tx: &HopSender<Captured>,
+    tx: &HopSender<Timed<Captured>>,
     ctl: &Control,
     counters: &Counters,
 ) -> anyhow::Result<SourceInfo> {
@@ -554,7 +578,8 @@ fn capture_loop(
                 Release::Stopped => break,
             }
         }
-        match tx.send(Captured { frame, stamps }, || ctl.stopping()) {
+        let captured = Timed::new(Captured { frame, stamps }, [0; 3]);
+        match tx.send(captured, || ctl.stopping()) {
             Handed::Sent | Handed::Replaced(_) => {
                 counter.sent.fetch_add(1, Ordering::Relaxed);
                 counters.note_depth(tx.len());
@@ -565,14 +590,17 @@ fn capture_loop(
     Ok(source.info())
 }
 
+/// The stages that take from a hop, by hop index (see [`QueueWaits`]).
+const HOP_STAGES: [&str; 3] = ["detect", "render", "sink"];
+
 /// Takes items from `rx`, runs them through `stage` and hands them on until the input is
-/// drained, the run stops or it aborts.
+/// drained, the run stops or it aborts. `hop` indexes [`HOP_STAGES`].
 #[allow(clippy::too_many_arguments)]
 fn stage_loop<I: Sequenced, O: Sequenced>(
-    name: &'static str,
+    hop: usize,
     stage: &mut dyn Stage<I, O>,
-    rx: &Receiver<I>,
-    tx: &HopSender<O>,
+    rx: &Receiver<Timed<I>>,
+    tx: &HopSender<Timed<O>>,
     ctl: &Control,
     counter: &StageCounter,
     counters: &Counters,
@@ -584,20 +612,22 @@ fn stage_loop<I: Sequenced, O: Sequenced>(
         if ctl.aborted() {
             return Ok(());
         }
-        let item = match rx.recv_timeout(POLL) {
+        let timed = match rx.recv_timeout(POLL) {
             Ok(item) => item,
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
             // Stopping and nothing left to drain.
             Err(RecvTimeoutError::Timeout) if ctl.stopping() => return Ok(()),
             Err(RecvTimeoutError::Timeout) => continue,
         };
+        let mut waits = timed.waits;
+        waits[hop] = mono_now_ns().saturating_sub(timed.ready_ns);
         counter.received.fetch_add(1, Ordering::Relaxed);
         counter
             .dropped
-            .fetch_add(gaps.observe(item.seq()), Ordering::Relaxed);
+            .fetch_add(gaps.observe(timed.seq()), Ordering::Relaxed);
         processed += 1;
-        Fault::check(fault, name, processed)?;
-        let out = stage.process(item)?;
+        Fault::check(fault, HOP_STAGES[hop], processed)?;
+        let out = Timed::new(stage.process(timed.item)?, waits);
         match tx.send(out, || ctl.aborted()) {
             Handed::Sent | Handed::Replaced(_) => {
                 counter.sent.fetch_add(1, Ordering::Relaxed);
@@ -622,7 +652,7 @@ struct SinkSetup {
 /// records latencies, and finishes every sink however the run ends.
 fn sink_loop(
     setup: SinkSetup,
-    rx: &Receiver<Rendered>,
+    rx: &Receiver<Timed<Rendered>>,
     ctl: &Control,
     counters: &Counters,
 ) -> anyhow::Result<LatencyRecorder> {
@@ -700,7 +730,7 @@ struct Outputs<'a> {
 }
 
 fn write_frames(
-    rx: &Receiver<Rendered>,
+    rx: &Receiver<Timed<Rendered>>,
     ctl: &Control,
     counters: &Counters,
     outputs: &mut Outputs<'_>,
@@ -715,21 +745,23 @@ fn write_frames(
         if ctl.aborted() {
             return Ok(());
         }
-        let rendered = match rx.recv_timeout(POLL) {
+        let timed = match rx.recv_timeout(POLL) {
             Ok(item) => item,
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
             Err(RecvTimeoutError::Timeout) if ctl.stopping() => return Ok(()),
             Err(RecvTimeoutError::Timeout) => continue,
         };
         let received = counter.received.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut waits = timed.waits;
+        waits[2] = mono_now_ns().saturating_sub(timed.ready_ns);
         counter
             .dropped
-            .fetch_add(gaps.observe(rendered.seq()), Ordering::Relaxed);
+            .fetch_add(gaps.observe(timed.seq()), Ordering::Relaxed);
         Fault::check(fault, "sink", received)?;
         let Rendered {
             mut detected,
             annotated,
-        } = rendered;
+        } = timed.item;
         if outputs.factories.is_some() {
             let size = (detected.frame.width(), detected.frame.height());
             build_sinks(outputs.factories, outputs.sinks, size, outputs.fps)?;
@@ -751,6 +783,7 @@ fn write_frames(
             detected.frame.seq,
             detected.frame.pts_ns,
             stamps,
+            waits,
             detected.detections.len(),
         );
         if let Some(ns) = crate::metrics::latency::end_to_end_ns(&stamps) {

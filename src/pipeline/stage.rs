@@ -97,15 +97,40 @@ impl Stage<Captured, DetectedFrame> for DetectStage {
 }
 
 /// No detector (recording): the frame goes on with no detections.
-pub struct PassThrough;
+///
+/// With `keep_source_timing`, a frame that has a presentation time gets a capture time of
+/// the first frame's plus its `pts_ns`, so that a drive recorded from a file at full speed
+/// still replays at the file's own timing.
+#[derive(Debug, Default)]
+pub struct PassThrough {
+    pub keep_source_timing: bool,
+    /// (capture ns, pts ns) of the first frame.
+    origin: Option<(u64, i64)>,
+}
+
+impl PassThrough {
+    pub fn new(keep_source_timing: bool) -> Self {
+        Self {
+            keep_source_timing,
+            origin: None,
+        }
+    }
+}
 
 impl Stage<Captured, DetectedFrame> for PassThrough {
     fn process(&mut self, input: Captured) -> anyhow::Result<DetectedFrame> {
-        let mut stamps = input.stamps;
+        let Captured {
+            mut frame,
+            mut stamps,
+        } = input;
+        if let (true, Some(pts)) = (self.keep_source_timing, frame.pts_ns) {
+            let (mono0, pts0) = *self.origin.get_or_insert((frame.capture_mono_ns, pts));
+            frame.capture_mono_ns = (mono0 as i64 + (pts - pts0)).max(0) as u64;
+        }
         let now = mono_now_ns();
         (stamps.preprocessed, stamps.inferred, stamps.postprocessed) = (now, now, now);
         Ok(DetectedFrame {
-            frame: input.frame,
+            frame,
             detections: Vec::new(),
             timings: DetectTimings::default(),
             stamps,
