@@ -95,9 +95,30 @@ fn draw_row(image: &mut RgbImage, row: &RowData, top: i64, frames: usize) {
             .unwrap_or(0.0)
     };
     draw_text(image, 4, top + 14, row.name, 1, INK);
-    draw_text(image, 4, top + 30, &format!("p50 {:.1}", pct(0.5)), 1, INK);
-    draw_text(image, 4, top + 44, &format!("p99 {:.1}", pct(0.99)), 1, INK);
-    draw_text(image, 4, top + 58, &format!("max {max_ms:.1}"), 1, INK);
+    draw_text(
+        image,
+        4,
+        top + 30,
+        &format!("p50 {}", fmt_ms(pct(0.5))),
+        1,
+        INK,
+    );
+    draw_text(
+        image,
+        4,
+        top + 44,
+        &format!("p99 {}", fmt_ms(pct(0.99))),
+        1,
+        INK,
+    );
+    draw_text(
+        image,
+        4,
+        top + 58,
+        &format!("max {}", fmt_ms(max_ms)),
+        1,
+        INK,
+    );
     // Axes.
     fill_rect(image, SERIES_X.0, y1, SERIES_X.1, y1 + 1, AXIS);
     fill_rect(image, SERIES_X.0, y0, SERIES_X.0 + 1, y1, AXIS);
@@ -106,7 +127,7 @@ fn draw_row(image: &mut RgbImage, row: &RowData, top: i64, frames: usize) {
         image,
         SERIES_X.0 + 4,
         y0 - 10,
-        &format!("{max_ms:.1} ms"),
+        &format!("{} ms", fmt_ms(max_ms)),
         1,
         AXIS,
     );
@@ -151,10 +172,21 @@ fn draw_row(image: &mut RgbImage, row: &RowData, top: i64, frames: usize) {
         image,
         HIST_X.1 - 70,
         y1 + 6,
-        &format!("{max_ms:.1} ms"),
+        &format!("{} ms", fmt_ms(max_ms)),
         1,
         AXIS,
     );
+}
+
+/// `0.012` / `7.1` / `1051`: three significant digits at most, readable for µs and seconds.
+fn fmt_ms(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{ms:.3}")
+    } else if ms < 100.0 {
+        format!("{ms:.1}")
+    } else {
+        format!("{ms:.0}")
+    }
 }
 
 /// A one-pixel line (Bresenham), clipped to the image.

@@ -89,8 +89,9 @@ pub enum HopSender<T> {
 /// A hop of the given policy and its receiver.
 pub fn hop<T>(lossless: bool) -> (HopSender<T>, Receiver<T>) {
     if lossless {
-        // One waiting item: the producer works on the next one meanwhile, no more.
-        let (tx, rx) = bounded(1);
+        // A rendezvous: the producer prepares the next item while the consumer works, then
+        // waits to hand it over, so an item waits at most one consumer period.
+        let (tx, rx) = bounded(0);
         (HopSender::Lossless(tx), rx)
     } else {
         let (slot, rx) = LatestSlot::new();
@@ -194,8 +195,9 @@ mod tests {
     #[test]
     fn lossless_hop_gives_up_when_told() {
         let (tx, rx) = hop::<u32>(true);
+        let consumer = std::thread::spawn(move || rx.recv().unwrap());
         assert!(matches!(tx.send(1, || false), Handed::Sent));
+        assert_eq!(consumer.join().unwrap(), 1);
         assert!(matches!(tx.send(2, || true), Handed::Refused));
-        assert_eq!(rx.try_recv(), Ok(1));
     }
 }

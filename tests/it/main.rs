@@ -3,4 +3,5 @@
 
 mod calib;
 mod detect;
+mod pipeline;
 mod source;
