@@ -286,3 +286,58 @@ fn write_reports(args: &RunArgs, report: &RunReport) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn bare_lookout_is_a_live_run_of_camera_zero_in_a_window() {
+        let cli = Cli::try_parse_from(["lookout"]).unwrap();
+        assert!(cli.command.is_none());
+        let args = RunArgs::default_live();
+        assert_eq!(args.source.source, "camera:0");
+        assert!(args.show && !args.headless);
+        assert_eq!(args.pace, PaceArg::Max);
+        assert_eq!(args.ttc_warn, 2.0);
+    }
+
+    #[test]
+    fn run_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "lookout",
+            "run",
+            "--source",
+            "clip.mp4",
+            "--headless",
+            "--pace",
+            "realtime",
+            "--max-frames",
+            "9",
+            "--jsonl",
+            "o.jsonl",
+            "--metrics",
+            "m.json",
+            "--imgsz",
+            "416",
+            "--camera-size",
+            "1280x720",
+            "--record",
+            "d",
+            "--record-format",
+            "png",
+        ])
+        .unwrap();
+        let Some(Command::Run(args)) = cli.command else {
+            panic!("not a run");
+        };
+        assert_eq!(args.pace, PaceArg::Realtime);
+        assert_eq!(args.max_frames, Some(9));
+        assert_eq!(args.source.camera_size, Some((1280, 720)));
+        assert_eq!(args.detector.imgsz, Some(416));
+        assert!(Cli::try_parse_from(["lookout", "run", "--show", "--headless"]).is_err());
+        assert!(parse_size("12x").is_err());
+    }
+}

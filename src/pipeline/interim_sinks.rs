@@ -74,18 +74,9 @@ pub struct InterimRecord {
 }
 
 impl InterimRecord {
-    pub fn create(
-        dir: &Path,
-        manifest: DriveManifest,
-        calibration: Option<&Path>,
-    ) -> Result<Self, SinkError> {
-        let mut writer =
+    pub fn create(dir: &Path, manifest: DriveManifest) -> Result<Self, SinkError> {
+        let writer =
             DriveWriter::create(dir, manifest).map_err(|e| failed("record", e.to_string()))?;
-        if let Some(cal) = calibration {
-            writer
-                .add_calibration(cal)
-                .map_err(|e| failed("record", e.to_string()))?;
-        }
         Ok(Self {
             writer: Some(writer),
         })

@@ -7,7 +7,7 @@
 //! `JsonlSink::create` and `RecordSink::create`, and `display_available` forwards to
 //! `sink::window::display_available`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::drive::{DriveManifest, FrameFileFormat};
 use crate::sink::{Sink, SinkError};
@@ -81,15 +81,48 @@ fn build(spec: SinkSpec, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkError> 
             frame_format,
             calibration,
         } => {
-            let manifest =
+            let mut manifest =
                 DriveManifest::new(&source, ctx.width, ctx.height, ctx.fps, frame_format);
-            Box::new(InterimRecord::create(
-                &dir,
-                manifest,
-                calibration.as_deref(),
-            )?)
+            let calibration = match calibration {
+                Some(path) => Some((calibration_file_name(&path)?, path)),
+                None => None,
+            };
+            manifest.calibration = calibration.as_ref().map(|(name, _)| name.clone());
+            let sink = InterimRecord::create(&dir, manifest)?;
+            // The folder is empty until `create`; the manifest already names the copy.
+            if let Some((name, path)) = calibration {
+                std::fs::copy(&path, dir.join(name)).map_err(|e| SinkError::Failed {
+                    sink: "record",
+                    message: format!(
+                        "copying calibration {} into {}: {e}",
+                        path.display(),
+                        dir.display()
+                    ),
+                })?;
+            }
+            Box::new(sink)
         }
     })
+}
+
+/// The name a calibration file gets inside a drive folder (its own file name).
+fn calibration_file_name(path: &Path) -> Result<String, SinkError> {
+    let reserved = [
+        crate::drive::MANIFEST_FILE,
+        crate::drive::INDEX_FILE,
+        crate::drive::FRAMES_DIR,
+    ];
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| !reserved.contains(n))
+        .map(str::to_string)
+        .ok_or_else(|| SinkError::Failed {
+            sink: "record",
+            message: format!(
+                "calibration {} needs a plain UTF-8 file name other than drive.toml or index.csv",
+                path.display()
+            ),
+        })
 }
 
 /// Whether a window can be opened (an X11 or Wayland display is set).

@@ -288,9 +288,10 @@ fn kitti_raw_folder_replays_with_its_timestamps() {
         "2011-09-26 13:02:25.964389445\n2011-09-26 13:02:26.074465084\n2011-09-26 13:02:26.184545898\n",
     )
     .unwrap();
+    let calib = images.join("../calib/000000.txt");
     let jl = tmp.path().join("k.jsonl");
     let mut cmd = run_cmd(&drive, &weights, &[]);
-    cmd.arg("--jsonl").arg(&jl);
+    cmd.arg("--jsonl").arg(&jl).arg("--calib").arg(&calib);
     succeed(cmd);
     let lines = jsonl(&jl);
     let pts: Vec<_> = lines
@@ -298,9 +299,29 @@ fn kitti_raw_folder_replays_with_its_timestamps() {
         .map(|l| l["pts_ns"].as_i64().unwrap())
         .collect();
     assert_eq!(pts, [0, 110_075_639, 220_156_453]);
-    assert!(lines
-        .iter()
-        .any(|l| !l["detections"].as_array().unwrap().is_empty()));
+    // With a calibration every placeable detection has a distance.
+    let first = lines[0]["detections"].as_array().unwrap();
+    let placed = |d: &Value| {
+        d["distance_m"]
+            .as_f64()
+            .is_some_and(|m| m > 1.0 && m < 100.0)
+    };
+    assert!(first.iter().any(placed), "{first:?}");
+
+    // Recording with --calib copies the calibration into the drive (one frame: the three
+    // KITTI object images differ in size, and a drive holds one size).
+    let recorded = tmp.path().join("recorded");
+    let calib_arg = calib.to_str().unwrap();
+    record(
+        &drive,
+        &recorded,
+        &["--calib", calib_arg, "--max-frames", "1"],
+    );
+    let reader = lookout::drive::DriveReader::open(&recorded).unwrap();
+    assert_eq!(reader.manifest().calibration.as_deref(), Some("000000.txt"));
+    let copy = std::fs::read(recorded.join("000000.txt")).unwrap();
+    assert_eq!(copy, std::fs::read(&calib).unwrap());
+    assert_eq!(reader.manifest().frame_count, Some(1));
 }
 
 #[test]
