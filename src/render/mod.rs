@@ -4,6 +4,8 @@
 //! integer factor chosen from the image height, so labels stay legible from 480p to 4K
 //! without shipping a font file or rasterising outlines per frame.
 
+pub mod hud;
+
 use font8x8::UnicodeFonts;
 use image::{Rgb, RgbImage};
 
