@@ -3,4 +3,5 @@
 
 mod calib;
 mod detect;
+mod sink;
 mod source;
