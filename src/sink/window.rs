@@ -5,12 +5,14 @@
 //! window) quit, `h` toggles the HUD, space pauses and resumes, `.`/→ while paused shows
 //! exactly one more frame. A paused window blocks `write`, which holds back the pipeline.
 
+use std::cell::RefCell;
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
+use std::rc::Rc;
 use std::time::Duration;
 
 use image::RgbImage;
-use minifb::{Key, KeyRepeat, ScaleMode, Window, WindowOptions};
+use minifb::{InputCallback, Key, ScaleMode, Window, WindowOptions};
 
 use super::{HudStats, Sink, SinkControl, SinkError, SinkFrame};
 use crate::render::hud::draw_hud;
@@ -94,6 +96,35 @@ impl KeyRequests {
     }
 }
 
+/// Key presses in arrival order, logged by minifb's input callback. Polling the key state
+/// instead would miss a tap that starts and ends between two frames of a slow run.
+#[derive(Default)]
+struct PressLog {
+    pressed: Vec<Key>,
+    /// Keys held now: X11 auto-repeat sends more presses without releases, and holding
+    /// space must not toggle pause over and over.
+    down: Vec<Key>,
+}
+
+struct PressRecorder(Rc<RefCell<PressLog>>);
+
+impl InputCallback for PressRecorder {
+    fn add_char(&mut self, _uni_char: u32) {}
+
+    fn set_key_state(&mut self, key: Key, state: bool) {
+        let mut log = self.0.borrow_mut();
+        let held = log.down.contains(&key);
+        match (state, held) {
+            (true, false) => {
+                log.down.push(key);
+                log.pressed.push(key);
+            }
+            (false, true) => log.down.retain(|k| *k != key),
+            _ => {}
+        }
+    }
+}
+
 /// Shows frames in a window; see the module docs.
 ///
 /// `write` returns right after the frame is on screen (`update_with_buffer`), so the
@@ -103,6 +134,7 @@ pub struct WindowSink {
     /// `None` once finished (the window is closed).
     window: Option<Window>,
     view: ViewState,
+    presses: Rc<RefCell<PressLog>>,
     /// The shown frame as minifb's 0RGB pixels, reused between frames.
     buffer: Vec<u32>,
     /// The annotated frame with the HUD drawn, reused between frames.
@@ -132,9 +164,12 @@ impl WindowSink {
         // No frame-rate cap from minifb: the pipeline sets the pace, and a sleep here
         // would add to the end-to-end latency.
         window.set_target_fps(0);
+        let presses = Rc::new(RefCell::new(PressLog::default()));
+        window.set_input_callback(Box::new(PressRecorder(Rc::clone(&presses))));
         Ok(WindowSink {
             window: Some(window),
             view: ViewState::default(),
+            presses,
             buffer: Vec::new(),
             with_hud: RgbImage::new(0, 0),
         })
@@ -168,7 +203,9 @@ impl WindowSink {
         window
             .update_with_buffer(&self.buffer, width as usize, height as usize)
             .map_err(|e| SinkError::failed(NAME, format!("cannot draw the frame: {e}")))?;
-        let mut requests = KeyRequests::from_keys(&window.get_keys_pressed(KeyRepeat::No));
+        let mut log = self.presses.borrow_mut();
+        let mut requests = KeyRequests::from_keys(&log.pressed);
+        log.pressed.clear();
         requests.quit |= !window.is_open();
         Ok(requests)
     }
@@ -180,26 +217,61 @@ impl WindowSink {
         hud: &HudStats,
     ) -> Result<SinkControl, SinkError> {
         let (w, h) = annotated.dimensions();
-        while self.view.paused {
+        loop {
             std::thread::sleep(PAUSED_POLL);
             // update_with_buffer rather than update(): X11 does not keep the window's
             // pixels, so a paused frame must be redrawn after it is uncovered or resized.
             let requests = self.show(w, h)?;
-            if requests.quit {
-                return Ok(SinkControl::Quit);
-            }
-            if requests.toggle_hud {
-                self.view.show_hud = !self.view.show_hud;
-                self.compose(annotated, hud);
-            }
-            if requests.toggle_pause {
-                self.view.paused = false;
-            } else if requests.step {
-                // Paused stays set: the next write shows its frame and waits again.
-                return Ok(SinkControl::Continue);
+            match self.react(requests, annotated, hud) {
+                Next::Wait => {}
+                Next::Quit => return Ok(SinkControl::Quit),
+                Next::Continue => return Ok(SinkControl::Continue),
             }
         }
-        Ok(SinkControl::Continue)
+    }
+
+    /// Applies the keys to the view, redrawing the frame when the HUD was toggled.
+    fn react(&mut self, requests: KeyRequests, annotated: &RgbImage, hud: &HudStats) -> Next {
+        let before = self.view;
+        let next = self.view.apply(requests);
+        if self.view.show_hud != before.show_hud && next == Next::Wait {
+            self.compose(annotated, hud);
+        }
+        next
+    }
+}
+
+/// What `write` does after the keys are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Quit,
+    /// Return; the pipeline sends the next frame.
+    Continue,
+    /// Paused: keep the frame on screen and poll again.
+    Wait,
+}
+
+impl ViewState {
+    /// The key semantics, the same whether a frame has just arrived or the window waits
+    /// paused: space flips pause, `.` shows one more frame and (re)pauses, `h` flips the HUD.
+    pub fn apply(&mut self, requests: KeyRequests) -> Next {
+        if requests.quit {
+            return Next::Quit;
+        }
+        if requests.toggle_hud {
+            self.show_hud = !self.show_hud;
+        }
+        if requests.toggle_pause {
+            self.paused = !self.paused;
+        } else if requests.step {
+            self.paused = true;
+            return Next::Continue;
+        }
+        if self.paused {
+            Next::Wait
+        } else {
+            Next::Continue
+        }
     }
 }
 
@@ -212,26 +284,11 @@ impl Sink for WindowSink {
         let annotated = frame.require_annotated(NAME)?;
         self.compose(annotated, frame.hud);
         let requests = self.show(annotated.width(), annotated.height())?;
-        if requests.quit {
-            return Ok(SinkControl::Quit);
+        match self.react(requests, annotated, frame.hud) {
+            Next::Quit => Ok(SinkControl::Quit),
+            Next::Continue => Ok(SinkControl::Continue),
+            Next::Wait => self.wait_while_paused(annotated, frame.hud),
         }
-        if requests.toggle_hud {
-            self.view.show_hud = !self.view.show_hud;
-        }
-        if requests.toggle_pause {
-            self.view.paused = !self.view.paused;
-        } else if requests.step {
-            // Stepping while running pauses at the next frame.
-            self.view.paused = true;
-            return Ok(SinkControl::Continue);
-        }
-        if self.view.paused {
-            if requests.toggle_hud {
-                self.compose(annotated, frame.hud);
-            }
-            return self.wait_while_paused(annotated, frame.hud);
-        }
-        Ok(SinkControl::Continue)
     }
 
     /// Closes the window.
@@ -311,6 +368,55 @@ mod tests {
                 paused: false
             }
         );
+    }
+
+    fn keys(keys: &[Key]) -> KeyRequests {
+        KeyRequests::from_keys(keys)
+    }
+
+    #[test]
+    fn taps_are_logged_once_and_auto_repeat_is_ignored() {
+        let log = Rc::new(RefCell::new(PressLog::default()));
+        let mut recorder = PressRecorder(Rc::clone(&log));
+        recorder.set_key_state(Key::Space, true);
+        recorder.set_key_state(Key::Space, true);
+        recorder.set_key_state(Key::Space, true);
+        recorder.set_key_state(Key::Space, false);
+        recorder.set_key_state(Key::H, true);
+        recorder.set_key_state(Key::H, false);
+        recorder.set_key_state(Key::Space, true);
+        assert_eq!(log.borrow().pressed, [Key::Space, Key::H, Key::Space]);
+        assert_eq!(log.borrow().down, [Key::Space]);
+    }
+
+    #[test]
+    fn space_pauses_and_resumes_and_dot_steps_one_frame() {
+        let mut view = ViewState::default();
+        assert_eq!(view.apply(keys(&[])), Next::Continue);
+        assert_eq!(view.apply(keys(&[Key::Space])), Next::Wait);
+        assert!(view.paused);
+        // Paused: nothing pressed keeps waiting; `.` releases one frame and stays paused.
+        assert_eq!(view.apply(keys(&[])), Next::Wait);
+        assert_eq!(view.apply(keys(&[Key::Period])), Next::Continue);
+        assert!(view.paused, "the next frame waits again");
+        assert_eq!(view.apply(keys(&[])), Next::Wait);
+        assert_eq!(view.apply(keys(&[Key::Right])), Next::Continue);
+        assert_eq!(view.apply(keys(&[Key::Space])), Next::Continue);
+        assert!(!view.paused);
+        // `.` while running pauses at the next frame.
+        assert_eq!(view.apply(keys(&[Key::Period])), Next::Continue);
+        assert_eq!(view.apply(keys(&[])), Next::Wait);
+    }
+
+    #[test]
+    fn h_toggles_the_hud_and_quit_wins_even_when_paused() {
+        let mut view = ViewState::default();
+        assert_eq!(view.apply(keys(&[Key::H])), Next::Continue);
+        assert!(!view.show_hud);
+        view.paused = true;
+        assert_eq!(view.apply(keys(&[Key::H])), Next::Wait);
+        assert!(view.show_hud);
+        assert_eq!(view.apply(keys(&[Key::Space, Key::Q])), Next::Quit);
     }
 
     #[test]

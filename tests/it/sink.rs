@@ -313,6 +313,114 @@ fn window_child_shows_frame_then_closes() {
 }
 
 #[test]
+fn window_keys_pause_step_resume_toggle_hud_and_quit() {
+    let Some(xvfb) = Xvfb::start() else {
+        return;
+    };
+    run_child(
+        "sink::window_keys_child",
+        &[("DISPLAY", Some(&xvfb.display))],
+    );
+}
+
+/// Presses keys on `$DISPLAY` through the XTEST extension, each after its delay.
+fn press_keys_later(keys: Vec<(Duration, std::os::raw::c_uint)>) -> std::thread::JoinHandle<()> {
+    use x11_dl::{xlib, xtest};
+    let xlib = xlib::Xlib::open().expect("libX11");
+    let xtst = match xtest::Xf86vmode::open() {
+        Ok(xtst) => xtst,
+        Err(e) => panic!("libXtst is needed to press keys (apt-get install -y libxtst6): {e}"),
+    };
+    std::thread::spawn(move || {
+        let name = std::ffi::CString::new(std::env::var("DISPLAY").unwrap()).unwrap();
+        // SAFETY: the display is checked for null, used on this thread only, and closed.
+        unsafe {
+            let display = (xlib.XOpenDisplay)(name.as_ptr());
+            assert!(!display.is_null());
+            // Keyboard focus follows the pointer: put it on the screen's centre.
+            let screen = (xlib.XDefaultScreen)(display);
+            let (cx, cy) = (
+                (xlib.XDisplayWidth)(display, screen) / 2,
+                (xlib.XDisplayHeight)(display, screen) / 2,
+            );
+            (xtst.XTestFakeMotionEvent)(display, screen, cx, cy, 0);
+            (xlib.XSetInputFocus)(
+                display,
+                xlib::PointerRoot as u64,
+                xlib::RevertToPointerRoot,
+                0,
+            );
+            (xlib.XFlush)(display);
+            for (delay, keysym) in keys {
+                std::thread::sleep(delay);
+                let keycode = u32::from((xlib.XKeysymToKeycode)(display, u64::from(keysym)));
+                (xtst.XTestFakeKeyEvent)(display, keycode, xlib::True, 0);
+                (xtst.XTestFakeKeyEvent)(display, keycode, xlib::False, 0);
+                (xlib.XFlush)(display);
+            }
+            (xlib.XCloseDisplay)(display);
+        }
+    })
+}
+
+#[test]
+#[ignore = "run by window_keys_pause_step_resume_toggle_hud_and_quit in a child process"]
+fn window_keys_child() {
+    use x11_dl::keysym::{XK_h, XK_period, XK_q, XK_space};
+    if !is_child() {
+        return;
+    }
+    // Without a window manager the keyboard follows the pointer, which Xvfb puts at the
+    // screen's centre: a 1280x720 window (centred by minifb) covers it.
+    let (w, h) = (1280, 720);
+    let annotated = RgbImage::from_pixel(w, h, BACKGROUND);
+    let d = detected(1, RgbImage::new(1, 1), Vec::new());
+    let hud = hud();
+    let frame = SinkFrame {
+        detected: &d,
+        annotated: Some(&annotated),
+        hud: &hud,
+    };
+    let mut sink = WindowSink::open("lookout keys", w, h).unwrap();
+    let gap = Duration::from_millis(1000);
+    let keys = press_keys_later(vec![
+        (Duration::from_millis(1500), XK_space),
+        (gap, XK_period),
+        (gap, XK_space),
+        (gap / 2, XK_h),
+        (gap / 2, XK_q),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut writes = Vec::new();
+    let mut hud_was_hidden = false;
+    let quit = loop {
+        let started = Instant::now();
+        let control = sink.write(&frame).unwrap();
+        writes.push(started.elapsed());
+        hud_was_hidden |= !sink.view().show_hud;
+        if control == SinkControl::Quit {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    keys.join().unwrap();
+    let long: Vec<usize> = (0..writes.len())
+        .filter(|&i| writes[i] > Duration::from_millis(600))
+        .collect();
+    eprintln!("{} writes, long ones: {long:?}", writes.len());
+    assert!(quit, "q did not quit");
+    // Space paused one write until `.`, which let exactly one frame through, whose write
+    // waited again until space resumed.
+    assert_eq!(long.len(), 2, "{writes:?}");
+    assert_eq!(long[1], long[0] + 1, "{writes:?}");
+    assert!(hud_was_hidden, "h did not hide the HUD");
+    sink.finish().unwrap();
+}
+
+#[test]
 fn without_display_there_is_no_window() {
     run_child("sink::no_display_child", &[("DISPLAY", None)]);
 }
