@@ -62,6 +62,19 @@ impl VideoSink {
         fps: f64,
     ) -> Result<VideoSink, SinkError> {
         check_format(width, height, fps)?;
+        // ffmpeg opens its output only at the first frame; say now what it would say then.
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                return Err(SinkError::failed(
+                    NAME,
+                    format!(
+                        "cannot write {}: folder {} does not exist",
+                        path.display(),
+                        parent.display()
+                    ),
+                ));
+            }
+        }
         let mut command = Command::new(&tools.ffmpeg);
         command
             .args(encode_args(path, width, height, fps))

@@ -221,11 +221,18 @@ fn window_child_shows_frame_then_closes() {
         return;
     }
     assert!(display_available(), "DISPLAY is an Xvfb we started");
+    // 720p opens a window of its size; 1080p one of 1600x900 with the frame scaled down.
+    show_frame_then_close(1280, 720);
+    show_frame_then_close(1920, 1080);
+}
+
+fn show_frame_then_close(w: u32, h: u32) {
     let dir = tempfile::tempdir().unwrap();
     let shot_path = dir.path().join("root.png");
-    let (w, h) = (1280, 720);
-    let pedestrian = [700.0, 300.0, 800.0, 600.0];
-    let vehicle = [900.0, 350.0, 1200.0, 600.0];
+    let at = |x: f32, y: f32| [x * w as f32, y * h as f32];
+    let corners = |a: [f32; 2], b: [f32; 2]| [a[0], a[1], b[0], b[1]];
+    let pedestrian = corners(at(0.55, 0.42), at(0.62, 0.83));
+    let vehicle = corners(at(0.70, 0.49), at(0.94, 0.83));
     let mut annotated = RgbImage::from_pixel(w, h, BACKGROUND);
     draw_detections(
         &mut annotated,
@@ -259,6 +266,7 @@ fn window_child_shows_frame_then_closes() {
             "the frame never appeared on screen"
         );
     };
+    eprintln!("{w}x{h} frame shown at {frame_box:?}");
     // The background's bounding box is the frame (its corners are background), so it gives
     // the frame's placement and scale on screen.
     let scale = f64::from(frame_box.2 - frame_box.0) / f64::from(w);
@@ -576,6 +584,51 @@ fn video_frames_of_another_size_or_without_pixels_are_refused() {
     };
     assert!(sink.write(&frame).is_err());
     sink.finish().unwrap();
+}
+
+#[test]
+fn an_unwritable_video_path_fails_with_ffmpegs_reason() {
+    let Some(_tools) = ffmpeg_tools() else {
+        return;
+    };
+    let err = VideoSink::create(Path::new("/nonexistent/dir/out.mp4"), 320, 240, 25.0)
+        .err()
+        .expect("a missing folder is refused up front");
+    assert!(
+        err.to_string()
+            .contains("folder /nonexistent/dir does not exist"),
+        "{err}"
+    );
+
+    // A folder as the output: ffmpeg opens the output at the first frame, so its error
+    // comes from a write or from finish.
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = VideoSink::create(dir.path(), 320, 240, 25.0).unwrap();
+    let hud = hud();
+    let annotated = gradient(320, 240, 0);
+    let d = detected(0, RgbImage::new(1, 1), Vec::new());
+    let frame = SinkFrame {
+        detected: &d,
+        annotated: Some(&annotated),
+        hud: &hud,
+    };
+    let mut result = Ok(SinkControl::Continue);
+    for _ in 0..50 {
+        result = sink.write(&frame);
+        if result.is_err() {
+            break;
+        }
+    }
+    let err = match result {
+        Err(e) => e,
+        Ok(_) => sink.finish().unwrap_err(),
+    };
+    let text = err.to_string();
+    eprintln!("{text}");
+    assert!(
+        text.starts_with("video: ffmpeg writing") && text.contains("exited with"),
+        "{text}"
+    );
 }
 
 #[test]
