@@ -391,3 +391,52 @@ fn kitti_tracking_association_and_ttc() {
         }
     }
 }
+
+/// The real detector and the estimator together: the walking pedestrian of KITTI object
+/// frame 000000 (label z = 8.41 m) through `lookout detect --calib`.
+#[test]
+fn detect_with_calibration_places_the_kitti_pedestrian_within_15_percent() {
+    let (Some(image), Some(calib), Some(weights)) = (
+        lookout::fixtures::require("kitti/object/image_2/000000.png"),
+        lookout::fixtures::require("kitti/object/calib/000000.txt"),
+        lookout::fixtures::require("models/yolox_nano.pth"),
+    ) else {
+        return;
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .env("LOOKOUT_OFFLINE", "1")
+        .args(["detect", "--json", "--classes", "pedestrian", "--weights"])
+        .arg(&weights)
+        .arg("--calib")
+        .arg(&calib)
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let detections = result["detections"].as_array().unwrap();
+    // The labelled pedestrian's box is x 712–811, y 143–308.
+    let pedestrian = detections
+        .iter()
+        .find(|d| {
+            let b = d["box_xyxy"].as_array().unwrap();
+            let cx = (b[0].as_f64().unwrap() + b[2].as_f64().unwrap()) / 2.0;
+            (712.0..811.0).contains(&cx)
+        })
+        .unwrap_or_else(|| panic!("no pedestrian detected where the label is: {detections:?}"));
+    let distance = pedestrian["distance_m"]
+        .as_f64()
+        .expect("distance_m with --calib");
+    let error = (distance - 8.41).abs() / 8.41;
+    eprintln!(
+        "KITTI 000000 pedestrian: {distance:.2} m ({}), error {:.1} %",
+        pedestrian["distance_method"],
+        error * 100.0
+    );
+    assert!(error <= 0.15, "distance {distance} m vs 8.41 m");
+    assert!(pedestrian["lateral_m"].is_number());
+}
