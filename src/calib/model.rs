@@ -157,6 +157,9 @@ impl Calibration {
         height_m: Option<f64>,
         pitch_deg: Option<f64>,
     ) -> Result<Self, CalibError> {
+        if height_m.is_none() && pitch_deg.is_none() {
+            return Ok(self);
+        }
         let mut mounting = self.mounting;
         if let Some(h) = height_m {
             mounting.height_m = h;

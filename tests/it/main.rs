@@ -3,4 +3,6 @@
 
 mod calib;
 mod detect;
+mod faults;
+mod fuzz;
 mod source;
