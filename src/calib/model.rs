@@ -220,6 +220,15 @@ impl Calibration {
         Ok(out)
     }
 
+    /// The pinhole camera an undistorted frame ([`super::undistort::RemapTable`]) is seen
+    /// through: the same intrinsics and mounting, no lens distortion.
+    pub fn without_distortion(&self) -> Calibration {
+        let mut out = self.clone();
+        out.distortion = Distortion::None;
+        out.origin = format!("{} (undistorted)", self.origin);
+        out
+    }
+
     /// This calibration in lookout's TOML format (see [`super::toml_format`]).
     pub fn to_toml(&self) -> String {
         super::toml_format::write(self)

@@ -440,3 +440,37 @@ fn detect_with_calibration_places_the_kitti_pedestrian_within_15_percent() {
     assert!(error <= 0.15, "distance {distance} m vs 8.41 m");
     assert!(pedestrian["lateral_m"].is_number());
 }
+
+/// `--undistort` detects in the undistorted frame: with a distorting lens the boxes move,
+/// and every detection still gets a distance.
+#[test]
+fn detect_undistort_moves_boxes_and_keeps_distances() {
+    let (Some(image), Some(weights)) = (
+        lookout::fixtures::require("images/udacity/test1.jpg"),
+        lookout::fixtures::require("models/yolox_nano.safetensors"),
+    ) else {
+        return;
+    };
+    let run = |undistort: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"));
+        cmd.args(["detect", "--json", "--weights"]).arg(&weights);
+        cmd.arg("--calib")
+            .arg(repo_file("calibration/webcam-generic.toml"))
+            .arg(&image);
+        if undistort {
+            cmd.arg("--undistort");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["detections"].clone()
+    };
+    let (plain, undistorted) = (run(false), run(true));
+    let undistorted = undistorted.as_array().unwrap();
+    assert!(!undistorted.is_empty());
+    assert!(undistorted.iter().all(|d| d["distance_m"].is_number()));
+    assert_ne!(&plain, &serde_json::Value::Array(undistorted.clone()));
+}
