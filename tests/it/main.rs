@@ -3,5 +3,7 @@
 
 mod calib;
 mod detect;
+mod faults;
+mod fuzz;
 mod sink;
 mod source;
