@@ -17,7 +17,6 @@
 //! percent of inference time rather than needing a core of their own.
 
 pub mod fault;
-mod interim_sinks;
 pub mod sinks;
 pub mod slot;
 pub mod stage;

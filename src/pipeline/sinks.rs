@@ -1,11 +1,5 @@
 //! Which sinks a run writes to, as data ([`SinkSpec`]), and the factories that build them
 //! on the sink thread (sinks need not be `Send`: a window is tied to its thread).
-//!
-//! MERGE NOTE: until the `sink` branch lands, `build` uses the interim JSON-lines and drive
-//! sinks of [`super::interim_sinks`] and refuses the window, video and frames sinks; with it,
-//! `build` calls `WindowSink::open`, `VideoSink::create`, `FramesSink::create`,
-//! `JsonlSink::create` and `RecordSink::create`, and `display_available` forwards to
-//! `sink::window::display_available`.
 
 use std::path::{Path, PathBuf};
 
@@ -65,16 +59,15 @@ impl SinkSpec {
 }
 
 fn build(spec: SinkSpec, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkError> {
-    use super::interim_sinks::{InterimJsonl, InterimRecord};
-    let missing = |sink: &'static str| SinkError::Failed {
-        sink,
-        message: "this build has no such sink yet (the sink branch is not merged)".into(),
-    };
+    use crate::sink::{frames::FramesSink, jsonl::JsonlSink, record::RecordSink};
+    use crate::sink::{video::VideoSink, window::WindowSink};
     Ok(match spec {
-        SinkSpec::Window { .. } => return Err(missing("window")),
-        SinkSpec::Video { .. } => return Err(missing("video")),
-        SinkSpec::Frames { .. } => return Err(missing("frames")),
-        SinkSpec::Jsonl { path } => Box::new(InterimJsonl::create(&path)?),
+        SinkSpec::Window { title } => Box::new(WindowSink::open(&title, ctx.width, ctx.height)?),
+        SinkSpec::Video { path } => {
+            Box::new(VideoSink::create(&path, ctx.width, ctx.height, ctx.fps)?)
+        }
+        SinkSpec::Frames { dir } => Box::new(FramesSink::create(&dir)?),
+        SinkSpec::Jsonl { path } => Box::new(JsonlSink::create(&path)?),
         SinkSpec::Record {
             dir,
             source,
@@ -88,7 +81,7 @@ fn build(spec: SinkSpec, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkError> 
                 None => None,
             };
             manifest.calibration = calibration.as_ref().map(|(name, _)| name.clone());
-            let sink = InterimRecord::create(&dir, manifest)?;
+            let sink = RecordSink::create(&dir, manifest)?;
             // The folder is empty until `create`; the manifest already names the copy.
             if let Some((name, path)) = calibration {
                 std::fs::copy(&path, dir.join(name)).map_err(|e| SinkError::Failed {
@@ -125,9 +118,7 @@ fn calibration_file_name(path: &Path) -> Result<String, SinkError> {
         })
 }
 
-/// Whether a window can be opened (an X11 or Wayland display is set).
+/// Whether a window can be opened.
 pub fn display_available() -> bool {
-    ["DISPLAY", "WAYLAND_DISPLAY"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+    crate::sink::window::display_available()
 }

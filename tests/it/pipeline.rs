@@ -369,3 +369,31 @@ fn bad_flags_fail_before_any_work() {
         "{stderr}"
     );
 }
+
+#[test]
+fn annotated_video_and_frames_hold_every_processed_frame() {
+    let Some((video, weights)) = fixtures() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (mp4, frames) = (tmp.path().join("out.mp4"), tmp.path().join("frames"));
+    let mut cmd = run_cmd(&video, &weights, &["--max-frames", "4"]);
+    cmd.arg("--save-video")
+        .arg(&mp4)
+        .arg("--save-frames")
+        .arg(&frames);
+    succeed(cmd);
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args([
+            "-show_entries",
+            "stream=nb_read_frames,width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&mp4)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "1280,720,4");
+    assert_eq!(std::fs::read_dir(&frames).unwrap().count(), 4);
+}
