@@ -1,6 +1,6 @@
 //! Pipeline behaviour with synthetic sources and stages (no weights needed).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -304,8 +304,55 @@ fn stop_flag_ends_a_live_run_gracefully() {
     assert!(probe.finished.load(Ordering::SeqCst));
 }
 
+/// Asks to quit (as a window's close button or `q` does) on its `quit_at`th frame.
+struct QuittingSink {
+    seen: u64,
+    quit_at: u64,
+}
+
+impl Sink for QuittingSink {
+    fn name(&self) -> &'static str {
+        "quitting"
+    }
+    fn write(&mut self, _frame: &SinkFrame<'_>) -> Result<SinkControl, SinkError> {
+        self.seen += 1;
+        Ok(if self.seen >= self.quit_at {
+            SinkControl::Quit
+        } else {
+            SinkControl::Continue
+        })
+    }
+    fn finish(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
 #[test]
-fn max_frames_and_counters() {
+fn a_sink_asking_to_quit_stops_the_run_gracefully() {
+    let factory: SinkFactory = Box::new(|_ctx: &SinkContext| {
+        Ok(Box::new(QuittingSink {
+            seen: 0,
+            quit_at: 5,
+        }) as Box<dyn Sink>)
+    });
+    let t0 = Instant::now();
+    let report = run(
+        Box::new(endless_live()),
+        stages(Duration::from_millis(10), vec![factory]),
+        PipelineConfig::new(true),
+    )
+    .unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert!(report.stopped_by_user);
+    let shown = report.summary.frames.shown;
+    assert!(
+        (5..=8).contains(&shown),
+        "{shown} frames shown after quitting at 5"
+    );
+}
+
+#[test]
+fn max_frames_ends_a_file_run_after_that_many_frames() {
     let mut config = PipelineConfig::new(false);
     config.max_frames = Some(7);
     let source = SyntheticSource {
@@ -321,7 +368,6 @@ fn max_frames_and_counters() {
     )
     .unwrap();
     assert_eq!(report.summary.frames.shown, 7);
-    let _ = AtomicU64::new(0);
 }
 
 #[test]
