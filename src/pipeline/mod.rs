@@ -436,6 +436,7 @@ fn spawn<T: Send + 'static>(
     done: &crossbeam_channel::Sender<&'static str>,
     body: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> Result<std::thread::JoinHandle<Option<T>>, PipelineError> {
+    let ctl_for_error = ctl.clone();
     let (ctl, done) = (ctl.clone(), done.clone());
     std::thread::Builder::new()
         .name(format!("lookout-{stage}"))
@@ -461,9 +462,13 @@ fn spawn<T: Send + 'static>(
             let _ = done.send(stage);
             value
         })
-        .map_err(|e| PipelineError::Spawn {
-            stage,
-            message: e.to_string(),
+        .map_err(|e| {
+            // The stages already running must not wait for this one.
+            ctl_for_error.abort.store(true, Ordering::Relaxed);
+            PipelineError::Spawn {
+                stage,
+                message: e.to_string(),
+            }
         })
 }
 
