@@ -11,7 +11,7 @@ use super::{Sink, SinkControl, SinkError, SinkFrame};
 use crate::drive::write_atomically;
 
 const NAME: &str = "frames";
-const JPEG_QUALITY: f32 = 90.0;
+const JPEG_QUALITY: u8 = 90;
 
 /// Writes each annotated frame as a JPEG into a folder.
 pub struct FramesSink {
@@ -50,8 +50,13 @@ impl Sink for FramesSink {
     fn write(&mut self, frame: &SinkFrame<'_>) -> Result<SinkControl, SinkError> {
         let image = frame.require_annotated(NAME)?;
         let seq = frame.detected.frame.seq;
-        let jpeg = encode_jpeg(image.as_raw(), image.width(), image.height())
-            .map_err(|e| SinkError::failed(NAME, format!("encoding frame {seq} as JPEG: {e}")))?;
+        let jpeg = crate::imageio::encode_jpeg(
+            image.as_raw(),
+            image.width(),
+            image.height(),
+            JPEG_QUALITY,
+        )
+        .map_err(|e| SinkError::failed(NAME, format!("encoding frame {seq} as JPEG: {e}")))?;
         let path = self.frame_path(seq);
         write_atomically(&path, &jpeg)
             .map_err(|e| SinkError::failed(NAME, format!("writing {}: {e}", path.display())))?;
@@ -62,25 +67,6 @@ impl Sink for FramesSink {
     /// Every file is complete once `write` returns; nothing is buffered.
     fn finish(&mut self) -> Result<(), SinkError> {
         Ok(())
-    }
-}
-
-/// Baseline JPEG in libjpeg-turbo's fastest profile; libjpeg's fatal errors unwind out of
-/// its error handler and become `Err` here.
-fn encode_jpeg(pixels: &[u8], width: u32, height: u32) -> Result<Vec<u8>, String> {
-    let encoded = std::panic::catch_unwind(|| -> std::io::Result<Vec<u8>> {
-        let mut comp = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
-        comp.set_fastest_defaults();
-        comp.set_size(width as usize, height as usize);
-        comp.set_quality(JPEG_QUALITY);
-        let mut started = comp.start_compress(Vec::new())?;
-        started.write_scanlines(pixels)?;
-        started.finish()
-    });
-    match encoded {
-        Ok(Ok(jpeg)) => Ok(jpeg),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("libjpeg failed".into()),
     }
 }
 
