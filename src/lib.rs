@@ -12,6 +12,7 @@ pub mod drive;
 pub mod fixtures;
 pub mod imageio;
 pub mod metrics;
+pub mod pipeline;
 pub mod render;
 pub mod sink;
 pub mod source;

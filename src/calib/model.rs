@@ -157,6 +157,9 @@ impl Calibration {
         height_m: Option<f64>,
         pitch_deg: Option<f64>,
     ) -> Result<Self, CalibError> {
+        if height_m.is_none() && pitch_deg.is_none() {
+            return Ok(self);
+        }
         let mut mounting = self.mounting;
         if let Some(h) = height_m {
             mounting.height_m = h;
@@ -215,6 +218,15 @@ impl Calibration {
         )?;
         out.mounting_assumed = self.mounting_assumed;
         Ok(out)
+    }
+
+    /// The pinhole camera an undistorted frame ([`super::undistort::RemapTable`]) is seen
+    /// through: the same intrinsics and mounting, no lens distortion.
+    pub fn without_distortion(&self) -> Calibration {
+        let mut out = self.clone();
+        out.distortion = Distortion::None;
+        out.origin = format!("{} (undistorted)", self.origin);
+        out
     }
 
     /// This calibration in lookout's TOML format (see [`super::toml_format`]).

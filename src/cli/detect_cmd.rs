@@ -33,6 +33,11 @@ pub struct DetectArgs {
 
     #[command(flatten)]
     pub mounting: super::calib_cmd::MountingOverrideArgs,
+
+    /// Remove lens distortion (needs --calib) before detecting; boxes, distances and saved
+    /// images are then in the undistorted image.
+    #[arg(long, requires = "calib")]
+    pub undistort: bool,
 }
 
 /// One image's result, as `--json` prints it.
@@ -58,14 +63,28 @@ pub fn run(args: &DetectArgs) -> Result<()> {
         None => None,
     };
     for path in &args.images {
-        let image = read_rgb(path)?;
+        let mut image = read_rgb(path)?;
         let (w, h) = image.dimensions();
+        let calibration = match &calibration {
+            Some(cal) => Some(
+                cal.for_image_size(w, h)
+                    .with_context(|| format!("calibration for {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let calibration = match (&calibration, args.undistort) {
+            (Some(cal), true) => {
+                let table = crate::calib::undistort::RemapTable::new(cal, w, h)?;
+                let mut undistorted = image::RgbImage::new(w, h);
+                table.apply(&image, &mut undistorted)?;
+                image = undistorted;
+                Some(cal.without_distortion())
+            }
+            _ => calibration,
+        };
         let (mut detections, timings) = detector.detect(image.as_raw(), w as usize, h as usize)?;
         if let Some(cal) = &calibration {
-            let cal = cal
-                .for_image_size(w, h)
-                .with_context(|| format!("calibration for {}", path.display()))?;
-            add_ranges(&cal, &mut detections, w, h);
+            add_ranges(cal, &mut detections, w, h);
         }
         let name = path.file_name().map_or_else(
             || path.display().to_string(),

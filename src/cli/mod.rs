@@ -4,7 +4,10 @@
 pub mod args;
 pub mod bench_cmd;
 pub mod calib_cmd;
+pub mod cameras_cmd;
 pub mod detect_cmd;
+pub mod record_cmd;
+pub mod run_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -15,12 +18,19 @@ use clap::{Parser, Subcommand};
     about = "Real-time camera perception: capture → detect → render, with latency metrics"
 )]
 pub struct Cli {
+    /// Without a command: `lookout run --source camera:0 --show` with the default model.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the pipeline: a source through the detector to a window and/or files.
+    Run(Box<run_cmd::RunArgs>),
+    /// Record a source into a drive folder (no detector).
+    Record(record_cmd::RecordArgs),
+    /// List cameras and the modes they offer.
+    Cameras,
     /// Detect objects in still images.
     Detect(detect_cmd::DetectArgs),
     /// Time pre-processing, inference and post-processing of a model.
@@ -50,7 +60,13 @@ pub enum EvalCommand {
 pub fn main() -> anyhow::Result<()> {
     init_tracing();
     let cli = Cli::parse();
-    match &cli.command {
+    let Some(command) = &cli.command else {
+        return run_cmd::run(&run_cmd::RunArgs::default_live());
+    };
+    match command {
+        Command::Run(args) => run_cmd::run(args),
+        Command::Record(args) => record_cmd::run(args),
+        Command::Cameras => cameras_cmd::run(),
         Command::Detect(args) => detect_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Models => list_models(),

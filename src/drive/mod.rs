@@ -7,7 +7,7 @@
 //! [`DriveReader`] replays one as a [`crate::source::FrameSource`], skipping and counting
 //! torn index lines, missing or corrupt frames, and refusing paths outside the drive.
 
-mod index;
+pub mod index;
 mod reader;
 mod writer;
 

@@ -197,7 +197,7 @@ impl DriveWriter {
         let result = match format {
             FrameFileFormat::Jpg => {
                 let quality = self.manifest.jpeg_quality.unwrap_or(DEFAULT_JPEG_QUALITY);
-                encode_jpeg(pixels, w, h, quality).map(|jpeg| self.encoded = jpeg)
+                crate::imageio::encode_jpeg(pixels, w, h, quality).map(|jpeg| self.encoded = jpeg)
             }
             // Fast compression: still lossless, and keeps up with a live camera.
             FrameFileFormat::Png => PngEncoder::new_with_quality(
@@ -213,27 +213,6 @@ impl DriveWriter {
             format: format.extension(),
             reason,
         })
-    }
-}
-
-/// Baseline JPEG (4:2:0, standard tables) with libjpeg-turbo's encoder through `mozjpeg` in
-/// its fastest (plain libjpeg-turbo) profile: ~8x faster than the `image` crate's encoder on
-/// 1280x720 (7 vs 62 ms measured), which decides whether recording keeps up with a camera.
-/// libjpeg's fatal errors unwind out of its error handler and become `Err` here.
-fn encode_jpeg(pixels: &[u8], width: u32, height: u32, quality: u8) -> Result<Vec<u8>, String> {
-    let encoded = std::panic::catch_unwind(|| -> std::io::Result<Vec<u8>> {
-        let mut comp = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
-        comp.set_fastest_defaults();
-        comp.set_size(width as usize, height as usize);
-        comp.set_quality(f32::from(quality));
-        let mut started = comp.start_compress(Vec::new())?;
-        started.write_scanlines(pixels)?;
-        started.finish()
-    });
-    match encoded {
-        Ok(Ok(jpeg)) => Ok(jpeg),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("libjpeg failed".into()),
     }
 }
 

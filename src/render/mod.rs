@@ -4,6 +4,8 @@
 //! integer factor chosen from the image height, so labels stay legible from 480p to 4K
 //! without shipping a font file or rasterising outlines per frame.
 
+pub mod hud;
+
 use font8x8::UnicodeFonts;
 use image::{Rgb, RgbImage};
 
@@ -44,7 +46,11 @@ pub fn draw_detection(image: &mut RgbImage, detection: &Detection, extra: &str) 
     let label = format!("{} {:.2}{extra}", detection.class, detection.score);
     let scale = text_scale(image.height());
     let label_h = 8 * scale + 2 * scale;
-    let x = detection.box_in_image.x1.max(0.0) as i64;
+    let label_w = text_size(&label, scale).0 as i64 + 2 * scale as i64;
+    // Shifted left when it would run off the right edge, so it stays readable.
+    let x = (detection.box_in_image.x1 as i64)
+        .min(image.width() as i64 - label_w)
+        .max(0);
     let above = detection.box_in_image.y1 as i64 - label_h as i64;
     // Above the box when it fits, else just inside its top edge.
     let y = if above >= 0 {
@@ -165,7 +171,7 @@ pub fn draw_text(image: &mut RgbImage, x: i64, y: i64, text: &str, scale: u32, c
 
 fn glyph(ch: char) -> [u8; 8] {
     let ch = match ch {
-        '·' | '•' => '*',
+        '•' => '·',
         '—' | '–' => '-',
         other => other,
     };

@@ -6,9 +6,21 @@
 //! fine. `write` returns [`SinkControl::Quit`] when the user asks to stop (window closed,
 //! `q`/Esc); `finish` flushes and closes files, and is called exactly once at the end.
 
+pub mod frames;
+pub mod jsonl;
+pub mod record;
+pub mod video;
+pub mod window;
+
 use image::RgbImage;
 
 use crate::types::DetectedFrame;
+
+pub use frames::FramesSink;
+pub use jsonl::{JsonlRecord, JsonlSink};
+pub use record::RecordSink;
+pub use video::VideoSink;
+pub use window::{display_available, WindowSink};
 
 /// What the window's heads-up display shows, computed by the pipeline's metrics.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -47,6 +59,31 @@ pub enum SinkControl {
 pub enum SinkError {
     #[error("{sink}: {message}")]
     Failed { sink: &'static str, message: String },
+}
+
+impl SinkError {
+    pub fn failed(sink: &'static str, message: impl Into<String>) -> SinkError {
+        SinkError::Failed {
+            sink,
+            message: message.into(),
+        }
+    }
+}
+
+impl SinkFrame<'_> {
+    /// The annotated pixels, or an error saying that `sink` needs them: the pipeline must
+    /// render whenever a window, video or frames sink is part of the run.
+    pub fn require_annotated(&self, sink: &'static str) -> Result<&RgbImage, SinkError> {
+        self.annotated.ok_or_else(|| {
+            SinkError::failed(
+                sink,
+                format!(
+                    "frame {} arrived without annotated pixels; the pipeline must render frames when a {sink} sink is in the run",
+                    self.detected.frame.seq
+                ),
+            )
+        })
+    }
 }
 
 /// A destination for finished frames.

@@ -391,3 +391,86 @@ fn kitti_tracking_association_and_ttc() {
         }
     }
 }
+
+/// The real detector and the estimator together: the walking pedestrian of KITTI object
+/// frame 000000 (label z = 8.41 m) through `lookout detect --calib`.
+#[test]
+fn detect_with_calibration_places_the_kitti_pedestrian_within_15_percent() {
+    let (Some(image), Some(calib), Some(weights)) = (
+        lookout::fixtures::require("kitti/object/image_2/000000.png"),
+        lookout::fixtures::require("kitti/object/calib/000000.txt"),
+        lookout::fixtures::require("models/yolox_nano.pth"),
+    ) else {
+        return;
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .env("LOOKOUT_OFFLINE", "1")
+        .args(["detect", "--json", "--classes", "pedestrian", "--weights"])
+        .arg(&weights)
+        .arg("--calib")
+        .arg(&calib)
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let detections = result["detections"].as_array().unwrap();
+    // The labelled pedestrian's box is x 712–811, y 143–308.
+    let pedestrian = detections
+        .iter()
+        .find(|d| {
+            let b = d["box_xyxy"].as_array().unwrap();
+            let cx = (b[0].as_f64().unwrap() + b[2].as_f64().unwrap()) / 2.0;
+            (712.0..811.0).contains(&cx)
+        })
+        .unwrap_or_else(|| panic!("no pedestrian detected where the label is: {detections:?}"));
+    let distance = pedestrian["distance_m"]
+        .as_f64()
+        .expect("distance_m with --calib");
+    let error = (distance - 8.41).abs() / 8.41;
+    eprintln!(
+        "KITTI 000000 pedestrian: {distance:.2} m ({}), error {:.1} %",
+        pedestrian["distance_method"],
+        error * 100.0
+    );
+    assert!(error <= 0.15, "distance {distance} m vs 8.41 m");
+    assert!(pedestrian["lateral_m"].is_number());
+}
+
+/// `--undistort` detects in the undistorted frame: with a distorting lens the boxes move,
+/// and every detection still gets a distance.
+#[test]
+fn detect_undistort_moves_boxes_and_keeps_distances() {
+    let (Some(image), Some(weights)) = (
+        lookout::fixtures::require("images/udacity/test1.jpg"),
+        lookout::fixtures::require("models/yolox_nano.safetensors"),
+    ) else {
+        return;
+    };
+    let run = |undistort: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"));
+        cmd.args(["detect", "--json", "--weights"]).arg(&weights);
+        cmd.arg("--calib")
+            .arg(repo_file("calibration/webcam-generic.toml"))
+            .arg(&image);
+        if undistort {
+            cmd.arg("--undistort");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["detections"].clone()
+    };
+    let (plain, undistorted) = (run(false), run(true));
+    let undistorted = undistorted.as_array().unwrap();
+    assert!(!undistorted.is_empty());
+    assert!(undistorted.iter().all(|d| d["distance_m"].is_number()));
+    assert_ne!(&plain, &serde_json::Value::Array(undistorted.clone()));
+}

@@ -404,3 +404,121 @@ fn unknown_or_unavailable_model_names_are_clear_errors_offline() {
         "{err}"
     );
 }
+
+/// A minimal HTTP/1.1 file server on 127.0.0.1 for download tests: GET with optional
+/// `Range: bytes=a-[b]`, the headers the Hugging Face hub sends (`x-repo-commit`, `etag`),
+/// `Connection: close`. It stops after `max_requests` or when the test ends.
+fn serve_files(files: HashMap<String, Vec<u8>>, max_requests: usize) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(max_requests) {
+            let Ok(mut stream) = stream else { continue };
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .ok();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).ok();
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .to_string();
+            let mut range: Option<(usize, Option<usize>)> = None;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(spec) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    let (a, b) = spec.trim().split_once('-').unwrap_or(("0", ""));
+                    range = Some((a.parse().unwrap_or(0), b.parse().ok()));
+                }
+            }
+            let Some(body) = files.get(&path) else {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            };
+            let total = body.len();
+            let (status, start, end) = match range {
+                Some((a, b)) => (
+                    "206 Partial Content",
+                    a.min(total),
+                    b.map_or(total, |b| (b + 1).min(total)),
+                ),
+                None => ("200 OK", 0, total),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{}/{total}\r\nx-repo-commit: 0123456789abcdef0123456789abcdef01234567\r\netag: \"lookout-test-etag\"\r\nConnection: close\r\n\r\n",
+                end - start,
+                end.saturating_sub(1)
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body[start..end]);
+        }
+    });
+    base
+}
+
+#[test]
+fn models_download_from_a_server_once_then_run_offline() {
+    let Some(yolox) = require("models/yolox_nano.pth") else {
+        return;
+    };
+    let Some(yolov8) = require("models/yolov8n-random.candle.safetensors") else {
+        return;
+    };
+    let Some(bus) = require("images/bus.jpg") else {
+        return;
+    };
+    let mut files = HashMap::new();
+    files.insert(
+        "/yolox_nano.pth".to_string(),
+        std::fs::read(&yolox).unwrap(),
+    );
+    files.insert(
+        "/lmz/candle-yolo-v8/resolve/main/yolov8n.safetensors".to_string(),
+        std::fs::read(&yolov8).unwrap(),
+    );
+    let base = serve_files(files, 16);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |model: &str, offline: bool| {
+        let mut cmd = lookout();
+        cmd.current_dir(dir.path())
+            .env("LOOKOUT_OFFLINE", if offline { "1" } else { "0" })
+            .env("LOOKOUT_YOLOX_URL", &base)
+            .env("HF_ENDPOINT", &base)
+            .env("HF_HOME", dir.path().join("hf"))
+            .env("XDG_CACHE_HOME", dir.path().join("cache"))
+            .args(["detect", "--json", "--classes", "all", "--model", model])
+            .arg(&bus);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{model}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let detections = |json: String| {
+        let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+        v["detections"].clone()
+    };
+    let downloaded = detections(run("yolox-nano", false));
+    assert!(dir
+        .path()
+        .join("cache/lookout/models/yolox_nano.pth")
+        .is_file());
+    assert!(downloaded.as_array().is_some_and(|d| !d.is_empty()));
+    assert_eq!(
+        detections(run("yolox-nano", true)),
+        downloaded,
+        "offline run from the cache"
+    );
+    run("yolov8n", false);
+    run("yolov8n", true);
+}

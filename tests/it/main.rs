@@ -3,4 +3,8 @@
 
 mod calib;
 mod detect;
+mod faults;
+mod fuzz;
+mod pipeline;
+mod sink;
 mod source;

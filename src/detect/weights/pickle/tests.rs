@@ -558,7 +558,7 @@ fn digest(bytes: &[u8]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: fuzz_cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn random_bytes_never_panic(mut bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -585,7 +585,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: fuzz_cases(), ..ProptestConfig::default() })]
 
     /// Any view over any storage either reads exactly the elements a strided index names,
     /// or is refused; it never reads out of bounds.
@@ -617,4 +617,12 @@ proptest! {
             prop_assert_eq!(tensor_f32(t), expected);
         }
     }
+}
+
+/// 200 cases in the test suite; `PROPTEST_CASES` (scripts/fuzz) asks for a long run.
+fn fuzz_cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
 }

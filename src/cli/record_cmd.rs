@@ -1,0 +1,125 @@
+//! `lookout record`: a source into a drive folder, no detector.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use super::run_cmd::{PaceArg, SourceArgs};
+use crate::drive::FrameFileFormat;
+use crate::pipeline::{self, PassThrough, PipelineConfig, RenderStage, SinkSpec, Stages};
+
+/// `--frame-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FrameFormatArg {
+    /// Lossy, small.
+    Jpg,
+    /// Lossless (replays give exactly the source's detections).
+    Png,
+}
+
+impl From<FrameFormatArg> for FrameFileFormat {
+    fn from(f: FrameFormatArg) -> FrameFileFormat {
+        match f {
+            FrameFormatArg::Jpg => FrameFileFormat::Jpg,
+            FrameFormatArg::Png => FrameFileFormat::Png,
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// New drive folder (must not exist or be empty).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+
+    /// Stop after this many frames.
+    #[arg(long, value_name = "N")]
+    pub max_frames: Option<u64>,
+
+    /// File sources: max (every frame, as fast as possible) or realtime (recorded timing).
+    #[arg(long, value_enum, default_value_t = PaceArg::Max)]
+    pub pace: PaceArg,
+
+    /// Frame files: jpg or png.
+    #[arg(long, value_enum, default_value_t = FrameFormatArg::Jpg)]
+    pub frame_format: FrameFormatArg,
+
+    /// A calibration file copied into the drive (default: the source's own, if it has one).
+    #[arg(long, value_name = "FILE")]
+    pub calib: Option<PathBuf>,
+}
+
+/// Refuses an existing, non-empty folder before anything is opened.
+pub fn check_new_folder(dir: &Path) -> Result<()> {
+    if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+        bail!(
+            "drive folder {} already exists and is not empty; record into a new folder",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn run(args: &RecordArgs) -> Result<()> {
+    let spec = args.source.spec()?;
+    check_new_folder(&args.out)?;
+    if let Some(secs) = args.duration {
+        anyhow::ensure!(
+            secs.is_finite() && secs > 0.0,
+            "--duration must be positive"
+        );
+    }
+    if let Some(cal) = &args.calib {
+        // Checked now rather than after the recording.
+        crate::calib::Calibration::load(cal)?;
+    }
+    let source = crate::source::open(&spec)?;
+    let calibration = args.calib.clone().or_else(|| source.calibration_path());
+    let sink = SinkSpec::Record {
+        dir: args.out.clone(),
+        source: spec.to_string(),
+        frame_format: args.frame_format.into(),
+        calibration,
+    };
+    let stages = Stages {
+        detect: Box::new(PassThrough::new(!spec.is_live())),
+        render: Box::new(RenderStage {
+            draw: false,
+            ttc_warn_s: f64::INFINITY,
+        }),
+        sinks: vec![sink.factory()],
+    };
+    let mut config = PipelineConfig::new(spec.is_live());
+    config.pace = args.pace.into();
+    config.max_frames = args.max_frames;
+    config.duration = args.duration.map(Duration::from_secs_f64);
+    config.model = "record".into();
+    config.progress = !spec.is_live();
+    config.stop = super::run_cmd::stop_on_ctrl_c();
+    config.fault = pipeline::Fault::from_env().map_err(anyhow::Error::msg)?;
+    let report = pipeline::run(source, stages, config)?;
+    let f = &report.summary.frames;
+    eprintln!(
+        "recorded {} frames into {} ({} dropped){}",
+        f.shown,
+        args.out.display(),
+        f.dropped.total(),
+        if report.stopped_by_user {
+            ", stopped by the user"
+        } else {
+            ""
+        }
+    );
+    for note in &report.summary.notes {
+        eprintln!("note: {note}");
+    }
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! `lookout run`: a source through the detector to a window and/or files, with latency
+//! metrics; also the source flags shared with `lookout record`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use super::args::DetectorArgs;
+use crate::detect::Detector;
+use crate::pipeline::{
+    self, DetectStage, Pace, PipelineConfig, Ranging, RenderStage, RunReport, SinkSpec, Stages,
+};
+use crate::source::{self, CameraFormat, SourceOptions, SourceSpec};
+
+/// `--source` and the flags that shape how it is opened.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceArgs {
+    /// camera:N (or N), a video file, a stream URL (rtsp://, http://, ...), a drive folder, a
+    /// KITTI raw folder, an image folder or glob (`dir/*.jpg`).
+    #[arg(long, default_value = "camera:0", value_name = "SRC")]
+    pub source: String,
+
+    /// Camera pixel format: auto, mjpeg, yuyv or nv12.
+    #[arg(long, default_value = "auto", value_name = "FORMAT")]
+    pub camera_format: CameraFormat,
+
+    /// Camera frame size, WIDTHxHEIGHT.
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    pub camera_size: Option<(u32, u32)>,
+
+    /// Camera frame rate.
+    #[arg(long, value_name = "N")]
+    pub camera_fps: Option<u32>,
+
+    /// How long a camera that stops delivering is retried before the run ends, seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub camera_retry: f64,
+
+    /// Frame rate given to image folders and globs (they carry no timestamps).
+    #[arg(long, default_value_t = 10.0, value_name = "FPS")]
+    pub fps: f64,
+}
+
+impl SourceArgs {
+    pub fn spec(&self) -> Result<SourceSpec> {
+        let opts = SourceOptions {
+            images_fps: self.fps,
+            camera_format: self.camera_format,
+            camera_size: self.camera_size,
+            camera_fps: self.camera_fps,
+            camera_retry_secs: self.camera_retry,
+        };
+        Ok(SourceSpec::parse(&self.source, &opts)?)
+    }
+}
+
+/// `1280x720` → (1280, 720).
+fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("`{text}` is not WIDTHxHEIGHT, e.g. 1280x720");
+    let (w, h) = text.split_once(['x', 'X']).ok_or_else(bad)?;
+    let w = w.trim().parse().map_err(|_| bad())?;
+    let h = h.trim().parse().map_err(|_| bad())?;
+    Ok((w, h))
+}
+
+/// `--pace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PaceArg {
+    /// As fast as possible, every frame (files).
+    Max,
+    /// At the recorded timing; frames that cannot keep up are dropped.
+    Realtime,
+}
+
+impl From<PaceArg> for Pace {
+    fn from(p: PaceArg) -> Pace {
+        match p {
+            PaceArg::Max => Pace::Max,
+            PaceArg::Realtime => Pace::Realtime,
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    #[command(flatten)]
+    pub detector: DetectorArgs,
+
+    /// Show a window (default when a display is available).
+    #[arg(long, conflicts_with = "headless")]
+    pub show: bool,
+
+    /// No window; write only the files asked for.
+    #[arg(long)]
+    pub headless: bool,
+
+    /// File sources: max (every frame, as fast as possible) or realtime (recorded timing).
+    #[arg(long, value_enum, default_value_t = PaceArg::Max)]
+    pub pace: PaceArg,
+
+    /// Stop after this many frames.
+    #[arg(long, value_name = "N")]
+    pub max_frames: Option<u64>,
+
+    /// One JSON object per frame and line: seq, pts_ns, capture_ns, size, detections, timing_ms.
+    #[arg(long, value_name = "FILE")]
+    pub jsonl: Option<PathBuf>,
+
+    /// Annotated video (.mp4, through ffmpeg).
+    #[arg(long, value_name = "FILE")]
+    pub save_video: Option<PathBuf>,
+
+    /// Annotated frames as images into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub save_frames: Option<PathBuf>,
+
+    /// The metrics summary as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
+
+    /// One CSV row per frame with every timestamp.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_csv: Option<PathBuf>,
+
+    /// Latency over time and its histogram per stage, as PNG.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+
+    /// Also record the input frames into a new drive folder.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
+
+    /// Frame files of --record: jpg or png.
+    #[arg(long, value_enum, default_value_t = super::record_cmd::FrameFormatArg::Jpg)]
+    pub record_format: super::record_cmd::FrameFormatArg,
+
+    /// Camera calibration (lookout TOML, OpenCV/ROS YAML, KITTI .txt): distances and time to
+    /// collision for every detection.
+    #[arg(long, value_name = "FILE")]
+    pub calib: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub mounting: super::calib_cmd::MountingOverrideArgs,
+
+    /// Forward-collision warning below this time to collision, seconds (needs --calib).
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub ttc_warn: f64,
+}
+
+impl RunArgs {
+    /// Bare `lookout`: the default camera in a window with the default model.
+    pub fn default_live() -> RunArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        Wrapper::parse_from(["lookout", "--source", "camera:0", "--show"]).run
+    }
+}
+
+/// Whether to open a window: `--show`, or by default, when a display is available.
+fn decide_show(args: &RunArgs) -> bool {
+    if args.headless {
+        return false;
+    }
+    let available = pipeline::display_available();
+    if !available && args.show {
+        eprintln!("no display found (DISPLAY / WAYLAND_DISPLAY unset): running headless");
+    }
+    available
+}
+
+/// The Ctrl-C / SIGTERM flag (installed once per process); a second Ctrl-C exits at once.
+pub fn stop_on_ctrl_c() -> Arc<AtomicBool> {
+    static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    STOP.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let handler_flag = flag.clone();
+        let installed = ctrlc::set_handler(move || {
+            if handler_flag.swap(true, Ordering::SeqCst) {
+                eprintln!("interrupted again: exiting without finishing");
+                std::process::exit(130);
+            }
+            eprintln!("stopping: finishing outputs (Ctrl-C again to exit at once)");
+        });
+        if let Err(e) = installed {
+            tracing::warn!("cannot install the Ctrl-C handler: {e}");
+        }
+        flag
+    })
+    .clone()
+}
+
+pub fn run(args: &RunArgs) -> Result<()> {
+    let spec = args.source.spec()?;
+    anyhow::ensure!(args.ttc_warn > 0.0, "--ttc-warn must be positive");
+    if let Some(dir) = &args.record {
+        super::record_cmd::check_new_folder(dir)?;
+    }
+    let calibration = match &args.calib {
+        Some(path) => Some(args.mounting.load(path)?),
+        None => None,
+    };
+    let threads = args.detector.apply_threads()?;
+    let config = args.detector.to_config()?;
+    let load_start = Instant::now();
+    let detector = Detector::load(&config)?;
+    let model_load_ms = load_start.elapsed().as_secs_f64() * 1e3;
+    let model = format!(
+        "{} {} ({threads} threads)",
+        detector.variant(),
+        config.device
+    );
+    let source = source::open(&spec)?;
+    let show = decide_show(args);
+
+    let mut sinks = Vec::new();
+    if show {
+        sinks.push(SinkSpec::Window {
+            title: format!("lookout: {spec}"),
+        });
+    }
+    if let Some(path) = &args.save_video {
+        sinks.push(SinkSpec::Video { path: path.clone() });
+    }
+    if let Some(dir) = &args.save_frames {
+        sinks.push(SinkSpec::Frames { dir: dir.clone() });
+    }
+    if let Some(path) = &args.jsonl {
+        sinks.push(SinkSpec::Jsonl { path: path.clone() });
+    }
+    if let Some(dir) = &args.record {
+        sinks.push(SinkSpec::Record {
+            dir: dir.clone(),
+            source: spec.to_string(),
+            frame_format: args.record_format.into(),
+            calibration: args.calib.clone().or_else(|| source.calibration_path()),
+        });
+    }
+    let draw = sinks.iter().any(SinkSpec::needs_pixels);
+    let stages = Stages {
+        detect: Box::new(DetectStage::new(detector, calibration.map(Ranging::new))),
+        render: Box::new(RenderStage {
+            draw,
+            ttc_warn_s: args.ttc_warn,
+        }),
+        sinks: sinks.into_iter().map(SinkSpec::factory).collect(),
+    };
+    let mut pipeline_config = PipelineConfig::new(spec.is_live());
+    pipeline_config.pace = args.pace.into();
+    pipeline_config.max_frames = args.max_frames;
+    pipeline_config.model = model;
+    pipeline_config.model_load_ms = model_load_ms;
+    pipeline_config.progress = !show && !spec.is_live();
+    pipeline_config.stop = stop_on_ctrl_c();
+    pipeline_config.fault = pipeline::Fault::from_env().map_err(anyhow::Error::msg)?;
+    let report = pipeline::run(source, stages, pipeline_config)?;
+    write_reports(args, &report)
+}
+
+/// The table on stderr and the files asked for.
+fn write_reports(args: &RunArgs, report: &RunReport) -> Result<()> {
+    eprint!("{}", report.summary.table());
+    if let Some(path) = &args.metrics {
+        let json = serde_json::to_string_pretty(&report.summary)?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("cannot write --metrics {}", path.display()))?;
+    }
+    if let Some(path) = &args.metrics_csv {
+        report
+            .recorder
+            .write_csv(path)
+            .with_context(|| format!("cannot write --metrics-csv {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        crate::metrics::plot::write_plot(report.recorder.records(), path)
+            .with_context(|| format!("cannot write --plot {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn bare_lookout_is_a_live_run_of_camera_zero_in_a_window() {
+        let cli = Cli::try_parse_from(["lookout"]).unwrap();
+        assert!(cli.command.is_none());
+        let args = RunArgs::default_live();
+        assert_eq!(args.source.source, "camera:0");
+        assert!(args.show && !args.headless);
+        assert_eq!(args.pace, PaceArg::Max);
+        assert_eq!(args.ttc_warn, 2.0);
+    }
+
+    #[test]
+    fn run_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "lookout",
+            "run",
+            "--source",
+            "clip.mp4",
+            "--headless",
+            "--pace",
+            "realtime",
+            "--max-frames",
+            "9",
+            "--jsonl",
+            "o.jsonl",
+            "--metrics",
+            "m.json",
+            "--imgsz",
+            "416",
+            "--camera-size",
+            "1280x720",
+            "--record",
+            "d",
+            "--record-format",
+            "png",
+        ])
+        .unwrap();
+        let Some(Command::Run(args)) = cli.command else {
+            panic!("not a run");
+        };
+        assert_eq!(args.pace, PaceArg::Realtime);
+        assert_eq!(args.max_frames, Some(9));
+        assert_eq!(args.source.camera_size, Some((1280, 720)));
+        assert_eq!(args.detector.imgsz, Some(416));
+        assert!(Cli::try_parse_from(["lookout", "run", "--show", "--headless"]).is_err());
+        assert!(parse_size("12x").is_err());
+    }
+}

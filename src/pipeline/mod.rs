@@ -1,0 +1,803 @@
+//! The live pipeline: capture → detect → render → sinks, each on its own thread, joined by
+//! crossbeam channels. Only this module spawns threads or touches channels.
+//!
+//! Live sources (and `--pace realtime`) hand frames on through [`LatestSlot`]s: a newer
+//! frame replaces a waiting one, which is counted as dropped, so queues never grow. Files at
+//! `--pace max` use lossless one-slot hand-overs with back-pressure: every frame is
+//! processed, in order, and the same input gives the same detections. Stages are plain
+//! structs ([`Stage`]); a stage that errs or panics sets the abort flag, every loop sees it
+//! within one poll (tens of ms), sinks still finish their files, and [`run`] returns an
+//! error naming the stage. Ctrl-C, a window's close button and the end of the input stop
+//! gracefully: stages drain, sinks finish.
+//!
+//! Threads: the detector's rayon pool gets `--threads` (default all cores). Capture and
+//! render share those cores with it: both mostly wait (capture on ffmpeg's pipe or the
+//! camera, render on the detector), and their bursts — decoding a frame into RGB, copying
+//! and drawing boxes — take a few ms per frame, so on a 2-core machine they steal a few
+//! percent of inference time rather than needing a core of their own.
+
+pub mod fault;
+pub mod sinks;
+pub mod slot;
+pub mod stage;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+pub use fault::Fault;
+pub use sinks::{display_available, SinkContext, SinkFactory, SinkSpec};
+pub use slot::{hop, Handed, HopSender, LatestSlot};
+pub use stage::{
+    Captured, DetectStage, PassThrough, Ranging, RenderStage, Rendered, Sequenced, Stage,
+};
+
+use crate::metrics::hud::HudWindow;
+use crate::metrics::latency::{Drops, FrameCounts, LatencyRecorder, QueueWaits, RunSummary};
+use crate::sink::{Sink, SinkControl, SinkFrame};
+use crate::source::{FrameSource, SourceInfo};
+use crate::types::{mono_now_ns, DetectedFrame, FrameStamps};
+
+/// How often a waiting loop looks at the stop and abort flags.
+const POLL: Duration = Duration::from_millis(20);
+/// After a failure, how long the other stages get to wind down before the run returns.
+const ABORT_GRACE: Duration = Duration::from_millis(800);
+
+/// How file sources are fed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// As fast as the pipeline goes, every frame (lossless, deterministic).
+    Max,
+    /// At the recorded timing (`pts_ns`); frames that cannot keep up are dropped.
+    Realtime,
+}
+
+impl Pace {
+    pub fn name(self) -> &'static str {
+        match self {
+            Pace::Max => "max",
+            Pace::Realtime => "realtime",
+        }
+    }
+}
+
+/// How a run behaves; built once by the command.
+pub struct PipelineConfig {
+    /// A camera or stream: latest frame wins on every hop.
+    pub live: bool,
+    pub pace: Pace,
+    pub max_frames: Option<u64>,
+    /// Stop reading after this long.
+    pub duration: Option<Duration>,
+    pub warmup_frames: usize,
+    /// `yolox-nano cpu`, for the HUD and summary.
+    pub model: String,
+    pub model_load_ms: f64,
+    /// Show a progress bar (file sources without a window).
+    pub progress: bool,
+    /// Set by Ctrl-C (or anyone) to stop gracefully; the pipeline sets it on a window quit.
+    pub stop: Arc<AtomicBool>,
+    /// Test hook, see [`fault`].
+    pub fault: Option<Fault>,
+}
+
+impl PipelineConfig {
+    /// Defaults for a source: lossless unless live, pace max, no limits.
+    pub fn new(live: bool) -> Self {
+        Self {
+            live,
+            pace: Pace::Max,
+            max_frames: None,
+            duration: None,
+            warmup_frames: crate::metrics::latency::DEFAULT_WARMUP_FRAMES,
+            model: String::new(),
+            model_load_ms: 0.0,
+            progress: false,
+            stop: Arc::new(AtomicBool::new(false)),
+            fault: None,
+        }
+    }
+
+    /// Latest-wins hops (live sources, or files replayed in real time).
+    fn latest_wins(&self) -> bool {
+        self.live || self.pace == Pace::Realtime
+    }
+}
+
+/// The stages of one run.
+pub struct Stages {
+    pub detect: Box<dyn Stage<Captured, DetectedFrame>>,
+    pub render: Box<dyn Stage<DetectedFrame, Rendered>>,
+    pub sinks: Vec<SinkFactory>,
+}
+
+/// What a finished run hands back.
+pub struct RunReport {
+    pub summary: RunSummary,
+    pub recorder: LatencyRecorder,
+    /// The user stopped the run (Ctrl-C, window closed) before the input ended.
+    pub stopped_by_user: bool,
+    /// The most frames ever waiting on one hop (1 at most on latest-wins hops).
+    pub max_queue_depth: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("stage `{stage}` failed: {message}")]
+    Stage {
+        stage: &'static str,
+        message: String,
+    },
+    #[error("stage `{stage}` panicked: {message}")]
+    Panic {
+        stage: &'static str,
+        message: String,
+    },
+    #[error("cannot start the `{stage}` thread: {message}")]
+    Spawn {
+        stage: &'static str,
+        message: String,
+    },
+}
+
+/// Shared flags and the first failure.
+struct Control {
+    stop: Arc<AtomicBool>,
+    abort: AtomicBool,
+    failure: Mutex<Option<PipelineError>>,
+}
+
+impl Control {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.aborted()
+    }
+
+    fn aborted(&self) -> bool {
+        self.abort.load(Ordering::Relaxed)
+    }
+
+    /// Keeps the first failure and tells every stage to quit.
+    fn fail(&self, error: PipelineError) {
+        let mut slot = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(error);
+        self.abort.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Frames through one stage; `dropped` counts `seq` gaps in what it received.
+#[derive(Default)]
+struct StageCounter {
+    received: AtomicU64,
+    sent: AtomicU64,
+    dropped: AtomicU64,
+}
+
+#[derive(Default)]
+struct Counters {
+    capture: StageCounter,
+    detect: StageCounter,
+    render: StageCounter,
+    sink: StageCounter,
+    max_queue_depth: AtomicU64,
+}
+
+impl Counters {
+    /// Drops so far (from `seq` gaps), all stages together.
+    fn dropped_so_far(&self) -> u64 {
+        [&self.capture, &self.detect, &self.render, &self.sink]
+            .iter()
+            .map(|c| c.dropped.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn note_depth(&self, depth: usize) {
+        self.max_queue_depth
+            .fetch_max(depth as u64, Ordering::Relaxed);
+    }
+
+    /// Final drops: a stage's drops are what its predecessor sent and it never received
+    /// (the `seq` gaps, plus any frame replaced after the last one it took).
+    fn drops(&self, source_skipped: u64) -> Drops {
+        let gap = |from: &StageCounter, to: &StageCounter| {
+            from.sent
+                .load(Ordering::Relaxed)
+                .saturating_sub(to.received.load(Ordering::Relaxed))
+        };
+        Drops {
+            capture: self.capture.dropped.load(Ordering::Relaxed) + source_skipped,
+            detect: gap(&self.capture, &self.detect),
+            render: gap(&self.detect, &self.render),
+            sink: gap(&self.render, &self.sink),
+        }
+    }
+}
+
+/// An item on a hop: when its producer had it ready, and how long the frame has waited
+/// on each hop so far (before detect, render, sink), so that stage times exclude queueing.
+struct Timed<T> {
+    item: T,
+    ready_ns: u64,
+    waits: QueueWaits,
+}
+
+impl<T> Timed<T> {
+    fn new(item: T, waits: QueueWaits) -> Self {
+        Self {
+            item,
+            ready_ns: mono_now_ns(),
+            waits,
+        }
+    }
+}
+
+impl<T: Sequenced> Sequenced for Timed<T> {
+    fn seq(&self) -> u64 {
+        self.item.seq()
+    }
+}
+
+/// Counts frames missing between consecutive `seq`s.
+#[derive(Default)]
+struct SeqGaps {
+    last: Option<u64>,
+}
+
+impl SeqGaps {
+    fn observe(&mut self, seq: u64) -> u64 {
+        let gap = match self.last {
+            Some(last) if seq > last + 1 => seq - last - 1,
+            _ => 0,
+        };
+        self.last = Some(seq);
+        gap
+    }
+}
+
+/// Runs `source` through `stages` until the input ends, the user stops or a stage fails.
+pub fn run(
+    source: Box<dyn FrameSource>,
+    stages: Stages,
+    config: PipelineConfig,
+) -> Result<RunReport, PipelineError> {
+    mono_now_ns(); // starts the clock, so that no stamp is 0
+    let info = source.info();
+    let ctl = Arc::new(Control {
+        stop: config.stop.clone(),
+        abort: AtomicBool::new(false),
+        failure: Mutex::new(None),
+    });
+    let counters = Arc::new(Counters::default());
+    let lossless = !config.latest_wins();
+    let (to_detect, detect_rx) = hop::<Timed<Captured>>(lossless);
+    let (to_render, render_rx) = hop::<Timed<DetectedFrame>>(lossless);
+    let (to_sink, sink_rx) = hop::<Timed<Rendered>>(lossless);
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<&'static str>();
+    let started = Instant::now();
+
+    let capture = {
+        let (c, counters) = (ctl.clone(), counters.clone());
+        let feed = CaptureFeed {
+            pacer: (config.pace == Pace::Realtime && !config.live)
+                .then(|| Pacer::new(info.nominal_fps)),
+            max_frames: config.max_frames,
+            deadline: config.duration.map(|d| started + d),
+            fault: config.fault.clone(),
+        };
+        spawn("capture", &ctl, &done_tx, move || {
+            capture_loop(source, feed, &to_detect, &c, &counters)
+        })?
+    };
+    let detect = {
+        let (c, counters, fault) = (ctl.clone(), counters.clone(), config.fault.clone());
+        let mut stage = stages.detect;
+        spawn("detect", &ctl, &done_tx, move || {
+            let counter = &counters.detect;
+            stage_loop(
+                0,
+                stage.as_mut(),
+                &detect_rx,
+                &to_render,
+                &c,
+                counter,
+                &counters,
+                fault.as_ref(),
+            )
+        })?
+    };
+    let render = {
+        let (c, counters, fault) = (ctl.clone(), counters.clone(), config.fault.clone());
+        let mut stage = stages.render;
+        spawn("render", &ctl, &done_tx, move || {
+            let counter = &counters.render;
+            stage_loop(
+                1,
+                stage.as_mut(),
+                &render_rx,
+                &to_sink,
+                &c,
+                counter,
+                &counters,
+                fault.as_ref(),
+            )
+        })?
+    };
+    let sink = {
+        let (c, counters) = (ctl.clone(), counters.clone());
+        let setup = SinkSetup {
+            factories: stages.sinks,
+            fps: info.nominal_fps.unwrap_or(30.0),
+            fallback_size: info.size,
+            model: config.model.clone(),
+            warmup_frames: config.warmup_frames,
+            fault: config.fault.clone(),
+        };
+        spawn("sink", &ctl, &done_tx, move || {
+            sink_loop(setup, &sink_rx, &c, &counters)
+        })?
+    };
+    drop(done_tx);
+
+    let progress = config
+        .progress
+        .then(|| progress_bar(config.max_frames.into_iter().chain(info.frame_count).min()));
+    supervise(&done_rx, &ctl, &counters, progress.as_ref());
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    let duration_s = started.elapsed().as_secs_f64();
+
+    if let Some(error) = ctl.failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(error);
+    }
+    // Every thread reported done: the joins return at once.
+    let final_info = capture.join().ok().flatten().unwrap_or(info);
+    let recorder = sink
+        .join()
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| LatencyRecorder::new(config.warmup_frames));
+    let _ = (detect.join(), render.join());
+
+    let drops = counters.drops(final_info.skipped_frames);
+    let frames = FrameCounts {
+        frames_in: counters.capture.received.load(Ordering::Relaxed),
+        processed: counters.detect.sent.load(Ordering::Relaxed),
+        shown: counters.sink.received.load(Ordering::Relaxed),
+        dropped: drops,
+    };
+    let mut summary = RunSummary::build(&recorder, frames, duration_s, config.model_load_ms);
+    summary.source = final_info.description.clone();
+    summary.model = config.model.clone();
+    summary.pace = if config.live {
+        "live".into()
+    } else {
+        config.pace.name().into()
+    };
+    summary.notes.extend(final_info.note.clone());
+    if final_info.ended_early {
+        summary.notes.push("the input ended early".into());
+    }
+    let stopped_by_user = config.stop.load(Ordering::Relaxed);
+    Ok(RunReport {
+        summary,
+        recorder,
+        stopped_by_user,
+        max_queue_depth: counters.max_queue_depth.load(Ordering::Relaxed) as usize,
+    })
+}
+
+/// Waits for every stage to finish, or, after a failure, for at most [`ABORT_GRACE`].
+fn supervise(
+    done_rx: &Receiver<&'static str>,
+    ctl: &Control,
+    counters: &Counters,
+    progress: Option<&indicatif::ProgressBar>,
+) {
+    let mut abort_seen: Option<Instant> = None;
+    loop {
+        match done_rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(_) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if let Some(bar) = progress {
+            bar.set_position(counters.sink.received.load(Ordering::Relaxed));
+        }
+        if ctl.aborted() {
+            let since = *abort_seen.get_or_insert_with(Instant::now);
+            // A stage stuck in a blocking call (a stalled stream) is left behind.
+            if since.elapsed() > ABORT_GRACE {
+                return;
+            }
+        }
+    }
+}
+
+fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
+    let bar = match total {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} frames {per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Runs `body` on a named thread: an error or panic becomes the run's failure, naming the
+/// stage; `done` hears about the end either way.
+fn spawn<T: Send + 'static>(
+    stage: &'static str,
+    ctl: &Arc<Control>,
+    done: &crossbeam_channel::Sender<&'static str>,
+    body: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<std::thread::JoinHandle<Option<T>>, PipelineError> {
+    let ctl_for_error = ctl.clone();
+    let (ctl, done) = (ctl.clone(), done.clone());
+    std::thread::Builder::new()
+        .name(format!("lookout-{stage}"))
+        .spawn(move || {
+            let result = std::panic::catch_unwind(AssertUnwindSafe(body));
+            let value = match result {
+                Ok(Ok(value)) => Some(value),
+                Ok(Err(e)) => {
+                    ctl.fail(PipelineError::Stage {
+                        stage,
+                        message: format!("{e:#}"),
+                    });
+                    None
+                }
+                Err(panic) => {
+                    ctl.fail(PipelineError::Panic {
+                        stage,
+                        message: panic_message(panic.as_ref()),
+                    });
+                    None
+                }
+            };
+            let _ = done.send(stage);
+            value
+        })
+        .map_err(|e| {
+            // The stages already running must not wait for this one.
+            ctl_for_error.abort.store(true, Ordering::Relaxed);
+            PipelineError::Spawn {
+                stage,
+                message: e.to_string(),
+            }
+        })
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Plays file frames at their recorded times: sleeps until a frame is due and drops frames
+/// that are more than a frame period late.
+struct Pacer {
+    /// (mono ns, pts ns) of the first frame released.
+    origin: Option<(u64, i64)>,
+    period_ns: i64,
+    index: i64,
+}
+
+enum Release {
+    /// Due now (at the given mono time).
+    OnTime(u64),
+    Late,
+    Stopped,
+}
+
+impl Pacer {
+    fn new(nominal_fps: Option<f64>) -> Self {
+        let fps = nominal_fps
+            .filter(|f| f.is_finite() && *f > 0.0)
+            .unwrap_or(30.0);
+        Self {
+            origin: None,
+            period_ns: (1e9 / fps) as i64,
+            index: 0,
+        }
+    }
+
+    fn release(&mut self, pts_ns: Option<i64>, stopping: impl Fn() -> bool) -> Release {
+        let pts = pts_ns.unwrap_or(self.index * self.period_ns);
+        self.index += 1;
+        let now = mono_now_ns();
+        let (mono0, pts0) = *self.origin.get_or_insert((now, pts));
+        let due = mono0 as i64 + (pts - pts0);
+        if now as i64 > due + self.period_ns {
+            return Release::Late;
+        }
+        loop {
+            let now = mono_now_ns() as i64;
+            if now >= due {
+                return Release::OnTime(now as u64);
+            }
+            if stopping() {
+                return Release::Stopped;
+            }
+            let wait = Duration::from_nanos((due - now) as u64).min(POLL);
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+struct CaptureFeed {
+    pacer: Option<Pacer>,
+    max_frames: Option<u64>,
+    deadline: Option<Instant>,
+    fault: Option<Fault>,
+}
+
+/// Reads frames until the input ends, a limit is reached or the run stops; returns the
+/// source's final report.
+fn capture_loop(
+    mut source: Box<dyn FrameSource>,
+    mut feed: CaptureFeed,
+    tx: &HopSender<Timed<Captured>>,
+    ctl: &Control,
+    counters: &Counters,
+) -> anyhow::Result<SourceInfo> {
+    let counter = &counters.capture;
+    let mut gaps = SeqGaps::default();
+    let mut read = 0u64;
+    while !ctl.stopping() {
+        if feed.max_frames.is_some_and(|n| read >= n)
+            || feed.deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            break;
+        }
+        let Some(frame) = source.next_frame()? else {
+            break;
+        };
+        let decoded = mono_now_ns();
+        read += 1;
+        counter.received.fetch_add(1, Ordering::Relaxed);
+        counter
+            .dropped
+            .fetch_add(gaps.observe(frame.seq), Ordering::Relaxed);
+        Fault::check(feed.fault.as_ref(), "capture", read)?;
+        let mut stamps = FrameStamps {
+            captured: frame.capture_mono_ns.clamp(1, decoded),
+            decoded,
+            ..FrameStamps::default()
+        };
+        if let Some(pacer) = &mut feed.pacer {
+            match pacer.release(frame.pts_ns, || ctl.stopping()) {
+                // A replayed frame is captured when it is due, as a camera's would be.
+                Release::OnTime(now) => (stamps.captured, stamps.decoded) = (now, now),
+                Release::Late => {
+                    counter.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Release::Stopped => break,
+            }
+        }
+        let captured = Timed::new(Captured { frame, stamps }, [0; 3]);
+        match tx.send(captured, || ctl.stopping()) {
+            Handed::Sent | Handed::Replaced(_) => {
+                counter.sent.fetch_add(1, Ordering::Relaxed);
+                counters.note_depth(tx.len());
+            }
+            Handed::Refused => break,
+        }
+    }
+    Ok(source.info())
+}
+
+/// The stages that take from a hop, by hop index (see [`QueueWaits`]).
+const HOP_STAGES: [&str; 3] = ["detect", "render", "sink"];
+
+/// Takes items from `rx`, runs them through `stage` and hands them on until the input is
+/// drained, the run stops or it aborts. `hop` indexes [`HOP_STAGES`].
+#[allow(clippy::too_many_arguments)]
+fn stage_loop<I: Sequenced, O: Sequenced>(
+    hop: usize,
+    stage: &mut dyn Stage<I, O>,
+    rx: &Receiver<Timed<I>>,
+    tx: &HopSender<Timed<O>>,
+    ctl: &Control,
+    counter: &StageCounter,
+    counters: &Counters,
+    fault: Option<&Fault>,
+) -> anyhow::Result<()> {
+    let mut gaps = SeqGaps::default();
+    let mut processed = 0u64;
+    loop {
+        if ctl.aborted() {
+            return Ok(());
+        }
+        let timed = match rx.recv_timeout(POLL) {
+            Ok(item) => item,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            // Stopping and nothing left to drain.
+            Err(RecvTimeoutError::Timeout) if ctl.stopping() => return Ok(()),
+            Err(RecvTimeoutError::Timeout) => continue,
+        };
+        let mut waits = timed.waits;
+        waits[hop] = mono_now_ns().saturating_sub(timed.ready_ns);
+        counter.received.fetch_add(1, Ordering::Relaxed);
+        counter
+            .dropped
+            .fetch_add(gaps.observe(timed.seq()), Ordering::Relaxed);
+        processed += 1;
+        Fault::check(fault, HOP_STAGES[hop], processed)?;
+        let out = Timed::new(stage.process(timed.item)?, waits);
+        match tx.send(out, || ctl.aborted()) {
+            Handed::Sent | Handed::Replaced(_) => {
+                counter.sent.fetch_add(1, Ordering::Relaxed);
+                counters.note_depth(tx.len());
+            }
+            Handed::Refused => return Ok(()),
+        }
+    }
+}
+
+struct SinkSetup {
+    factories: Vec<SinkFactory>,
+    fps: f64,
+    /// Used to build the sinks when not a single frame arrives.
+    fallback_size: Option<(u32, u32)>,
+    model: String,
+    warmup_frames: usize,
+    fault: Option<Fault>,
+}
+
+/// Builds the sinks on the first frame, writes every frame to each, stamps `presented`,
+/// records latencies, and finishes every sink however the run ends.
+fn sink_loop(
+    setup: SinkSetup,
+    rx: &Receiver<Timed<Rendered>>,
+    ctl: &Control,
+    counters: &Counters,
+) -> anyhow::Result<LatencyRecorder> {
+    let SinkSetup {
+        factories,
+        fps,
+        fallback_size,
+        model,
+        warmup_frames,
+        fault,
+    } = setup;
+    let mut factories = Some(factories);
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let mut recorder = LatencyRecorder::new(warmup_frames);
+    let mut outputs = Outputs {
+        factories: &mut factories,
+        sinks: &mut sinks,
+        fps,
+    };
+    // A panic while writing is held until every sink is finished, then passed on.
+    let written = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        write_frames(
+            rx,
+            ctl,
+            counters,
+            &mut outputs,
+            &mut recorder,
+            &model,
+            fault.as_ref(),
+        )
+    }));
+    let (result, panic) = match written {
+        Ok(result) => (result, None),
+        Err(panic) => (Ok(()), Some(panic)),
+    };
+    if result.is_ok() && panic.is_none() && factories.is_some() {
+        if let Some(size) = fallback_size {
+            build_sinks(&mut factories, &mut sinks, size, fps)?;
+        }
+    }
+    // Finish every sink, even after a failure: files stay valid up to the last frame.
+    let mut first_error = result.err();
+    for sink in &mut sinks {
+        if let Err(e) = sink.finish() {
+            first_error.get_or_insert_with(|| anyhow::anyhow!("finishing {}: {e}", sink.name()));
+        }
+    }
+    if let Some(panic) = panic {
+        std::panic::resume_unwind(panic);
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(recorder),
+    }
+}
+
+fn build_sinks(
+    factories: &mut Option<Vec<SinkFactory>>,
+    sinks: &mut Vec<Box<dyn Sink>>,
+    (width, height): (u32, u32),
+    fps: f64,
+) -> anyhow::Result<()> {
+    let ctx = SinkContext { width, height, fps };
+    for factory in factories.take().unwrap_or_default() {
+        sinks.push(factory(&ctx)?);
+    }
+    Ok(())
+}
+
+/// The sinks, built on the first frame.
+struct Outputs<'a> {
+    factories: &'a mut Option<Vec<SinkFactory>>,
+    sinks: &'a mut Vec<Box<dyn Sink>>,
+    fps: f64,
+}
+
+fn write_frames(
+    rx: &Receiver<Timed<Rendered>>,
+    ctl: &Control,
+    counters: &Counters,
+    outputs: &mut Outputs<'_>,
+    recorder: &mut LatencyRecorder,
+    model: &str,
+    fault: Option<&Fault>,
+) -> anyhow::Result<()> {
+    let counter = &counters.sink;
+    let mut gaps = SeqGaps::default();
+    let mut hud_window = HudWindow::default();
+    loop {
+        if ctl.aborted() {
+            return Ok(());
+        }
+        let timed = match rx.recv_timeout(POLL) {
+            Ok(item) => item,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            Err(RecvTimeoutError::Timeout) if ctl.stopping() => return Ok(()),
+            Err(RecvTimeoutError::Timeout) => continue,
+        };
+        let received = counter.received.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut waits = timed.waits;
+        waits[2] = mono_now_ns().saturating_sub(timed.ready_ns);
+        counter
+            .dropped
+            .fetch_add(gaps.observe(timed.seq()), Ordering::Relaxed);
+        Fault::check(fault, "sink", received)?;
+        let Rendered {
+            mut detected,
+            annotated,
+        } = timed.item;
+        if outputs.factories.is_some() {
+            let size = (detected.frame.width(), detected.frame.height());
+            build_sinks(outputs.factories, outputs.sinks, size, outputs.fps)?;
+        }
+        let hud = hud_window.stats(detected.timings.inference, counters.dropped_so_far(), model);
+        let mut quit = false;
+        for sink in outputs.sinks.iter_mut() {
+            let frame = SinkFrame {
+                detected: &detected,
+                annotated: annotated.as_ref(),
+                hud: &hud,
+            };
+            let control = sink.write(&frame).map_err(|e| anyhow::anyhow!("{e}"))?;
+            quit |= control == SinkControl::Quit;
+        }
+        detected.stamps.presented = mono_now_ns();
+        let stamps = detected.stamps;
+        recorder.record(
+            detected.frame.seq,
+            detected.frame.pts_ns,
+            stamps,
+            waits,
+            detected.detections.len(),
+        );
+        if let Some(ns) = crate::metrics::latency::end_to_end_ns(&stamps) {
+            hud_window.push(stamps.presented, ns as f64 / 1e6);
+        }
+        if quit {
+            ctl.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,316 @@
+//! The stage shape: a plain struct with a `process` method that takes one item and returns
+//! the next, knowing nothing of threads or channels (those belong to [`super::run`]).
+//!
+//! [`DetectStage`] wraps the [`Detector`] (stamping pre-processing, inference and
+//! post-processing) and, with a calibration, adds distances and time to collision;
+//! [`PassThrough`] stands in for it when recording; [`RenderStage`] draws boxes, labels and
+//! the forward-collision banner. Tests plug in their own stages (a slow fake detector).
+
+use image::{Rgb, RgbImage};
+
+use crate::calib::{estimate_distance, Calibration};
+use crate::detect::Detector;
+use crate::track::{TtcConfig, TtcInput, TtcTracker};
+use crate::types::{mono_now_ns, DetectTimings, DetectedFrame, Detection, Frame, FrameStamps};
+
+/// A frame as the capture stage hands it on.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub frame: Frame,
+    pub stamps: FrameStamps,
+}
+
+/// A detected frame and, when some sink needs pixels, its annotated copy.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub detected: DetectedFrame,
+    pub annotated: Option<RgbImage>,
+}
+
+/// Items that carry their frame's `seq` (for drop counting from gaps).
+pub trait Sequenced {
+    fn seq(&self) -> u64;
+}
+
+impl Sequenced for Captured {
+    fn seq(&self) -> u64 {
+        self.frame.seq
+    }
+}
+
+impl Sequenced for DetectedFrame {
+    fn seq(&self) -> u64 {
+        self.frame.seq
+    }
+}
+
+impl Sequenced for Rendered {
+    fn seq(&self) -> u64 {
+        self.detected.frame.seq
+    }
+}
+
+/// One step of the pipeline. It runs on a thread the pipeline owns, one item at a time.
+pub trait Stage<In, Out>: Send {
+    fn process(&mut self, input: In) -> anyhow::Result<Out>;
+}
+
+/// The detector as a stage, with optional distances and TTC.
+pub struct DetectStage {
+    detector: Detector,
+    ranging: Option<Ranging>,
+}
+
+impl DetectStage {
+    pub fn new(detector: Detector, ranging: Option<Ranging>) -> Self {
+        Self { detector, ranging }
+    }
+}
+
+impl Stage<Captured, DetectedFrame> for DetectStage {
+    fn process(&mut self, input: Captured) -> anyhow::Result<DetectedFrame> {
+        let Captured { frame, mut stamps } = input;
+        let (w, h) = (frame.width() as usize, frame.height() as usize);
+        let t0 = mono_now_ns();
+        let (tensor, image_from_model) = self.detector.preprocess(frame.image.as_raw(), w, h)?;
+        stamps.preprocessed = mono_now_ns();
+        self.detector.infer(&tensor)?;
+        stamps.inferred = mono_now_ns();
+        let mut detections = self.detector.postprocess(&image_from_model)?;
+        if let Some(ranging) = &mut self.ranging {
+            ranging.apply(&frame, &mut detections)?;
+        }
+        stamps.postprocessed = mono_now_ns();
+        let ms = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e6;
+        let timings = DetectTimings {
+            preprocess: ms(t0, stamps.preprocessed),
+            inference: ms(stamps.preprocessed, stamps.inferred),
+            postprocess: ms(stamps.inferred, stamps.postprocessed),
+        };
+        Ok(DetectedFrame {
+            frame,
+            detections,
+            timings,
+            stamps,
+        })
+    }
+}
+
+/// No detector (recording): the frame goes on with no detections.
+///
+/// With `keep_source_timing`, a frame that has a presentation time gets a capture time of
+/// the first frame's plus its `pts_ns`, so that a drive recorded from a file at full speed
+/// still replays at the file's own timing.
+#[derive(Debug, Default)]
+pub struct PassThrough {
+    pub keep_source_timing: bool,
+    /// (capture ns, pts ns) of the first frame.
+    origin: Option<(u64, i64)>,
+}
+
+impl PassThrough {
+    pub fn new(keep_source_timing: bool) -> Self {
+        Self {
+            keep_source_timing,
+            origin: None,
+        }
+    }
+}
+
+impl Stage<Captured, DetectedFrame> for PassThrough {
+    fn process(&mut self, input: Captured) -> anyhow::Result<DetectedFrame> {
+        let Captured {
+            mut frame,
+            mut stamps,
+        } = input;
+        if let (true, Some(pts)) = (self.keep_source_timing, frame.pts_ns) {
+            let (mono0, pts0) = *self.origin.get_or_insert((frame.capture_mono_ns, pts));
+            frame.capture_mono_ns = (mono0 as i64 + (pts - pts0)).max(0) as u64;
+        }
+        let now = mono_now_ns();
+        (stamps.preprocessed, stamps.inferred, stamps.postprocessed) = (now, now, now);
+        Ok(DetectedFrame {
+            frame,
+            detections: Vec::new(),
+            timings: DetectTimings::default(),
+            stamps,
+        })
+    }
+}
+
+/// Distances from a calibration and time to collision from a tracker over frames.
+pub struct Ranging {
+    calibration: Calibration,
+    /// The calibration scaled to the current frame size.
+    scaled: Option<((u32, u32), Calibration)>,
+    tracker: TtcTracker,
+}
+
+impl Ranging {
+    pub fn new(calibration: Calibration) -> Self {
+        Self {
+            calibration,
+            scaled: None,
+            tracker: TtcTracker::new(TtcConfig::default()),
+        }
+    }
+
+    /// Sets `range` (with `ttc_s` once a track has history) on every placeable detection.
+    pub fn apply(&mut self, frame: &Frame, detections: &mut [Detection]) -> anyhow::Result<()> {
+        let size = (frame.width(), frame.height());
+        if self.scaled.as_ref().map(|(s, _)| *s) != Some(size) {
+            let cal = self.calibration.for_image_size(size.0, size.1)?;
+            self.scaled = Some((size, cal));
+        }
+        let cal = &self.scaled.as_ref().expect("set above").1;
+        let mut inputs = Vec::with_capacity(detections.len());
+        for d in detections.iter_mut() {
+            let estimate = estimate_distance(cal, &d.box_in_image, &d.class, size.0, size.1);
+            inputs.push(TtcInput {
+                box_in_image: d.box_in_image,
+                class_id: d.class_id,
+                // The near face closes first: TTC is measured to it.
+                distance_m: estimate.as_ref().map(|e| e.nearest_m),
+                lateral_m: estimate.as_ref().map(|e| e.lateral_m),
+            });
+            d.range = estimate.map(|e| e.to_range());
+        }
+        let outputs = self.tracker.update(frame_time_s(frame), &inputs);
+        for (d, out) in detections.iter_mut().zip(outputs) {
+            if let Some(range) = &mut d.range {
+                range.ttc_s = out.ttc_s;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The frame's time for tracking: its recorded time when replayed, else its capture time.
+fn frame_time_s(frame: &Frame) -> f64 {
+    match frame.pts_ns {
+        Some(pts) => pts as f64 / 1e9,
+        None => frame.capture_mono_ns as f64 / 1e9,
+    }
+}
+
+/// Draws detections (with distances) and the forward-collision banner on a copy of the frame.
+pub struct RenderStage {
+    /// False when no sink needs pixels: the stage only stamps.
+    pub draw: bool,
+    /// Show the forward-collision warning below this time to collision, seconds.
+    pub ttc_warn_s: f64,
+}
+
+impl Stage<DetectedFrame, Rendered> for RenderStage {
+    fn process(&mut self, mut detected: DetectedFrame) -> anyhow::Result<Rendered> {
+        let annotated = self.draw.then(|| {
+            let mut image = detected.frame.image.clone();
+            for d in &detected.detections {
+                crate::render::draw_detection(&mut image, d, &crate::render::range_label(d));
+            }
+            if let Some(ttc) = min_ttc(&detected.detections).filter(|t| *t < self.ttc_warn_s) {
+                draw_collision_banner(&mut image, ttc);
+            }
+            image
+        });
+        detected.stamps.rendered = mono_now_ns();
+        Ok(Rendered {
+            detected,
+            annotated,
+        })
+    }
+}
+
+/// The shortest time to collision among the detections.
+pub fn min_ttc(detections: &[Detection]) -> Option<f64> {
+    detections
+        .iter()
+        .filter_map(|d| d.range.as_ref()?.ttc_s)
+        .min_by(f64::total_cmp)
+}
+
+/// A red full-width banner across the top third's upper edge: `BRAKE! collision in 1.4 s`.
+pub fn draw_collision_banner(image: &mut RgbImage, ttc_s: f64) {
+    let scale = crate::render::text_scale(image.height()) * 2;
+    let text = format!("FORWARD COLLISION WARNING  TTC {ttc_s:.1} s");
+    let (tw, th) = crate::render::text_size(&text, scale);
+    let banner_h = th + 4 * scale;
+    let top = (image.height() / 8) as i64;
+    let red = Rgb([220, 20, 20]);
+    crate::render::fill_rect(
+        image,
+        0,
+        top,
+        image.width() as i64,
+        top + banner_h as i64,
+        red,
+    );
+    let x = (image.width() as i64 - tw as i64).max(0) / 2;
+    let white = Rgb([255, 255, 255]);
+    crate::render::draw_text(image, x, top + 2 * scale as i64, &text, scale, white);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{BoxXyxy, ClassGroup, Range};
+
+    fn detected(ttc: Option<f64>) -> DetectedFrame {
+        DetectedFrame {
+            frame: Frame {
+                seq: 7,
+                capture_mono_ns: 1,
+                capture_wall_ns: 1,
+                pts_ns: None,
+                image: RgbImage::new(640, 360),
+            },
+            detections: vec![Detection {
+                class_id: 2,
+                class: "car".into(),
+                group: ClassGroup::Vehicle,
+                score: 0.8,
+                box_in_image: BoxXyxy::new(100.0, 150.0, 300.0, 300.0),
+                range: Some(Range {
+                    distance_m: 9.0,
+                    lateral_m: 0.2,
+                    distance_method: "fused".into(),
+                    ttc_s: ttc,
+                }),
+            }],
+            timings: DetectTimings::default(),
+            stamps: FrameStamps::default(),
+        }
+    }
+
+    #[test]
+    fn render_draws_the_banner_only_below_the_warning_time() {
+        let mut stage = RenderStage {
+            draw: true,
+            ttc_warn_s: 2.0,
+        };
+        let red = Rgb([220, 20, 20]);
+        let banner_row = 360 / 8 + 1;
+        let out = stage.process(detected(Some(1.2))).unwrap();
+        assert_eq!(
+            *out.annotated.as_ref().unwrap().get_pixel(2, banner_row),
+            red
+        );
+        assert!(out.detected.stamps.rendered > 0);
+        let out = stage.process(detected(Some(3.0))).unwrap();
+        assert_ne!(
+            *out.annotated.as_ref().unwrap().get_pixel(2, banner_row),
+            red
+        );
+    }
+
+    #[test]
+    fn render_without_pixel_sinks_only_stamps() {
+        let mut stage = RenderStage {
+            draw: false,
+            ttc_warn_s: 2.0,
+        };
+        let out = stage.process(detected(None)).unwrap();
+        assert!(out.annotated.is_none());
+        assert_eq!(out.seq(), 7);
+    }
+}

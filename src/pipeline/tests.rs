@@ -1,0 +1,377 @@
+//! Pipeline behaviour with synthetic sources and stages (no weights needed).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+
+use super::*;
+use crate::metrics::latency::end_to_end_ns;
+use crate::sink::SinkError;
+use crate::source::SourceError;
+use crate::types::{DetectTimings, Frame};
+
+/// Frames every `period`, `count` of them (live: stamped now, no pts).
+struct SyntheticSource {
+    live: bool,
+    period: Duration,
+    count: u64,
+    next: u64,
+}
+
+impl FrameSource for SyntheticSource {
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        if self.next >= self.count {
+            return Ok(None);
+        }
+        std::thread::sleep(self.period);
+        let seq = self.next;
+        self.next += 1;
+        Ok(Some(Frame {
+            seq,
+            capture_mono_ns: mono_now_ns(),
+            capture_wall_ns: 0,
+            pts_ns: (!self.live).then(|| seq as i64 * self.period.as_nanos() as i64),
+            image: RgbImage::from_pixel(32, 24, image::Rgb([seq as u8, 0, 0])),
+        }))
+    }
+
+    fn info(&self) -> SourceInfo {
+        SourceInfo {
+            description: "synthetic".into(),
+            nominal_fps: Some(1.0 / self.period.as_secs_f64()),
+            frame_count: (!self.live).then_some(self.count),
+            size: Some((32, 24)),
+            live: self.live,
+            ..SourceInfo::default()
+        }
+    }
+}
+
+/// A "detector" that takes `period` per frame and finds nothing.
+struct SlowStage {
+    period: Duration,
+}
+
+impl Stage<Captured, DetectedFrame> for SlowStage {
+    fn process(&mut self, input: Captured) -> anyhow::Result<DetectedFrame> {
+        let mut stamps = input.stamps;
+        stamps.preprocessed = mono_now_ns();
+        std::thread::sleep(self.period);
+        stamps.inferred = mono_now_ns();
+        stamps.postprocessed = mono_now_ns();
+        Ok(DetectedFrame {
+            frame: input.frame,
+            detections: vec![],
+            timings: DetectTimings::default(),
+            stamps,
+        })
+    }
+}
+
+/// Records the seqs it is given and whether it was finished.
+struct ProbeSink {
+    seqs: Arc<std::sync::Mutex<Vec<u64>>>,
+    finished: Arc<AtomicBool>,
+}
+
+impl Sink for ProbeSink {
+    fn name(&self) -> &'static str {
+        "probe"
+    }
+    fn write(&mut self, frame: &SinkFrame<'_>) -> Result<SinkControl, SinkError> {
+        self.seqs.lock().unwrap().push(frame.detected.frame.seq);
+        Ok(SinkControl::Continue)
+    }
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.finished.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+struct Probe {
+    seqs: Arc<std::sync::Mutex<Vec<u64>>>,
+    finished: Arc<AtomicBool>,
+}
+
+fn probe() -> (Probe, SinkFactory) {
+    let seqs = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let finished = Arc::new(AtomicBool::new(false));
+    let sink = ProbeSink {
+        seqs: seqs.clone(),
+        finished: finished.clone(),
+    };
+    let factory: SinkFactory =
+        Box::new(move |_ctx: &SinkContext| Ok(Box::new(sink) as Box<dyn Sink>));
+    (Probe { seqs, finished }, factory)
+}
+
+fn stages(detect_period: Duration, sinks: Vec<SinkFactory>) -> Stages {
+    Stages {
+        detect: Box::new(SlowStage {
+            period: detect_period,
+        }),
+        render: Box::new(RenderStage {
+            draw: false,
+            ttc_warn_s: 2.0,
+        }),
+        sinks,
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+#[test]
+fn live_source_latest_frame_wins_and_latency_stays_bounded() {
+    let detect_period = Duration::from_millis(30);
+    let source = SyntheticSource {
+        live: true,
+        period: Duration::from_millis(2),
+        count: 700, // ~1.4 s
+        next: 0,
+    };
+    let (probe, factory) = probe();
+    let report = run(
+        Box::new(source),
+        stages(detect_period, vec![factory]),
+        PipelineConfig::new(true),
+    )
+    .unwrap();
+    let s = &report.summary;
+    assert!(
+        report.max_queue_depth <= 1,
+        "queue depth {}",
+        report.max_queue_depth
+    );
+    assert_eq!(s.frames.frames_in, 700);
+    assert!(s.frames.dropped.detect > 500, "{:?}", s.frames);
+    assert_eq!(
+        s.frames.frames_in,
+        s.frames.shown + s.frames.dropped.total(),
+        "every frame is shown or counted as dropped: {:?}",
+        s.frames
+    );
+    let seqs = probe.seqs.lock().unwrap();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    assert!(probe.finished.load(Ordering::SeqCst));
+    // A frame waits at most one detector period, then takes one: ~2 periods at worst.
+    let e2e_ms: Vec<f64> = report
+        .recorder
+        .records()
+        .iter()
+        .filter(|r| !r.warmup)
+        .filter_map(|r| end_to_end_ns(&r.stamps))
+        .map(|ns| ns as f64 / 1e6)
+        .collect();
+    assert!(e2e_ms.len() >= 20, "{} frames shown", e2e_ms.len());
+    let period_ms = detect_period.as_secs_f64() * 1e3;
+    assert!(
+        s.end_to_end.p50_ms < 2.0 * period_ms + 15.0,
+        "{:?}",
+        s.end_to_end
+    );
+    let third = e2e_ms.len() / 3;
+    let (first, last) = (
+        mean(&e2e_ms[..third]),
+        mean(&e2e_ms[e2e_ms.len() - third..]),
+    );
+    assert!(
+        last < first + 15.0,
+        "latency grows: {first:.1} → {last:.1} ms"
+    );
+}
+
+#[test]
+fn file_source_at_max_pace_is_lossless_and_in_order() {
+    let source = SyntheticSource {
+        live: false,
+        period: Duration::from_millis(1),
+        count: 40,
+        next: 0,
+    };
+    let (probe, factory) = probe();
+    let report = run(
+        Box::new(source),
+        stages(Duration::from_millis(5), vec![factory]),
+        PipelineConfig::new(false),
+    )
+    .unwrap();
+    assert_eq!(*probe.seqs.lock().unwrap(), (0..40).collect::<Vec<u64>>());
+    let s = &report.summary;
+    assert_eq!(
+        (s.frames.frames_in, s.frames.processed, s.frames.shown),
+        (40, 40, 40)
+    );
+    assert_eq!(s.frames.dropped.total(), 0);
+    assert_eq!(s.end_to_end.count, 40 - s.warmup.frames as u64);
+    assert_eq!(report.recorder.records().len(), 40);
+}
+
+#[test]
+fn realtime_pace_drops_frames_the_detector_cannot_keep_up_with() {
+    let source = SyntheticSource {
+        live: false,
+        period: Duration::from_millis(1),
+        count: 60,
+        next: 0,
+    };
+    let mut config = PipelineConfig::new(false);
+    config.pace = Pace::Realtime;
+    // Recorded at 1 ms per frame; the "detector" needs 10 ms.
+    let report = run(
+        Box::new(source),
+        stages(Duration::from_millis(10), vec![]),
+        config,
+    )
+    .unwrap();
+    let s = &report.summary;
+    assert!(
+        s.frames.shown < 30 && s.frames.dropped.total() > 30,
+        "{:?}",
+        s.frames
+    );
+    assert_eq!(
+        s.frames.frames_in,
+        s.frames.shown + s.frames.dropped.total()
+    );
+}
+
+fn endless_live() -> SyntheticSource {
+    SyntheticSource {
+        live: true,
+        period: Duration::from_millis(5),
+        count: u64::MAX,
+        next: 0,
+    }
+}
+
+#[test]
+fn a_panicking_stage_ends_the_run_quickly_naming_it_and_sinks_finish() {
+    for (hook, stage) in [
+        ("detect:panic@5", "detect"),
+        ("render:error@3", "render"),
+        ("sink:panic@2", "sink"),
+        ("capture:error@4", "capture"),
+    ] {
+        let (probe, factory) = probe();
+        let mut config = PipelineConfig::new(true);
+        config.fault = Some(Fault::parse(hook).unwrap());
+        let t0 = Instant::now();
+        let err = run(
+            Box::new(endless_live()),
+            stages(Duration::from_millis(10), vec![factory]),
+            config,
+        )
+        .err()
+        .expect("the run fails");
+        let took = t0.elapsed();
+        assert!(took < Duration::from_secs(1), "{hook}: took {took:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("stage `{stage}`")) && msg.contains("injected"),
+            "{msg}"
+        );
+        assert!(
+            probe.finished.load(Ordering::SeqCst),
+            "{hook}: sink not finished"
+        );
+    }
+}
+
+#[test]
+fn stop_flag_ends_a_live_run_gracefully() {
+    let config = PipelineConfig::new(true);
+    let stop = config.stop.clone();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::SeqCst);
+    });
+    let (probe, factory) = probe();
+    let t0 = Instant::now();
+    let report = run(
+        Box::new(endless_live()),
+        stages(Duration::from_millis(10), vec![factory]),
+        config,
+    )
+    .unwrap();
+    stopper.join().unwrap();
+    assert!(t0.elapsed() < Duration::from_millis(900));
+    assert!(report.stopped_by_user);
+    assert!(report.summary.frames.shown > 5);
+    assert!(probe.finished.load(Ordering::SeqCst));
+}
+
+/// Asks to quit (as a window's close button or `q` does) on its `quit_at`th frame.
+struct QuittingSink {
+    seen: u64,
+    quit_at: u64,
+}
+
+impl Sink for QuittingSink {
+    fn name(&self) -> &'static str {
+        "quitting"
+    }
+    fn write(&mut self, _frame: &SinkFrame<'_>) -> Result<SinkControl, SinkError> {
+        self.seen += 1;
+        Ok(if self.seen >= self.quit_at {
+            SinkControl::Quit
+        } else {
+            SinkControl::Continue
+        })
+    }
+    fn finish(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_sink_asking_to_quit_stops_the_run_gracefully() {
+    let factory: SinkFactory = Box::new(|_ctx: &SinkContext| {
+        Ok(Box::new(QuittingSink {
+            seen: 0,
+            quit_at: 5,
+        }) as Box<dyn Sink>)
+    });
+    let t0 = Instant::now();
+    let report = run(
+        Box::new(endless_live()),
+        stages(Duration::from_millis(10), vec![factory]),
+        PipelineConfig::new(true),
+    )
+    .unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert!(report.stopped_by_user);
+    let shown = report.summary.frames.shown;
+    assert!(
+        (5..=8).contains(&shown),
+        "{shown} frames shown after quitting at 5"
+    );
+}
+
+#[test]
+fn max_frames_ends_a_file_run_after_that_many_frames() {
+    let mut config = PipelineConfig::new(false);
+    config.max_frames = Some(7);
+    let source = SyntheticSource {
+        live: false,
+        period: Duration::from_millis(1),
+        count: 100,
+        next: 0,
+    };
+    let report = run(
+        Box::new(source),
+        stages(Duration::from_millis(1), vec![]),
+        config,
+    )
+    .unwrap();
+    assert_eq!(report.summary.frames.shown, 7);
+}
+
+#[test]
+fn seq_gaps_count_missing_frames() {
+    let mut g = SeqGaps::default();
+    assert_eq!([0, 1, 4, 5, 9].map(|s| g.observe(s)), [0, 0, 2, 0, 3]);
+}

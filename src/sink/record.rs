@@ -1,0 +1,133 @@
+//! Recording a drive while running: the frames as captured (not annotated), with their
+//! capture stamps, through [`DriveWriter`], so that the run can be replayed later.
+//!
+//! The drive is valid after every frame (see [`crate::drive`]); `finish` (or dropping the
+//! sink) also records the frame count in the manifest.
+
+use std::path::Path;
+
+use super::{Sink, SinkControl, SinkError, SinkFrame};
+use crate::drive::{DriveManifest, DriveWriter};
+
+const NAME: &str = "record";
+
+/// Writes every frame's raw pixels into a new drive folder.
+pub struct RecordSink {
+    /// `None` once finished.
+    writer: Option<DriveWriter>,
+}
+
+impl RecordSink {
+    /// Creates the drive folder `dir` (which must not exist or be empty).
+    pub fn create(dir: &Path, manifest: DriveManifest) -> Result<RecordSink, SinkError> {
+        let writer = DriveWriter::create(dir, manifest)
+            .map_err(|e| SinkError::failed(NAME, e.to_string()))?;
+        Ok(RecordSink {
+            writer: Some(writer),
+        })
+    }
+
+    /// Frames written so far.
+    pub fn frames_written(&self) -> u64 {
+        self.writer.as_ref().map_or(0, DriveWriter::frames_written)
+    }
+}
+
+impl Sink for RecordSink {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn write(&mut self, frame: &SinkFrame<'_>) -> Result<SinkControl, SinkError> {
+        let writer = self.writer.as_mut().ok_or_else(|| {
+            SinkError::failed(NAME, "write after finish: the drive is already closed")
+        })?;
+        writer
+            .write_frame(&frame.detected.frame)
+            .map_err(|e| SinkError::failed(NAME, e.to_string()))?;
+        Ok(SinkControl::Continue)
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        match self.writer.take() {
+            Some(writer) => writer
+                .finish()
+                .map(|_| ())
+                .map_err(|e| SinkError::failed(NAME, e.to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RecordSink {
+    /// The frames are already on disk; this only adds the frame count to the manifest.
+    fn drop(&mut self) {
+        if let Err(e) = self.finish() {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drive::{DriveReader, FrameFileFormat};
+    use crate::sink::HudStats;
+    use crate::source::FrameSource;
+    use crate::types::{DetectTimings, DetectedFrame, Frame, FrameStamps};
+
+    fn detected(seq: u64) -> DetectedFrame {
+        DetectedFrame {
+            frame: Frame {
+                seq,
+                capture_mono_ns: seq * 1_000,
+                capture_wall_ns: 1_700_000_000_000_000_000 + seq,
+                pts_ns: None,
+                image: image::RgbImage::from_pixel(32, 24, image::Rgb([seq as u8 * 40, 0, 0])),
+            },
+            detections: Vec::new(),
+            timings: DetectTimings::default(),
+            stamps: FrameStamps::default(),
+        }
+    }
+
+    #[test]
+    fn recorded_frames_replay_with_their_stamps_and_pixels() {
+        let dir = tempfile::tempdir().unwrap();
+        let drive = dir.path().join("drive");
+        let manifest = DriveManifest::new("test", 32, 24, 25.0, FrameFileFormat::Png);
+        let mut sink = RecordSink::create(&drive, manifest).unwrap();
+        let hud = HudStats::default();
+        for seq in [1, 2, 4] {
+            let d = detected(seq);
+            let frame = SinkFrame {
+                detected: &d,
+                annotated: None,
+                hud: &hud,
+            };
+            sink.write(&frame).unwrap();
+        }
+        assert_eq!(sink.frames_written(), 3);
+        sink.finish().unwrap();
+        let mut reader = DriveReader::open(&drive).unwrap();
+        assert_eq!(reader.manifest().frame_count, Some(3));
+        // Replay renumbers frames and turns capture times into pts relative to the first.
+        let mut pts = Vec::new();
+        for seq in [1, 2, 4] {
+            let frame = reader.next_frame().unwrap().expect("a recorded frame");
+            assert_eq!(frame.image, detected(seq).frame.image);
+            pts.push(frame.pts_ns.unwrap());
+        }
+        assert!(reader.next_frame().unwrap().is_none());
+        assert_eq!(pts, [0, 1_000, 3_000]);
+    }
+
+    #[test]
+    fn a_non_empty_folder_is_refused_with_the_drive_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x"), "x").unwrap();
+        let manifest = DriveManifest::new("test", 32, 24, 25.0, FrameFileFormat::Jpg);
+        let err = RecordSink::create(dir.path(), manifest).err().unwrap();
+        assert!(err.to_string().contains("not empty"), "{err}");
+    }
+}

@@ -1,0 +1,305 @@
+//! Annotated video: raw RGB24 frames piped into an `ffmpeg` child that encodes H.264
+//! (yuv420p, playable everywhere) at a constant frame rate.
+//!
+//! Why a child process rather than FFmpeg bindings: as for decoding (see
+//! [`crate::source::ffmpeg`]), no FFmpeg headers or version-tied bindings at build time, the
+//! user's own ffmpeg does the encoding, and an encoder crash kills only the child. The child
+//! runs in its own process group so that Ctrl-C in the terminal reaches lookout only: the
+//! pipeline then finishes (or drops) this sink, stdin closes, and ffmpeg writes the MP4
+//! index, so an interrupted run still leaves a playable file. If lookout itself is killed,
+//! the kernel closes the pipe and ffmpeg finalises the file the same way.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use super::{Sink, SinkControl, SinkError, SinkFrame};
+use crate::source::ffmpeg::FfmpegTools;
+
+const NAME: &str = "video";
+/// ffmpeg error lines kept for the error message.
+const KEPT_ERROR_LINES: usize = 8;
+
+/// Encodes annotated frames into a video file through ffmpeg.
+pub struct VideoSink {
+    path: PathBuf,
+    width: u32,
+    height: u32,
+    /// `None` once finished.
+    encoder: Option<Encoder>,
+    frames_written: u64,
+}
+
+struct Encoder {
+    child: Child,
+    /// `None` after the pipe is closed.
+    stdin: Option<ChildStdin>,
+    /// The last lines ffmpeg printed on stderr, collected by `stderr_thread`.
+    errors: Arc<Mutex<VecDeque<String>>>,
+    stderr_thread: Option<JoinHandle<()>>,
+}
+
+impl VideoSink {
+    /// Starts ffmpeg (`$LOOKOUT_FFMPEG`, else `PATH`'s) writing `path` (overwritten if it
+    /// exists) for `width`×`height` frames shown at `fps`. The container follows the
+    /// extension (`.mp4`, `.mkv`, …); without one, MP4.
+    pub fn create(path: &Path, width: u32, height: u32, fps: f64) -> Result<VideoSink, SinkError> {
+        check_format(width, height, fps)?;
+        let tools = FfmpegTools::from_env().map_err(|e| SinkError::failed(NAME, e.to_string()))?;
+        Self::create_with(&tools, path, width, height, fps)
+    }
+
+    /// [`VideoSink::create`] with the ffmpeg of `tools`.
+    pub fn create_with(
+        tools: &FfmpegTools,
+        path: &Path,
+        width: u32,
+        height: u32,
+        fps: f64,
+    ) -> Result<VideoSink, SinkError> {
+        check_format(width, height, fps)?;
+        // ffmpeg opens its output only at the first frame; say now what it would say then.
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                return Err(SinkError::failed(
+                    NAME,
+                    format!(
+                        "cannot write {}: folder {} does not exist",
+                        path.display(),
+                        parent.display()
+                    ),
+                ));
+            }
+        }
+        let mut command = Command::new(&tools.ffmpeg);
+        command
+            .args(encode_args(path, width, height, fps))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = command.spawn().map_err(|e| {
+            SinkError::failed(
+                NAME,
+                format!(
+                    "cannot start {}: {e}; install ffmpeg (apt-get install -y ffmpeg) or set LOOKOUT_FFMPEG",
+                    tools.ffmpeg.display()
+                ),
+            )
+        })?;
+        let stdin = child.stdin.take();
+        let errors = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr_thread = child.stderr.take().map(|stderr| {
+            let errors = Arc::clone(&errors);
+            std::thread::spawn(move || keep_last_lines(stderr, &errors))
+        });
+        Ok(VideoSink {
+            path: path.to_path_buf(),
+            width,
+            height,
+            encoder: Some(Encoder {
+                child,
+                stdin,
+                errors,
+                stderr_thread,
+            }),
+            frames_written: 0,
+        })
+    }
+
+    pub fn frames_written(&self) -> u64 {
+        self.frames_written
+    }
+
+    /// Closes the pipe and waits for ffmpeg to write the file's end.
+    fn close(&mut self) -> Result<(), SinkError> {
+        let Some(mut encoder) = self.encoder.take() else {
+            return Ok(());
+        };
+        drop(encoder.stdin.take());
+        let status = encoder.child.wait();
+        if let Some(thread) = encoder.stderr_thread.take() {
+            let _ = thread.join();
+        }
+        match status {
+            Ok(status) if status.success() => Ok(()),
+            Ok(status) => Err(self.ffmpeg_failed(&encoder, &format!("exited with {status}"))),
+            Err(e) => Err(self.ffmpeg_failed(&encoder, &format!("could not be waited for: {e}"))),
+        }
+    }
+
+    fn ffmpeg_failed(&self, encoder: &Encoder, what: &str) -> SinkError {
+        let errors = encoder
+            .errors
+            .lock()
+            .map(|lines| lines.iter().cloned().collect::<Vec<_>>().join("; "))
+            .unwrap_or_default();
+        SinkError::failed(
+            NAME,
+            format!(
+                "ffmpeg writing {} {what} after {} frames: {errors}",
+                self.path.display(),
+                self.frames_written
+            ),
+        )
+    }
+}
+
+impl Sink for VideoSink {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn write(&mut self, frame: &SinkFrame<'_>) -> Result<SinkControl, SinkError> {
+        let image = frame.require_annotated(NAME)?;
+        if image.dimensions() != (self.width, self.height) {
+            return Err(SinkError::failed(
+                NAME,
+                format!(
+                    "frame {} is {}x{} but {} is being encoded at {}x{}",
+                    frame.detected.frame.seq,
+                    image.width(),
+                    image.height(),
+                    self.path.display(),
+                    self.width,
+                    self.height
+                ),
+            ));
+        }
+        let Some(stdin) = self.encoder.as_mut().and_then(|e| e.stdin.as_mut()) else {
+            return Err(SinkError::failed(
+                NAME,
+                "write after finish: the video is closed",
+            ));
+        };
+        if let Err(e) = stdin.write_all(image.as_raw()) {
+            // Usually a broken pipe: ffmpeg has exited; its own message says why.
+            let closed = self.close().err();
+            return Err(closed
+                .unwrap_or_else(|| SinkError::failed(NAME, format!("writing to ffmpeg: {e}"))));
+        }
+        self.frames_written += 1;
+        Ok(SinkControl::Continue)
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.close()
+    }
+}
+
+impl Drop for VideoSink {
+    /// Finishes the file when the pipeline stops without `finish` (an error or Ctrl-C path).
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+fn check_format(width: u32, height: u32, fps: f64) -> Result<(), SinkError> {
+    if width == 0 || height == 0 {
+        return Err(SinkError::failed(
+            NAME,
+            format!("frame size {width}x{height} must be positive"),
+        ));
+    }
+    if !(fps.is_finite() && fps > 0.0) {
+        return Err(SinkError::failed(
+            NAME,
+            format!("frame rate {fps} must be a positive number"),
+        ));
+    }
+    Ok(())
+}
+
+/// ffmpeg's arguments: raw RGB24 at `fps` on stdin → H.264 yuv420p at `path`.
+fn encode_args(path: &Path, width: u32, height: u32, fps: f64) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = [
+        "-hide_banner",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        &format!("{width}x{height}"),
+        "-r",
+        &format!("{fps}"),
+        "-i",
+        "pipe:0",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    // yuv420p needs even sides; pad odd ones by a pixel rather than fail.
+    if width % 2 == 1 || height % 2 == 1 {
+        args.extend(["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"].map(Into::into));
+    }
+    // veryfast keeps a 720p stream real-time on a laptop core; crf 20 keeps labels crisp.
+    args.extend(
+        [
+            "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
+        ]
+        .map(Into::into),
+    );
+    if path.extension().is_none() {
+        args.extend(["-f", "mp4"].map(Into::into));
+    }
+    args.push(path.as_os_str().to_owned());
+    args
+}
+
+fn keep_last_lines(stderr: impl std::io::Read, kept: &Mutex<VecDeque<String>>) {
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        let line = line.trim().to_string();
+        if line.is_empty() {
+            continue;
+        }
+        if let Ok(mut kept) = kept.lock() {
+            if kept.len() == KEPT_ERROR_LINES {
+                kept.pop_front();
+            }
+            kept.push_back(line);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_pad_odd_sizes_and_default_to_mp4() {
+        let args = encode_args(Path::new("out.mkv"), 320, 240, 25.0);
+        let text: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
+        let joined = text.join(" ");
+        assert!(joined.contains("-s 320x240 -r 25 -i pipe:0"), "{joined}");
+        assert!(!joined.contains("pad="), "{joined}");
+        assert!(joined.ends_with("yuv420p out.mkv"), "{joined}");
+
+        let args = encode_args(Path::new("out"), 321, 240, 29.97);
+        let joined = args
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(joined.contains("-r 29.97"), "{joined}");
+        assert!(joined.contains("-vf pad="), "{joined}");
+        assert!(joined.ends_with("-f mp4 out"), "{joined}");
+    }
+
+    #[test]
+    fn bad_sizes_and_rates_are_refused_before_starting_ffmpeg() {
+        let path = Path::new("never.mp4");
+        assert!(VideoSink::create(path, 0, 10, 25.0).is_err());
+        let err = VideoSink::create(path, 10, 10, f64::NAN).err().unwrap();
+        assert!(err.to_string().contains("frame rate"), "{err}");
+    }
+}
