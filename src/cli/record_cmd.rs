@@ -121,5 +121,5 @@ pub fn run(args: &RecordArgs) -> Result<()> {
     for note in &report.summary.notes {
         eprintln!("note: {note}");
     }
-    Ok(())
+    super::InputEndedEarly::check(&report)
 }

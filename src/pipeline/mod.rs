@@ -120,6 +120,8 @@ pub struct RunReport {
     pub recorder: LatencyRecorder,
     /// The user stopped the run (Ctrl-C, window closed) before the input ended.
     pub stopped_by_user: bool,
+    /// Why the input ended before its announced end (truncated file, lost camera), if it did.
+    pub ended_early: Option<String>,
     /// The most frames ever waiting on one hop (1 at most on latest-wins hops).
     pub max_queue_depth: usize,
 }
@@ -381,10 +383,17 @@ pub fn run(
         summary.notes.push("the input ended early".into());
     }
     let stopped_by_user = config.stop.load(Ordering::Relaxed);
+    let ended_early = final_info.ended_early.then(|| {
+        final_info
+            .note
+            .clone()
+            .unwrap_or_else(|| format!("{} stopped delivering frames", final_info.description))
+    });
     Ok(RunReport {
         summary,
         recorder,
         stopped_by_user,
+        ended_early,
         max_queue_depth: counters.max_queue_depth.load(Ordering::Relaxed) as usize,
     })
 }
