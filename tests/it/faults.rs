@@ -509,3 +509,189 @@ fn assert_no_secret_in(dir: &Path) {
         }
     }
 }
+
+/// Waits (at most 30 s) until `path` holds at least `lines` lines.
+fn wait_for_lines(path: &Path, lines: usize, child: &mut std::process::Child) {
+    let start = std::time::Instant::now();
+    loop {
+        let have = std::fs::read_to_string(path).map_or(0, |t| t.lines().count());
+        if have >= lines {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "lookout exited early ({status}) before {} had {lines} lines",
+                path.display()
+            );
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("{} never reached {lines} lines", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `signal` (`INT`, `TERM`) to the child and waits (at most 30 s) for it to finish.
+fn signal_and_wait(mut child: std::process::Child, signal: &str) -> Output {
+    let sent = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{signal}");
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("lookout did not stop within 30 s of SIG{signal}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Frames ffprobe decodes from a video file.
+fn video_frames(path: &Path) -> u64 {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Replays a drive; every indexed frame must come back.
+fn assert_drive_replays_whole(drive: &Path, jl: &Path) -> usize {
+    let indexed = index_lines(drive);
+    assert!(indexed >= 1, "the drive holds no frame");
+    let mut cmd = run_cmd(drive, &[]).unwrap();
+    cmd.arg("--jsonl").arg(jl);
+    success(cmd);
+    assert_eq!(
+        jsonl_lines(jl).len(),
+        indexed,
+        "replayed frames == index lines"
+    );
+    let files = std::fs::read_dir(drive.join("frames")).unwrap().count();
+    assert_eq!(files, indexed, "frame files == index lines");
+    indexed
+}
+
+/// Case 10: SIGINT during a run writing every kind of output, and SIGTERM during a
+/// recording: everything written is valid and complete up to the last frame handled.
+#[test]
+fn sigint_and_sigterm_leave_every_output_valid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = Path::new("synthetic:320x240@20");
+    let (drive, jl, video) = (
+        tmp.path().join("drive"),
+        tmp.path().join("run.jsonl"),
+        tmp.path().join("run.mp4"),
+    );
+    let Some(mut cmd) = run_cmd(source, &["--pace", "realtime"]) else {
+        return;
+    };
+    cmd.arg("--record")
+        .arg(&drive)
+        .arg("--jsonl")
+        .arg(&jl)
+        .arg("--save-video")
+        .arg(&video);
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lines(&jl, 4, &mut child);
+    let out = signal_and_wait(child, "INT");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "after SIGINT: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let handled = jsonl_lines(&jl).len();
+    assert!(handled >= 4, "{handled} JSONL lines");
+    assert!(video_frames(&video) >= 1, "the video plays");
+    assert_drive_replays_whole(&drive, &tmp.path().join("replay.jsonl"));
+
+    let drive2 = tmp.path().join("drive2");
+    let mut cmd = lookout();
+    cmd.arg("record")
+        .arg("--source")
+        .arg(source)
+        .arg("--out")
+        .arg(&drive2)
+        .args(["--pace", "realtime"]);
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_lines(&drive2.join("index.csv"), 4, &mut child);
+    let out = signal_and_wait(child, "TERM");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "after SIGTERM: {stderr}");
+    assert!(stderr.contains("stopped by the user"), "{stderr}");
+    let frames = assert_drive_replays_whole(&drive2, &tmp.path().join("replay2.jsonl"));
+    let reader = lookout::drive::DriveReader::open(&drive2).unwrap();
+    assert_eq!(reader.manifest().frame_count, Some(frames as u64));
+}
+
+/// Whether `unshare -r -m` (a private mount namespace as mapped root) works here.
+fn can_unshare() -> bool {
+    Command::new("unshare")
+        .args(["-r", "-m", "true"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Case 11: the disk fills while recording (a 3 MiB tmpfs in a private mount namespace):
+/// a one-line error naming the file and ENOSPC, and a drive that replays every frame it
+/// lists. Without `unshare`, and in any case for `--jsonl`, `/dev/full` stands in.
+#[test]
+fn disk_full_while_recording_keeps_every_frame_written() {
+    let Some(video) = lookout::fixtures::require(VIDEO) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let drive = tmp.path().join("drive8");
+    record_clip(&drive, 3).unwrap();
+    let mut cmd = run_cmd(&drive, &[]).unwrap();
+    cmd.args(["--jsonl", "/dev/full"]);
+    let err = failure(cmd);
+    assert!(
+        err.contains("/dev/full") && err.contains("No space left on device"),
+        "{err}"
+    );
+    if !can_unshare() {
+        eprintln!("skipping the tmpfs case: `unshare -r -m` is not available; /dev/full only");
+        return;
+    }
+    let (mount, copy) = (tmp.path().join("small"), tmp.path().join("copy"));
+    std::fs::create_dir(&mount).unwrap();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-r", "-m", "sh", "-c"])
+        .arg(
+            "mount -t tmpfs -o size=3M tmpfs \"$1\" || exit 99; \
+             \"$2\" record --source \"$3\" --out \"$1/drive\" --frame-format png; rc=$?; \
+             cp -r \"$1/drive\" \"$4\"; exit $rc",
+        )
+        .arg("sh")
+        .arg(&mount)
+        .arg(env!("CARGO_BIN_EXE_lookout"))
+        .arg(&video)
+        .arg(&copy)
+        .env("LOOKOUT_OFFLINE", "1");
+    let err = failure(cmd);
+    assert!(
+        err.contains("No space left on device") && err.contains("drive/frames/"),
+        "{err}"
+    );
+    assert_drive_replays_whole(&copy, &tmp.path().join("replay.jsonl"));
+}
