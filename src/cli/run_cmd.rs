@@ -260,6 +260,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     pipeline_config.max_frames = args.max_frames;
     pipeline_config.model = model;
     pipeline_config.model_load_ms = model_load_ms;
+    pipeline_config.keep_frame_records = args.metrics_csv.is_some() || args.plot.is_some();
     pipeline_config.progress = !show && !spec.is_live();
     pipeline_config.stop = stop_on_ctrl_c();
     pipeline_config.fault = pipeline::Fault::from_env().map_err(anyhow::Error::msg)?;
