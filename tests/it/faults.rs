@@ -286,12 +286,10 @@ fn show_without_a_display_falls_back_to_headless() {
     let Some(image) = lookout::fixtures::require("images/bus.jpg") else {
         return;
     };
-    let Some(mut cmd) = run_cmd(&image, &[]) else {
+    let Some(weights) = lookout::fixtures::require(WEIGHTS) else {
         return;
     };
-    // run_cmd passes --headless; build the --show variant by hand.
-    let weights = lookout::fixtures::require(WEIGHTS).unwrap();
-    cmd = lookout();
+    let mut cmd = lookout();
     cmd.arg("run")
         .arg("--source")
         .arg(&image)
@@ -694,4 +692,65 @@ fn disk_full_while_recording_keeps_every_frame_written() {
         "{err}"
     );
     assert_drive_replays_whole(&copy, &tmp.path().join("replay.jsonl"));
+}
+
+/// Serves `body` over plain HTTP on 127.0.0.1 (any path, any credentials); the port.
+fn serve_http(body: Vec<u8>) -> u16 {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = std::sync::Arc::new(body);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(&stream);
+                let mut line = String::new();
+                // The request line and headers, up to the blank line.
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    line.clear();
+                }
+                let mut stream = &stream;
+                let head = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&body);
+            });
+        }
+    });
+    port
+}
+
+/// Security: a stream that plays, with credentials in its URL: the password appears in no
+/// message, no metrics file and no drive manifest.
+#[test]
+fn stream_credentials_stay_out_of_every_output() {
+    let Some(video) = lookout::fixtures::require(VIDEO) else {
+        return;
+    };
+    let port = serve_http(std::fs::read(video).unwrap());
+    let url = format!("http://user:secret@127.0.0.1:{port}/clip.mp4");
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let mut cmd = run_cmd(Path::new(&url), &["--max-frames", "4"]).unwrap();
+    cmd.arg("--metrics")
+        .arg(out_dir.join("m.json"))
+        .arg("--jsonl")
+        .arg(out_dir.join("d.jsonl"))
+        .arg("--record")
+        .arg(out_dir.join("drive"));
+    let stderr = success(cmd);
+    assert!(!stderr.contains("secret"), "{stderr}");
+    assert!(stderr.contains("user:***@127.0.0.1"), "{stderr}");
+    let mut cmd = lookout();
+    cmd.args(["record", "--max-frames", "3", "--source", &url, "--out"])
+        .arg(out_dir.join("drive2"));
+    let stderr = success(cmd);
+    assert!(!stderr.contains("secret"), "{stderr}");
+    let manifest = std::fs::read_to_string(out_dir.join("drive2/drive.toml")).unwrap();
+    assert!(manifest.contains("user:***@"), "{manifest}");
+    assert_no_secret_in(&out_dir);
 }
