@@ -174,7 +174,9 @@ fn decide_show(args: &RunArgs) -> bool {
     }
     let available = pipeline::display_available();
     if !available && args.show {
-        eprintln!("no display found (DISPLAY / WAYLAND_DISPLAY unset): running headless");
+        eprintln!(
+            "no display found (DISPLAY / WAYLAND_DISPLAY unset): running headless; pass --headless to skip the window"
+        );
     }
     available
 }

@@ -298,7 +298,9 @@ fn show_without_a_display_falls_back_to_headless() {
         .args(["--imgsz", "128", "--show", "--max-frames", "1"]);
     let stderr = success(cmd);
     assert!(
-        stderr.contains("no display found") && stderr.contains("running headless"),
+        stderr.contains("no display found")
+            && stderr.contains("running headless")
+            && stderr.contains("--headless"),
         "{stderr}"
     );
 }
