@@ -57,6 +57,30 @@ pub enum EvalCommand {
     Distance(calib_cmd::EvalDistanceArgs),
 }
 
+/// The exit status of a run whose input ended before its announced end.
+pub const EXIT_INPUT_ENDED_EARLY: i32 = 3;
+
+/// A run or recording whose input stopped early (truncated file, decoder error, lost
+/// camera): every output is complete up to the cut; the binary exits with
+/// [`EXIT_INPUT_ENDED_EARLY`] so that scripts can tell a short input from a whole one.
+#[derive(Debug, thiserror::Error)]
+#[error("input ended early: {note}; the outputs hold every frame before the cut")]
+pub struct InputEndedEarly {
+    pub note: String,
+}
+
+impl InputEndedEarly {
+    /// `Err` when the report says the input ended early.
+    pub fn check(report: &crate::pipeline::RunReport) -> anyhow::Result<()> {
+        match &report.ended_early {
+            Some(note) if !report.stopped_by_user => {
+                Err(InputEndedEarly { note: note.clone() }.into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 pub fn main() -> anyhow::Result<()> {
     init_tracing();
     let cli = Cli::parse();

@@ -102,6 +102,7 @@ pub fn run(args: &RecordArgs) -> Result<()> {
     config.max_frames = args.max_frames;
     config.duration = args.duration.map(Duration::from_secs_f64);
     config.model = "record".into();
+    config.keep_frame_records = false;
     config.progress = !spec.is_live();
     config.stop = super::run_cmd::stop_on_ctrl_c();
     config.fault = pipeline::Fault::from_env().map_err(anyhow::Error::msg)?;
@@ -121,5 +122,5 @@ pub fn run(args: &RecordArgs) -> Result<()> {
     for note in &report.summary.notes {
         eprintln!("note: {note}");
     }
-    Ok(())
+    super::InputEndedEarly::check(&report)
 }

@@ -19,7 +19,8 @@ use crate::source::{self, CameraFormat, SourceOptions, SourceSpec};
 #[derive(Debug, Clone, clap::Args)]
 pub struct SourceArgs {
     /// camera:N (or N), a video file, a stream URL (rtsp://, http://, ...), a drive folder, a
-    /// KITTI raw folder, an image folder or glob (`dir/*.jpg`).
+    /// KITTI raw folder, an image folder or glob (`dir/*.jpg`), or synthetic:WxH[@FPS][:live]
+    /// (a moving test pattern for load tests; endless: stop it with --max-frames).
     #[arg(long, default_value = "camera:0", value_name = "SRC")]
     pub source: String,
 
@@ -173,7 +174,9 @@ fn decide_show(args: &RunArgs) -> bool {
     }
     let available = pipeline::display_available();
     if !available && args.show {
-        eprintln!("no display found (DISPLAY / WAYLAND_DISPLAY unset): running headless");
+        eprintln!(
+            "no display found (DISPLAY / WAYLAND_DISPLAY unset): running headless; pass --headless to skip the window"
+        );
     }
     available
 }
@@ -259,11 +262,13 @@ pub fn run(args: &RunArgs) -> Result<()> {
     pipeline_config.max_frames = args.max_frames;
     pipeline_config.model = model;
     pipeline_config.model_load_ms = model_load_ms;
+    pipeline_config.keep_frame_records = args.metrics_csv.is_some() || args.plot.is_some();
     pipeline_config.progress = !show && !spec.is_live();
     pipeline_config.stop = stop_on_ctrl_c();
     pipeline_config.fault = pipeline::Fault::from_env().map_err(anyhow::Error::msg)?;
     let report = pipeline::run(source, stages, pipeline_config)?;
-    write_reports(args, &report)
+    write_reports(args, &report)?;
+    super::InputEndedEarly::check(&report)
 }
 
 /// The table on stderr and the files asked for.

@@ -88,6 +88,11 @@ pub struct LatencyRecorder {
     stages: Vec<Histogram<u64>>,
     end_to_end: Histogram<u64>,
     records: Vec<FrameRecord>,
+    /// Frames recorded so far (`records` may hold only the warm-up ones).
+    recorded: usize,
+    /// Keep every frame's record (for CSV and plots); otherwise only the warm-up frames',
+    /// so that memory stays flat however long a run lasts.
+    keep_every_record: bool,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -102,6 +107,17 @@ impl LatencyRecorder {
             stages: (0..STAGES.len()).map(|_| histogram()).collect(),
             end_to_end: histogram(),
             records: Vec::new(),
+            recorded: 0,
+            keep_every_record: true,
+        }
+    }
+
+    /// A recorder that keeps only the warm-up frames' records: histograms and counts are
+    /// complete, [`LatencyRecorder::records`] and the CSV hold the warm-up frames only.
+    pub fn without_frame_records(warmup_frames: usize) -> Self {
+        Self {
+            keep_every_record: false,
+            ..Self::new(warmup_frames)
         }
     }
 
@@ -114,7 +130,8 @@ impl LatencyRecorder {
         waits: QueueWaits,
         detections: usize,
     ) {
-        let warmup = self.records.len() < self.warmup_frames;
+        let warmup = self.recorded < self.warmup_frames;
+        self.recorded += 1;
         if !warmup {
             for (h, ns) in self.stages.iter_mut().zip(stage_ns(&stamps, &waits)) {
                 if let Some(ns) = ns {
@@ -124,6 +141,9 @@ impl LatencyRecorder {
             if let Some(ns) = end_to_end_ns(&stamps) {
                 self.end_to_end.saturating_record((ns / 1000).max(1));
             }
+        }
+        if !(warmup || self.keep_every_record) {
+            return;
         }
         self.records.push(FrameRecord {
             seq,
@@ -409,6 +429,21 @@ mod tests {
             rendered: t[5],
             presented: t[6],
         }
+    }
+
+    #[test]
+    fn without_frame_records_only_the_warmup_records_are_kept() {
+        let mut rec = LatencyRecorder::without_frame_records(2);
+        for i in 0..50 {
+            rec.record(i, None, stamps(10 * i + 1, [1, 1, 5, 1, 1, 1]), [0; 3], 0);
+        }
+        assert_eq!(rec.records().len(), 2, "memory stays flat");
+        assert_eq!(
+            rec.stage_stats(2).count,
+            48,
+            "the histograms see every frame"
+        );
+        assert_eq!(rec.warmup_end_to_end_ms().len(), 2);
     }
 
     #[test]

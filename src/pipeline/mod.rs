@@ -73,6 +73,9 @@ pub struct PipelineConfig {
     /// Stop reading after this long.
     pub duration: Option<Duration>,
     pub warmup_frames: usize,
+    /// Keep every frame's latency record (for `--metrics-csv` and `--plot`); without it
+    /// only the warm-up frames' are kept and memory stays flat on endless live runs.
+    pub keep_frame_records: bool,
     /// `yolox-nano cpu`, for the HUD and summary.
     pub model: String,
     pub model_load_ms: f64,
@@ -93,6 +96,7 @@ impl PipelineConfig {
             max_frames: None,
             duration: None,
             warmup_frames: crate::metrics::latency::DEFAULT_WARMUP_FRAMES,
+            keep_frame_records: true,
             model: String::new(),
             model_load_ms: 0.0,
             progress: false,
@@ -120,6 +124,8 @@ pub struct RunReport {
     pub recorder: LatencyRecorder,
     /// The user stopped the run (Ctrl-C, window closed) before the input ended.
     pub stopped_by_user: bool,
+    /// Why the input ended before its announced end (truncated file, lost camera), if it did.
+    pub ended_early: Option<String>,
     /// The most frames ever waiting on one hop (1 at most on latest-wins hops).
     pub max_queue_depth: usize,
 }
@@ -332,6 +338,7 @@ pub fn run(
             fallback_size: info.size,
             model: config.model.clone(),
             warmup_frames: config.warmup_frames,
+            keep_frame_records: config.keep_frame_records,
             fault: config.fault.clone(),
         };
         spawn("sink", &ctl, &done_tx, move || {
@@ -381,10 +388,17 @@ pub fn run(
         summary.notes.push("the input ended early".into());
     }
     let stopped_by_user = config.stop.load(Ordering::Relaxed);
+    let ended_early = final_info.ended_early.then(|| {
+        final_info
+            .note
+            .clone()
+            .unwrap_or_else(|| format!("{} stopped delivering frames", final_info.description))
+    });
     Ok(RunReport {
         summary,
         recorder,
         stopped_by_user,
+        ended_early,
         max_queue_depth: counters.max_queue_depth.load(Ordering::Relaxed) as usize,
     })
 }
@@ -649,6 +663,7 @@ struct SinkSetup {
     fallback_size: Option<(u32, u32)>,
     model: String,
     warmup_frames: usize,
+    keep_frame_records: bool,
     fault: Option<Fault>,
 }
 
@@ -666,11 +681,16 @@ fn sink_loop(
         fallback_size,
         model,
         warmup_frames,
+        keep_frame_records,
         fault,
     } = setup;
     let mut factories = Some(factories);
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    let mut recorder = LatencyRecorder::new(warmup_frames);
+    let mut recorder = if keep_frame_records {
+        LatencyRecorder::new(warmup_frames)
+    } else {
+        LatencyRecorder::without_frame_records(warmup_frames)
+    };
     let mut outputs = Outputs {
         factories: &mut factories,
         sinks: &mut sinks,

@@ -580,14 +580,20 @@ fn run_ffprobe(tools: &FfmpegTools, input: &OsStr, what: &str) -> Result<ProbeIn
         .map_err(|e| spawn_error("ffprobe", &tools.ffprobe, FFPROBE_ENV, what, e))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let message = stderr.trim();
+        // ffprobe writes one message per line; errors print on one line.
+        let message = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
         return Err(SourceError::Ffmpeg {
             program: "ffprobe",
             source_desc: what.to_string(),
             message: if message.is_empty() {
                 format!("exited with {}", output.status)
             } else {
-                mask_credentials(message)
+                mask_credentials(&message)
             },
         });
     }

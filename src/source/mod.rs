@@ -1,5 +1,5 @@
 //! Frame sources: cameras, video files and network streams, recorded drives, KITTI raw
-//! folders and image sequences, all behind one blocking [`FrameSource`] trait.
+//! folders, image sequences and a synthetic test pattern (load and soak runs), all behind one blocking [`FrameSource`] trait.
 //!
 //! The `--source` string is parsed once into a typed [`SourceSpec`] ([`SourceSpec::parse`]);
 //! [`open`] turns a spec into a source. Sources never spawn threads (the pipeline owns
@@ -15,6 +15,7 @@ pub mod ffmpeg;
 pub mod images;
 pub mod kitti;
 mod spec;
+pub mod synthetic;
 
 use std::path::PathBuf;
 
@@ -80,5 +81,6 @@ pub fn open(spec: &SourceSpec) -> Result<Box<dyn FrameSource>, SourceError> {
         SourceSpec::Images { paths, fps } => {
             Box::new(images::ImageSequence::new(paths.clone(), *fps, "images")?)
         }
+        SourceSpec::Synthetic(spec) => Box::new(synthetic::SyntheticSource::new(*spec)),
     })
 }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::camera::CameraFormat;
+use super::synthetic::SyntheticSpec;
 use super::SourceError;
 
 /// File extensions read as video through ffmpeg.
@@ -65,10 +66,12 @@ pub enum SourceSpec {
         paths: Vec<PathBuf>,
         fps: f64,
     },
+    /// `synthetic:WxH[@FPS][:live]`: a moving test pattern for load and soak runs.
+    Synthetic(SyntheticSpec),
 }
 
 impl SourceSpec {
-    /// Parses `camera:N` or `N`, a URL, a drive / KITTI raw / image folder, an image glob
+    /// Parses `camera:N` or `N`, `synthetic:WxH[@FPS][:live]`, a URL, a drive / KITTI raw / image folder, an image glob
     /// (`dir/*.jpg`), or a video or image file.
     pub fn parse(s: &str, opts: &SourceOptions) -> Result<SourceSpec, SourceError> {
         let s = s.trim();
@@ -77,6 +80,11 @@ impl SourceSpec {
                 s,
                 "empty; pass camera:N, a file, a folder or a URL",
             ));
+        }
+        if let Some(rest) = s.strip_prefix("synthetic:") {
+            return SyntheticSpec::parse(rest)
+                .map(SourceSpec::Synthetic)
+                .map_err(|reason| bad_spec(s, &reason));
         }
         if let Some(index) = camera_index(s)? {
             return Ok(SourceSpec::Camera {
@@ -100,6 +108,7 @@ impl SourceSpec {
     /// Cameras and network streams: frames come at their own pace and cannot be replayed.
     pub fn is_live(&self) -> bool {
         matches!(self, SourceSpec::Camera { .. } | SourceSpec::Stream(_))
+            || matches!(self, SourceSpec::Synthetic(spec) if spec.live)
     }
 }
 
@@ -132,6 +141,7 @@ impl fmt::Debug for SourceSpec {
                 .field("paths", paths)
                 .field("fps", fps)
                 .finish(),
+            SourceSpec::Synthetic(spec) => f.debug_tuple("Synthetic").field(spec).finish(),
         }
     }
 }
@@ -147,6 +157,7 @@ impl fmt::Display for SourceSpec {
             SourceSpec::Images { paths, fps } => {
                 write!(f, "{} images at {fps} fps", paths.len())
             }
+            SourceSpec::Synthetic(spec) => write!(f, "{spec}"),
         }
     }
 }
@@ -417,6 +428,19 @@ mod tests {
         let err = parse("gopher://u:pw@host/x").unwrap_err().to_string();
         assert!(err.contains("unknown URL scheme `gopher`"), "{err}");
         assert!(!err.contains("pw"), "{err}");
+    }
+
+    #[test]
+    fn synthetic_specs_parse_and_live_ones_are_live() {
+        let spec = parse("synthetic:640x480@60:live").unwrap();
+        assert!(matches!(spec, SourceSpec::Synthetic(_)) && spec.is_live());
+        assert_eq!(spec.to_string(), "synthetic 640x480 at 60 fps (live)");
+        assert!(!parse("synthetic:64x64").unwrap().is_live());
+        let err = parse("synthetic:big").unwrap_err().to_string();
+        assert!(
+            err.contains("synthetic:big") && err.contains("WIDTHxHEIGHT"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,4 +7,5 @@ mod faults;
 mod fuzz;
 mod pipeline;
 mod sink;
+mod soak;
 mod source;
