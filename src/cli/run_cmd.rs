@@ -12,6 +12,7 @@ use super::args::DetectorArgs;
 use crate::detect::Detector;
 use crate::pipeline::{
     self, DetectStage, Pace, PipelineConfig, Ranging, RenderStage, RunReport, SinkSpec, Stages,
+    Undistort,
 };
 use crate::source::{self, CameraFormat, SourceOptions, SourceSpec};
 
@@ -152,6 +153,11 @@ pub struct RunArgs {
     /// Forward-collision warning below this time to collision, seconds (needs --calib).
     #[arg(long, default_value_t = 2.0, value_name = "SECS")]
     pub ttc_warn: f64,
+
+    /// Show and detect on undistorted frames (needs --calib; a remap table built once).
+    /// Not with --record: drives keep the camera's raw frames, undistort them on replay.
+    #[arg(long, requires = "calib", conflicts_with = "record")]
+    pub undistort: bool,
 }
 
 impl RunArgs {
@@ -249,8 +255,15 @@ pub fn run(args: &RunArgs) -> Result<()> {
         });
     }
     let draw = sinks.iter().any(SinkSpec::needs_pixels);
+    let detect = match (calibration, args.undistort) {
+        (Some(cal), true) => {
+            DetectStage::new(detector, Some(Ranging::new(cal.without_distortion())))
+                .with_undistort(Undistort::new(cal))
+        }
+        (cal, _) => DetectStage::new(detector, cal.map(Ranging::new)),
+    };
     let stages = Stages {
-        detect: Box::new(DetectStage::new(detector, calibration.map(Ranging::new))),
+        detect: Box::new(detect),
         render: Box::new(RenderStage {
             draw,
             ttc_warn_s: args.ttc_warn,

@@ -32,7 +32,7 @@ pub use fault::Fault;
 pub use sinks::{display_available, SinkContext, SinkFactory, SinkSpec};
 pub use slot::{hop, Handed, HopSender, LatestSlot};
 pub use stage::{
-    Captured, DetectStage, PassThrough, Ranging, RenderStage, Rendered, Sequenced, Stage,
+    Captured, DetectStage, PassThrough, Ranging, RenderStage, Rendered, Sequenced, Stage, Undistort,
 };
 
 use crate::metrics::hud::HudWindow;

@@ -8,6 +8,7 @@
 
 use image::{Rgb, RgbImage};
 
+use crate::calib::undistort::RemapTable;
 use crate::calib::{estimate_distance, Calibration};
 use crate::detect::Detector;
 use crate::track::{TtcConfig, TtcInput, TtcTracker};
@@ -59,19 +60,70 @@ pub trait Stage<In, Out>: Send {
 pub struct DetectStage {
     detector: Detector,
     ranging: Option<Ranging>,
+    undistort: Option<Undistort>,
 }
 
 impl DetectStage {
     pub fn new(detector: Detector, ranging: Option<Ranging>) -> Self {
-        Self { detector, ranging }
+        Self {
+            detector,
+            ranging,
+            undistort: None,
+        }
+    }
+
+    /// Removes lens distortion from every frame before detection (`--undistort`): boxes,
+    /// distances and the shown image are then in the undistorted frame, so the ranging
+    /// should use [`Calibration::without_distortion`].
+    pub fn with_undistort(mut self, undistort: Undistort) -> Self {
+        self.undistort = Some(undistort);
+        self
+    }
+}
+
+/// Undistorts frames through a remap table built once per frame size, into a buffer that
+/// is swapped with the frame's (no allocation per frame once warm).
+pub struct Undistort {
+    calibration: Calibration,
+    table: Option<((u32, u32), RemapTable)>,
+    spare: RgbImage,
+}
+
+impl Undistort {
+    pub fn new(calibration: Calibration) -> Self {
+        Self {
+            calibration,
+            table: None,
+            spare: RgbImage::new(0, 0),
+        }
+    }
+
+    pub fn apply(&mut self, frame: &mut Frame) -> anyhow::Result<()> {
+        let size = (frame.width(), frame.height());
+        if self.table.as_ref().map(|(s, _)| *s) != Some(size) {
+            self.table = Some((size, RemapTable::new(&self.calibration, size.0, size.1)?));
+        }
+        if self.spare.dimensions() != size {
+            self.spare = RgbImage::new(size.0, size.1);
+        }
+        let table = &self.table.as_ref().expect("set above").1;
+        table.apply(&frame.image, &mut self.spare)?;
+        std::mem::swap(&mut frame.image, &mut self.spare);
+        Ok(())
     }
 }
 
 impl Stage<Captured, DetectedFrame> for DetectStage {
     fn process(&mut self, input: Captured) -> anyhow::Result<DetectedFrame> {
-        let Captured { frame, mut stamps } = input;
+        let Captured {
+            mut frame,
+            mut stamps,
+        } = input;
         let (w, h) = (frame.width() as usize, frame.height() as usize);
         let t0 = mono_now_ns();
+        if let Some(undistort) = &mut self.undistort {
+            undistort.apply(&mut frame)?;
+        }
         let (tensor, image_from_model) = self.detector.preprocess(frame.image.as_raw(), w, h)?;
         stamps.preprocessed = mono_now_ns();
         self.detector.infer(&tensor)?;

@@ -397,3 +397,111 @@ fn annotated_video_and_frames_hold_every_processed_frame() {
     assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "1280,720,4");
     assert_eq!(std::fs::read_dir(&frames).unwrap().count(), 4);
 }
+
+/// The live window end to end: `lookout run --show` on the Udacity clip under Xvfb; a
+/// screenshot of the X display shows the frame with vehicle boxes in the vehicle colour
+/// where the JSONL says the detections are.
+#[test]
+fn run_show_draws_detections_in_a_real_window() {
+    let (Some(video), Some(weights)) = (
+        lookout::fixtures::require("drives/udacity_test_video.mp4"),
+        lookout::fixtures::require("models/yolox_nano.safetensors"),
+    ) else {
+        return;
+    };
+    let Some(xvfb) = crate::sink::Xvfb::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("run.jsonl");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .env("LOOKOUT_OFFLINE", "1")
+        .env("DISPLAY", &xvfb.display)
+        .args([
+            "run",
+            "--show",
+            "--pace",
+            "realtime",
+            "--imgsz",
+            "416",
+            "--weights",
+        ])
+        .arg(&weights)
+        .arg("--source")
+        .arg(&video)
+        .arg("--jsonl")
+        .arg(&jsonl)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let lines = loop {
+        let text = std::fs::read_to_string(&jsonl).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() >= 4 {
+            break lines;
+        }
+        assert!(
+            started.elapsed().as_secs() < 90,
+            "the run showed fewer than 4 frames in 90 s"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before showing 4 frames"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let shot = crate::sink::screenshot_of(&xvfb.display, &dir.path().join("screen.png"));
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success() || status.code() == Some(3),
+        "exit {status:?}"
+    );
+
+    // The window's content is the only non-black area of the root window: its top-left is
+    // the frame's origin.
+    let mut origin = (u32::MAX, u32::MAX);
+    for (x, y, p) in shot.enumerate_pixels() {
+        if p.0.iter().any(|&c| c > 30) {
+            origin = (origin.0.min(x), origin.1.min(y));
+        }
+    }
+    let blue = lookout::render::group_colour(lookout::types::ClassGroup::Vehicle);
+    let blue_pixels = shot.pixels().filter(|p| **p == blue).count();
+    assert!(
+        blue_pixels > 300,
+        "only {blue_pixels} vehicle-coloured pixels on screen"
+    );
+    // One of the latest frames' vehicle boxes is drawn where the JSONL places it.
+    let drawn_where_detected = lines.iter().rev().take(4).any(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["group"] == "vehicle")
+            .any(|d| {
+                let b: Vec<f64> = d["box_xyxy"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect();
+                let (ox, oy) = (origin.0 as f64, origin.1 as f64);
+                crate::sink::colour_near(&shot, b[0] + ox + 1.0, (b[1] + b[3]) / 2.0 + oy, blue)
+                    && crate::sink::colour_near(
+                        &shot,
+                        b[2] + ox - 2.0,
+                        (b[1] + b[3]) / 2.0 + oy,
+                        blue,
+                    )
+            })
+    });
+    assert!(
+        drawn_where_detected,
+        "no vehicle box on screen where the last frames' detections are"
+    );
+}

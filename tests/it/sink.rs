@@ -104,14 +104,14 @@ fn hud() -> HudStats {
 // ---------------------------------------------------------------- window
 
 /// An Xvfb server on a display number it picked itself (`-displayfd`), killed on drop.
-struct Xvfb {
+pub(crate) struct Xvfb {
     child: Child,
-    display: String,
+    pub(crate) display: String,
 }
 
 impl Xvfb {
     /// `None` when there is no Xvfb binary (a failure under CI).
-    fn start() -> Option<Xvfb> {
+    pub(crate) fn start() -> Option<Xvfb> {
         let spawned = Command::new("Xvfb")
             .args([
                 "-displayfd",
@@ -158,7 +158,11 @@ impl Drop for Xvfb {
 
 /// The X root window of `$DISPLAY` as an image.
 fn screenshot(out: &Path) -> RgbImage {
-    let display = std::env::var("DISPLAY").unwrap();
+    screenshot_of(&std::env::var("DISPLAY").unwrap(), out)
+}
+
+/// The X root window of `display` as an image.
+pub(crate) fn screenshot_of(display: &str, out: &Path) -> RgbImage {
     let status = Command::new("sh")
         .arg("-c")
         .arg(format!(
@@ -189,7 +193,7 @@ fn bbox_of(image: &RgbImage, colour: Rgb<u8>) -> Option<(u32, u32, u32, u32)> {
 }
 
 /// Whether `colour` occurs within 3 px of `(x, y)`.
-fn colour_near(image: &RgbImage, x: f64, y: f64, colour: Rgb<u8>) -> bool {
+pub(crate) fn colour_near(image: &RgbImage, x: f64, y: f64, colour: Rgb<u8>) -> bool {
     let (x, y) = (x.round() as i64, y.round() as i64);
     (-3..=3).any(|dy| {
         (-3..=3).any(|dx| {
