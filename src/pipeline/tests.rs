@@ -157,7 +157,8 @@ fn live_source_latest_frame_wins_and_latency_stays_bounded() {
     let seqs = probe.seqs.lock().unwrap();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
     assert!(probe.finished.load(Ordering::SeqCst));
-    // A frame waits at most one detector period, then takes one: ~2 periods at worst.
+    // A frame waits at most one detector period, then takes one: ~2 periods at worst (plus
+    // scheduling slack: CI runs this beside other tests on 2 cores).
     let e2e_ms: Vec<f64> = report
         .recorder
         .records()
@@ -169,7 +170,7 @@ fn live_source_latest_frame_wins_and_latency_stays_bounded() {
     assert!(e2e_ms.len() >= 20, "{} frames shown", e2e_ms.len());
     let period_ms = detect_period.as_secs_f64() * 1e3;
     assert!(
-        s.end_to_end.p50_ms < 2.0 * period_ms + 15.0,
+        s.end_to_end.p50_ms < 2.0 * period_ms + 40.0,
         "{:?}",
         s.end_to_end
     );
@@ -179,7 +180,7 @@ fn live_source_latest_frame_wins_and_latency_stays_bounded() {
         mean(&e2e_ms[e2e_ms.len() - third..]),
     );
     assert!(
-        last < first + 15.0,
+        last < first + 30.0,
         "latency grows: {first:.1} → {last:.1} ms"
     );
 }
