@@ -5,13 +5,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use candle_core::{DType, Device, Module, Tensor};
 use lookout::detect::preprocess::{InputLayout, Preprocessor};
 use lookout::detect::weights::Weights;
 use lookout::detect::{yolov8::Yolov8, yolox::Yolox};
 use lookout::fixtures::require;
+
+use crate::common::lookout;
 
 fn load_parity(rel: &str) -> Option<HashMap<String, Tensor>> {
     let path = require(rel)?;
@@ -66,48 +67,24 @@ fn yolov8_pt_checkpoint_matches_ultralytics() {
     assert_yolov8_parity(&out, &parity["output"], "yolov8n-random.pt");
 }
 
+/// The `.pth` checkpoint through the pickle reader; the safetensors and fused forms are
+/// checked beside the model (`detect::yolox` unit tests).
 #[test]
-fn yolov8_both_namings_match_ultralytics() {
-    let Some(parity) = load_parity("parity/yolov8n-parity.safetensors") else {
-        return;
-    };
-    for file in [
-        "yolov8n-random.candle.safetensors",
-        "yolov8n-random.ultralytics.safetensors",
-    ] {
-        let Some(path) = require(&format!("models/{file}")) else {
-            return;
-        };
-        assert_yolov8_parity(
-            &yolov8_forward(&path, &parity["input"]),
-            &parity["output"],
-            file,
-        );
-    }
-}
-
-#[test]
-fn yolox_nano_every_checkpoint_form_matches_onnxruntime() {
+fn yolox_nano_pth_checkpoint_matches_onnxruntime() {
     let Some(parity) = load_parity("parity/yolox_nano-parity.safetensors") else {
         return;
     };
-    for file in [
-        "yolox_nano.pth",
-        "yolox_nano.safetensors",
-        "yolox_nano_fused.safetensors",
-    ] {
-        let Some(path) = require(&format!("models/{file}")) else {
-            return;
-        };
-        let vb = Weights::read(&path)
-            .unwrap()
-            .into_var_builder(DType::F32, &Device::Cpu)
-            .unwrap();
-        let out = Yolox::load(vb).unwrap().forward(&parity["input"]).unwrap();
-        let diff = max_abs_diff(&out, &parity["output"]);
-        eprintln!("{file}: max |Δ| {diff:.3e}");
-        assert!(diff <= 1e-3, "{file}: off by {diff}");
-    }
+    let Some(path) = require("models/yolox_nano.pth") else {
+        return;
+    };
+    let vb = Weights::read(&path)
+        .unwrap()
+        .into_var_builder(DType::F32, &Device::Cpu)
+        .unwrap();
+    let out = Yolox::load(vb).unwrap().forward(&parity["input"]).unwrap();
+    let diff = max_abs_diff(&out, &parity["output"]);
+    eprintln!("yolox_nano.pth: max |Δ| {diff:.3e}");
+    assert!(diff <= 1e-3, "yolox_nano.pth: off by {diff}");
 }
 
 fn preprocessed(layout: InputLayout, size: usize, image: &str) -> Option<Tensor> {
@@ -139,12 +116,6 @@ fn preprocessing_reproduces_the_reference_inputs_exactly() {
     };
     let diff = max_abs_diff(&ours, &yx["input"]);
     assert!(diff == 0.0, "yolox preprocessing of bus.jpg off by {diff}");
-}
-
-pub fn lookout() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lookout"));
-    cmd.env("LOOKOUT_OFFLINE", "1").env_remove("LOOKOUT_MODELS");
-    cmd
 }
 
 #[derive(Debug, serde::Deserialize)]

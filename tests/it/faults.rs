@@ -5,33 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-/// Runs the binary with a deadline: a hang fails the test instead of blocking CI.
-pub fn run_with_deadline(mut cmd: Command, deadline: Duration) -> Output {
-    use std::io::Read;
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let (mut out, mut err) = (vec![], vec![]);
-            child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
-            child.stderr.take().unwrap().read_to_end(&mut err).unwrap();
-            return Output {
-                status,
-                stdout: out,
-                stderr: err,
-            };
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            panic!("{cmd:?} did not finish within {deadline:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use crate::common::{lookout, run_with_deadline};
 
 /// The one-line error of a run that must fail.
 fn failure(cmd: Command) -> String {
@@ -174,15 +148,6 @@ fn malicious_checkpoint_is_refused_through_the_cli() {
 
 const VIDEO: &str = "drives/udacity_test_video.mp4";
 const WEIGHTS: &str = "models/yolox_nano.safetensors";
-
-fn lookout() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lookout"));
-    cmd.env("LOOKOUT_OFFLINE", "1")
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .env_remove("LOOKOUT_TEST_FAIL_STAGE");
-    cmd
-}
 
 /// `lookout run --source SRC --headless` with YOLOX-Nano at 128 and `extra` flags.
 fn run_cmd(source: &Path, extra: &[&str]) -> Option<Command> {

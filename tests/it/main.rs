@@ -2,6 +2,7 @@
 //! `LOOKOUT_FIXTURES` (default `../shared/fixtures`); see `lookout::fixtures`.
 
 mod calib;
+mod common;
 mod detect;
 mod faults;
 mod fuzz;

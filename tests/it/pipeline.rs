@@ -8,17 +8,10 @@ use std::time::{Duration, Instant};
 use lookout::fixtures::require;
 use serde_json::Value;
 
+use crate::common::{lookout, run_with_deadline};
+
 const VIDEO: &str = "drives/udacity_test_video.mp4";
 const WEIGHTS: &str = "models/yolox_nano.safetensors";
-
-fn lookout() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lookout"));
-    cmd.env("LOOKOUT_OFFLINE", "1")
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .env_remove("LOOKOUT_TEST_FAIL_STAGE");
-    cmd
-}
 
 /// `lookout run --source SRC --headless` with the test model and `extra` flags.
 fn run_cmd(source: &Path, weights: &Path, extra: &[&str]) -> Command {
@@ -33,26 +26,8 @@ fn run_cmd(source: &Path, weights: &Path, extra: &[&str]) -> Command {
     cmd
 }
 
-/// Runs to the end (at most `limit`), killing a hung child.
-fn output_within(mut cmd: Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("lookout starts");
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            child.kill().ok();
-            panic!("lookout did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
-}
-
 fn succeed(cmd: Command) -> Output {
-    let out = output_within(cmd, Duration::from_secs(600));
+    let out = run_with_deadline(cmd, Duration::from_secs(600));
     assert!(
         out.status.success(),
         "lookout failed: {}",
@@ -336,7 +311,7 @@ fn a_failing_stage_exits_non_zero_naming_it_and_leaves_valid_output() {
         cmd.arg("--jsonl")
             .arg(&jl)
             .env("LOOKOUT_TEST_FAIL_STAGE", hook);
-        let out = output_within(cmd, Duration::from_secs(120));
+        let out = run_with_deadline(cmd, Duration::from_secs(120));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{hook}: {stderr}");
         assert!(
