@@ -218,6 +218,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         Some(path) => Some(args.mounting.load(path)?),
         None => None,
     };
+    // The source first: a missing camera or file is the error to report, before any
+    // weights are looked up or downloaded.
+    let source = source::open(&spec)?;
     let threads = args.detector.apply_threads()?;
     let config = args.detector.to_config()?;
     let load_start = Instant::now();
@@ -228,7 +231,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
         detector.variant(),
         config.device
     );
-    let source = source::open(&spec)?;
     let show = decide_show(args);
 
     let mut sinks = Vec::new();

@@ -721,3 +721,29 @@ fn stream_credentials_stay_out_of_every_output() {
     assert!(manifest.contains("user:***@"), "{manifest}");
     assert_no_secret_in(&out_dir);
 }
+
+/// Regression: bare `lookout` (the webcam demo) on a machine without a camera reported a
+/// failed model download first; the missing camera is the error a user needs.
+#[test]
+fn bare_lookout_without_a_camera_says_so_before_looking_for_weights() {
+    let has_camera = std::fs::read_dir("/dev")
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("video"))
+        })
+        .unwrap_or(false);
+    if has_camera {
+        eprintln!("skipping: this machine has a camera");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = lookout();
+    cmd.current_dir(dir.path())
+        .env("HF_HOME", dir.path().join("hf"))
+        .env("XDG_CACHE_HOME", dir.path().join("cache"));
+    let err = failure(cmd);
+    assert!(
+        err.contains("no camera found") && err.contains("--source"),
+        "{err}"
+    );
+}
