@@ -253,9 +253,22 @@ impl Detector {
     /// Runs the network and copies its output to the host (which also waits for the GPU).
     pub fn infer(&mut self, input: &Tensor) -> Result<()> {
         let raw = self.forward_raw(input)?;
-        let flat = raw.to_dtype(DType::F32)?.flatten_all()?;
+        let flat = raw
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_device(&Device::Cpu)?;
+        // Copy straight out of the CPU storage into the reused buffer (`to_vec1` would
+        // allocate a new vector every frame).
+        let (storage, layout) = flat.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            unreachable!("moved to the CPU above");
+        };
+        let values = cpu.as_slice::<f32>()?;
+        let (start, end) = layout
+            .contiguous_offsets()
+            .expect("flatten_all gives a contiguous tensor");
         self.output.clear();
-        self.output.extend(flat.to_vec1::<f32>()?);
+        self.output.extend_from_slice(&values[start..end]);
         Ok(())
     }
 

@@ -296,40 +296,26 @@ pub fn run(
             capture_loop(source, feed, &to_detect, &c, &counters)
         })?
     };
-    let detect = {
-        let (c, counters, fault) = (ctl.clone(), counters.clone(), config.fault.clone());
-        let mut stage = stages.detect;
-        spawn("detect", &ctl, &done_tx, move || {
-            let counter = &counters.detect;
-            stage_loop(
-                0,
-                stage.as_mut(),
-                &detect_rx,
-                &to_render,
-                &c,
-                counter,
-                &counters,
-                fault.as_ref(),
-            )
-        })?
-    };
-    let render = {
-        let (c, counters, fault) = (ctl.clone(), counters.clone(), config.fault.clone());
-        let mut stage = stages.render;
-        spawn("render", &ctl, &done_tx, move || {
-            let counter = &counters.render;
-            stage_loop(
-                1,
-                stage.as_mut(),
-                &render_rx,
-                &to_sink,
-                &c,
-                counter,
-                &counters,
-                fault.as_ref(),
-            )
-        })?
-    };
+    let detect = spawn_stage(
+        "detect",
+        0,
+        stages.detect,
+        (detect_rx, to_render),
+        &ctl,
+        &done_tx,
+        &counters,
+        config.fault.clone(),
+    )?;
+    let render = spawn_stage(
+        "render",
+        1,
+        stages.render,
+        (render_rx, to_sink),
+        &ctl,
+        &done_tx,
+        &counters,
+        config.fault.clone(),
+    )?;
     let sink = {
         let (c, counters) = (ctl.clone(), counters.clone());
         let setup = SinkSetup {
@@ -440,6 +426,43 @@ fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar
+}
+
+/// Runs a middle stage (`hop` 0 = detect, 1 = render) on its own thread, between the hop it
+/// reads and the hop it feeds.
+#[allow(clippy::too_many_arguments)]
+fn spawn_stage<I, O>(
+    name: &'static str,
+    hop: usize,
+    mut stage: Box<dyn Stage<I, O>>,
+    (rx, tx): (Receiver<Timed<I>>, HopSender<Timed<O>>),
+    ctl: &Arc<Control>,
+    done: &crossbeam_channel::Sender<&'static str>,
+    counters: &Arc<Counters>,
+    fault: Option<Fault>,
+) -> Result<std::thread::JoinHandle<Option<()>>, PipelineError>
+where
+    I: Sequenced + Send + 'static,
+    O: Sequenced + Send + 'static,
+{
+    let (c, counters) = (ctl.clone(), counters.clone());
+    spawn(name, ctl, done, move || {
+        let counter = if hop == 0 {
+            &counters.detect
+        } else {
+            &counters.render
+        };
+        stage_loop(
+            hop,
+            stage.as_mut(),
+            &rx,
+            &tx,
+            &c,
+            counter,
+            &counters,
+            fault.as_ref(),
+        )
+    })
 }
 
 /// Runs `body` on a named thread: an error or panic becomes the run's failure, naming the
