@@ -625,10 +625,12 @@ mod tests {
     }
 
     fn check_parity(weights_file: &str) {
-        let (Some(tensors), Some(parity)) = (
-            weights(weights_file),
-            load_tensors("parity/yolov8n-parity.safetensors"),
-        ) else {
+        check_parity_against(weights_file, "parity/yolov8n-parity.safetensors");
+    }
+
+    fn check_parity_against(weights_file: &str, parity_file: &str) {
+        let (Some(tensors), Some(parity)) = (weights(weights_file), load_tensors(parity_file))
+        else {
             return;
         };
         let model = model_from(tensors).unwrap();
@@ -658,6 +660,15 @@ mod tests {
     #[test]
     fn matches_ultralytics_with_ultralytics_names() {
         check_parity(ULTRALYTICS_WEIGHTS);
+    }
+
+    /// A genuine ultralytics `.pt` (float16 weights) against ultralytics' own output of it.
+    #[test]
+    fn pt_checkpoint_matches_ultralytics() {
+        check_parity_against(
+            "models/yolov8n-random.pt",
+            "parity/yolov8n-random-pt-parity.safetensors",
+        );
     }
 
     /// Guards each stage separately, so a regression points at the layer that broke.

@@ -869,6 +869,12 @@ mod tests {
         check_parity("models/yolox_nano.safetensors");
     }
 
+    /// Megvii's official checkpoint layout, through the pickle reader.
+    #[test]
+    fn pth_checkpoint_matches_onnxruntime() {
+        check_parity("models/yolox_nano.pth");
+    }
+
     #[test]
     fn fused_nano_matches_onnxruntime() {
         check_parity("models/yolox_nano_fused.safetensors");

@@ -403,19 +403,14 @@ fn detect_with_calibration_places_the_kitti_pedestrian_within_15_percent() {
     ) else {
         return;
     };
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
-        .env("LOOKOUT_OFFLINE", "1")
-        .args(["detect", "--json", "--classes", "pedestrian", "--weights"])
-        .arg(&weights)
-        .arg("--calib")
-        .arg(&calib)
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = crate::common::succeed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+            .env("LOOKOUT_OFFLINE", "1")
+            .args(["detect", "--json", "--classes", "pedestrian", "--weights"])
+            .arg(&weights)
+            .arg("--calib")
+            .arg(&calib)
+            .arg(&image),
     );
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let detections = result["detections"].as_array().unwrap();

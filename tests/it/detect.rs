@@ -1,15 +1,13 @@
 //! Integration tests: the detector end to end against the reference implementations.
 //!
-//! Raw outputs are compared with ultralytics/onnxruntime tensors in the fixtures; final
-//! detections with onnxruntime's through the `lookout detect` binary.
+//! Network inputs are compared with the reference tensors in the fixtures (raw outputs are
+//! checked beside each model); final detections with onnxruntime's through `lookout detect`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use lookout::detect::preprocess::{InputLayout, Preprocessor};
-use lookout::detect::weights::Weights;
-use lookout::detect::{yolov8::Yolov8, yolox::Yolox};
 use lookout::fixtures::require;
 
 use crate::common::lookout;
@@ -30,61 +28,6 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
         .to_scalar()
         .unwrap()
-}
-
-fn yolov8_forward(weights: &Path, input: &Tensor) -> Tensor {
-    let vb = Weights::read(weights)
-        .unwrap()
-        .into_var_builder(DType::F32, &Device::Cpu)
-        .unwrap();
-    Yolov8::load(vb).unwrap().forward(input).unwrap()
-}
-
-/// Box rows (0–3) within 2e-3 px, score rows within 1e-4 of the reference.
-fn assert_yolov8_parity(ours: &Tensor, reference: &Tensor, what: &str) {
-    let boxes = max_abs_diff(
-        &ours.narrow(1, 0, 4).unwrap(),
-        &reference.narrow(1, 0, 4).unwrap(),
-    );
-    let scores = max_abs_diff(
-        &ours.narrow(1, 4, 80).unwrap(),
-        &reference.narrow(1, 4, 80).unwrap(),
-    );
-    eprintln!("{what}: max |Δ| boxes {boxes:.3e} px, scores {scores:.3e}");
-    assert!(boxes <= 2e-3, "{what}: box rows off by {boxes}");
-    assert!(scores <= 1e-4, "{what}: score rows off by {scores}");
-}
-
-#[test]
-fn yolov8_pt_checkpoint_matches_ultralytics() {
-    let Some(parity) = load_parity("parity/yolov8n-random-pt-parity.safetensors") else {
-        return;
-    };
-    let Some(pt) = require("models/yolov8n-random.pt") else {
-        return;
-    };
-    let out = yolov8_forward(&pt, &parity["input"]);
-    assert_yolov8_parity(&out, &parity["output"], "yolov8n-random.pt");
-}
-
-/// The `.pth` checkpoint through the pickle reader; the safetensors and fused forms are
-/// checked beside the model (`detect::yolox` unit tests).
-#[test]
-fn yolox_nano_pth_checkpoint_matches_onnxruntime() {
-    let Some(parity) = load_parity("parity/yolox_nano-parity.safetensors") else {
-        return;
-    };
-    let Some(path) = require("models/yolox_nano.pth") else {
-        return;
-    };
-    let vb = Weights::read(&path)
-        .unwrap()
-        .into_var_builder(DType::F32, &Device::Cpu)
-        .unwrap();
-    let out = Yolox::load(vb).unwrap().forward(&parity["input"]).unwrap();
-    let diff = max_abs_diff(&out, &parity["output"]);
-    eprintln!("yolox_nano.pth: max |Δ| {diff:.3e}");
-    assert!(diff <= 1e-3, "yolox_nano.pth: off by {diff}");
 }
 
 fn preprocessed(layout: InputLayout, size: usize, image: &str) -> Option<Tensor> {
@@ -173,24 +116,19 @@ fn detect_cli_matches_onnxruntime_on_every_reference_image() {
             found.unwrap_or_else(|| panic!("reference image {name} is not among the fixtures"))
         })
         .collect();
-    let out = lookout()
-        .args([
-            "detect",
-            "--classes",
-            "all",
-            "--conf",
-            "0.3",
-            "--json",
-            "--weights",
-        ])
-        .arg(&weights)
-        .args(&paths)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = crate::common::succeed(
+        lookout()
+            .args([
+                "detect",
+                "--classes",
+                "all",
+                "--conf",
+                "0.3",
+                "--json",
+                "--weights",
+            ])
+            .arg(&weights)
+            .args(&paths),
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
@@ -223,18 +161,13 @@ fn detect_cli_prints_a_summary_line_and_saves_annotated_images() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let out = lookout()
-        .args(["detect", "--weights"])
-        .arg(&weights)
-        .arg(&bus)
-        .arg("--save")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = crate::common::succeed(
+        lookout()
+            .args(["detect", "--weights"])
+            .arg(&weights)
+            .arg(&bus)
+            .arg("--save")
+            .arg(dir.path()),
     );
     let line = String::from_utf8(out.stdout).unwrap();
     assert!(

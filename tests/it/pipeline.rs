@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lookout::fixtures::require;
 use serde_json::Value;
 
-use crate::common::{lookout, run_with_deadline};
+use crate::common::{lookout, run_with_deadline, succeed};
 
 const VIDEO: &str = "drives/udacity_test_video.mp4";
 const WEIGHTS: &str = "models/yolox_nano.safetensors";
@@ -24,16 +24,6 @@ fn run_cmd(source: &Path, weights: &Path, extra: &[&str]) -> Command {
         .args(["--imgsz", "416", "--headless"])
         .args(extra);
     cmd
-}
-
-fn succeed(cmd: Command) -> Output {
-    let out = run_with_deadline(cmd, Duration::from_secs(600));
-    assert!(
-        out.status.success(),
-        "lookout failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn jsonl(path: &Path) -> Vec<Value> {
@@ -248,21 +238,7 @@ fn kitti_raw_folder_replays_with_its_timestamps() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let drive = tmp.path().join("2011_09_26_drive_0001_sync");
-    let data = drive.join("image_02/data");
-    std::fs::create_dir_all(&data).unwrap();
-    for i in 0..3 {
-        std::fs::copy(
-            images.join(format!("00000{i}.png")),
-            data.join(format!("{i:010}.png")),
-        )
-        .unwrap();
-    }
-    std::fs::write(
-        drive.join("image_02/timestamps.txt"),
-        "2011-09-26 13:02:25.964389445\n2011-09-26 13:02:26.074465084\n2011-09-26 13:02:26.184545898\n",
-    )
-    .unwrap();
+    let drive = crate::common::kitti_raw_folder(&images, tmp.path());
     let calib = images.join("../calib/000000.txt");
     let jl = tmp.path().join("k.jsonl");
     let mut cmd = run_cmd(&drive, &weights, &[]);

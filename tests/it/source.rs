@@ -367,21 +367,7 @@ fn kitti_raw_folder_replays_with_recorded_times() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let drive = tmp.path().join("2011_09_26_drive_0001_sync");
-    let data = drive.join("image_02/data");
-    std::fs::create_dir_all(&data).unwrap();
-    for i in 0..3 {
-        std::fs::copy(
-            image_dir.join(format!("00000{i}.png")),
-            data.join(format!("{i:010}.png")),
-        )
-        .unwrap();
-    }
-    std::fs::write(
-        drive.join("image_02/timestamps.txt"),
-        "2011-09-26 13:02:25.964389445\n2011-09-26 13:02:26.074465084\n2011-09-26 13:02:26.184545898\n",
-    )
-    .unwrap();
+    let drive = crate::common::kitti_raw_folder(&image_dir, tmp.path());
     std::fs::write(tmp.path().join("calib_cam_to_cam.txt"), "calib_time: x\n").unwrap();
 
     let spec = SourceSpec::parse(drive.to_str().unwrap(), &SourceOptions::default()).unwrap();
