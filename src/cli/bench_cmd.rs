@@ -32,6 +32,11 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+
+    /// Then time the CPU executor op by op (median of --runs) and print each op's share
+    /// and GFLOP/s.
+    #[arg(long)]
+    pub ops: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -90,6 +95,47 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print_table(&report);
+    }
+    if args.ops {
+        print_ops(&mut detector, &image, args.runs)?;
+    }
+    Ok(())
+}
+
+/// Per-op medians of `runs` timed executor runs, slowest first.
+fn print_ops(detector: &mut Detector, image: &image::RgbImage, runs: usize) -> Result<()> {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let mut samples: Vec<Vec<f64>> = Vec::new();
+    let mut ops = Vec::new();
+    for _ in 0..runs {
+        let Some(times) = detector.profile_ops(image.as_raw(), w, h)? else {
+            println!("(the CPU executor does not run this model here: no per-op times)");
+            return Ok(());
+        };
+        samples.resize(times.len(), Vec::new());
+        for (s, t) in samples.iter_mut().zip(&times) {
+            s.push(t.ms);
+        }
+        ops = times;
+    }
+    let median = |s: &[f64]| SampleSummary::of(s).map_or(0.0, |s| s.median);
+    let mut rows: Vec<(String, f64, f64)> = ops
+        .iter()
+        .zip(&samples)
+        .map(|(op, s)| (op.op.clone(), median(s), op.gflop))
+        .collect();
+    let total_ms: f64 = rows.iter().map(|r| r.1).sum();
+    let total_gflop: f64 = rows.iter().map(|r| r.2).sum();
+    println!(
+        "executor: {} ops, {total_gflop:.2} GFLOP, sum of op medians {total_ms:.2} ms = {:.1} GFLOP/s",
+        rows.len(),
+        total_gflop / (total_ms / 1e3)
+    );
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("{:<40} {:>9} {:>6} {:>9}", "op", "median ms", "share", "GFLOP/s");
+    for (op, ms, gflop) in rows {
+        let rate = if gflop > 0.0 { format!("{:.1}", gflop / (ms / 1e3)) } else { "-".into() };
+        println!("{op:<40} {ms:>9.3} {:>5.1}% {rate:>9}", 100.0 * ms / total_ms);
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::classes::{ClassFilter, ClassNames};
+use super::cpu::graph::OpTime;
 use super::error::{DetectError, Result};
 use super::postprocess::{self, BestClass, Candidate, PostprocessConfig};
 use super::preprocess::{ImageFromModel, InputLayout, Preprocessor};
@@ -252,6 +253,14 @@ impl Detector {
 
     /// Runs the network and copies its output to the host (which also waits for the GPU).
     pub fn infer(&mut self, input: &Tensor) -> Result<()> {
+        // On the CPU in f32 the executor writes the output straight into the buffer.
+        let done = match &self.network {
+            Network::Yolov8(m) => m.forward_cpu_into(input, &mut self.output)?,
+            Network::Yolox(m) => m.forward_cpu_into(input, &mut self.output)?,
+        };
+        if done {
+            return Ok(());
+        }
         let raw = self.forward_raw(input)?;
         let flat = raw
             .to_dtype(DType::F32)?
@@ -270,6 +279,22 @@ impl Detector {
         self.output.clear();
         self.output.extend_from_slice(&values[start..end]);
         Ok(())
+    }
+
+    /// One CPU-executor run on `rgb` timed op by op; `None` when the executor does not run
+    /// this model on this device.
+    pub fn profile_ops(
+        &mut self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+    ) -> Result<Option<Vec<OpTime>>> {
+        let (input, _) = self.preprocess(rgb, width, height)?;
+        let times = match &self.network {
+            Network::Yolov8(m) => m.profile_cpu(&input)?,
+            Network::Yolox(m) => m.profile_cpu(&input)?,
+        };
+        Ok(times)
     }
 
     /// The raw network output, as the reference implementations give it (for parity tests).

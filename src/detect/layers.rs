@@ -9,6 +9,7 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::cpu::graph::{Act, Graph, PlanError};
 use super::cpu::{ConvSpec, CpuConvOp, FusedConv};
 
 /// Reads a tensor without a shape hint and checks its rank, so that a wrong file gives an
@@ -32,6 +33,24 @@ pub fn full_name(vb: &VarBuilder, name: &str) -> String {
     } else {
         format!("{prefix}.{name}")
     }
+}
+
+/// Runs `f` on the floats of `xs` when it is one f32 image `[1, C, H, W]` on the CPU (the
+/// CPU executor's input); `None` otherwise.
+pub fn with_cpu_image<R>(xs: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<Option<R>> {
+    if !xs.device().is_cpu() || xs.dtype() != DType::F32 || xs.dims4()?.0 != 1 {
+        return Ok(None);
+    }
+    let xs = xs.contiguous()?;
+    let (storage, layout) = xs.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Ok(None);
+    };
+    let values = cpu.as_slice::<f32>()?;
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        return Ok(None);
+    };
+    Ok(Some(f(&values[start..end])))
 }
 
 /// A 2-D convolution with bias and an optional SiLU: ultralytics `Conv` and YOLOX
@@ -158,6 +177,27 @@ impl ConvBlock {
             Some(op) if xs.device().is_cpu() && xs.dtype() == DType::F32 => Some(op.forward(xs)),
             _ => None,
         }
+    }
+}
+
+impl ConvBlock {
+    /// Adds this block to the CPU executor's graph: `src` → `dst` (new when `None`), with
+    /// `residual` added after the activation. Unsupported when the weights are not f32 on
+    /// the CPU.
+    pub fn plan(
+        &self,
+        graph: &mut Graph,
+        src: Act,
+        dst: Option<Act>,
+        residual: Option<Act>,
+    ) -> std::result::Result<Act, PlanError> {
+        let Some(op) = &self.cpu else {
+            return Err(PlanError::Unsupported(
+                "weights are not f32 on the CPU".into(),
+            ));
+        };
+        let conv = op.conv();
+        graph.conv(*conv.spec(), conv.weight(), conv.bias(), src, dst, residual)
     }
 }
 

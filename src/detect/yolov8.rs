@@ -10,7 +10,13 @@
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-use super::layers::{full_name, get_with_rank, ConvBlock};
+use super::cpu::blocked::{Layout, LANES};
+use super::cpu::epilogue::exp_approx;
+use super::cpu::graph::{self, Act, Graph, OpTime, PlanCache, PlanError, Prepared, Workspace};
+use super::cpu::isa::{isa_kernel, Isa};
+use super::layers::{full_name, get_with_rank, with_cpu_image, ConvBlock};
+
+type PlanResult<T> = std::result::Result<T, PlanError>;
 
 /// Strides of the three detection levels (P3, P4, P5) relative to the input.
 pub const STRIDES: [usize; 3] = [8, 16, 32];
@@ -53,6 +59,16 @@ impl Module for Bottleneck {
         } else {
             Ok(ys)
         }
+    }
+}
+
+impl Bottleneck {
+    /// Plans the block into `dst` (a C2f concat part); the shortcut is fused into cv2.
+    fn plan(&self, g: &mut Graph, xs: Act, dst: Act) -> PlanResult<()> {
+        let hidden = self.cv1.plan(g, xs, None, None)?;
+        self.cv2
+            .plan(g, hidden, Some(dst), self.residual.then_some(xs))?;
+        Ok(())
     }
 }
 
@@ -124,6 +140,24 @@ impl Module for C2f {
     }
 }
 
+impl C2f {
+    /// cv1 writes both halves of the concat buffer; each bottleneck reads the part before
+    /// it and writes the next, so the chunk and the concat are free.
+    fn plan(&self, g: &mut Graph, xs: Act) -> PlanResult<Act> {
+        let hidden = self.cv1.out_channels() / 2;
+        let parts = g.alloc((2 + self.depth()) * hidden, xs.height(), xs.width());
+        self.cv1
+            .plan(g, xs, Some(parts.narrow(0, 2 * hidden)?), None)?;
+        let mut last = parts.narrow(hidden, hidden)?;
+        for (k, block) in self.bottleneck.iter().enumerate() {
+            let out = parts.narrow((2 + k) * hidden, hidden)?;
+            block.plan(g, last, out)?;
+            last = out;
+        }
+        self.cv2.plan(g, parts, None, None)
+    }
+}
+
 /// ultralytics `SPPF`: cv1 → three chained 5×5 stride-1 max-pools → concat → cv2.
 #[derive(Debug, Clone)]
 struct Sppf {
@@ -146,6 +180,18 @@ impl Module for Sppf {
         let x2 = same_size_max_pool(&x1, SPPF_KERNEL)?;
         let x3 = same_size_max_pool(&x2, SPPF_KERNEL)?;
         self.cv2.forward(&Tensor::cat(&[&x0, &x1, &x2, &x3], 1)?)
+    }
+}
+
+impl Sppf {
+    fn plan(&self, g: &mut Graph, xs: Act) -> PlanResult<Act> {
+        let c = self.cv1.out_channels();
+        let parts = g.alloc(4 * c, xs.height(), xs.width());
+        let mut last = self.cv1.plan(g, xs, Some(parts.narrow(0, c)?), None)?;
+        for k in 1..4 {
+            last = g.max_pool(SPPF_KERNEL, last, Some(parts.narrow(k * c, c)?))?;
+        }
+        self.cv2.plan(g, parts, None, None)
     }
 }
 
@@ -230,6 +276,23 @@ impl Backbone {
     }
 }
 
+impl Backbone {
+    /// (P3, P4, P5) as [`Backbone::forward`].
+    fn plan(&self, g: &mut Graph, xs: Act) -> PlanResult<[Act; 3]> {
+        let xs = self.b1_0.plan(g, xs, None, None)?;
+        let xs = self.b1_1.plan(g, xs, None, None)?;
+        let xs = self.b2_0.plan(g, xs)?;
+        let xs = self.b2_1.plan(g, xs, None, None)?;
+        let p3 = self.b2_2.plan(g, xs)?;
+        let xs = self.b3_0.plan(g, p3, None, None)?;
+        let p4 = self.b3_1.plan(g, xs)?;
+        let xs = self.b4_0.plan(g, p4, None, None)?;
+        let xs = self.b4_1.plan(g, xs)?;
+        let p5 = self.b5_0.plan(g, xs)?;
+        Ok([p3, p4, p5])
+    }
+}
+
 /// The PAN neck, ultralytics layers 10–21; C2f blocks here have no shortcut.
 #[derive(Debug, Clone)]
 struct Neck {
@@ -286,6 +349,36 @@ impl Neck {
     }
 }
 
+impl Neck {
+    /// The head inputs as [`Neck::forward`]; the upsample and the downsampling convs write
+    /// straight into their concat buffers, the skip connections are copied in.
+    fn plan(&self, g: &mut Graph, [p3, p4, p5]: [Act; 3]) -> PlanResult<[Act; 3]> {
+        let upsampled_with = |g: &mut Graph, low: Act, skip: Act| -> PlanResult<Act> {
+            let (c_low, c_skip) = (low.channels(), skip.channels());
+            let cat = g.alloc(c_low + c_skip, skip.height(), skip.width());
+            g.upsample2(low, Some(cat.narrow(0, c_low)?))?;
+            g.copy(skip, cat.narrow(c_low, c_skip)?)?;
+            Ok(cat)
+        };
+        let downsampled_with = |g: &mut Graph, conv: &ConvBlock, high: Act, skip: Act| {
+            let (c_down, c_skip) = (conv.out_channels(), skip.channels());
+            let cat = g.alloc(c_down + c_skip, skip.height(), skip.width());
+            conv.plan(g, high, Some(cat.narrow(0, c_down)?), None)?;
+            g.copy(skip, cat.narrow(c_down, c_skip)?)?;
+            PlanResult::Ok(cat)
+        };
+        let cat = upsampled_with(g, p5, p4)?;
+        let l12 = self.n1.plan(g, cat)?;
+        let cat = upsampled_with(g, l12, p3)?;
+        let l15 = self.n2.plan(g, cat)?;
+        let cat = downsampled_with(g, &self.n3, l15, l12)?;
+        let l18 = self.n4.plan(g, cat)?;
+        let cat = downsampled_with(g, &self.n5, l18, p5)?;
+        let l21 = self.n6.plan(g, cat)?;
+        Ok([l15, l18, l21])
+    }
+}
+
 /// One branch of the head at one level: conv3×3, conv3×3 (both with SiLU), then a bare
 /// 1×1 `nn.Conv2d` with bias.
 #[derive(Debug, Clone)]
@@ -317,6 +410,14 @@ impl HeadBranch {
     }
 }
 
+impl HeadBranch {
+    fn plan(&self, g: &mut Graph, xs: Act) -> PlanResult<Act> {
+        let xs = self.conv0.plan(g, xs, None, None)?;
+        let xs = self.conv1.plan(g, xs, None, None)?;
+        self.pred.plan(g, xs, None, None)
+    }
+}
+
 /// Raw head outputs over all anchors, before decoding.
 struct HeadRaw {
     /// `[B, 4 · reg_max, N]`: DFL logits for the left, top, right, bottom distances.
@@ -333,6 +434,8 @@ struct DetectHead {
     /// `dfl.conv.weight` as `[reg_max]`: the value of each distance bin (0..reg_max in
     /// every released model, but read rather than assumed).
     dfl_bins: Tensor,
+    /// The same bins as floats, for the CPU executor's decode.
+    dfl_bin_values: Vec<f32>,
     reg_max: usize,
     num_classes: usize,
 }
@@ -375,6 +478,7 @@ impl DetectHead {
         Ok(Self {
             box_branch,
             cls_branch,
+            dfl_bin_values: dfl_weight.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
             dfl_bins: dfl_weight.flatten_all()?,
             reg_max,
             num_classes,
@@ -409,6 +513,111 @@ impl DetectHead {
             .to_dtype(probs.dtype())?
             .reshape((1, 1, 1, self.reg_max))?;
         probs.broadcast_mul(&bins)?.sum(D::Minus1)
+    }
+}
+
+impl DetectHead {
+    /// Per level, the box branch's DFL logits then the class logits.
+    fn plan(&self, g: &mut Graph, levels: [Act; 3]) -> PlanResult<Vec<Act>> {
+        if self.reg_max != LANES {
+            return Err(PlanError::Unsupported(format!(
+                "DFL with {} bins (the decode reads one block of {LANES})",
+                self.reg_max
+            )));
+        }
+        let mut outputs = Vec::with_capacity(2 * levels.len());
+        for (level, xs) in levels.into_iter().enumerate() {
+            outputs.push(self.box_branch[level].plan(g, xs)?);
+            outputs.push(self.cls_branch[level].plan(g, xs)?);
+        }
+        Ok(outputs)
+    }
+
+    /// The executor's head outputs → `out` `[4 + nc, N]` as [`Yolov8::forward`] returns.
+    fn decode_blocked(&self, ws: &Workspace, outputs: &[Act], out: &mut Vec<f32>) {
+        let anchors: usize = outputs
+            .iter()
+            .step_by(2)
+            .map(|a| a.height() * a.width())
+            .sum();
+        out.clear();
+        out.resize((4 + self.num_classes) * anchors, 0.0);
+        let bins: &[f32; LANES] = self.dfl_bin_values[..]
+            .try_into()
+            .expect("planned only with LANES bins");
+        let isa = Isa::detect();
+        let mut first = 0;
+        for (level, pair) in outputs.chunks_exact(2).enumerate() {
+            let stride = STRIDES[level] as f32;
+            let (boxes, box_layout) = ws.read(&pair[0]);
+            decode_level_boxes(isa, boxes, box_layout, bins, stride, first, anchors, out);
+            let (classes, class_layout) = ws.read(&pair[1]);
+            let score_rows = &mut out[4 * anchors..];
+            level_scores(isa, classes, class_layout, first, anchors, score_rows);
+            first += box_layout.height * box_layout.width;
+        }
+    }
+}
+
+isa_kernel! {
+    /// One level's DFL (softmax expectation over 16 bins, one block per side) and
+    /// `dist2bbox`: rows 0–3 of `out` (`[_, anchors]`) get cx, cy, w, h in input pixels.
+    #[allow(clippy::too_many_arguments)]
+    fn decode_level_boxes(
+        boxes: &[f32],
+        layout: Layout,
+        bins: &[f32; LANES],
+        stride: f32,
+        first: usize,
+        anchors: usize,
+        out: &mut [f32],
+    ) {
+        for y in 0..layout.height {
+            for x in 0..layout.width {
+                let mut dist = [0.0f32; 4];
+                for (side, d) in dist.iter_mut().enumerate() {
+                    let at = layout.offset(side, y as isize, x as isize);
+                    let logits: &[f32; LANES] = boxes[at..at + LANES].try_into().expect("a block");
+                    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                    let mut e = [0.0f32; LANES];
+                    for (e, &v) in e.iter_mut().zip(logits) {
+                        *e = exp_approx(v - max);
+                    }
+                    let sum: f32 = e.iter().sum();
+                    let dot: f32 = e.iter().zip(bins).map(|(e, b)| e * b).sum();
+                    *d = dot / sum;
+                }
+                let (ax, ay) = (x as f32 + 0.5, y as f32 + 0.5);
+                let (x1, y1, x2, y2) = (ax - dist[0], ay - dist[1], ax + dist[2], ay + dist[3]);
+                let a = first + y * layout.width + x;
+                out[a] = (x1 + x2) / 2.0 * stride;
+                out[anchors + a] = (y1 + y2) / 2.0 * stride;
+                out[2 * anchors + a] = (x2 - x1) * stride;
+                out[3 * anchors + a] = (y2 - y1) * stride;
+            }
+        }
+    }
+}
+
+isa_kernel! {
+    /// One level's class sigmoids into `rows` (`[nc, anchors]`), anchors from `first`.
+    fn level_scores(classes: &[f32], layout: Layout, first: usize, anchors: usize, rows: &mut [f32]) {
+        let nc = layout.channels;
+        for y in 0..layout.height {
+            for x in 0..layout.width {
+                let a = first + y * layout.width + x;
+                for block in 0..layout.blocks() {
+                    let at = layout.offset(block, y as isize, x as isize);
+                    let mut p = [0.0f32; LANES];
+                    for (p, &v) in p.iter_mut().zip(&classes[at..at + LANES]) {
+                        *p = 1.0 / (1.0 + exp_approx(-v));
+                    }
+                    for (lane, &p) in p.iter().enumerate().take(nc - block * LANES) {
+                        rows[(block * LANES + lane) * anchors + a] = p;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -497,6 +706,8 @@ pub struct Yolov8 {
     neck: Neck,
     head: DetectHead,
     sizes: Sizes,
+    /// The CPU executor's plan for the last input size.
+    cpu: PlanCache,
 }
 
 impl Yolov8 {
@@ -517,6 +728,7 @@ impl Yolov8 {
             neck,
             head,
             sizes,
+            cpu: PlanCache::default(),
         })
     }
 
@@ -556,6 +768,58 @@ impl Yolov8 {
         Ok(())
     }
 
+    /// The whole network on the CPU executor, output as [`Yolov8::forward`]'s written into
+    /// `out`. `Ok(false)` when it does not apply (not one f32 image on the CPU, or a
+    /// network it cannot hold): then use `forward`.
+    pub fn forward_cpu_into(&self, xs: &Tensor, out: &mut Vec<f32>) -> Result<bool> {
+        Self::check_input(xs)?;
+        let (_, _, height, width) = xs.dims4()?;
+        let ran = with_cpu_image(xs, |image| {
+            self.cpu.with(
+                (height, width),
+                || self.plan(height, width),
+                |p| {
+                    graph::write_image(&mut p.workspace, &p.input, image);
+                    p.graph.run(&mut p.workspace);
+                    self.head.decode_blocked(&p.workspace, &p.outputs, out);
+                },
+            )
+        })?;
+        Ok(matches!(ran, Some(Some(()))))
+    }
+
+    /// One run of the CPU executor timed op by op (`None` when it does not apply).
+    pub fn profile_cpu(&self, xs: &Tensor) -> Result<Option<Vec<OpTime>>> {
+        Self::check_input(xs)?;
+        let (_, _, height, width) = xs.dims4()?;
+        let timed = with_cpu_image(xs, |image| {
+            self.cpu.with(
+                (height, width),
+                || self.plan(height, width),
+                |p| {
+                    graph::write_image(&mut p.workspace, &p.input, image);
+                    p.graph.run_timed(&mut p.workspace)
+                },
+            )
+        })?;
+        Ok(timed.flatten())
+    }
+
+    fn plan(&self, height: usize, width: usize) -> PlanResult<Prepared> {
+        let mut g = Graph::new();
+        let input = g.input(3, height, width);
+        let features = self.backbone.plan(&mut g, input)?;
+        let levels = self.neck.plan(&mut g, features)?;
+        let outputs = self.head.plan(&mut g, levels)?;
+        let workspace = g.workspace();
+        Ok(Prepared {
+            graph: g,
+            workspace,
+            input,
+            outputs,
+        })
+    }
+
     fn forward_raw(&self, xs: &Tensor) -> Result<HeadRaw> {
         Self::check_input(xs)?;
         let features = self.backbone.forward(xs)?;
@@ -568,6 +832,18 @@ impl Module for Yolov8 {
     /// xs: `[B, 3, H, W]` (H, W multiples of 32), RGB in 0..1. Returns `[B, 4 + nc, N]`:
     /// rows 0–3 cx, cy, w, h in input pixels, rows 4.. sigmoid class scores.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut out = Vec::new();
+        if self.forward_cpu_into(xs, &mut out)? {
+            let anchors = out.len() / (4 + self.num_classes());
+            return Tensor::from_vec(out, (1, 4 + self.num_classes(), anchors), xs.device());
+        }
+        self.forward_candle(xs)
+    }
+}
+
+impl Yolov8 {
+    /// The network on candle's ops (every device and dtype; the CPU executor's reference).
+    pub fn forward_candle(&self, xs: &Tensor) -> Result<Tensor> {
         let raw = self.forward_raw(xs)?;
         let (_, _, height, width) = xs.dims4()?;
         // Boxes are decoded in f32 whatever the network's dtype: in f16 the DFL softmax

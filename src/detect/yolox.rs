@@ -9,7 +9,13 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::layers::{full_name, get_with_rank, ConvBlock};
+use super::cpu::blocked::{Layout, LANES};
+use super::cpu::epilogue::exp_approx;
+use super::cpu::graph::{self, Act, Graph, OpTime, PlanCache, PlanError, Prepared, Workspace};
+use super::cpu::isa::{isa_kernel, Isa};
+use super::layers::{full_name, get_with_rank, with_cpu_image, ConvBlock};
+
+type PlanResult<T> = std::result::Result<T, PlanError>;
 
 /// Strides of the three output levels, in the order their anchors are concatenated.
 pub const STRIDES: [usize; 3] = [8, 16, 32];
@@ -60,6 +66,24 @@ impl Module for Conv {
         match self {
             Self::Base(conv) => conv.forward(xs),
             Self::Depthwise { dconv, pconv } => pconv.forward(&dconv.forward(xs)?),
+        }
+    }
+}
+
+impl Conv {
+    fn plan(
+        &self,
+        g: &mut Graph,
+        xs: Act,
+        dst: Option<Act>,
+        residual: Option<Act>,
+    ) -> PlanResult<Act> {
+        match self {
+            Self::Base(conv) => conv.plan(g, xs, dst, residual),
+            Self::Depthwise { dconv, pconv } => {
+                let xs = dconv.fused.plan(g, xs, None, None)?;
+                pconv.plan(g, xs, dst, residual)
+            }
         }
     }
 }
@@ -206,6 +230,14 @@ impl Module for Bottleneck {
     }
 }
 
+impl Bottleneck {
+    fn plan(&self, g: &mut Graph, xs: Act, dst: Option<Act>) -> PlanResult<Act> {
+        let hidden = self.conv1.plan(g, xs, None, None)?;
+        self.conv2
+            .plan(g, hidden, dst, self.residual.then_some(xs))
+    }
+}
+
 /// YOLOX `CSPLayer`: `conv3(cat(m(conv1(x)), conv2(x)))`. The bottleneck count is the
 /// number of `m.N` blocks in the checkpoint (the model's depth multiplier).
 #[derive(Debug, Clone)]
@@ -251,6 +283,25 @@ impl Module for CspLayer {
     }
 }
 
+impl CspLayer {
+    /// The bottleneck chain's last output and conv2 are written into the concat buffer.
+    fn plan(&self, g: &mut Graph, xs: Act) -> PlanResult<Act> {
+        let hidden = self.conv1.out_channels();
+        let c2 = self.conv2.out_channels();
+        let cat = g.alloc(hidden + c2, xs.height(), xs.width());
+        let first = cat.narrow(0, hidden)?;
+        let mut x1 = self
+            .conv1
+            .plan(g, xs, self.m.is_empty().then_some(first), None)?;
+        for (k, bottleneck) in self.m.iter().enumerate() {
+            let last = k + 1 == self.m.len();
+            x1 = bottleneck.plan(g, x1, last.then_some(first))?;
+        }
+        self.conv2.plan(g, xs, Some(cat.narrow(hidden, c2)?), None)?;
+        self.conv3.plan(g, cat, None, None)
+    }
+}
+
 /// YOLOX `SPPBottleneck`: `conv2(cat(x, pool5(x), pool9(x), pool13(x)))` with `x = conv1(..)`,
 /// stride-1 max pools padded by k/2.
 #[derive(Debug, Clone)]
@@ -276,6 +327,18 @@ impl Module for SppBottleneck {
         let p9 = max_pool_same(&p5, 5)?;
         let p13 = max_pool_same(&p9, 5)?;
         self.conv2.forward(&Tensor::cat(&[x, p5, p9, p13], 1)?)
+    }
+}
+
+impl SppBottleneck {
+    fn plan(&self, g: &mut Graph, xs: Act) -> PlanResult<Act> {
+        let c = self.conv1.out_channels();
+        let parts = g.alloc(4 * c, xs.height(), xs.width());
+        let mut last = self.conv1.plan(g, xs, Some(parts.narrow(0, c)?), None)?;
+        for k in 1..4 {
+            last = g.max_pool(5, last, Some(parts.narrow(k * c, c)?))?;
+        }
+        self.conv2.plan(g, parts, None, None)
     }
 }
 
@@ -341,6 +404,13 @@ impl Module for DarkStage {
     }
 }
 
+impl DarkStage {
+    fn plan(&self, g: &mut Graph, xs: Act) -> PlanResult<Act> {
+        let xs = self.conv.plan(g, xs, None, None)?;
+        self.csp.plan(g, xs)
+    }
+}
+
 /// YOLOX `CSPDarknet` with outputs dark3, dark4, dark5 (strides 8, 16, 32). dark5 adds an
 /// SPP block and its CSP layer has no shortcuts.
 #[derive(Debug, Clone)]
@@ -402,6 +472,20 @@ impl CspDarknet {
     /// 1 for nano, tiny and s, 2 for m, 3 for l, 4 for x.
     fn base_depth(&self) -> usize {
         self.dark2.csp.m.len()
+    }
+}
+
+impl CspDarknet {
+    /// `image` is the space-to-depth input ([`graph::write_space_to_depth`]).
+    fn plan(&self, g: &mut Graph, image: Act) -> PlanResult<[Act; 3]> {
+        let stem = self.stem.conv.plan(g, image, None, None)?;
+        let dark2 = self.dark2.plan(g, stem)?;
+        let dark3 = self.dark3.plan(g, dark2)?;
+        let dark4 = self.dark4.plan(g, dark3)?;
+        let xs = self.dark5_conv.plan(g, dark4, None, None)?;
+        let xs = self.dark5_spp.plan(g, xs)?;
+        let dark5 = self.dark5_csp.plan(g, xs)?;
+        Ok([dark3, dark4, dark5])
     }
 }
 
@@ -482,6 +566,39 @@ impl YoloPafpn {
     }
 }
 
+impl YoloPafpn {
+    /// As [`YoloPafpn::forward`]; upsamples and bottom-up convs write into their concat
+    /// buffers, the lateral parts are copied in.
+    fn plan(&self, g: &mut Graph, image: Act) -> PlanResult<[Act; 3]> {
+        let [dark3, dark4, dark5] = self.backbone.plan(g, image)?;
+        let upsampled_with = |g: &mut Graph, low: Act, skip: Act| -> PlanResult<Act> {
+            let (c_low, c_skip) = (low.channels(), skip.channels());
+            let cat = g.alloc(c_low + c_skip, skip.height(), skip.width());
+            g.upsample2(low, Some(cat.narrow(0, c_low)?))?;
+            g.copy(skip, cat.narrow(c_low, c_skip)?)?;
+            Ok(cat)
+        };
+        let downsampled_with = |g: &mut Graph, conv: &Conv, high: Act, skip: Act| {
+            let (c_down, c_skip) = (conv.out_channels(), skip.channels());
+            let cat = g.alloc(c_down + c_skip, skip.height(), skip.width());
+            conv.plan(g, high, Some(cat.narrow(0, c_down)?), None)?;
+            g.copy(skip, cat.narrow(c_down, c_skip)?)?;
+            PlanResult::Ok(cat)
+        };
+        let fpn_out0 = self.lateral_conv0.plan(g, dark5, None, None)?;
+        let cat = upsampled_with(g, fpn_out0, dark4)?;
+        let f_out0 = self.c3_p4.plan(g, cat)?;
+        let fpn_out1 = self.reduce_conv1.plan(g, f_out0, None, None)?;
+        let cat = upsampled_with(g, fpn_out1, dark3)?;
+        let pan_out2 = self.c3_p3.plan(g, cat)?;
+        let cat = downsampled_with(g, &self.bu_conv2, pan_out2, fpn_out1)?;
+        let pan_out1 = self.c3_n3.plan(g, cat)?;
+        let cat = downsampled_with(g, &self.bu_conv1, pan_out1, fpn_out0)?;
+        let pan_out0 = self.c3_n4.plan(g, cat)?;
+        Ok([pan_out2, pan_out1, pan_out0])
+    }
+}
+
 fn upsample2(xs: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = xs.dims4()?;
     xs.upsample_nearest2d(2 * h, 2 * w)
@@ -547,6 +664,22 @@ impl HeadLevel {
     }
 }
 
+impl HeadLevel {
+    /// (box regression, objectness logit, class logits) of one level.
+    fn plan(&self, g: &mut Graph, xs: Act) -> PlanResult<[Act; 3]> {
+        let x = self.stem.plan(g, xs, None, None)?;
+        let cls = self.cls_convs[0].plan(g, x, None, None)?;
+        let cls = self.cls_convs[1].plan(g, cls, None, None)?;
+        let reg = self.reg_convs[0].plan(g, x, None, None)?;
+        let reg = self.reg_convs[1].plan(g, reg, None, None)?;
+        Ok([
+            self.reg_pred.plan(g, reg, None, None)?,
+            self.obj_pred.plan(g, reg, None, None)?,
+            self.cls_pred.plan(g, cls, None, None)?,
+        ])
+    }
+}
+
 /// Megvii's published configurations: (name, depthwise, stem width, CSP depth, input size).
 const VARIANTS: [(&str, bool, usize, usize, usize); 6] = [
     ("yolox-nano", true, 16, 1, 416),
@@ -564,6 +697,8 @@ pub struct Yolox {
     head: [HeadLevel; 3],
     depthwise: bool,
     num_classes: usize,
+    /// The CPU executor's plan for the last input size.
+    cpu: PlanCache,
 }
 
 impl Yolox {
@@ -595,6 +730,7 @@ impl Yolox {
             head,
             depthwise,
             num_classes,
+            cpu: PlanCache::default(),
         })
     }
 
@@ -624,12 +760,8 @@ impl Yolox {
     }
 }
 
-impl Module for Yolox {
-    /// `xs`: `[B, 3, H, W]`, BGR 0..255 (YOLOX preprocessing), H and W multiples of 32.
-    /// Returns `[B, N, 5 + nc]` as YOLOX with `decode_in_inference=False`: per anchor
-    /// (dx, dy, log w, log h) raw, objectness sigmoid, class sigmoids; levels at strides
-    /// 8, 16, 32 concatenated, anchors row-major. See [`decode_outputs`].
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+impl Yolox {
+    fn check_input(xs: &Tensor) -> Result<(usize, usize)> {
         let (_, channels, height, width) = xs.dims4()?;
         if channels != 3
             || !height.is_multiple_of(SIZE_MULTIPLE)
@@ -640,6 +772,130 @@ impl Module for Yolox {
                 xs.dims()
             );
         }
+        Ok((height, width))
+    }
+
+    /// The whole network on the CPU executor, output as [`Yolox::forward`]'s written into
+    /// `out`. `Ok(false)` when it does not apply (not one f32 image on the CPU, or a
+    /// network it cannot hold): then use `forward`.
+    pub fn forward_cpu_into(&self, xs: &Tensor, out: &mut Vec<f32>) -> Result<bool> {
+        let ran = self.with_cpu_run(xs, |p| {
+            p.graph.run(&mut p.workspace);
+            self.decode_blocked(&p.workspace, &p.outputs, out);
+        })?;
+        Ok(ran.is_some())
+    }
+
+    /// One run of the CPU executor timed op by op (`None` when it does not apply).
+    pub fn profile_cpu(&self, xs: &Tensor) -> Result<Option<Vec<OpTime>>> {
+        self.with_cpu_run(xs, |p| p.graph.run_timed(&mut p.workspace))
+    }
+
+    /// Writes `xs` into the plan's input and calls `f` on the plan.
+    fn with_cpu_run<R>(&self, xs: &Tensor, f: impl FnOnce(&mut Prepared) -> R) -> Result<Option<R>> {
+        let (height, width) = Self::check_input(xs)?;
+        let ran = with_cpu_image(xs, |image| {
+            self.cpu.with(
+                (height, width),
+                || self.plan(height, width),
+                |p| {
+                    graph::write_space_to_depth(&mut p.workspace, &p.input, image);
+                    f(p)
+                },
+            )
+        })?;
+        Ok(ran.flatten())
+    }
+
+    fn plan(&self, height: usize, width: usize) -> PlanResult<Prepared> {
+        let mut g = Graph::new();
+        let input = g.input(12, height / 2, width / 2);
+        let levels = self.backbone.plan(&mut g, input)?;
+        let mut outputs = Vec::with_capacity(9);
+        for (head_level, xs) in self.head.iter().zip(levels) {
+            outputs.extend(head_level.plan(&mut g, xs)?);
+        }
+        let workspace = g.workspace();
+        Ok(Prepared {
+            graph: g,
+            workspace,
+            input,
+            outputs,
+        })
+    }
+
+    /// The executor's (reg, obj, cls) per level → `out` `[N, 5 + nc]` as `forward`.
+    fn decode_blocked(&self, ws: &Workspace, outputs: &[Act], out: &mut Vec<f32>) {
+        let cols = 5 + self.num_classes;
+        let anchors: usize = outputs
+            .iter()
+            .step_by(3)
+            .map(|a| a.height() * a.width())
+            .sum();
+        out.clear();
+        out.resize(anchors * cols, 0.0);
+        let isa = Isa::detect();
+        let mut first = 0;
+        for level in outputs.chunks_exact(3) {
+            let (reg, layout) = ws.read(&level[0]);
+            let (obj, obj_layout) = ws.read(&level[1]);
+            let (cls, cls_layout) = ws.read(&level[2]);
+            let rows = &mut out[first * cols..];
+            decode_level(isa, [reg, obj, cls], [layout, obj_layout, cls_layout], cols, rows);
+            first += layout.height * layout.width;
+        }
+    }
+}
+
+isa_kernel! {
+    /// One level of YOLOX's raw output: per anchor (row of `cols`), the four box values
+    /// as they are, then sigmoid(objectness) and sigmoid(class logits).
+    fn decode_level(parts: [&[f32]; 3], layouts: [Layout; 3], cols: usize, rows: &mut [f32]) {
+        let [reg, obj, cls] = parts;
+        let [reg_layout, obj_layout, cls_layout] = layouts;
+        let nc = cls_layout.channels;
+        let width = reg_layout.width;
+        for y in 0..reg_layout.height {
+            for x in 0..width {
+                let row = &mut rows[(y * width + x) * cols..][..cols];
+                let at = reg_layout.offset(0, y as isize, x as isize);
+                row[..4].copy_from_slice(&reg[at..at + 4]);
+                let objectness = obj[obj_layout.offset(0, y as isize, x as isize)];
+                row[4] = 1.0 / (1.0 + exp_approx(-objectness));
+                for block in 0..cls_layout.blocks() {
+                    let at = cls_layout.offset(block, y as isize, x as isize);
+                    let mut p = [0.0f32; LANES];
+                    for (p, &v) in p.iter_mut().zip(&cls[at..at + LANES]) {
+                        *p = 1.0 / (1.0 + exp_approx(-v));
+                    }
+                    let n = LANES.min(nc - block * LANES);
+                    row[5 + block * LANES..5 + block * LANES + n].copy_from_slice(&p[..n]);
+                }
+            }
+        }
+    }
+}
+
+impl Module for Yolox {
+    /// `xs`: `[B, 3, H, W]`, BGR 0..255 (YOLOX preprocessing), H and W multiples of 32.
+    /// Returns `[B, N, 5 + nc]` as YOLOX with `decode_in_inference=False`: per anchor
+    /// (dx, dy, log w, log h) raw, objectness sigmoid, class sigmoids; levels at strides
+    /// 8, 16, 32 concatenated, anchors row-major. See [`decode_outputs`].
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut out = Vec::new();
+        if self.forward_cpu_into(xs, &mut out)? {
+            let cols = 5 + self.num_classes;
+            let anchors = out.len() / cols;
+            return Tensor::from_vec(out, (1, anchors, cols), xs.device());
+        }
+        self.forward_candle(xs)
+    }
+}
+
+impl Yolox {
+    /// The network on candle's ops (every device and dtype; the CPU executor's reference).
+    pub fn forward_candle(&self, xs: &Tensor) -> Result<Tensor> {
+        Self::check_input(xs)?;
         let features = self.backbone.forward(xs)?;
         let mut levels = Vec::with_capacity(3);
         for (head_level, x) in self.head.iter().zip(&features) {

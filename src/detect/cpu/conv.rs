@@ -58,7 +58,7 @@ impl ConvSpec {
 }
 
 /// Why a [`FusedConv`] could not be built.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ConvError {
     #[error("convolution weights hold {got} floats, expected {want} for {spec:?}")]
     WeightLen {
@@ -149,6 +149,15 @@ impl FusedConv {
 
     pub fn spec(&self) -> &ConvSpec {
         &self.spec
+    }
+
+    /// Weights in PyTorch layout `[c_out, c_in / groups, k, k]`, flattened.
+    pub fn weight(&self) -> &[f32] {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> &[f32] {
+        &self.bias
     }
 
     /// Runs on `input` `[batch, c_in, height, width]` (contiguous NCHW); returns the NCHW

@@ -156,7 +156,7 @@ unsafe fn kernel_8x32(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn silu_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+pub(crate) unsafe fn silu_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
     use super::epilogue::{LN2_HI, LN2_LO, ROUND_MAGIC};
     use std::arch::x86_64::*;
     // e^(-x), with -x clamped to [-87, 88] as the scalar version.

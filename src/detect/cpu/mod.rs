@@ -9,10 +9,14 @@
 //! the portable build of the element-wise loops at run time. `op` wraps a convolution as a
 //! candle `CustomOp1`.
 
+pub mod blocked;
 pub mod conv;
 mod depthwise;
+pub mod direct;
 pub mod epilogue;
+pub mod graph;
 pub mod isa;
+pub mod lanewise;
 mod microkernel;
 pub mod op;
 mod pool;

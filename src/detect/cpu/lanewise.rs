@@ -1,0 +1,226 @@
+//! The per-channel operations of the blocked layout ([`super::blocked`]): depthwise
+//! convolution, same-size max pool, nearest 2× upsample and block copies.
+//!
+//! Each works on whole 16-lane pixels, so the channel lanes are the vector lanes and the
+//! loops are written once as plain arrays (vectorised per ISA by [`super::isa`]). Work is
+//! split into (block, output row) items on the pool.
+
+use super::blocked::{View, LANES};
+use super::conv::{ConvError, ConvSpec};
+use super::epilogue::silu;
+use super::isa::{isa_kernel, Isa};
+use super::pool::for_each_index;
+
+type Pixel = [f32; LANES];
+
+/// Pixels per inner step of the depthwise row: independent accumulators hide FMA latency.
+const DEPTHWISE_STEP: usize = 8;
+
+/// A depthwise convolution (groups = channels, padding ≤ 1) with bias and optional SiLU.
+#[derive(Debug, Clone)]
+pub struct DepthwiseConv {
+    spec: ConvSpec,
+    /// Per block `[ky][kx][lane]`.
+    taps: Vec<Pixel>,
+    bias: Vec<Pixel>,
+    isa: Isa,
+}
+
+impl DepthwiseConv {
+    /// `weight` `[C, 1, k, k]`, `bias` `[C]`.
+    pub fn new(spec: ConvSpec, weight: &[f32], bias: &[f32]) -> Result<Self, ConvError> {
+        let (c, k) = (spec.c_out, spec.kernel);
+        if spec.groups != c || spec.c_in != c {
+            return Err(ConvError::Groups { spec });
+        }
+        if weight.len() != c * k * k {
+            return Err(ConvError::WeightLen {
+                got: weight.len(),
+                want: c * k * k,
+                spec,
+            });
+        }
+        if bias.len() != c {
+            return Err(ConvError::BiasLen {
+                got: bias.len(),
+                want: c,
+            });
+        }
+        let blocks = c.div_ceil(LANES);
+        let mut taps = vec![[0.0; LANES]; blocks * k * k];
+        let mut padded_bias = vec![[0.0; LANES]; blocks];
+        for ch in 0..c {
+            let (b, lane) = (ch / LANES, ch % LANES);
+            for t in 0..k * k {
+                taps[b * k * k + t][lane] = weight[ch * k * k + t];
+            }
+            padded_bias[b][lane] = bias[ch];
+        }
+        Ok(Self {
+            spec,
+            taps,
+            bias: padded_bias,
+            isa: Isa::detect(),
+        })
+    }
+
+    pub fn with_isa(mut self, isa: Isa) -> Self {
+        self.isa = isa.supported();
+        self
+    }
+
+    pub fn spec(&self) -> &ConvSpec {
+        &self.spec
+    }
+
+    /// # Safety
+    /// As [`super::direct::DirectConv::run`]: views cover their layouts, `dst` is disjoint.
+    pub unsafe fn run(&self, src: View, dst: View) {
+        let rows = dst.layout.height;
+        let blocks = dst.layout.blocks();
+        let k2 = self.spec.kernel * self.spec.kernel;
+        for_each_index(rows * blocks, |item| {
+            let (block, oy) = (item / rows, item % rows);
+            let s = self.spec.stride;
+            let top = (oy * s) as isize - self.spec.padding as isize;
+            // SAFETY: the item writes output row `oy` of `block` only; reads stay inside
+            // the padded input (padding ≤ the border).
+            unsafe {
+                let row = DepthwiseRow {
+                    src: src.at(block, top, -(self.spec.padding as isize)),
+                    src_row: src.layout.row_stride(),
+                    step: s * LANES,
+                    kernel: self.spec.kernel,
+                    dst: dst.at(block, oy as isize, 0),
+                    width: dst.layout.width,
+                };
+                depthwise_row(
+                    self.isa,
+                    &row,
+                    &self.taps[block * k2..(block + 1) * k2],
+                    &self.bias[block],
+                    self.spec.silu,
+                );
+            }
+        });
+    }
+}
+
+struct DepthwiseRow {
+    src: *const f32,
+    src_row: usize,
+    step: usize,
+    kernel: usize,
+    dst: *mut f32,
+    width: usize,
+}
+
+isa_kernel! {
+    /// One output row of one block: for each pixel, bias + Σ taps · inputs, then SiLU.
+    fn depthwise_row(row: &DepthwiseRow, taps: &[Pixel], bias: &Pixel, act: bool) {
+        let k = row.kernel;
+        let mut x0 = 0;
+        while x0 < row.width {
+            let n = DEPTHWISE_STEP.min(row.width - x0);
+            let mut acc = [*bias; DEPTHWISE_STEP];
+            for ky in 0..k {
+                for kx in 0..k {
+                    let tap = &taps[ky * k + kx];
+                    for (p, acc_p) in acc.iter_mut().enumerate().take(n) {
+                        // SAFETY: inside the padded input row (see `DepthwiseConv::run`).
+                        let input = unsafe {
+                            &*(row.src.add(ky * row.src_row + (x0 + p) * row.step + kx * LANES)
+                                as *const Pixel)
+                        };
+                        for lane in 0..LANES {
+                            acc_p[lane] += tap[lane] * input[lane];
+                        }
+                    }
+                }
+            }
+            for (p, acc_p) in acc.iter().enumerate().take(n) {
+                // SAFETY: output pixel x0 + p of this row.
+                let out = unsafe { &mut *(row.dst.add((x0 + p) * LANES) as *mut Pixel) };
+                for lane in 0..LANES {
+                    out[lane] = if act { silu(acc_p[lane]) } else { acc_p[lane] };
+                }
+            }
+            x0 += n;
+        }
+    }
+}
+
+/// PyTorch's `MaxPool2d(k, 1, k / 2)`: same size, padding never selected (−∞).
+///
+/// # Safety
+/// Views cover their layouts (same sizes), `dst` disjoint from `src`.
+pub unsafe fn max_pool_same(isa: Isa, src: View, dst: View, kernel: usize) {
+    let (rows, blocks) = (dst.layout.height, dst.layout.blocks());
+    for_each_index(rows * blocks, |item| {
+        let (block, oy) = (item / rows, item % rows);
+        // One output row per item; reads are clipped to the interior.
+        max_pool_row(isa, src, dst, kernel, block, oy);
+    });
+}
+
+isa_kernel! {
+    fn max_pool_row(src: View, dst: View, kernel: usize, block: usize, oy: usize) {
+        let (h, w) = (src.layout.height as isize, src.layout.width as isize);
+        let r = (kernel / 2) as isize;
+        let (y0, y1) = ((oy as isize - r).max(0), (oy as isize + r).min(h - 1));
+        for ox in 0..w {
+            let (x0, x1) = ((ox - r).max(0), (ox + r).min(w - 1));
+            let mut m = [f32::NEG_INFINITY; LANES];
+            for y in y0..=y1 {
+                for x in x0..=x1 {
+                    // SAFETY: (y, x) is an interior pixel.
+                    let v = unsafe { &*(src.at(block, y, x) as *const Pixel) };
+                    for lane in 0..LANES {
+                        m[lane] = m[lane].max(v[lane]);
+                    }
+                }
+            }
+            // SAFETY: output pixel (oy, ox) of this item's row.
+            unsafe { *(dst.at(block, oy as isize, ox) as *mut Pixel) = m };
+        }
+    }
+}
+
+/// Nearest-neighbour 2× upsample: `dst` is twice `src`'s height and width.
+///
+/// # Safety
+/// Views cover their layouts, `dst` disjoint from `src`.
+pub unsafe fn upsample2(src: View, dst: View) {
+    let (rows, blocks) = (dst.layout.height, dst.layout.blocks());
+    for_each_index(rows * blocks, |item| {
+        let (block, oy) = (item / rows, item % rows);
+        for ox in 0..dst.layout.width {
+            // SAFETY: one output row per item; (oy / 2, ox / 2) is inside `src`.
+            unsafe {
+                let from = src.at(block, (oy / 2) as isize, (ox / 2) as isize);
+                let to = dst.at(block, oy as isize, ox as isize);
+                std::ptr::copy_nonoverlapping(from, to, LANES);
+            }
+        }
+    });
+}
+
+/// Copies every interior pixel of `src`'s blocks into `dst` (same sizes).
+///
+/// # Safety
+/// Views cover their layouts, `dst` disjoint from `src`.
+pub unsafe fn copy_blocks(src: View, dst: View) {
+    let (rows, blocks) = (dst.layout.height, dst.layout.blocks());
+    let width = dst.layout.width;
+    for_each_index(rows * blocks, |item| {
+        let (block, y) = (item / rows, item % rows);
+        // SAFETY: a row of whole pixels is contiguous in both layouts.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                src.at(block, y as isize, 0),
+                dst.at(block, y as isize, 0),
+                width * LANES,
+            )
+        };
+    });
+}
