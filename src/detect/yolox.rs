@@ -792,7 +792,11 @@ impl Yolox {
     }
 
     /// Writes `xs` into the plan's input and calls `f` on the plan.
-    fn with_cpu_run<R>(&self, xs: &Tensor, f: impl FnOnce(&mut Prepared) -> R) -> Result<Option<R>> {
+    fn with_cpu_run<R: Send>(
+        &self,
+        xs: &Tensor,
+        f: impl FnOnce(&mut Prepared) -> R + Send,
+    ) -> Result<Option<R>> {
         let (height, width) = Self::check_input(xs)?;
         let ran = with_cpu_image(xs, |image| {
             self.cpu.with(

@@ -17,6 +17,7 @@ use super::conv::{ConvError, ConvSpec};
 use super::direct::DirectConv;
 use super::isa::Isa;
 use super::lanewise::{self, DepthwiseConv};
+use super::pool::in_pool;
 
 /// Why a network cannot run on the executor (it then runs on candle's ops).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -438,7 +439,8 @@ pub struct Prepared {
 }
 
 /// The plan of a model for the last input size, built on first use (planning packs the
-/// weights, a few milliseconds). Shared by clones of the model; one run at a time.
+/// weights, a few milliseconds). Shared by clones of the model; one run at a time, on the
+/// rayon pool.
 #[derive(Debug, Clone, Default)]
 pub struct PlanCache {
     slot: Arc<Mutex<Option<((usize, usize), Option<Prepared>)>>>,
@@ -448,11 +450,11 @@ impl PlanCache {
     /// Runs `f` on the plan for an input of `size` (height, width), planning it with
     /// `plan` when the size changed; `None` when the network is not supported (the caller
     /// falls back to candle).
-    pub fn with<R>(
+    pub fn with<R: Send>(
         &self,
         size: (usize, usize),
         plan: impl FnOnce() -> Result<Prepared, PlanError>,
-        f: impl FnOnce(&mut Prepared) -> R,
+        f: impl FnOnce(&mut Prepared) -> R + Send,
     ) -> Option<R> {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         if slot.as_ref().map(|(s, _)| *s) != Some(size) {
@@ -466,6 +468,6 @@ impl PlanCache {
             *slot = Some((size, prepared));
         }
         let prepared = slot.as_mut().and_then(|(_, p)| p.as_mut())?;
-        Some(f(prepared))
+        Some(in_pool(|| f(prepared)))
     }
 }

@@ -94,13 +94,18 @@ impl DepthwiseConv {
                     dst: dst.at(block, oy as isize, 0),
                     width: dst.layout.width,
                 };
-                depthwise_row(
-                    self.isa,
-                    &row,
-                    &self.taps[block * k2..(block + 1) * k2],
-                    &self.bias[block],
-                    self.spec.silu,
-                );
+                let taps = &self.taps[block * k2..(block + 1) * k2];
+                let bias = &self.bias[block];
+                #[cfg(target_arch = "x86_64")]
+                if self.isa == Isa::Avx512 && self.spec.kernel == 3 && s <= 2 {
+                    if s == 1 {
+                        avx512::depthwise3_row::<1>(&row, taps, bias, self.spec.silu);
+                    } else {
+                        avx512::depthwise3_row::<2>(&row, taps, bias, self.spec.silu);
+                    }
+                    return;
+                }
+                depthwise_row(self.isa, &row, taps, bias, self.spec.silu);
             }
         });
     }
@@ -146,6 +151,64 @@ isa_kernel! {
                 }
             }
             x0 += n;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::super::blocked::LANES;
+    use super::super::microkernel::silu_avx512;
+    use super::{DepthwiseRow, Pixel};
+
+    /// Pixels per step of the 3×3 row (8 accumulators, 9 taps in registers).
+    const STEP: usize = 8;
+
+    /// One output row of a 3×3 depthwise convolution with stride `S`: taps and bias in
+    /// registers, eight pixels at a time (one pixel at a time for the rest).
+    ///
+    /// # Safety
+    /// AVX-512F; `row` covers the padded input rows and the output row.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn depthwise3_row<const S: usize>(
+        row: &DepthwiseRow,
+        taps: &[Pixel],
+        bias: &Pixel,
+        act: bool,
+    ) {
+        let t: [__m512; 9] = std::array::from_fn(|i| _mm512_loadu_ps(taps[i].as_ptr()));
+        let b = _mm512_loadu_ps(bias.as_ptr());
+        let finish = |v: __m512| if act { silu_avx512(v) } else { v };
+        let input = |x: usize, ky: usize, kx: usize| {
+            _mm512_loadu_ps(row.src.add(ky * row.src_row + (x * S + kx) * LANES))
+        };
+        let mut x0 = 0;
+        while x0 + STEP <= row.width {
+            macro_rules! step {
+                ($($p:literal),*) => {{
+                    let mut acc = [b; STEP];
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let w = t[ky * 3 + kx];
+                            $( acc[$p] = _mm512_fmadd_ps(input(x0 + $p, ky, kx), w, acc[$p]); )*
+                        }
+                    }
+                    $( _mm512_storeu_ps(row.dst.add((x0 + $p) * LANES), finish(acc[$p])); )*
+                }};
+            }
+            step!(0, 1, 2, 3, 4, 5, 6, 7);
+            x0 += STEP;
+        }
+        for x in x0..row.width {
+            let mut acc = b;
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    acc = _mm512_fmadd_ps(input(x, ky, kx), t[ky * 3 + kx], acc);
+                }
+            }
+            _mm512_storeu_ps(row.dst.add(x * LANES), finish(acc));
         }
     }
 }

@@ -17,6 +17,18 @@ pub fn for_each_index(n_items: usize, f: impl Fn(usize) + Sync + Send) {
     }
 }
 
+
+
+/// Runs `f` on a thread of the pool and waits for it. A parallel loop started from outside
+/// the pool hands its work to the pool and sleeps until it is done, a futex sleep and
+/// wake-up per loop; started from a worker it just runs. A network is ~100 loops, so the
+/// executor enters the pool once per frame instead.
+pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let mut result = None;
+    rayon::scope(|_| result = Some(f()));
+    result.expect("rayon::scope runs its closure before returning")
+}
+
 /// An output buffer shared by the items of a [`for_each_index`] loop, each of which writes
 /// its own disjoint part (the users' `unsafe` blocks say which).
 #[derive(Clone, Copy)]
@@ -31,3 +43,4 @@ impl SharedMut {
         self.0
     }
 }
+
