@@ -14,6 +14,7 @@ use super::cpu::blocked::{Layout, LANES};
 use super::cpu::epilogue::exp_approx;
 use super::cpu::graph::{self, Act, Graph, OpTime, PlanCache, PlanError, Prepared, Workspace};
 use super::cpu::isa::{isa_kernel, Isa};
+use super::cpu::pool::{for_each_index, SharedMut};
 use super::layers::{full_name, get_with_rank, with_cpu_image, ConvBlock};
 
 type PlanResult<T> = std::result::Result<T, PlanError>;
@@ -533,7 +534,8 @@ impl DetectHead {
         Ok(outputs)
     }
 
-    /// The executor's head outputs → `out` `[4 + nc, N]` as [`Yolov8::forward`] returns.
+    /// The executor's head outputs → `out` `[4 + nc, N]` as [`Yolov8::forward`] returns,
+    /// one grid row of one level per parallel item.
     fn decode_blocked(&self, ws: &Workspace, outputs: &[Act], out: &mut Vec<f32>) {
         let anchors: usize = outputs
             .iter()
@@ -545,75 +547,113 @@ impl DetectHead {
         let bins: &[f32; LANES] = self.dfl_bin_values[..]
             .try_into()
             .expect("planned only with LANES bins");
-        let isa = Isa::detect();
+        let mut rows = Vec::new();
         let mut first = 0;
         for (level, pair) in outputs.chunks_exact(2).enumerate() {
-            let stride = STRIDES[level] as f32;
             let (boxes, box_layout) = ws.read(&pair[0]);
-            decode_level_boxes(isa, boxes, box_layout, bins, stride, first, anchors, out);
             let (classes, class_layout) = ws.read(&pair[1]);
-            let score_rows = &mut out[4 * anchors..];
-            level_scores(isa, classes, class_layout, first, anchors, score_rows);
+            for y in 0..box_layout.height {
+                rows.push(DecodeRow {
+                    boxes,
+                    box_layout,
+                    classes,
+                    class_layout,
+                    stride: STRIDES[level] as f32,
+                    y,
+                    first_anchor: first + y * box_layout.width,
+                });
+            }
             first += box_layout.height * box_layout.width;
         }
+        let isa = Isa::detect();
+        let columns = SharedMut(out.as_mut_ptr());
+        for_each_index(rows.len(), |r| {
+            // SAFETY: row `r` writes only its own anchors' columns of `out`, which holds
+            // `4 + nc` rows of `anchors` floats.
+            let out = unsafe { SharedColumns::new(columns, anchors) };
+            decode_row(isa, &rows[r], bins, out);
+        });
     }
 }
 
+/// One grid row of one level: where its head outputs are and where its anchors start.
+struct DecodeRow<'a> {
+    boxes: &'a [f32],
+    box_layout: Layout,
+    classes: &'a [f32],
+    class_layout: Layout,
+    stride: f32,
+    y: usize,
+    first_anchor: usize,
+}
+
+/// The `[rows, anchors]` output, written column range by column range from several threads.
+#[derive(Clone, Copy)]
+struct SharedColumns {
+    ptr: SharedMut,
+    anchors: usize,
+}
+
+impl SharedColumns {
+    /// # Safety
+    /// `ptr` holds whole rows of `anchors` floats; writers use disjoint anchors.
+    unsafe fn new(ptr: SharedMut, anchors: usize) -> Self {
+        Self { ptr, anchors }
+    }
+
+    #[inline(always)]
+    fn set(&self, row: usize, anchor: usize, value: f32) {
+        // SAFETY: see `new`.
+        unsafe { *self.ptr.ptr().add(row * self.anchors + anchor) = value };
+    }
+}
+
+/// Anchors per step of the class scores: one block of 16 lanes × 16 pixels is transposed
+/// so each class row is written 16 anchors at a time.
+const SCORE_RUN: usize = 16;
+
 isa_kernel! {
-    /// One level's DFL (softmax expectation over 16 bins, one block per side) and
-    /// `dist2bbox`: rows 0–3 of `out` (`[_, anchors]`) get cx, cy, w, h in input pixels.
-    #[allow(clippy::too_many_arguments)]
-    fn decode_level_boxes(
-        boxes: &[f32],
-        layout: Layout,
-        bins: &[f32; LANES],
-        stride: f32,
-        first: usize,
-        anchors: usize,
-        out: &mut [f32],
-    ) {
-        for y in 0..layout.height {
-            for x in 0..layout.width {
-                let mut dist = [0.0f32; 4];
-                for (side, d) in dist.iter_mut().enumerate() {
-                    let at = layout.offset(side, y as isize, x as isize);
-                    let logits: &[f32; LANES] = boxes[at..at + LANES].try_into().expect("a block");
-                    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                    let mut e = [0.0f32; LANES];
-                    for (e, &v) in e.iter_mut().zip(logits) {
-                        *e = exp_approx(v - max);
-                    }
-                    let sum: f32 = e.iter().sum();
-                    let dot: f32 = e.iter().zip(bins).map(|(e, b)| e * b).sum();
-                    *d = dot / sum;
+    /// DFL (softmax expectation over 16 bins, one block per side) + `dist2bbox` into rows
+    /// 0–3 (cx, cy, w, h in input pixels), and class sigmoids into rows 4.., for one row.
+    fn decode_row(row: &DecodeRow, bins: &[f32; LANES], out: SharedColumns) {
+        let (layout, y) = (row.box_layout, row.y);
+        for x in 0..layout.width {
+            let mut dist = [0.0f32; 4];
+            for (side, d) in dist.iter_mut().enumerate() {
+                let at = layout.offset(side, y as isize, x as isize);
+                let logits: &[f32; LANES] = row.boxes[at..at + LANES].try_into().expect("a block");
+                let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let mut e = [0.0f32; LANES];
+                for (e, &v) in e.iter_mut().zip(logits) {
+                    *e = exp_approx(v - max);
                 }
-                let (ax, ay) = (x as f32 + 0.5, y as f32 + 0.5);
-                let (x1, y1, x2, y2) = (ax - dist[0], ay - dist[1], ax + dist[2], ay + dist[3]);
-                let a = first + y * layout.width + x;
-                out[a] = (x1 + x2) / 2.0 * stride;
-                out[anchors + a] = (y1 + y2) / 2.0 * stride;
-                out[2 * anchors + a] = (x2 - x1) * stride;
-                out[3 * anchors + a] = (y2 - y1) * stride;
+                let sum: f32 = e.iter().sum();
+                let dot: f32 = e.iter().zip(bins).map(|(e, b)| e * b).sum();
+                *d = dot / sum;
             }
+            let (ax, ay) = (x as f32 + 0.5, y as f32 + 0.5);
+            let (x1, y1, x2, y2) = (ax - dist[0], ay - dist[1], ax + dist[2], ay + dist[3]);
+            let a = row.first_anchor + x;
+            out.set(0, a, (x1 + x2) / 2.0 * row.stride);
+            out.set(1, a, (y1 + y2) / 2.0 * row.stride);
+            out.set(2, a, (x2 - x1) * row.stride);
+            out.set(3, a, (y2 - y1) * row.stride);
         }
-    }
-}
-
-isa_kernel! {
-    /// One level's class sigmoids into `rows` (`[nc, anchors]`), anchors from `first`.
-    fn level_scores(classes: &[f32], layout: Layout, first: usize, anchors: usize, rows: &mut [f32]) {
-        let nc = layout.channels;
-        for y in 0..layout.height {
-            for x in 0..layout.width {
-                let a = first + y * layout.width + x;
-                for block in 0..layout.blocks() {
-                    let at = layout.offset(block, y as isize, x as isize);
-                    let mut p = [0.0f32; LANES];
-                    for (p, &v) in p.iter_mut().zip(&classes[at..at + LANES]) {
-                        *p = 1.0 / (1.0 + exp_approx(-v));
+        let cls = row.class_layout;
+        for block in 0..cls.blocks() {
+            let lanes = LANES.min(cls.channels - block * LANES);
+            for x0 in (0..cls.width).step_by(SCORE_RUN) {
+                let n = SCORE_RUN.min(cls.width - x0);
+                let mut probs = [[0.0f32; LANES]; SCORE_RUN];
+                for (p, probs) in probs.iter_mut().enumerate().take(n) {
+                    let at = cls.offset(block, y as isize, (x0 + p) as isize);
+                    for (q, &v) in probs.iter_mut().zip(&row.classes[at..at + LANES]) {
+                        *q = 1.0 / (1.0 + exp_approx(-v));
                     }
-                    for (lane, &p) in p.iter().enumerate().take(nc - block * LANES) {
-                        rows[(block * LANES + lane) * anchors + a] = p;
+                }
+                for lane in 0..lanes {
+                    for (p, probs) in probs.iter().enumerate().take(n) {
+                        out.set(4 + block * LANES + lane, row.first_anchor + x0 + p, probs[lane]);
                     }
                 }
             }

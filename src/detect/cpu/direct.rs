@@ -203,12 +203,16 @@ unsafe fn dispatch(isa: Isa, tile: &Tile, blocks: usize, n: usize) {
     if isa == Isa::Avx512 {
         // Input strides of the common cases as constants, so every broadcast's address is
         // a fixed offset; 0 = read at run time (the first layer's narrow pixels).
+        // 16 and 32: stride 1 and 2 on blocked inputs; 12: YOLOX's Focus stem (stride 1 on
+        // 12 channels); 6: YOLOv8's first layer (stride 2 on RGB).
         match (blocks == 2, tile.step) {
             (true, 16) => avx512::by_width::<true, 16>(tile, n),
             (true, 32) => avx512::by_width::<true, 32>(tile, n),
             (true, _) => avx512::by_width::<true, 0>(tile, n),
             (false, 16) => avx512::by_width::<false, 16>(tile, n),
             (false, 32) => avx512::by_width::<false, 32>(tile, n),
+            (false, 12) => avx512::by_width::<false, 12>(tile, n),
+            (false, 6) => avx512::by_width::<false, 6>(tile, n),
             (false, _) => avx512::by_width::<false, 0>(tile, n),
         }
         return;

@@ -17,7 +17,7 @@ use super::conv::{ConvError, ConvSpec};
 use super::direct::DirectConv;
 use super::isa::Isa;
 use super::lanewise::{self, DepthwiseConv};
-use super::pool::in_pool;
+use super::pool::{for_each_index, in_pool, SharedMut};
 
 /// Why a network cannot run on the executor (it then runs on candle's ops).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -395,38 +395,54 @@ fn as_floats(lanes: &[Lanes]) -> &[f32] {
     unsafe { std::slice::from_raw_parts(lanes.as_ptr().cast::<f32>(), lanes.len() * LANES) }
 }
 
-/// Writes an NCHW image `[channels, height, width]` into the packed input `act`.
+/// Writes an NCHW image `[channels, height, width]` into the packed input `act`, rows in
+/// parallel.
 pub fn write_image(ws: &mut Workspace, act: &Act, nchw: &[f32]) {
     let (floats, layout) = ws.write(act);
     let (c, h, w) = (layout.channels, layout.height, layout.width);
-    for y in 0..h {
-        for x in 0..w {
-            let at = layout.offset(0, y as isize, x as isize);
-            for ch in 0..c {
-                floats[at + ch] = nchw[(ch * h + y) * w + x];
+    let plane = h * w;
+    assert_eq!(nchw.len(), c * plane, "image size");
+    let dst = SharedMut(floats.as_mut_ptr());
+    for_each_index(h, |y| {
+        // SAFETY: item `y` writes only interior row `y` of the input buffer.
+        let row = unsafe {
+            std::slice::from_raw_parts_mut(dst.ptr().add(layout.offset(0, y as isize, 0)), w * c)
+        };
+        for (x, pixel) in row.chunks_exact_mut(c).enumerate() {
+            for (ch, v) in pixel.iter_mut().enumerate() {
+                *v = nchw[ch * plane + y * w + x];
             }
         }
-    }
+    });
 }
 
 /// Writes an NCHW image `[c, 2h, 2w]` space-to-depth into the packed input `act`
 /// (`4c` channels, `h` × `w`) in YOLOX Focus order: (row parity, column parity) =
-/// (0, 0), (1, 0), (0, 1), (1, 1), each holding the image's `c` channels.
+/// (0, 0), (1, 0), (0, 1), (1, 1), each holding the image's `c` channels. Rows in parallel.
 pub fn write_space_to_depth(ws: &mut Workspace, act: &Act, nchw: &[f32]) {
     let (floats, layout) = ws.write(act);
     let (h, w) = (layout.height, layout.width);
     let c = layout.channels / 4;
     let (full_h, full_w) = (2 * h, 2 * w);
-    for y in 0..h {
-        for x in 0..w {
-            let at = layout.offset(0, y as isize, x as isize);
-            for (part, (dy, dx)) in [(0, 0), (1, 0), (0, 1), (1, 1)].into_iter().enumerate() {
-                for ch in 0..c {
-                    floats[at + part * c + ch] = nchw[(ch * full_h + 2 * y + dy) * full_w + 2 * x + dx];
+    assert_eq!(nchw.len(), c * full_h * full_w, "image size");
+    let dst = SharedMut(floats.as_mut_ptr());
+    for_each_index(h, |y| {
+        // SAFETY: item `y` writes only interior row `y` of the input buffer.
+        let row = unsafe {
+            std::slice::from_raw_parts_mut(
+                dst.ptr().add(layout.offset(0, y as isize, 0)),
+                w * layout.channels,
+            )
+        };
+        for (part, (dy, dx)) in [(0, 0), (1, 0), (0, 1), (1, 1)].into_iter().enumerate() {
+            for ch in 0..c {
+                let src = &nchw[(ch * full_h + 2 * y + dy) * full_w..][..full_w];
+                for (x, pixel) in row.chunks_exact_mut(4 * c).enumerate() {
+                    pixel[part * c + ch] = src[2 * x + dx];
                 }
             }
         }
-    }
+    });
 }
 
 /// A planned graph with its buffers, its input and the activations a model decodes.
