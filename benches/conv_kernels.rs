@@ -1,12 +1,17 @@
 //! Criterion benchmarks of the CPU convolution kernels at YOLOv8n (640) and YOLOX-Nano
-//! (416) layer shapes. Throughput is in FLOP (2 × multiply-adds), so criterion's
-//! "Gelem/s" reads as GFLOP/s; each kernel also prints one `GFLOP/s` line of its own.
+//! (416) layer shapes: `blocked/…` is the executor's kernel (direct convolution or
+//! depthwise on the blocked layout, one op of a [`Graph`]), `nchw/…` the NCHW im2col + GEMM
+//! kernel that candle's models use when the executor does not apply. Throughput is in FLOP
+//! (2 × multiply-adds), so criterion's "Gelem/s" reads as GFLOP/s; each kernel also prints
+//! one `GFLOP/s` line of its own.
 //!
 //!   RAYON_NUM_THREADS=2 cargo bench --bench conv_kernels [-- FILTER]
 
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use lookout::detect::cpu::graph::{Graph, Workspace};
+use lookout::detect::cpu::pool::in_pool;
 use lookout::detect::cpu::{ConvSpec, FusedConv};
 
 /// `(name, spec, input height = width)`.
@@ -60,31 +65,66 @@ fn build(spec: ConvSpec) -> FusedConv {
     FusedConv::new(spec, weight, values(spec.c_out, 2)).expect("valid layer")
 }
 
-/// Median GFLOP/s over a few runs, printed once per kernel as a plain line.
-fn print_gflops(name: &str, conv: &FusedConv, input: &[f32], side: usize) {
+/// The layer as a one-op executor graph (the first layers read the packed image).
+fn blocked(spec: ConvSpec, side: usize) -> (Graph, Workspace) {
+    let k = spec.kernel;
+    let weight = values(spec.c_out * spec.c_in / spec.groups * k * k, 1);
+    let mut g = Graph::new();
+    let src = if spec.c_in < 16 {
+        g.input(spec.c_in, side, side)
+    } else {
+        g.alloc(spec.c_in, side, side)
+    };
+    g.conv(spec, &weight, &values(spec.c_out, 2), src, None, None)
+        .expect("the executor holds every benchmarked layer");
+    let ws = g.workspace();
+    (g, ws)
+}
+
+/// Median GFLOP/s of `run` over a few runs, printed as a plain line.
+fn print_gflops(name: &str, gflop: f64, mut run: impl FnMut()) {
     let mut times: Vec<f64> = (0..15)
         .map(|_| {
             let start = Instant::now();
-            std::hint::black_box(conv.forward(input, 1, side, side).expect("runs"));
+            run();
             start.elapsed().as_secs_f64()
         })
         .collect();
     times.sort_by(f64::total_cmp);
-    let gflop = conv.spec().flops(side, side) / 1e9;
     println!(
-        "{name:<20} {gflop:>7.3} GFLOP  {:>8.3} ms  {:>7.1} GFLOP/s",
+        "{name:<28} {gflop:>7.3} GFLOP  {:>8.3} ms  {:>7.1} GFLOP/s",
         times[7] * 1e3,
         gflop / times[7]
     );
 }
 
-fn conv_kernels(c: &mut Criterion) {
-    let mut group = c.benchmark_group("conv");
+fn blocked_kernels(c: &mut Criterion) {
+    let mut group = c.benchmark_group("blocked");
+    group.sample_size(20);
+    for (name, spec, side) in layers() {
+        let (graph, mut ws) = blocked(spec, side);
+        let gflop = spec.flops(side, side) / 1e9;
+        print_gflops(&format!("blocked/{name}"), gflop, || {
+            in_pool(|| graph.run(&mut ws))
+        });
+        group.throughput(Throughput::Elements(spec.flops(side, side) as u64));
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| in_pool(|| graph.run(&mut ws)))
+        });
+    }
+    group.finish();
+}
+
+fn nchw_kernels(c: &mut Criterion) {
+    let mut group = c.benchmark_group("nchw");
     group.sample_size(20);
     for (name, spec, side) in layers() {
         let conv = build(spec);
         let input = values(spec.c_in * side * side, 3);
-        print_gflops(name, &conv, &input, side);
+        let gflop = spec.flops(side, side) / 1e9;
+        print_gflops(&format!("nchw/{name}"), gflop, || {
+            std::hint::black_box(conv.forward(&input, 1, side, side).expect("runs"));
+        });
         group.throughput(Throughput::Elements(spec.flops(side, side) as u64));
         group.bench_with_input(BenchmarkId::from_parameter(name), &input, |b, input| {
             b.iter(|| conv.forward(input, 1, side, side).expect("runs"))
@@ -93,5 +133,5 @@ fn conv_kernels(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, conv_kernels);
+criterion_group!(benches, blocked_kernels, nchw_kernels);
 criterion_main!(benches);

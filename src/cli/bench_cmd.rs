@@ -132,10 +132,20 @@ fn print_ops(detector: &mut Detector, image: &image::RgbImage, runs: usize) -> R
         total_gflop / (total_ms / 1e3)
     );
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
-    println!("{:<40} {:>9} {:>6} {:>9}", "op", "median ms", "share", "GFLOP/s");
+    println!(
+        "{:<40} {:>9} {:>6} {:>9}",
+        "op", "median ms", "share", "GFLOP/s"
+    );
     for (op, ms, gflop) in rows {
-        let rate = if gflop > 0.0 { format!("{:.1}", gflop / (ms / 1e3)) } else { "-".into() };
-        println!("{op:<40} {ms:>9.3} {:>5.1}% {rate:>9}", 100.0 * ms / total_ms);
+        let rate = if gflop > 0.0 {
+            format!("{:.1}", gflop / (ms / 1e3))
+        } else {
+            "-".into()
+        };
+        println!(
+            "{op:<40} {ms:>9.3} {:>5.1}% {rate:>9}",
+            100.0 * ms / total_ms
+        );
     }
     Ok(())
 }

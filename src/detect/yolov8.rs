@@ -1190,6 +1190,58 @@ mod tests {
         assert_eq!(custom.variant(), "yolov8-custom");
     }
 
+    /// The CPU executor (every ISA this CPU runs) against candle's ops on the same weights.
+    #[test]
+    fn executor_matches_candle_on_every_isa() {
+        let (Some(tensors), Some(parity)) = (
+            weights(CANDLE_WEIGHTS),
+            load_tensors("parity/yolov8n-parity.safetensors"),
+        ) else {
+            return;
+        };
+        let model = model_from(tensors).unwrap();
+        let input = &parity["input"];
+        let want: Vec<f32> = model
+            .forward_candle(input)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let image: Vec<f32> = input.flatten_all().unwrap().to_vec1().unwrap();
+        let (_, _, h, w) = input.dims4().unwrap();
+        for isa in Isa::all_supported() {
+            let mut p = model.plan(h, w).unwrap();
+            p.graph.set_isa(isa);
+            graph::write_image(&mut p.workspace, &p.input, &image);
+            p.graph.run(&mut p.workspace);
+            let mut got = Vec::new();
+            model
+                .head
+                .decode_blocked(&p.workspace, &p.outputs, &mut got);
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            eprintln!("executor {isa:?} vs candle: max |Δ| {err:.3e}");
+            assert!(err < 2e-3, "{isa:?}: {err}");
+        }
+    }
+
+    /// Widths that are not whole blocks of 16 (a C2f split at 4 channels) keep candle's ops.
+    #[test]
+    fn executor_declines_widths_off_the_block() {
+        let xs = Tensor::zeros((1, 3, 64, 64), DType::F32, &Device::Cpu).unwrap();
+        let mut out = Vec::new();
+        let narrow = model_from(Synthetic::build(0.33, 0.125, 1024, 80).tensors).unwrap();
+        assert!(!narrow.forward_cpu_into(&xs, &mut out).unwrap());
+        assert_eq!(narrow.forward(&xs).unwrap().dims(), [1, 84, 64 + 16 + 4]);
+        let nano = model_from(Synthetic::build(0.33, 0.25, 1024, 80).tensors).unwrap();
+        assert!(nano.forward_cpu_into(&xs, &mut out).unwrap());
+        assert_eq!(out.len(), 84 * (64 + 16 + 4));
+    }
+
     #[test]
     fn medium_scale_runs_with_its_channel_ratio() {
         let model = model_from(Synthetic::build(0.67, 0.75, 768, 5).tensors).unwrap();

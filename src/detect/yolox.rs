@@ -233,8 +233,7 @@ impl Module for Bottleneck {
 impl Bottleneck {
     fn plan(&self, g: &mut Graph, xs: Act, dst: Option<Act>) -> PlanResult<Act> {
         let hidden = self.conv1.plan(g, xs, None, None)?;
-        self.conv2
-            .plan(g, hidden, dst, self.residual.then_some(xs))
+        self.conv2.plan(g, hidden, dst, self.residual.then_some(xs))
     }
 }
 
@@ -297,7 +296,8 @@ impl CspLayer {
             let last = k + 1 == self.m.len();
             x1 = bottleneck.plan(g, x1, last.then_some(first))?;
         }
-        self.conv2.plan(g, xs, Some(cat.narrow(hidden, c2)?), None)?;
+        self.conv2
+            .plan(g, xs, Some(cat.narrow(hidden, c2)?), None)?;
         self.conv3.plan(g, cat, None, None)
     }
 }
@@ -845,7 +845,13 @@ impl Yolox {
             let (obj, obj_layout) = ws.read(&level[1]);
             let (cls, cls_layout) = ws.read(&level[2]);
             let rows = &mut out[first * cols..];
-            decode_level(isa, [reg, obj, cls], [layout, obj_layout, cls_layout], cols, rows);
+            decode_level(
+                isa,
+                [reg, obj, cls],
+                [layout, obj_layout, cls_layout],
+                cols,
+                rows,
+            );
             first += layout.height * layout.width;
         }
     }
@@ -1122,6 +1128,43 @@ mod tests {
             boxes <= 1e-3 && scores <= 1e-3,
             "{model_file}: box {boxes}, score {scores}"
         );
+    }
+
+    /// The CPU executor (every ISA this CPU runs) against candle's ops on the same weights.
+    #[test]
+    fn executor_matches_candle_on_every_isa() {
+        let Some(parity) = crate::fixtures::require("parity/yolox_nano-parity.safetensors") else {
+            return;
+        };
+        let Some(model) = load_fixture_model("models/yolox_nano.safetensors") else {
+            return;
+        };
+        let golden = candle_core::safetensors::load(parity, &Device::Cpu).unwrap();
+        let input = &golden["input"];
+        let want: Vec<f32> = model
+            .forward_candle(input)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let image: Vec<f32> = input.flatten_all().unwrap().to_vec1().unwrap();
+        let (_, _, h, w) = input.dims4().unwrap();
+        for isa in crate::detect::cpu::isa::Isa::all_supported() {
+            let mut p = model.plan(h, w).unwrap();
+            p.graph.set_isa(isa);
+            graph::write_space_to_depth(&mut p.workspace, &p.input, &image);
+            p.graph.run(&mut p.workspace);
+            let mut got = Vec::new();
+            model.decode_blocked(&p.workspace, &p.outputs, &mut got);
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            eprintln!("executor {isa:?} vs candle: max |Δ| {err:.3e}");
+            assert!(err < 1e-3, "{isa:?}: {err}");
+        }
     }
 
     #[test]

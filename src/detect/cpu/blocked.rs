@@ -129,7 +129,10 @@ mod tests {
         assert_eq!(l.block_stride(), 6 * 7 * 16);
         assert_eq!(l.offset(0, -1, -1), 0);
         assert_eq!(l.offset(0, 0, 0), 7 * 16 + 16);
-        assert_eq!(l.channel_offset(17, 0, 0), l.block_stride() + 7 * 16 + 16 + 1);
+        assert_eq!(
+            l.channel_offset(17, 0, 0),
+            l.block_stride() + 7 * 16 + 16 + 1
+        );
         let img = Layout::packed_image(3, 2, 2);
         assert_eq!(img.blocks(), 1);
         assert_eq!(img.channel_offset(2, 1, 1), (2 * 4 + 2) * 3 + 2);

@@ -119,10 +119,22 @@ pub struct OpTime {
 }
 
 /// A planned network: buffer layouts and the ops between them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Graph {
     buffers: Vec<Layout>,
     ops: Vec<Op>,
+    /// The element-wise kernels' flavour (max pool).
+    isa: Isa,
+}
+
+impl Default for Graph {
+    fn default() -> Self {
+        Self {
+            buffers: Vec::new(),
+            ops: Vec::new(),
+            isa: Isa::detect(),
+        }
+    }
 }
 
 impl Graph {
@@ -227,7 +239,12 @@ impl Graph {
     }
 
     /// Stride-1 `kernel`×`kernel` max pool keeping the size (PyTorch's −∞ padding).
-    pub fn max_pool(&mut self, kernel: usize, src: Act, dst: Option<Act>) -> Result<Act, PlanError> {
+    pub fn max_pool(
+        &mut self,
+        kernel: usize,
+        src: Act,
+        dst: Option<Act>,
+    ) -> Result<Act, PlanError> {
         let dst = self.output(dst, src.channels(), src.height(), src.width())?;
         self.ops.push(Op::MaxPool { kernel, src, dst });
         Ok(dst)
@@ -258,6 +275,19 @@ impl Graph {
             at += part.channels();
         }
         Ok(out)
+    }
+
+    /// Forces every kernel to `isa` (lowered to what this CPU runs): tests compare the
+    /// portable and AVX2 builds with the AVX-512 one.
+    pub fn set_isa(&mut self, isa: Isa) {
+        self.isa = isa.supported();
+        for op in &mut self.ops {
+            match op {
+                Op::Conv { conv, .. } => *conv = conv.clone().with_isa(isa),
+                Op::Depthwise { conv, .. } => *conv = conv.clone().with_isa(isa),
+                _ => {}
+            }
+        }
     }
 
     /// Zeroed buffers for every activation (reused frame after frame).
@@ -300,7 +330,7 @@ impl Graph {
             ptr: unsafe { bases[act.buffer].add(act.first_block * act.layout.block_stride()) },
             layout: act.layout,
         };
-        let isa = Isa::detect();
+        let isa = self.isa;
         for op in &self.ops {
             // SAFETY: the planner gave every op a fresh or disjoint destination range; ops
             // run one after another, each writing only its `dst`.
@@ -343,16 +373,30 @@ impl Op {
     fn describe(&self) -> String {
         let at = |a: &Act| format!("@{}x{}", a.height(), a.width());
         match self {
-            Op::Conv { conv, src, residual, .. } => {
+            Op::Conv {
+                conv,
+                src,
+                residual,
+                ..
+            } => {
                 let s = conv.spec();
                 let plus = if residual.is_some() { " +res" } else { "" };
-                format!("conv{0}x{0}/{1} {2}→{3} {4}{plus}", s.kernel, s.stride, s.c_in, s.c_out, at(src))
+                format!(
+                    "conv{0}x{0}/{1} {2}→{3} {4}{plus}",
+                    s.kernel,
+                    s.stride,
+                    s.c_in,
+                    s.c_out,
+                    at(src)
+                )
             }
             Op::Depthwise { conv, src, .. } => {
                 let s = conv.spec();
                 format!("dw{0}x{0}/{1} {2} {3}", s.kernel, s.stride, s.c_in, at(src))
             }
-            Op::MaxPool { kernel, src, .. } => format!("maxpool{kernel} {} {}", src.channels(), at(src)),
+            Op::MaxPool { kernel, src, .. } => {
+                format!("maxpool{kernel} {} {}", src.channels(), at(src))
+            }
             Op::Upsample2 { src, .. } => format!("upsample2 {} {}", src.channels(), at(src)),
             Op::Copy { src, .. } => format!("copy {} {}", src.channels(), at(src)),
         }
@@ -393,6 +437,35 @@ impl Workspace {
 fn as_floats(lanes: &[Lanes]) -> &[f32] {
     // SAFETY: see `Workspace::write`.
     unsafe { std::slice::from_raw_parts(lanes.as_ptr().cast::<f32>(), lanes.len() * LANES) }
+}
+
+/// Writes `[channels, height, width]` (NCHW, one image) into any activation, channel by
+/// channel (for tests and tools; the input path uses [`write_image`]).
+pub fn write_nchw(ws: &mut Workspace, act: &Act, nchw: &[f32]) {
+    let (floats, layout) = ws.write(act);
+    let (h, w) = (layout.height, layout.width);
+    for c in 0..layout.channels {
+        for y in 0..h {
+            for x in 0..w {
+                floats[layout.channel_offset(c, y, x)] = nchw[(c * h + y) * w + x];
+            }
+        }
+    }
+}
+
+/// Reads any activation back as `[channels, height, width]` (NCHW).
+pub fn read_nchw(ws: &Workspace, act: &Act) -> Vec<f32> {
+    let (floats, layout) = ws.read(act);
+    let (h, w) = (layout.height, layout.width);
+    let mut out = Vec::with_capacity(layout.channels * h * w);
+    for c in 0..layout.channels {
+        for y in 0..h {
+            for x in 0..w {
+                out.push(floats[layout.channel_offset(c, y, x)]);
+            }
+        }
+    }
+    out
 }
 
 /// Writes an NCHW image `[channels, height, width]` into the packed input `act`, rows in
@@ -459,8 +532,11 @@ pub struct Prepared {
 /// rayon pool.
 #[derive(Debug, Clone, Default)]
 pub struct PlanCache {
-    slot: Arc<Mutex<Option<((usize, usize), Option<Prepared>)>>>,
+    slot: Arc<Mutex<Option<PlanForSize>>>,
 }
+
+/// An input size (height, width) and its plan, `None` when the network is unsupported.
+type PlanForSize = ((usize, usize), Option<Prepared>);
 
 impl PlanCache {
     /// Runs `f` on the plan for an input of `size` (height, width), planning it with
@@ -485,5 +561,252 @@ impl PlanCache {
         }
         let prepared = slot.as_mut().and_then(|(_, p)| p.as_mut())?;
         Some(in_pool(|| f(prepared)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    /// Deterministic values in [-1, 1) (xorshift), so failures reproduce.
+    fn noise(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn spec(c_in: usize, c_out: usize, kernel: usize, stride: usize, groups: usize) -> ConvSpec {
+        ConvSpec {
+            c_in,
+            c_out,
+            kernel,
+            stride,
+            padding: kernel / 2,
+            groups,
+            silu: true,
+        }
+    }
+
+    fn tensor(data: &[f32], dims: &[usize]) -> Tensor {
+        Tensor::from_slice(data, dims, &Device::Cpu).unwrap()
+    }
+
+    /// candle's conv2d + bias + SiLU (+ residual), NCHW.
+    fn candle_conv(
+        s: &ConvSpec,
+        input: &[f32],
+        (h, w): (usize, usize),
+        weight: &[f32],
+        bias: &[f32],
+        residual: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let k = s.kernel;
+        let x = tensor(input, &[1, s.c_in, h, w]);
+        let wt = tensor(weight, &[s.c_out, s.c_in / s.groups, k, k]);
+        let mut y = x
+            .conv2d(&wt, s.padding, s.stride, 1, s.groups)
+            .unwrap()
+            .broadcast_add(&tensor(bias, &[1, s.c_out, 1, 1]))
+            .unwrap();
+        if s.silu {
+            y = candle_nn::ops::silu(&y).unwrap();
+        }
+        if let Some(r) = residual {
+            y = (&y + tensor(r, y.dims())).unwrap();
+        }
+        y.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// One convolution through the executor, every ISA, against candle. `packed` reads a
+    /// packed image (the first layers), else a blocked activation.
+    fn check_conv(s: ConvSpec, (h, w): (usize, usize), packed: bool, residual: bool) {
+        let k = s.kernel;
+        let input = noise(s.c_in * h * w, (h * 31 + w) as u64);
+        let weight = noise(s.c_out * s.c_in / s.groups * k * k, 7);
+        let bias = noise(s.c_out, 9);
+        let mut g = Graph::new();
+        let src = if packed {
+            g.input(s.c_in, h, w)
+        } else {
+            g.alloc(s.c_in, h, w)
+        };
+        let (oh, ow) = s.output_size(h, w).unwrap();
+        let res_data = noise(s.c_out * oh * ow, 11);
+        let res = residual.then(|| g.alloc(s.c_out, oh, ow));
+        let out = g.conv(s, &weight, &bias, src, None, res).unwrap();
+        let want = candle_conv(
+            &s,
+            &input,
+            (h, w),
+            &weight,
+            &bias,
+            residual.then_some(&res_data[..]),
+        );
+        for isa in Isa::all_supported() {
+            g.set_isa(isa);
+            let mut ws = g.workspace();
+            write_nchw(&mut ws, &src, &input);
+            if let Some(r) = &res {
+                write_nchw(&mut ws, r, &res_data);
+            }
+            g.run(&mut ws);
+            let got = read_nchw(&ws, &out);
+            let err = max_diff(&got, &want);
+            assert!(
+                err < 1e-4,
+                "{isa:?} {s:?} {h}x{w} packed={packed}: max error {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn pointwise_convolutions_match_candle() {
+        check_conv(spec(16, 32, 1, 1, 1), (7, 13), false, false);
+        check_conv(spec(64, 48, 1, 1, 1), (5, 29), false, true);
+        // Partial blocks on both sides: 20 inputs, 85 outputs.
+        check_conv(spec(20, 85, 1, 1, 1), (3, 11), false, false);
+    }
+
+    #[test]
+    fn three_by_three_convolutions_match_candle() {
+        // Widths 1..=25 cover every tile width of the micro-kernels.
+        for w in [1, 5, 12, 13, 25] {
+            check_conv(spec(32, 16, 3, 1, 1), (4, w), false, false);
+        }
+        check_conv(spec(16, 48, 3, 2, 1), (9, 17), false, false);
+        check_conv(spec(16, 16, 3, 1, 1), (6, 14), false, true);
+    }
+
+    #[test]
+    fn first_layers_read_the_packed_image() {
+        check_conv(spec(3, 16, 3, 2, 1), (10, 26), true, false);
+        check_conv(spec(12, 16, 3, 1, 1), (7, 15), true, false);
+        check_conv(spec(3, 40, 3, 1, 1), (5, 9), true, false);
+    }
+
+    #[test]
+    fn depthwise_convolutions_match_candle() {
+        check_conv(spec(32, 32, 3, 1, 32), (9, 21), false, false);
+        check_conv(spec(16, 16, 3, 2, 16), (11, 19), false, false);
+        check_conv(spec(24, 24, 3, 1, 24), (4, 3), false, false);
+        let mut plain = spec(16, 16, 3, 1, 16);
+        plain.silu = false;
+        check_conv(plain, (5, 10), false, false);
+    }
+
+    #[test]
+    fn pool_upsample_and_concat_match_candle() {
+        let (c, h, w) = (24, 6, 7);
+        let data = noise(c * h * w, 3);
+        let mut g = Graph::new();
+        let src = g.alloc(c, h, w);
+        let pooled = g.max_pool(5, src, None).unwrap();
+        let up = g.upsample2(src, None).unwrap();
+        let zeros = g.alloc(16, h, w);
+        let cat = g.concat(&[zeros, src]).unwrap();
+        for isa in Isa::all_supported() {
+            g.set_isa(isa);
+            let mut ws = g.workspace();
+            write_nchw(&mut ws, &src, &data);
+            g.run(&mut ws);
+            let x = tensor(&data, &[1, c, h, w]);
+            let want_pool = x
+                .pad_with_same(2, 2, 2)
+                .unwrap()
+                .pad_with_same(3, 2, 2)
+                .unwrap()
+                .max_pool2d_with_stride(5, 1)
+                .unwrap();
+            let want_pool: Vec<f32> = want_pool.flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(read_nchw(&ws, &pooled), want_pool, "{isa:?}");
+            let want_up: Vec<f32> = x
+                .upsample_nearest2d(2 * h, 2 * w)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(read_nchw(&ws, &up), want_up);
+            let got_cat = read_nchw(&ws, &cat);
+            assert!(got_cat[..16 * h * w].iter().all(|&v| v == 0.0));
+            assert_eq!(got_cat[16 * h * w..], data[..]);
+        }
+    }
+
+    #[test]
+    fn narrowing_off_block_boundaries_is_unsupported() {
+        let mut g = Graph::new();
+        let a = g.alloc(40, 4, 4);
+        assert_eq!(a.narrow(16, 24).unwrap().channels(), 24);
+        assert!(matches!(a.narrow(8, 8), Err(PlanError::Unsupported(_))));
+        assert!(matches!(a.narrow(0, 20), Err(PlanError::Unsupported(_))));
+        assert!(matches!(a.narrow(32, 16), Err(PlanError::Unsupported(_))));
+        // A 5×5 kernel needs a border of 2.
+        let big = spec(40, 16, 5, 1, 1);
+        let weight = vec![0.0; 40 * 16 * 25];
+        let err = g.conv(big, &weight, &[0.0; 16], a, None, None).unwrap_err();
+        assert!(matches!(err, PlanError::Unsupported(_)), "{err}");
+        // A wrong destination is refused, not written out of bounds.
+        let small = g.alloc(16, 2, 2);
+        let one = spec(40, 16, 1, 1, 1);
+        let err = g
+            .conv(one, &vec![0.0; 40 * 16], &[0.0; 16], a, Some(small), None)
+            .unwrap_err();
+        assert!(matches!(err, PlanError::Unsupported(_)), "{err}");
+    }
+
+    #[test]
+    fn space_to_depth_follows_the_focus_order() {
+        let (c, h, w) = (3, 4, 6);
+        let image: Vec<f32> = (0..c * h * w).map(|v| v as f32).collect();
+        let mut g = Graph::new();
+        let input = g.input(4 * c, h / 2, w / 2);
+        let mut ws = g.workspace();
+        write_space_to_depth(&mut ws, &input, &image);
+        let got = read_nchw(&ws, &input);
+        let want: Vec<f32> = tensor(&image, &[1, c, h / 2, 2, w / 2, 2])
+            .permute((0, 5, 3, 1, 2, 4))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_image_is_written_pixel_interleaved() {
+        let (c, h, w) = (3, 5, 7);
+        let image: Vec<f32> = (0..c * h * w).map(|v| v as f32).collect();
+        let mut g = Graph::new();
+        let input = g.input(c, h, w);
+        let mut ws = g.workspace();
+        write_image(&mut ws, &input, &image);
+        assert_eq!(read_nchw(&ws, &input), image);
+        let (floats, layout) = ws.read(&input);
+        assert_eq!(floats[layout.offset(0, 0, 1) + 2], image[2 * h * w + 1]);
+        // The border stays zero.
+        assert_eq!(
+            floats[layout.offset(0, -1, -1)..layout.offset(0, 0, 0)]
+                .iter()
+                .sum::<f32>(),
+            0.0
+        );
     }
 }

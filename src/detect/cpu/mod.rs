@@ -19,7 +19,7 @@ pub mod isa;
 pub mod lanewise;
 mod microkernel;
 pub mod op;
-pub(crate) mod pool;
+pub mod pool;
 
 pub use conv::{ConvError, ConvSpec, FusedConv};
 pub use isa::Isa;

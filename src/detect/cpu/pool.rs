@@ -17,7 +17,20 @@ pub fn for_each_index(n_items: usize, f: impl Fn(usize) + Sync + Send) {
     }
 }
 
+/// Vector operations (an FMA or a SiLU step on 16 lanes) worth one task: below this the
+/// pool's scheduling (~0.3 µs a task) costs as much as the work.
+pub const TASK_WORK: usize = 16 * 1024;
 
+/// As [`for_each_index`] with consecutive items grouped so that a task holds at least
+/// [`TASK_WORK`] vector operations, given `work_per_item`.
+pub fn for_each_index_sized(n_items: usize, work_per_item: usize, f: impl Fn(usize) + Sync + Send) {
+    let grain = (TASK_WORK / work_per_item.max(1)).max(1);
+    match n_items {
+        0 => {}
+        1 => f(0),
+        _ => (0..n_items).into_par_iter().with_min_len(grain).for_each(f),
+    }
+}
 
 /// Runs `f` on a thread of the pool and waits for it. A parallel loop started from outside
 /// the pool hands its work to the pool and sleeps until it is done, a futex sleep and
@@ -32,7 +45,7 @@ pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// An output buffer shared by the items of a [`for_each_index`] loop, each of which writes
 /// its own disjoint part (the users' `unsafe` blocks say which).
 #[derive(Clone, Copy)]
-pub(crate) struct SharedMut(pub *mut f32);
+pub struct SharedMut(pub *mut f32);
 // SAFETY: only a pointer; every user writes disjoint elements and the buffer outlives the loop.
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
@@ -43,4 +56,3 @@ impl SharedMut {
         self.0
     }
 }
-
