@@ -13,6 +13,7 @@ use super::cpu::blocked::{Layout, LANES};
 use super::cpu::epilogue::exp_approx;
 use super::cpu::graph::{self, Act, Graph, OpTime, PlanCache, PlanError, Prepared, Workspace};
 use super::cpu::isa::{isa_kernel, Isa};
+use super::cpu::pool::{for_each_index, SharedMut};
 use super::layers::{full_name, get_with_rank, with_cpu_image, ConvBlock};
 
 type PlanResult<T> = std::result::Result<T, PlanError>;
@@ -828,7 +829,8 @@ impl Yolox {
         })
     }
 
-    /// The executor's (reg, obj, cls) per level → `out` `[N, 5 + nc]` as `forward`.
+    /// The executor's (reg, obj, cls) per level → `out` `[N, 5 + nc]` as `forward`, one
+    /// grid row of one level per parallel item.
     fn decode_blocked(&self, ws: &Workspace, outputs: &[Act], out: &mut Vec<f32>) {
         let cols = 5 + self.num_classes;
         let anchors: usize = outputs
@@ -838,49 +840,49 @@ impl Yolox {
             .sum();
         out.clear();
         out.resize(anchors * cols, 0.0);
-        let isa = Isa::detect();
+        let mut rows = Vec::new();
         let mut first = 0;
         for level in outputs.chunks_exact(3) {
-            let (reg, layout) = ws.read(&level[0]);
-            let (obj, obj_layout) = ws.read(&level[1]);
-            let (cls, cls_layout) = ws.read(&level[2]);
-            let rows = &mut out[first * cols..];
-            decode_level(
-                isa,
-                [reg, obj, cls],
-                [layout, obj_layout, cls_layout],
-                cols,
-                rows,
-            );
+            let parts = [ws.read(&level[0]), ws.read(&level[1]), ws.read(&level[2])];
+            let layout = parts[0].1;
+            for y in 0..layout.height {
+                rows.push((parts, y, first + y * layout.width));
+            }
             first += layout.height * layout.width;
         }
+        let isa = Isa::detect();
+        let dst = SharedMut(out.as_mut_ptr());
+        for_each_index(rows.len(), |r| {
+            let (parts, y, first_anchor) = rows[r];
+            let width = parts[0].1.width;
+            // SAFETY: item `r` writes only the `width` output rows of its own anchors.
+            let rows_out = unsafe {
+                std::slice::from_raw_parts_mut(dst.ptr().add(first_anchor * cols), width * cols)
+            };
+            decode_row(isa, parts, y, cols, rows_out);
+        });
     }
 }
 
 isa_kernel! {
-    /// One level of YOLOX's raw output: per anchor (row of `cols`), the four box values
+    /// One grid row of YOLOX's raw output: per anchor (row of `cols`), the four box values
     /// as they are, then sigmoid(objectness) and sigmoid(class logits).
-    fn decode_level(parts: [&[f32]; 3], layouts: [Layout; 3], cols: usize, rows: &mut [f32]) {
-        let [reg, obj, cls] = parts;
-        let [reg_layout, obj_layout, cls_layout] = layouts;
+    fn decode_row(parts: [(&[f32], Layout); 3], y: usize, cols: usize, rows: &mut [f32]) {
+        let [(reg, reg_layout), (obj, obj_layout), (cls, cls_layout)] = parts;
         let nc = cls_layout.channels;
-        let width = reg_layout.width;
-        for y in 0..reg_layout.height {
-            for x in 0..width {
-                let row = &mut rows[(y * width + x) * cols..][..cols];
-                let at = reg_layout.offset(0, y as isize, x as isize);
-                row[..4].copy_from_slice(&reg[at..at + 4]);
-                let objectness = obj[obj_layout.offset(0, y as isize, x as isize)];
-                row[4] = 1.0 / (1.0 + exp_approx(-objectness));
-                for block in 0..cls_layout.blocks() {
-                    let at = cls_layout.offset(block, y as isize, x as isize);
-                    let mut p = [0.0f32; LANES];
-                    for (p, &v) in p.iter_mut().zip(&cls[at..at + LANES]) {
-                        *p = 1.0 / (1.0 + exp_approx(-v));
-                    }
-                    let n = LANES.min(nc - block * LANES);
-                    row[5 + block * LANES..5 + block * LANES + n].copy_from_slice(&p[..n]);
+        for (x, row) in rows.chunks_exact_mut(cols).enumerate() {
+            let at = reg_layout.offset(0, y as isize, x as isize);
+            row[..4].copy_from_slice(&reg[at..at + 4]);
+            let objectness = obj[obj_layout.offset(0, y as isize, x as isize)];
+            row[4] = 1.0 / (1.0 + exp_approx(-objectness));
+            for block in 0..cls_layout.blocks() {
+                let at = cls_layout.offset(block, y as isize, x as isize);
+                let mut p = [0.0f32; LANES];
+                for (p, &v) in p.iter_mut().zip(&cls[at..at + LANES]) {
+                    *p = 1.0 / (1.0 + exp_approx(-v));
                 }
+                let n = LANES.min(nc - block * LANES);
+                row[5 + block * LANES..5 + block * LANES + n].copy_from_slice(&p[..n]);
             }
         }
     }

@@ -481,9 +481,18 @@ pub fn write_image(ws: &mut Workspace, act: &Act, nchw: &[f32]) {
         let row = unsafe {
             std::slice::from_raw_parts_mut(dst.ptr().add(layout.offset(0, y as isize, 0)), w * c)
         };
-        for (x, pixel) in row.chunks_exact_mut(c).enumerate() {
-            for (ch, v) in pixel.iter_mut().enumerate() {
-                *v = nchw[ch * plane + y * w + x];
+        let source = |ch: usize| &nchw[ch * plane + y * w..][..w];
+        if c == 3 {
+            // Three whole-row slices: no bounds checks in the interleave.
+            let (r, g, b) = (source(0), source(1), source(2));
+            for (x, pixel) in row.chunks_exact_mut(3).enumerate() {
+                pixel.copy_from_slice(&[r[x], g[x], b[x]]);
+            }
+        } else {
+            for ch in 0..c {
+                for (v, &s) in row[ch..].iter_mut().step_by(c).zip(source(ch)) {
+                    *v = s;
+                }
             }
         }
     });
@@ -507,11 +516,14 @@ pub fn write_space_to_depth(ws: &mut Workspace, act: &Act, nchw: &[f32]) {
                 w * layout.channels,
             )
         };
+        // Part `p` = (row parity, column parity) of Focus; source rows by (channel, parity).
+        let source = |ch: usize, dy: usize| &nchw[(ch * full_h + 2 * y + dy) * full_w..][..full_w];
         for (part, (dy, dx)) in [(0, 0), (1, 0), (0, 1), (1, 1)].into_iter().enumerate() {
             for ch in 0..c {
-                let src = &nchw[(ch * full_h + 2 * y + dy) * full_w..][..full_w];
-                for (x, pixel) in row.chunks_exact_mut(4 * c).enumerate() {
-                    pixel[part * c + ch] = src[2 * x + dx];
+                let src = source(ch, dy);
+                let lane = part * c + ch;
+                for (v, &s) in row[lane..].iter_mut().step_by(4 * c).zip(src[dx..].iter().step_by(2)) {
+                    *v = s;
                 }
             }
         }
