@@ -13,7 +13,7 @@ use super::blocked::{View, LANES};
 use super::conv::{ConvError, ConvSpec};
 use super::epilogue::silu;
 use super::isa::Isa;
-use super::pool::for_each_index_sized;
+use super::pool::for_each_index;
 
 /// Most pixels per tile (24 accumulators + 2 weights + 1 broadcast ≤ 32 registers).
 const MAX_TILE_PIXELS: usize = 12;
@@ -122,10 +122,7 @@ impl DirectConv {
     pub unsafe fn run(&self, src: View, dst: View, residual: Option<View>) {
         let rows = dst.layout.height;
         let groups = self.packed.len();
-        let k2 = self.spec.kernel * self.spec.kernel;
-        // FMAs of one output row of one group (two blocks).
-        let row_work = dst.layout.width * self.spec.c_in * k2 * MAX_TILE_BLOCKS;
-        for_each_index_sized(rows * groups, row_work, |item| {
+        for_each_index(rows * groups, |item| {
             let (row, group) = (item / groups, item % groups);
             // SAFETY: each item writes its own output row of its own channel blocks.
             unsafe { self.run_row(src, dst, residual, row, group) };

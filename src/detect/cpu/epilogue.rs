@@ -11,7 +11,7 @@ const LOG2_E: f32 = std::f32::consts::LOG2_E;
 pub(crate) const LN2_HI: f32 = 0.693_145_75;
 pub(crate) const LN2_LO: f32 = 1.428_606_8e-6;
 /// 1.5·2²³: adding it rounds to an integer held in the low mantissa bits.
-pub(crate) const ROUND_MAGIC: f32 = 12_582_912.0;
+const ROUND_MAGIC: f32 = 12_582_912.0;
 
 /// `e^x` for `x` clamped to [-87, 88] (beyond that SiLU's result no longer changes).
 #[inline(always)]

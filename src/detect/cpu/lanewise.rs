@@ -9,7 +9,7 @@ use super::blocked::{View, LANES};
 use super::conv::{ConvError, ConvSpec};
 use super::epilogue::silu;
 use super::isa::{isa_kernel, Isa};
-use super::pool::for_each_index_sized;
+use super::pool::for_each_index;
 
 type Pixel = [f32; LANES];
 
@@ -79,9 +79,7 @@ impl DepthwiseConv {
         let rows = dst.layout.height;
         let blocks = dst.layout.blocks();
         let k2 = self.spec.kernel * self.spec.kernel;
-        // Per output pixel: the taps' FMAs and ~20 vector steps of SiLU.
-        let row_work = dst.layout.width * (k2 + 20);
-        for_each_index_sized(rows * blocks, row_work, |item| {
+        for_each_index(rows * blocks, |item| {
             let (block, oy) = (item / rows, item % rows);
             let s = self.spec.stride;
             let top = (oy * s) as isize - self.spec.padding as isize;
@@ -221,8 +219,7 @@ mod avx512 {
 /// Views cover their layouts (same sizes), `dst` disjoint from `src`.
 pub unsafe fn max_pool_same(isa: Isa, src: View, dst: View, kernel: usize) {
     let (rows, blocks) = (dst.layout.height, dst.layout.blocks());
-    let row_work = dst.layout.width * kernel * kernel;
-    for_each_index_sized(rows * blocks, row_work, |item| {
+    for_each_index(rows * blocks, |item| {
         let (block, oy) = (item / rows, item % rows);
         // One output row per item; reads are clipped to the interior.
         max_pool_row(isa, src, dst, kernel, block, oy);
@@ -258,7 +255,7 @@ isa_kernel! {
 /// Views cover their layouts, `dst` disjoint from `src`.
 pub unsafe fn upsample2(src: View, dst: View) {
     let (rows, blocks) = (dst.layout.height, dst.layout.blocks());
-    for_each_index_sized(rows * blocks, dst.layout.width, |item| {
+    for_each_index(rows * blocks, |item| {
         let (block, oy) = (item / rows, item % rows);
         for ox in 0..dst.layout.width {
             // SAFETY: one output row per item; (oy / 2, ox / 2) is inside `src`.
@@ -278,7 +275,7 @@ pub unsafe fn upsample2(src: View, dst: View) {
 pub unsafe fn copy_blocks(src: View, dst: View) {
     let (rows, blocks) = (dst.layout.height, dst.layout.blocks());
     let width = dst.layout.width;
-    for_each_index_sized(rows * blocks, width, |item| {
+    for_each_index(rows * blocks, |item| {
         let (block, y) = (item / rows, item % rows);
         // SAFETY: a row of whole pixels is contiguous in both layouts.
         unsafe {

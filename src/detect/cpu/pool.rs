@@ -17,21 +17,6 @@ pub fn for_each_index(n_items: usize, f: impl Fn(usize) + Sync + Send) {
     }
 }
 
-/// Vector operations (an FMA or a SiLU step on 16 lanes) worth one task: below this the
-/// pool's scheduling (~0.3 µs a task) costs as much as the work.
-pub const TASK_WORK: usize = 16 * 1024;
-
-/// As [`for_each_index`] with consecutive items grouped so that a task holds at least
-/// [`TASK_WORK`] vector operations, given `work_per_item`.
-pub fn for_each_index_sized(n_items: usize, work_per_item: usize, f: impl Fn(usize) + Sync + Send) {
-    let grain = (TASK_WORK / work_per_item.max(1)).max(1);
-    match n_items {
-        0 => {}
-        1 => f(0),
-        _ => (0..n_items).into_par_iter().with_min_len(grain).for_each(f),
-    }
-}
-
 /// Runs `f` on a thread of the pool and waits for it. A parallel loop started from outside
 /// the pool hands its work to the pool and sleeps until it is done, a futex sleep and
 /// wake-up per loop; started from a worker it just runs. A network is ~100 loops, so the
