@@ -851,7 +851,7 @@ impl Yolov8 {
         let features = self.backbone.plan(&mut g, input)?;
         let levels = self.neck.plan(&mut g, features)?;
         let outputs = self.head.plan(&mut g, levels)?;
-        let workspace = g.workspace();
+        let workspace = g.workspace_keeping(&outputs);
         Ok(Prepared {
             graph: g,
             workspace,

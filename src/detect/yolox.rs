@@ -820,7 +820,7 @@ impl Yolox {
         for (head_level, xs) in self.head.iter().zip(levels) {
             outputs.extend(head_level.plan(&mut g, xs)?);
         }
-        let workspace = g.workspace();
+        let workspace = g.workspace_keeping(&outputs);
         Ok(Prepared {
             graph: g,
             workspace,

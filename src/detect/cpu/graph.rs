@@ -12,7 +12,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::blocked::{allocate, Lanes, Layout, View, BORDER, LANES};
+use super::blocked::{Lanes, Layout, View, BORDER, LANES};
 use super::conv::{ConvError, ConvSpec};
 use super::direct::DirectConv;
 use super::isa::Isa;
@@ -122,6 +122,8 @@ pub struct OpTime {
 #[derive(Debug)]
 pub struct Graph {
     buffers: Vec<Layout>,
+    /// Buffers written from outside before a run (the image).
+    inputs: Vec<usize>,
     ops: Vec<Op>,
     /// The element-wise kernels' flavour (max pool).
     isa: Isa,
@@ -131,6 +133,7 @@ impl Default for Graph {
     fn default() -> Self {
         Self {
             buffers: Vec::new(),
+            inputs: Vec::new(),
             ops: Vec::new(),
             isa: Isa::detect(),
         }
@@ -144,7 +147,9 @@ impl Graph {
 
     /// The network input: `channels` (≤ 16) values per pixel, no padding lanes.
     pub fn input(&mut self, channels: usize, height: usize, width: usize) -> Act {
-        self.buffer(Layout::packed_image(channels, height, width))
+        let act = self.buffer(Layout::packed_image(channels, height, width));
+        self.inputs.push(act.buffer);
+        act
     }
 
     /// A new blocked activation.
@@ -290,10 +295,84 @@ impl Graph {
         }
     }
 
-    /// Zeroed buffers for every activation (reused frame after frame).
+    /// Zeroed buffers for every activation, each its own (tests read any of them).
     pub fn workspace(&self) -> Workspace {
+        let all: Vec<usize> = (0..self.buffers.len()).collect();
+        self.workspace_keeping_buffers(&all)
+    }
+
+    /// Buffers for a run after which only `keep` (and the inputs) are read: activations
+    /// whose lifetimes do not overlap share memory, so the working set stays small and a
+    /// buffer written now was usually touched a few ops ago (still in cache), instead of
+    /// every op writing to memory no op has touched since the previous frame.
+    pub fn workspace_keeping(&self, keep: &[Act]) -> Workspace {
+        let kept: Vec<usize> = keep.iter().map(|a| a.buffer).collect();
+        self.workspace_keeping_buffers(&kept)
+    }
+
+    fn workspace_keeping_buffers(&self, keep: &[usize]) -> Workspace {
+        let n = self.buffers.len();
+        let (mut first, mut last) = (vec![usize::MAX; n], vec![0; n]);
+        let mut padded_read = vec![false; n];
+        for (i, op) in self.ops.iter().enumerate() {
+            let (reads, dst) = op.operands();
+            for act in reads.iter().flatten().chain([&dst]) {
+                first[act.buffer] = first[act.buffer].min(i);
+                last[act.buffer] = last[act.buffer].max(i);
+            }
+            if op.reads_border() {
+                padded_read[reads[0].expect("a convolution has a source").buffer] = true;
+            }
+        }
+        // Exclusive: the kept buffers and the inputs (written before the run), and any
+        // buffer no op touches.
+        let exclusive = |b: usize| keep.contains(&b) || self.inputs.contains(&b) || first[b] == usize::MAX;
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&b| first[b]);
+        // Per slot: floats, the last op of its current occupant, its occupants.
+        let mut slots: Vec<(usize, usize, Vec<usize>)> = Vec::new();
+        let mut slot_of = vec![0; n];
+        for b in order {
+            let need = self.buffers[b].len();
+            let free = |slot: &(usize, usize, Vec<usize>)| !slot.2.is_empty() && slot.1 < first[b];
+            let chosen = if exclusive(b) {
+                None
+            } else {
+                // The smallest free slot that fits, else the largest free one (grown).
+                let fits = (0..slots.len())
+                    .filter(|&s| free(&slots[s]) && !exclusive(slots[s].2[0]) && slots[s].0 >= need)
+                    .min_by_key(|&s| slots[s].0);
+                fits.or_else(|| {
+                    (0..slots.len())
+                        .filter(|&s| free(&slots[s]) && !exclusive(slots[s].2[0]))
+                        .max_by_key(|&s| slots[s].0)
+                })
+            };
+            let s = chosen.unwrap_or_else(|| {
+                slots.push((0, 0, Vec::new()));
+                slots.len() - 1
+            });
+            slots[s].0 = slots[s].0.max(need);
+            slots[s].1 = if exclusive(b) { usize::MAX } else { last[b] };
+            slots[s].2.push(b);
+            slot_of[b] = s;
+        }
+        // In a shared slot, the other occupants overwrite a buffer's zero border: buffers
+        // read with padding get it cleared before their first op, every run.
+        let mut zero_before = vec![Vec::new(); self.ops.len()];
+        for (_, _, occupants) in slots.iter().filter(|s| s.2.len() > 1) {
+            for &b in occupants.iter().filter(|&&b| padded_read[b]) {
+                zero_before[first[b]].push(b);
+            }
+        }
         Workspace {
-            buffers: self.buffers.iter().map(allocate).collect(),
+            slots: slots
+                .iter()
+                .map(|&(floats, ..)| vec![Lanes::default(); floats.div_ceil(LANES)])
+                .collect(),
+            slot_of,
+            layouts: self.buffers.clone(),
+            zero_before,
         }
     }
 
@@ -320,18 +399,18 @@ impl Graph {
     }
 
     fn run_observed(&self, ws: &mut Workspace, mut after: impl FnMut(&Op)) {
-        let bases: Vec<*mut f32> = ws
-            .buffers
-            .iter_mut()
-            .map(|b| b.as_mut_ptr().cast::<f32>())
-            .collect();
+        let bases = ws.bases();
         let view = |act: &Act| View {
             // SAFETY: the block range lies inside the buffer allocated for its layout.
             ptr: unsafe { bases[act.buffer].add(act.first_block * act.layout.block_stride()) },
             layout: act.layout,
         };
         let isa = self.isa;
-        for op in &self.ops {
+        for (i, op) in self.ops.iter().enumerate() {
+            for &b in &ws.zero_before[i] {
+                // SAFETY: the buffer's slot holds its layout; no op runs meanwhile.
+                unsafe { zero_border(bases[b], &ws.layouts[b]) };
+            }
             // SAFETY: the planner gave every op a fresh or disjoint destination range; ops
             // run one after another, each writing only its `dst`.
             unsafe {
@@ -361,6 +440,28 @@ impl Graph {
 }
 
 impl Op {
+    /// (source, residual) and destination.
+    fn operands(&self) -> ([Option<Act>; 2], Act) {
+        match *self {
+            Op::Conv {
+                src, dst, residual, ..
+            } => ([Some(src), residual], dst),
+            Op::Depthwise { src, dst, .. }
+            | Op::MaxPool { src, dst, .. }
+            | Op::Upsample2 { src, dst }
+            | Op::Copy { src, dst } => ([Some(src), None], dst),
+        }
+    }
+
+    /// Whether the op reads its source's zero border (a padded convolution).
+    fn reads_border(&self) -> bool {
+        match self {
+            Op::Conv { conv, .. } => conv.spec().padding > 0,
+            Op::Depthwise { conv, .. } => conv.spec().padding > 0,
+            _ => false,
+        }
+    }
+
     fn flops(&self) -> f64 {
         match self {
             Op::Conv { conv, src, .. } => conv.spec().flops(src.height(), src.width()),
@@ -403,34 +504,73 @@ impl Op {
     }
 }
 
-/// The buffers of one [`Graph`].
+/// The memory of one [`Graph`]'s buffers: slots, each holding one buffer at a time.
 #[derive(Debug)]
 pub struct Workspace {
-    buffers: Vec<Vec<Lanes>>,
+    slots: Vec<Vec<Lanes>>,
+    /// The slot of each buffer.
+    slot_of: Vec<usize>,
+    layouts: Vec<Layout>,
+    /// Per op, the buffers whose border to clear before it (shared slots).
+    zero_before: Vec<Vec<usize>>,
 }
 
 impl Workspace {
-    /// The floats of `act`'s buffer from its first block on, with its layout.
+    /// Base pointer of every buffer.
+    fn bases(&mut self) -> Vec<*mut f32> {
+        let slots: Vec<*mut f32> = self
+            .slots
+            .iter_mut()
+            .map(|s| s.as_mut_ptr().cast::<f32>())
+            .collect();
+        self.slot_of.iter().map(|&s| slots[s]).collect()
+    }
+
+    /// Bytes of activation memory.
+    pub fn bytes(&self) -> usize {
+        self.slots.iter().map(|s| s.len() * LANES * 4).sum()
+    }
+
+    /// The floats of `act`'s buffer from its first block on, with its layout. Only the
+    /// inputs and the buffers the workspace was made to keep hold their values after a run.
     pub fn read(&self, act: &Act) -> (&[f32], Layout) {
-        let floats = as_floats(&self.buffers[act.buffer]);
+        let floats = as_floats(&self.slots[self.slot_of[act.buffer]]);
         (
-            &floats[act.first_block * act.layout.block_stride()..],
+            &floats[act.first_block * act.layout.block_stride()..][..act.layout.len()],
             act.layout,
         )
     }
 
     /// As [`Workspace::read`], writable (for the input).
     pub fn write(&mut self, act: &Act) -> (&mut [f32], Layout) {
-        let lanes = &mut self.buffers[act.buffer];
+        let lanes = &mut self.slots[self.slot_of[act.buffer]];
         // SAFETY: `Lanes` is `repr(C)` of 16 f32 with no padding beyond its alignment,
         // which is a multiple of its size.
         let floats = unsafe {
             std::slice::from_raw_parts_mut(lanes.as_mut_ptr().cast::<f32>(), lanes.len() * LANES)
         };
         (
-            &mut floats[act.first_block * act.layout.block_stride()..],
+            &mut floats[act.first_block * act.layout.block_stride()..][..act.layout.len()],
             act.layout,
         )
+    }
+}
+
+/// Clears the one-pixel border of every block of a buffer.
+///
+/// # Safety
+/// `base` holds a buffer of `layout`.
+unsafe fn zero_border(base: *mut f32, layout: &Layout) {
+    let (row, pixel) = (layout.row_stride(), layout.pixel);
+    let (h, w) = (layout.height, layout.width);
+    for block in 0..layout.blocks() {
+        let b = base.add(block * layout.block_stride());
+        std::ptr::write_bytes(b, 0, row);
+        std::ptr::write_bytes(b.add((h + 1) * row), 0, row);
+        for y in 1..=h {
+            std::ptr::write_bytes(b.add(y * row), 0, pixel);
+            std::ptr::write_bytes(b.add(y * row + (w + 1) * pixel), 0, pixel);
+        }
     }
 }
 
