@@ -2,9 +2,10 @@
 //!
 //! BatchNorm is folded into the convolutions before any model is built (see
 //! [`crate::detect::weights::fold_batchnorm`]), so every block here reads only
-//! `conv.weight` and `conv.bias`. On the CPU in f32, [`ConvBlock`] runs the fused kernel
-//! of [`crate::detect::cpu`] (weights prepared once here, at load); elsewhere it runs
-//! candle's `conv2d` + bias + SiLU.
+//! `conv.weight` and `conv.bias`. On the CPU in f32 the models run as a whole on the
+//! executor of [`crate::detect::cpu`] (each block's `plan` hands it its weights); where the
+//! executor does not apply, [`ConvBlock`] runs the per-layer fused kernel (weights prepared
+//! once here, at load), and on other devices candle's `conv2d` + bias + SiLU.
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;

@@ -10,11 +10,15 @@
 //! error naming the stage. Ctrl-C, a window's close button and the end of the input stop
 //! gracefully: stages drain, sinks finish.
 //!
-//! Threads: the detector's rayon pool gets `--threads` (default all cores). Capture and
-//! render share those cores with it: both mostly wait (capture on ffmpeg's pipe or the
-//! camera, render on the detector), and their bursts — decoding a frame into RGB, copying
-//! and drawing boxes — take a few ms per frame, so on a 2-core machine they steal a few
-//! percent of inference time rather than needing a core of their own.
+//! Threads: the detector's rayon pool gets `--threads` (default all cores); on the CPU the
+//! detect thread hands each frame's network to that pool and sleeps until it is done.
+//! Capture and render share the cores with the pool: both mostly wait (capture on ffmpeg's
+//! pipe or the camera, render on the detector), and their bursts — decoding a frame into
+//! RGB, copying and drawing boxes — take a few ms per frame, so on a 2-core machine they
+//! steal a few percent of inference time (a preempted pool thread delays the layer it is
+//! in; rayon's other thread takes the rest of that layer's rows) rather than needing a
+//! core of their own. `--threads 1` leaves one core to them on a machine where capture is
+//! heavy (a 4K camera's MJPEG decode).
 
 pub mod fault;
 pub mod sinks;

@@ -326,7 +326,8 @@ impl Graph {
         }
         // Exclusive: the kept buffers and the inputs (written before the run), and any
         // buffer no op touches.
-        let exclusive = |b: usize| keep.contains(&b) || self.inputs.contains(&b) || first[b] == usize::MAX;
+        let exclusive =
+            |b: usize| keep.contains(&b) || self.inputs.contains(&b) || first[b] == usize::MAX;
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&b| first[b]);
         // Per slot: floats, the last op of its current occupant, its occupants.
@@ -662,7 +663,11 @@ pub fn write_space_to_depth(ws: &mut Workspace, act: &Act, nchw: &[f32]) {
             for ch in 0..c {
                 let src = source(ch, dy);
                 let lane = part * c + ch;
-                for (v, &s) in row[lane..].iter_mut().step_by(4 * c).zip(src[dx..].iter().step_by(2)) {
+                for (v, &s) in row[lane..]
+                    .iter_mut()
+                    .step_by(4 * c)
+                    .zip(src[dx..].iter().step_by(2))
+                {
                     *v = s;
                 }
             }

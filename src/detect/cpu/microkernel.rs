@@ -170,10 +170,8 @@ pub(crate) unsafe fn silu_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86
     );
     // n = round(v / ln 2), r = v − n·ln 2 (in two parts, for accuracy).
     const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    let n = _mm512_roundscale_ps::<NEAREST>(_mm512_mul_ps(
-        v,
-        _mm512_set1_ps(std::f32::consts::LOG2_E),
-    ));
+    let n =
+        _mm512_roundscale_ps::<NEAREST>(_mm512_mul_ps(v, _mm512_set1_ps(std::f32::consts::LOG2_E)));
     let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), v);
     let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
     let mut p = _mm512_set1_ps(1.0 / 720.0);
@@ -198,7 +196,10 @@ mod tests {
         if Isa::detect() != Isa::Avx512 {
             return;
         }
-        let xs: Vec<f32> = (-12_000..12_000).map(|i| i as f32 * 0.0125).chain([-1e30, -100.0, 1e30]).collect();
+        let xs: Vec<f32> = (-12_000..12_000)
+            .map(|i| i as f32 * 0.0125)
+            .chain([-1e30, -100.0, 1e30])
+            .collect();
         for chunk in xs.chunks_exact(16) {
             let mut out = [0.0f32; 16];
             // SAFETY: AVX-512F checked above; 16 floats in and out.
@@ -210,7 +211,10 @@ mod tests {
             for (&x, &y) in chunk.iter().zip(&out) {
                 let want = x as f64 / (1.0 + (-(x as f64)).exp());
                 let tol = 1e-6 * want.abs().max(1.0);
-                assert!((y as f64 - want).abs() <= tol, "silu({x}) = {y}, want {want}");
+                assert!(
+                    (y as f64 - want).abs() <= tol,
+                    "silu({x}) = {y}, want {want}"
+                );
             }
         }
     }

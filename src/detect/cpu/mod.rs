@@ -1,13 +1,21 @@
-//! CPU kernels for the detectors' convolutions (f32, NCHW), the speed path that
-//! [`crate::detect::layers::ConvBlock`] takes on `Device::Cpu`; other devices keep
-//! candle's own ops.
+//! The detectors' CPU speed path (f32). Two levels:
 //!
-//! `conv` runs a convolution + bias + SiLU as tiled im2col + GEMM (`microkernel`'s AVX-512
-//! kernel on packed weights, else the `gemm` crate) with the bias and activation fused into
-//! the tile's epilogue; `depthwise` is a direct kernel for
-//! groups = channels; `epilogue` holds the vectorisable SiLU; `isa` picks AVX2/AVX-512 or
-//! the portable build of the element-wise loops at run time. `op` wraps a convolution as a
-//! candle `CustomOp1`.
+//! - The executor: `graph` plans a whole YOLOv8/YOLOX network once per input size (the
+//!   models' `plan` methods mirror their `forward`) as ops on activations in the `blocked`
+//!   layout (16-channel blocks, zero border), then runs them every frame inside the rayon
+//!   pool without allocating: `direct` convolutions (AVX-512 register tiles of 2 blocks ×
+//!   12 pixels, bias + SiLU + residual fused), `lanewise` depthwise / max-pool / upsample /
+//!   copy. Concats are block ranges written in place; buffers with disjoint lifetimes
+//!   share memory.
+//! - Per layer, for what the executor does not hold (channel counts off the 16-block grid,
+//!   batches > 1): `conv` runs a convolution + bias + SiLU on NCHW as tiled im2col + GEMM
+//!   (`microkernel`'s AVX-512 kernel on packed weights, else the `gemm` crate), `depthwise`
+//!   a direct kernel for groups = channels, wrapped by `op` as a candle `CustomOp1` that
+//!   [`crate::detect::layers::ConvBlock`] calls.
+//!
+//! `epilogue` holds the vectorisable SiLU, `isa` picks AVX2/AVX-512 or the portable build
+//! of the loops at run time (every flavour is tested against candle), `pool` the parallel
+//! loops. Other devices (CUDA) and dtypes keep candle's own ops.
 
 pub mod blocked;
 pub mod conv;
