@@ -143,8 +143,9 @@ impl Module for C2f {
 
 impl C2f {
     /// cv1 writes both halves of the concat buffer; each bottleneck reads the part before
-    /// it and writes the next, so the chunk and the concat are free.
-    fn plan(&self, g: &mut Graph, xs: Act) -> PlanResult<Act> {
+    /// it and writes the next, so the chunk and the concat are free. The result goes to
+    /// `dst` (a part of the neck's next concat) or a new activation.
+    fn plan(&self, g: &mut Graph, xs: Act, dst: Option<Act>) -> PlanResult<Act> {
         let hidden = self.cv1.out_channels() / 2;
         let parts = g.alloc((2 + self.depth()) * hidden, xs.height(), xs.width());
         self.cv1
@@ -155,7 +156,7 @@ impl C2f {
             block.plan(g, last, out)?;
             last = out;
         }
-        self.cv2.plan(g, parts, None, None)
+        self.cv2.plan(g, parts, dst, None)
     }
 }
 
@@ -185,14 +186,14 @@ impl Module for Sppf {
 }
 
 impl Sppf {
-    fn plan(&self, g: &mut Graph, xs: Act) -> PlanResult<Act> {
+    fn plan(&self, g: &mut Graph, xs: Act, dst: Option<Act>) -> PlanResult<Act> {
         let c = self.cv1.out_channels();
         let parts = g.alloc(4 * c, xs.height(), xs.width());
         let mut last = self.cv1.plan(g, xs, Some(parts.narrow(0, c)?), None)?;
         for k in 1..4 {
             last = g.max_pool(SPPF_KERNEL, last, Some(parts.narrow(k * c, c)?))?;
         }
-        self.cv2.plan(g, parts, None, None)
+        self.cv2.plan(g, parts, dst, None)
     }
 }
 
@@ -278,18 +279,19 @@ impl Backbone {
 }
 
 impl Backbone {
-    /// (P3, P4, P5) as [`Backbone::forward`].
-    fn plan(&self, g: &mut Graph, xs: Act) -> PlanResult<[Act; 3]> {
+    /// (P3, P4, P5) as [`Backbone::forward`], written into `outputs` (parts of the neck's
+    /// concats).
+    fn plan(&self, g: &mut Graph, xs: Act, [p3, p4, p5]: [Act; 3]) -> PlanResult<[Act; 3]> {
         let xs = self.b1_0.plan(g, xs, None, None)?;
         let xs = self.b1_1.plan(g, xs, None, None)?;
-        let xs = self.b2_0.plan(g, xs)?;
+        let xs = self.b2_0.plan(g, xs, None)?;
         let xs = self.b2_1.plan(g, xs, None, None)?;
-        let p3 = self.b2_2.plan(g, xs)?;
+        let p3 = self.b2_2.plan(g, xs, Some(p3))?;
         let xs = self.b3_0.plan(g, p3, None, None)?;
-        let p4 = self.b3_1.plan(g, xs)?;
+        let p4 = self.b3_1.plan(g, xs, Some(p4))?;
         let xs = self.b4_0.plan(g, p4, None, None)?;
-        let xs = self.b4_1.plan(g, xs)?;
-        let p5 = self.b5_0.plan(g, xs)?;
+        let xs = self.b4_1.plan(g, xs, None)?;
+        let p5 = self.b5_0.plan(g, xs, Some(p5))?;
         Ok([p3, p4, p5])
     }
 }
@@ -351,31 +353,35 @@ impl Neck {
 }
 
 impl Neck {
-    /// The head inputs as [`Neck::forward`]; the upsample and the downsampling convs write
-    /// straight into their concat buffers, the skip connections are copied in.
-    fn plan(&self, g: &mut Graph, [p3, p4, p5]: [Act; 3]) -> PlanResult<[Act; 3]> {
-        let upsampled_with = |g: &mut Graph, low: Act, skip: Act| -> PlanResult<Act> {
-            let (c_low, c_skip) = (low.channels(), skip.channels());
-            let cat = g.alloc(c_low + c_skip, skip.height(), skip.width());
-            g.upsample2(low, Some(cat.narrow(0, c_low)?))?;
-            g.copy(skip, cat.narrow(c_low, c_skip)?)?;
-            Ok(cat)
+    /// The backbone and the neck as [`Backbone::forward`] + [`Neck::forward`]. The four
+    /// concat buffers are allocated first and every part is produced in place (upsamples
+    /// and downsampling convs the first part, the backbone and n1 the skip part), so no
+    /// concat is copied.
+    fn plan(&self, g: &mut Graph, backbone: &Backbone, image: Act) -> PlanResult<[Act; 3]> {
+        let [c3, c4, c5] = backbone.out_channels();
+        let c12 = self.n1.out_channels();
+        let (c_n3, c_n5) = (self.n3.out_channels(), self.n5.out_channels());
+        let at = |g: &mut Graph, channels: usize, stride: usize| {
+            g.alloc(channels, image.height() / stride, image.width() / stride)
         };
-        let downsampled_with = |g: &mut Graph, conv: &ConvBlock, high: Act, skip: Act| {
-            let (c_down, c_skip) = (conv.out_channels(), skip.channels());
-            let cat = g.alloc(c_down + c_skip, skip.height(), skip.width());
-            conv.plan(g, high, Some(cat.narrow(0, c_down)?), None)?;
-            g.copy(skip, cat.narrow(c_down, c_skip)?)?;
-            PlanResult::Ok(cat)
-        };
-        let cat = upsampled_with(g, p5, p4)?;
-        let l12 = self.n1.plan(g, cat)?;
-        let cat = upsampled_with(g, l12, p3)?;
-        let l15 = self.n2.plan(g, cat)?;
-        let cat = downsampled_with(g, &self.n3, l15, l12)?;
-        let l18 = self.n4.plan(g, cat)?;
-        let cat = downsampled_with(g, &self.n5, l18, p5)?;
-        let l21 = self.n6.plan(g, cat)?;
+        let cat_p4 = at(g, c5 + c4, 16); // [up(P5), P4]
+        let cat_p3 = at(g, c12 + c3, 8); // [up(l12), P3]
+        let cat_l18 = at(g, c_n3 + c12, 16); // [n3(l15), l12]
+        let cat_l21 = at(g, c_n5 + c5, 32); // [n5(l18), P5]
+        let skips = [
+            cat_p3.narrow(c12, c3)?,
+            cat_p4.narrow(c5, c4)?,
+            cat_l21.narrow(c_n5, c5)?,
+        ];
+        let [_, _, p5] = backbone.plan(g, image, skips)?;
+        g.upsample2(p5, Some(cat_p4.narrow(0, c5)?))?;
+        let l12 = self.n1.plan(g, cat_p4, Some(cat_l18.narrow(c_n3, c12)?))?;
+        g.upsample2(l12, Some(cat_p3.narrow(0, c12)?))?;
+        let l15 = self.n2.plan(g, cat_p3, None)?;
+        self.n3.plan(g, l15, Some(cat_l18.narrow(0, c_n3)?), None)?;
+        let l18 = self.n4.plan(g, cat_l18, None)?;
+        self.n5.plan(g, l18, Some(cat_l21.narrow(0, c_n5)?), None)?;
+        let l21 = self.n6.plan(g, cat_l21, None)?;
         Ok([l15, l18, l21])
     }
 }
@@ -848,8 +854,7 @@ impl Yolov8 {
     fn plan(&self, height: usize, width: usize) -> PlanResult<Prepared> {
         let mut g = Graph::new();
         let input = g.input(3, height, width);
-        let features = self.backbone.plan(&mut g, input)?;
-        let levels = self.neck.plan(&mut g, features)?;
+        let levels = self.neck.plan(&mut g, &self.backbone, input)?;
         let outputs = self.head.plan(&mut g, levels)?;
         let workspace = g.workspace_keeping(&outputs);
         Ok(Prepared {

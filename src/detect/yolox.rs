@@ -284,8 +284,9 @@ impl Module for CspLayer {
 }
 
 impl CspLayer {
-    /// The bottleneck chain's last output and conv2 are written into the concat buffer.
-    fn plan(&self, g: &mut Graph, xs: Act) -> PlanResult<Act> {
+    /// The bottleneck chain's last output and conv2 are written into the concat buffer;
+    /// the result goes to `dst` (a part of the next concat) or a new activation.
+    fn plan(&self, g: &mut Graph, xs: Act, dst: Option<Act>) -> PlanResult<Act> {
         let hidden = self.conv1.out_channels();
         let c2 = self.conv2.out_channels();
         let cat = g.alloc(hidden + c2, xs.height(), xs.width());
@@ -299,7 +300,7 @@ impl CspLayer {
         }
         self.conv2
             .plan(g, xs, Some(cat.narrow(hidden, c2)?), None)?;
-        self.conv3.plan(g, cat, None, None)
+        self.conv3.plan(g, cat, dst, None)
     }
 }
 
@@ -406,9 +407,9 @@ impl Module for DarkStage {
 }
 
 impl DarkStage {
-    fn plan(&self, g: &mut Graph, xs: Act) -> PlanResult<Act> {
+    fn plan(&self, g: &mut Graph, xs: Act, dst: Option<Act>) -> PlanResult<Act> {
         let xs = self.conv.plan(g, xs, None, None)?;
-        self.csp.plan(g, xs)
+        self.csp.plan(g, xs, dst)
     }
 }
 
@@ -477,15 +478,16 @@ impl CspDarknet {
 }
 
 impl CspDarknet {
-    /// `image` is the space-to-depth input ([`graph::write_space_to_depth`]).
-    fn plan(&self, g: &mut Graph, image: Act) -> PlanResult<[Act; 3]> {
+    /// `image` is the space-to-depth input ([`graph::write_space_to_depth`]); dark3 and
+    /// dark4 are written into `dark3` and `dark4` (parts of the neck's concats).
+    fn plan(&self, g: &mut Graph, image: Act, dark3: Act, dark4: Act) -> PlanResult<[Act; 3]> {
         let stem = self.stem.conv.plan(g, image, None, None)?;
-        let dark2 = self.dark2.plan(g, stem)?;
-        let dark3 = self.dark3.plan(g, dark2)?;
-        let dark4 = self.dark4.plan(g, dark3)?;
+        let dark2 = self.dark2.plan(g, stem, None)?;
+        let dark3 = self.dark3.plan(g, dark2, Some(dark3))?;
+        let dark4 = self.dark4.plan(g, dark3, Some(dark4))?;
         let xs = self.dark5_conv.plan(g, dark4, None, None)?;
         let xs = self.dark5_spp.plan(g, xs)?;
-        let dark5 = self.dark5_csp.plan(g, xs)?;
+        let dark5 = self.dark5_csp.plan(g, xs, None)?;
         Ok([dark3, dark4, dark5])
     }
 }
@@ -568,34 +570,41 @@ impl YoloPafpn {
 }
 
 impl YoloPafpn {
-    /// As [`YoloPafpn::forward`]; upsamples and bottom-up convs write into their concat
-    /// buffers, the lateral parts are copied in.
+    /// As [`YoloPafpn::forward`]. The four concat buffers are allocated first and every
+    /// part is produced in place: upsamples and bottom-up convs write the first part, the
+    /// backbone stages and lateral convs the second, so no concat is copied.
     fn plan(&self, g: &mut Graph, image: Act) -> PlanResult<[Act; 3]> {
-        let [dark3, dark4, dark5] = self.backbone.plan(g, image)?;
-        let upsampled_with = |g: &mut Graph, low: Act, skip: Act| -> PlanResult<Act> {
-            let (c_low, c_skip) = (low.channels(), skip.channels());
-            let cat = g.alloc(c_low + c_skip, skip.height(), skip.width());
-            g.upsample2(low, Some(cat.narrow(0, c_low)?))?;
-            g.copy(skip, cat.narrow(c_low, c_skip)?)?;
-            Ok(cat)
+        let [c3, c4, _] = self.backbone.out_channels();
+        let fpn0 = self.lateral_conv0.out_channels();
+        let fpn1 = self.reduce_conv1.out_channels();
+        let (bu2, bu1) = (self.bu_conv2.out_channels(), self.bu_conv1.out_channels());
+        // `image` is at stride 2: dark3, dark4, dark5 are at 1/4, 1/8, 1/16 of it.
+        let at = |g: &mut Graph, channels: usize, div: usize| {
+            g.alloc(channels, image.height() / div, image.width() / div)
         };
-        let downsampled_with = |g: &mut Graph, conv: &Conv, high: Act, skip: Act| {
-            let (c_down, c_skip) = (conv.out_channels(), skip.channels());
-            let cat = g.alloc(c_down + c_skip, skip.height(), skip.width());
-            conv.plan(g, high, Some(cat.narrow(0, c_down)?), None)?;
-            g.copy(skip, cat.narrow(c_down, c_skip)?)?;
-            PlanResult::Ok(cat)
-        };
-        let fpn_out0 = self.lateral_conv0.plan(g, dark5, None, None)?;
-        let cat = upsampled_with(g, fpn_out0, dark4)?;
-        let f_out0 = self.c3_p4.plan(g, cat)?;
-        let fpn_out1 = self.reduce_conv1.plan(g, f_out0, None, None)?;
-        let cat = upsampled_with(g, fpn_out1, dark3)?;
-        let pan_out2 = self.c3_p3.plan(g, cat)?;
-        let cat = downsampled_with(g, &self.bu_conv2, pan_out2, fpn_out1)?;
-        let pan_out1 = self.c3_n3.plan(g, cat)?;
-        let cat = downsampled_with(g, &self.bu_conv1, pan_out1, fpn_out0)?;
-        let pan_out0 = self.c3_n4.plan(g, cat)?;
+        let f_out0 = at(g, fpn0 + c4, 8); // [up(fpn_out0), dark4]
+        let f_out1 = at(g, fpn1 + c3, 4); // [up(fpn_out1), dark3]
+        let p_out1 = at(g, bu2 + fpn1, 8); // [bu_conv2(pan_out2), fpn_out1]
+        let p_out0 = at(g, bu1 + fpn0, 16); // [bu_conv1(pan_out1), fpn_out0]
+        let [_, _, dark5] =
+            self.backbone
+                .plan(g, image, f_out1.narrow(fpn1, c3)?, f_out0.narrow(fpn0, c4)?)?;
+        let fpn_out0 = self
+            .lateral_conv0
+            .plan(g, dark5, Some(p_out0.narrow(bu1, fpn0)?), None)?;
+        g.upsample2(fpn_out0, Some(f_out0.narrow(0, fpn0)?))?;
+        let x = self.c3_p4.plan(g, f_out0, None)?;
+        let fpn_out1 = self
+            .reduce_conv1
+            .plan(g, x, Some(p_out1.narrow(bu2, fpn1)?), None)?;
+        g.upsample2(fpn_out1, Some(f_out1.narrow(0, fpn1)?))?;
+        let pan_out2 = self.c3_p3.plan(g, f_out1, None)?;
+        self.bu_conv2
+            .plan(g, pan_out2, Some(p_out1.narrow(0, bu2)?), None)?;
+        let pan_out1 = self.c3_n3.plan(g, p_out1, None)?;
+        self.bu_conv1
+            .plan(g, pan_out1, Some(p_out0.narrow(0, bu1)?), None)?;
+        let pan_out0 = self.c3_n4.plan(g, p_out0, None)?;
         Ok([pan_out2, pan_out1, pan_out0])
     }
 }
