@@ -1,12 +1,12 @@
 //! The CPU executor: a network as a flat list of ops on buffers in the blocked layout
-//! ([`super::blocked`]), planned once per input size and run every frame without
-//! allocating.
+//! ([`super::blocked`]), planned once per input size and run every frame in the same
+//! buffers.
 //!
 //! The models describe themselves to a [`Graph`] (`plan` methods beside their `forward`),
 //! naming where each result goes: a C2f or CSP block allocates its concat buffer and has
 //! every part written straight into its channel range, so concatenation and split cost
 //! nothing. Weights are packed for the kernels while planning. Ops then run in order, each
-//! one parallel over its output rows on the rayon pool. A model whose shapes the executor
+//! one parallel over its output rows on the rayon pool, in buffers allocated once. A model whose shapes the executor
 //! cannot hold (a concat at a channel offset that is not a whole block, a kernel larger
 //! than 3) gets [`PlanError::Unsupported`] and keeps candle's ops.
 
@@ -30,6 +30,24 @@ pub enum PlanError {
 
 fn unsupported<T>(why: String) -> Result<T, PlanError> {
     Err(PlanError::Unsupported(why))
+}
+
+/// Refuses an op whose destination overlaps what it reads (items would race).
+fn disjoint(read: &Act, written: &Act) -> Result<(), PlanError> {
+    let blocks = |a: &Act| a.first_block..a.first_block + a.layout.blocks();
+    let (r, w) = (blocks(read), blocks(written));
+    if read.buffer == written.buffer && r.start < w.end && w.start < r.end {
+        return unsupported("an op writing over its own input".into());
+    }
+    Ok(())
+}
+
+/// Pool, upsample and copy move whole 16-lane pixels: both sides blocked, disjoint.
+fn lanewise_operands(src: &Act, dst: &Act) -> Result<(), PlanError> {
+    if src.layout.pixel != LANES {
+        return unsupported("a pixel-wise op over the packed image".into());
+    }
+    disjoint(src, dst)
 }
 
 /// An activation: a range of whole channel blocks of one buffer.
@@ -145,8 +163,15 @@ impl Graph {
         Self::default()
     }
 
-    /// The network input: `channels` (≤ 16) values per pixel, no padding lanes.
+    /// The network input: `channels` (1 to 16) values per pixel, no padding lanes.
+    ///
+    /// # Panics
+    /// With another channel count (a model's planning error, not an input's).
     pub fn input(&mut self, channels: usize, height: usize, width: usize) -> Act {
+        assert!(
+            (1..=LANES).contains(&channels),
+            "an input of {channels} channels"
+        );
         let act = self.buffer(Layout::packed_image(channels, height, width));
         self.inputs.push(act.buffer);
         act
@@ -199,10 +224,14 @@ impl Graph {
             ));
         };
         let dst = self.output(dst, spec.c_out, out_h, out_w)?;
+        disjoint(&src, &dst)?;
         if let Some(res) = residual {
-            if (res.channels(), res.height(), res.width()) != (dst.channels(), out_h, out_w) {
+            if (res.channels(), res.height(), res.width()) != (dst.channels(), out_h, out_w)
+                || res.layout.pixel != LANES
+            {
                 return unsupported("a residual of another shape".into());
             }
+            disjoint(&res, &dst)?;
         }
         let depthwise = spec.groups > 1 && spec.groups == spec.c_in && spec.groups == spec.c_out;
         if depthwise {
@@ -233,7 +262,12 @@ impl Graph {
     ) -> Result<Act, PlanError> {
         match dst {
             None => Ok(self.alloc(channels, height, width)),
-            Some(d) if (d.channels(), d.height(), d.width()) == (channels, height, width) => Ok(d),
+            Some(d)
+                if (d.channels(), d.height(), d.width()) == (channels, height, width)
+                    && d.layout.pixel == LANES =>
+            {
+                Ok(d)
+            }
             Some(d) => unsupported(format!(
                 "an output of {channels}x{height}x{width} planned into {}x{}x{}",
                 d.channels(),
@@ -251,6 +285,7 @@ impl Graph {
         dst: Option<Act>,
     ) -> Result<Act, PlanError> {
         let dst = self.output(dst, src.channels(), src.height(), src.width())?;
+        lanewise_operands(&src, &dst)?;
         self.ops.push(Op::MaxPool { kernel, src, dst });
         Ok(dst)
     }
@@ -258,6 +293,7 @@ impl Graph {
     /// Nearest-neighbour 2× upsample.
     pub fn upsample2(&mut self, src: Act, dst: Option<Act>) -> Result<Act, PlanError> {
         let dst = self.output(dst, src.channels(), 2 * src.height(), 2 * src.width())?;
+        lanewise_operands(&src, &dst)?;
         self.ops.push(Op::Upsample2 { src, dst });
         Ok(dst)
     }
@@ -265,14 +301,18 @@ impl Graph {
     /// Copies `src` into `dst` (a concat part that was produced elsewhere).
     pub fn copy(&mut self, src: Act, dst: Act) -> Result<Act, PlanError> {
         let dst = self.output(Some(dst), src.channels(), src.height(), src.width())?;
+        lanewise_operands(&src, &dst)?;
         self.ops.push(Op::Copy { src, dst });
         Ok(dst)
     }
 
     /// `parts` concatenated along channels into a new activation.
     pub fn concat(&mut self, parts: &[Act]) -> Result<Act, PlanError> {
+        let Some(first) = parts.first() else {
+            return unsupported("a concat of nothing".into());
+        };
         let channels = parts.iter().map(Act::channels).sum();
-        let (h, w) = (parts[0].height(), parts[0].width());
+        let (h, w) = (first.height(), first.width());
         let out = self.alloc(channels, h, w);
         let mut at = 0;
         for &part in parts {
@@ -400,6 +440,10 @@ impl Graph {
     }
 
     fn run_observed(&self, ws: &mut Workspace, mut after: impl FnMut(&Op)) {
+        assert_eq!(
+            ws.layouts, self.buffers,
+            "a workspace made for another graph"
+        );
         let bases = ws.bases();
         let view = |act: &Act| View {
             // SAFETY: the block range lies inside the buffer allocated for its layout.
@@ -686,7 +730,7 @@ pub struct Prepared {
 
 /// The plan of a model for the last input size, built on first use (planning packs the
 /// weights, a few milliseconds). Shared by clones of the model; one run at a time, on the
-/// rayon pool.
+/// rayon pool (a concurrent call is told to use candle's ops).
 #[derive(Debug, Clone, Default)]
 pub struct PlanCache {
     slot: Arc<Mutex<Option<PlanForSize>>>,
@@ -697,15 +741,22 @@ type PlanForSize = ((usize, usize), Option<Prepared>);
 
 impl PlanCache {
     /// Runs `f` on the plan for an input of `size` (height, width), planning it with
-    /// `plan` when the size changed; `None` when the network is not supported (the caller
-    /// falls back to candle).
+    /// `plan` when the size changed; `None` when the network is not supported or the plan
+    /// is busy (the caller falls back to candle).
     pub fn with<R: Send>(
         &self,
         size: (usize, usize),
         plan: impl FnOnce() -> Result<Prepared, PlanError>,
         f: impl FnOnce(&mut Prepared) -> R + Send,
     ) -> Option<R> {
-        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        // A second caller while a run is in progress (a library user's parallel loop over
+        // images, which may even be on this thread, inside the pool) gets candle's ops
+        // rather than waiting on the lock.
+        let mut slot = match self.slot.try_lock() {
+            Ok(slot) => slot,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
         if slot.as_ref().map(|(s, _)| *s) != Some(size) {
             let prepared = match plan() {
                 Ok(p) => Some(p),
@@ -926,6 +977,65 @@ mod tests {
             .conv(one, &vec![0.0; 40 * 16], &[0.0; 16], a, Some(small), None)
             .unwrap_err();
         assert!(matches!(err, PlanError::Unsupported(_)), "{err}");
+    }
+
+    #[test]
+    fn overlapping_or_packed_operands_are_refused() {
+        let mut g = Graph::new();
+        let image = g.input(3, 4, 4);
+        let a = g.alloc(32, 4, 4);
+        let one = spec(32, 16, 1, 1, 1);
+        let w = vec![0.0; 32 * 16];
+        // Writing into the block it reads, or into the packed image.
+        let err = g.conv(
+            one,
+            &w,
+            &[0.0; 16],
+            a,
+            Some(a.narrow(16, 16).unwrap()),
+            None,
+        );
+        assert!(matches!(err, Err(PlanError::Unsupported(_))));
+        let three = spec(32, 3, 1, 1, 1);
+        let err = g.conv(three, &vec![0.0; 96], &[0.0; 3], a, Some(image), None);
+        assert!(matches!(err, Err(PlanError::Unsupported(_))));
+        // Pixel-wise ops need 16-lane pixels on both sides.
+        assert!(matches!(g.concat(&[image]), Err(PlanError::Unsupported(_))));
+        assert!(matches!(g.concat(&[]), Err(PlanError::Unsupported(_))));
+        assert!(matches!(
+            g.max_pool(5, a, Some(a)),
+            Err(PlanError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    #[should_panic(expected = "another graph")]
+    fn a_workspace_of_another_graph_is_refused() {
+        let mut small = Graph::new();
+        small.alloc(16, 2, 2);
+        let mut big = Graph::new();
+        let a = big.alloc(16, 8, 8);
+        big.max_pool(5, a, None).unwrap();
+        let mut ws = small.workspace();
+        big.run(&mut ws);
+    }
+
+    #[test]
+    fn a_busy_plan_falls_back_instead_of_waiting() {
+        let cache = PlanCache::default();
+        let plan = || {
+            let mut g = Graph::new();
+            let input = g.input(3, 2, 2);
+            let workspace = g.workspace();
+            Ok(Prepared {
+                graph: g,
+                workspace,
+                input,
+                outputs: vec![],
+            })
+        };
+        let nested = cache.with((2, 2), plan, |_| cache.with((2, 2), plan, |_| ()));
+        assert_eq!(nested, Some(None));
     }
 
     #[test]
