@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use super::classes::{ClassFilter, ClassNames};
 use super::cpu::graph::OpTime;
 use super::error::{DetectError, Result};
-use super::postprocess::{self, BestClass, Candidate, PostprocessConfig};
+use super::postprocess::{self, BestClass, Candidate, PostprocessConfig, Yolov8Layout};
 use super::preprocess::{ImageFromModel, InputLayout, Preprocessor};
 use super::weights::{NameScheme, Weights};
 use super::{yolov8::Yolov8, yolox::Yolox};
@@ -129,6 +129,8 @@ pub struct Detector {
     candidates: Vec<Candidate>,
     decoded: Vec<super::yolox::YoloxCandidate>,
     output: Vec<f32>,
+    /// How the last YOLOv8 output in `output` is laid out (the executor writes anchor rows).
+    output_layout: Yolov8Layout,
 }
 
 impl Detector {
@@ -192,6 +194,7 @@ impl Detector {
             candidates: Vec::new(),
             decoded: Vec::new(),
             output: Vec::new(),
+            output_layout: Yolov8Layout::ClassRows,
         })
     }
 
@@ -259,8 +262,10 @@ impl Detector {
             Network::Yolox(m) => m.forward_cpu_into(input, &mut self.output)?,
         };
         if done {
+            self.output_layout = Yolov8Layout::AnchorRows;
             return Ok(());
         }
+        self.output_layout = Yolov8Layout::ClassRows;
         let raw = self.forward_raw(input)?;
         let flat = raw
             .to_dtype(DType::F32)?
@@ -315,6 +320,7 @@ impl Detector {
                 postprocess::yolov8_candidates(
                     &self.output,
                     anchors,
+                    self.output_layout,
                     &self.post,
                     &mut self.best,
                     &mut self.candidates,

@@ -33,26 +33,51 @@ pub struct PostprocessConfig {
 /// Ultralytics keeps at most this many boxes, the highest scoring, before NMS.
 const MAX_BOXES_INTO_NMS: usize = 30_000;
 
-/// YOLOv8 output `[4 + nc, N]` (row-major: cx, cy, w, h rows, then class-score rows).
+/// How a YOLOv8 output is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Yolov8Layout {
+    /// `[4 + nc, N]`: cx, cy, w, h rows, then one row per class (ultralytics; candle's ops).
+    #[default]
+    ClassRows,
+    /// `[N, 4 + nc]`: one row per anchor (the CPU executor, which writes whole vectors).
+    AnchorRows,
+}
+
+/// YOLOv8 output (either [`Yolov8Layout`]) → candidates: the best class of each anchor,
+/// kept when its score is `> conf` and the class is reported.
 pub fn yolov8_candidates(
     output: &[f32],
     num_anchors: usize,
+    layout: Yolov8Layout,
     cfg: &PostprocessConfig,
     best: &mut BestClass,
     out: &mut Vec<Candidate>,
 ) {
-    let num_classes = output.len() / num_anchors - 4;
+    let columns = output.len() / num_anchors;
+    let num_classes = columns - 4;
     best.reset(num_anchors);
-    // Row by row so that the scan over classes reads memory contiguously.
-    for c in 0..num_classes {
-        let row = &output[(4 + c) * num_anchors..(5 + c) * num_anchors];
-        best.update(c, row);
+    match layout {
+        Yolov8Layout::ClassRows => {
+            // Row by row so that the scan over classes reads memory contiguously.
+            for c in 0..num_classes {
+                let row = &output[(4 + c) * num_anchors..(5 + c) * num_anchors];
+                best.update(c, row);
+            }
+        }
+        Yolov8Layout::AnchorRows => {
+            for (n, row) in output.chunks_exact(columns).enumerate() {
+                best.update_anchor(n, &row[4..]);
+            }
+        }
     }
     out.clear();
     for n in 0..num_anchors {
         let (class_id, score) = (best.class[n], best.score[n]);
         if score > cfg.conf && cfg.class_mask.get(class_id).copied().unwrap_or(false) {
-            let at = |r: usize| output[r * num_anchors + n];
+            let at = |r: usize| match layout {
+                Yolov8Layout::ClassRows => output[r * num_anchors + n],
+                Yolov8Layout::AnchorRows => output[n * columns + r],
+            };
             out.push(Candidate {
                 class_id,
                 score,
@@ -112,6 +137,16 @@ impl BestClass {
         self.class.resize(n, 0);
         self.score.clear();
         self.score.resize(n, f32::NEG_INFINITY);
+    }
+
+    /// Anchor `n`'s scores in class order; the first maximum wins, as in [`Self::update`].
+    fn update_anchor(&mut self, n: usize, scores: &[f32]) {
+        for (c, &v) in scores.iter().enumerate() {
+            if v > self.score[n] {
+                self.score[n] = v;
+                self.class[n] = c;
+            }
+        }
     }
 
     fn update(&mut self, class_id: usize, row: &[f32]) {
@@ -213,21 +248,32 @@ mod tests {
             0.9, 0.1, 0.25,     // class 0
             0.3, 0.8, 0.2,      // class 1
         ];
+        // The same values anchor by anchor, as the CPU executor writes them.
+        let transposed: Vec<f32> = (0..3)
+            .flat_map(|n| (0..6).map(move |r| (r, n)))
+            .map(|(r, n)| out[r * 3 + n])
+            .collect();
         let mut best = BestClass::default();
-        let mut got = vec![];
-        yolov8_candidates(&out, 3, &cfg(0.25, 2), &mut best, &mut got);
-        // Anchor 2's best score is exactly the threshold: ultralytics keeps only `> conf`.
-        assert_eq!(got.len(), 2);
-        assert_eq!(
-            (got[0].class_id, got[0].box_in_model),
-            (0, BoxXyxy::new(8.0, 9.0, 12.0, 11.0))
-        );
-        assert_eq!(got[1].class_id, 1);
-        // Filtering out class 0 drops anchor 0 entirely (its best class is 0), as ultralytics.
-        let mut only1 = cfg(0.25, 2);
-        only1.class_mask = vec![false, true];
-        yolov8_candidates(&out, 3, &only1, &mut best, &mut got);
-        assert_eq!(got.iter().map(|c| c.class_id).collect::<Vec<_>>(), vec![1]);
+        for (output, layout) in [
+            (&out[..], Yolov8Layout::ClassRows),
+            (&transposed[..], Yolov8Layout::AnchorRows),
+        ] {
+            let mut got = vec![];
+            yolov8_candidates(output, 3, layout, &cfg(0.25, 2), &mut best, &mut got);
+            // Anchor 2's best score is exactly the threshold: ultralytics keeps only `> conf`.
+            assert_eq!(got.len(), 2, "{layout:?}");
+            assert_eq!(
+                (got[0].class_id, got[0].box_in_model),
+                (0, BoxXyxy::new(8.0, 9.0, 12.0, 11.0))
+            );
+            assert_eq!(got[1].class_id, 1);
+            // Filtering out class 0 drops anchor 0 entirely (its best class is 0), as
+            // ultralytics.
+            let mut only1 = cfg(0.25, 2);
+            only1.class_mask = vec![false, true];
+            yolov8_candidates(output, 3, layout, &only1, &mut best, &mut got);
+            assert_eq!(got.iter().map(|c| c.class_id).collect::<Vec<_>>(), vec![1]);
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::cpu::epilogue::exp_approx;
 use super::cpu::graph::{self, Act, Graph, OpTime, PlanCache, PlanError, Prepared, Workspace};
 use super::cpu::isa::{isa_kernel, Isa};
 use super::cpu::pool::{for_each_index, SharedMut};
+
 use super::layers::{full_name, get_with_rank, with_cpu_image, ConvBlock};
 
 type PlanResult<T> = std::result::Result<T, PlanError>;
@@ -279,8 +280,8 @@ impl Backbone {
 }
 
 impl Backbone {
-    /// (P3, P4, P5) as [`Backbone::forward`], written into `outputs` (parts of the neck's
-    /// concats).
+    /// (P3, P4, P5) as [`Backbone::forward`], written into the three given activations
+    /// (parts of the neck's concats).
     fn plan(&self, g: &mut Graph, xs: Act, [p3, p4, p5]: [Act; 3]) -> PlanResult<[Act; 3]> {
         let xs = self.b1_0.plan(g, xs, None, None)?;
         let xs = self.b1_1.plan(g, xs, None, None)?;
@@ -540,16 +541,18 @@ impl DetectHead {
         Ok(outputs)
     }
 
-    /// The executor's head outputs → `out` `[4 + nc, N]` as [`Yolov8::forward`] returns,
-    /// one grid row of one level per parallel item.
+    /// The executor's head outputs → `out` `[N, 4 + nc]`: [`Yolov8::forward`]'s values
+    /// anchor by anchor (`Yolov8Layout::AnchorRows`), so each pixel's 16 class scores are
+    /// one contiguous store. One grid row of one level per parallel item.
     fn decode_blocked(&self, ws: &Workspace, outputs: &[Act], out: &mut Vec<f32>) {
+        let columns = 4 + self.num_classes;
         let anchors: usize = outputs
             .iter()
             .step_by(2)
             .map(|a| a.height() * a.width())
             .sum();
         out.clear();
-        out.resize((4 + self.num_classes) * anchors, 0.0);
+        out.resize(anchors * columns, 0.0);
         let bins: &[f32; LANES] = self.dfl_bin_values[..]
             .try_into()
             .expect("planned only with LANES bins");
@@ -572,12 +575,18 @@ impl DetectHead {
             first += box_layout.height * box_layout.width;
         }
         let isa = Isa::detect();
-        let columns = SharedMut(out.as_mut_ptr());
+        let dst = SharedMut(out.as_mut_ptr());
         for_each_index(rows.len(), |r| {
-            // SAFETY: row `r` writes only its own anchors' columns of `out`, which holds
-            // `4 + nc` rows of `anchors` floats.
-            let out = unsafe { SharedColumns::new(columns, anchors) };
-            decode_row(isa, &rows[r], bins, out);
+            let row = &rows[r];
+            let width = row.box_layout.width;
+            // SAFETY: item `r` writes only the output rows of its own `width` anchors.
+            let anchor_rows = unsafe {
+                std::slice::from_raw_parts_mut(
+                    dst.ptr().add(row.first_anchor * columns),
+                    width * columns,
+                )
+            };
+            decode_row(isa, row, bins, anchor_rows);
         });
     }
 }
@@ -593,37 +602,13 @@ struct DecodeRow<'a> {
     first_anchor: usize,
 }
 
-/// The `[rows, anchors]` output, written column range by column range from several threads.
-#[derive(Clone, Copy)]
-struct SharedColumns {
-    ptr: SharedMut,
-    anchors: usize,
-}
-
-impl SharedColumns {
-    /// # Safety
-    /// `ptr` holds whole rows of `anchors` floats; writers use disjoint anchors.
-    unsafe fn new(ptr: SharedMut, anchors: usize) -> Self {
-        Self { ptr, anchors }
-    }
-
-    #[inline(always)]
-    fn set(&self, row: usize, anchor: usize, value: f32) {
-        // SAFETY: see `new`.
-        unsafe { *self.ptr.ptr().add(row * self.anchors + anchor) = value };
-    }
-}
-
-/// Anchors per step of the class scores: one block of 16 lanes × 16 pixels is transposed
-/// so each class row is written 16 anchors at a time.
-const SCORE_RUN: usize = 16;
-
 isa_kernel! {
-    /// DFL (softmax expectation over 16 bins, one block per side) + `dist2bbox` into rows
-    /// 0–3 (cx, cy, w, h in input pixels), and class sigmoids into rows 4.., for one row.
-    fn decode_row(row: &DecodeRow, bins: &[f32; LANES], out: SharedColumns) {
-        let (layout, y) = (row.box_layout, row.y);
-        for x in 0..layout.width {
+    /// For each anchor of one grid row: DFL (softmax expectation over 16 bins, one block
+    /// per side) + `dist2bbox` (cx, cy, w, h in input pixels), then the class sigmoids.
+    fn decode_row(row: &DecodeRow, bins: &[f32; LANES], anchor_rows: &mut [f32]) {
+        let (layout, cls, y) = (row.box_layout, row.class_layout, row.y);
+        let columns = anchor_rows.len() / layout.width;
+        for (x, out) in anchor_rows.chunks_exact_mut(columns).enumerate() {
             let mut dist = [0.0f32; 4];
             for (side, d) in dist.iter_mut().enumerate() {
                 let at = layout.offset(side, y as isize, x as isize);
@@ -639,29 +624,18 @@ isa_kernel! {
             }
             let (ax, ay) = (x as f32 + 0.5, y as f32 + 0.5);
             let (x1, y1, x2, y2) = (ax - dist[0], ay - dist[1], ax + dist[2], ay + dist[3]);
-            let a = row.first_anchor + x;
-            out.set(0, a, (x1 + x2) / 2.0 * row.stride);
-            out.set(1, a, (y1 + y2) / 2.0 * row.stride);
-            out.set(2, a, (x2 - x1) * row.stride);
-            out.set(3, a, (y2 - y1) * row.stride);
-        }
-        let cls = row.class_layout;
-        for block in 0..cls.blocks() {
-            let lanes = LANES.min(cls.channels - block * LANES);
-            for x0 in (0..cls.width).step_by(SCORE_RUN) {
-                let n = SCORE_RUN.min(cls.width - x0);
-                let mut probs = [[0.0f32; LANES]; SCORE_RUN];
-                for (p, probs) in probs.iter_mut().enumerate().take(n) {
-                    let at = cls.offset(block, y as isize, (x0 + p) as isize);
-                    for (q, &v) in probs.iter_mut().zip(&row.classes[at..at + LANES]) {
-                        *q = 1.0 / (1.0 + exp_approx(-v));
-                    }
+            out[0] = (x1 + x2) / 2.0 * row.stride;
+            out[1] = (y1 + y2) / 2.0 * row.stride;
+            out[2] = (x2 - x1) * row.stride;
+            out[3] = (y2 - y1) * row.stride;
+            for (block, scores) in out[4..].chunks_mut(LANES).enumerate() {
+                let at = cls.offset(block, y as isize, x as isize);
+                let logits: &[f32; LANES] = row.classes[at..at + LANES].try_into().expect("a block");
+                let mut p = [0.0f32; LANES];
+                for (p, &v) in p.iter_mut().zip(logits) {
+                    *p = 1.0 / (1.0 + exp_approx(-v));
                 }
-                for lane in 0..lanes {
-                    for (p, probs) in probs.iter().enumerate().take(n) {
-                        out.set(4 + block * LANES + lane, row.first_anchor + x0 + p, probs[lane]);
-                    }
-                }
+                scores.copy_from_slice(&p[..scores.len()]);
             }
         }
     }
@@ -723,6 +697,12 @@ fn dist_to_cxcywh(distances: &Tensor, centres: &Tensor) -> Result<Tensor> {
     let centre = ((&x1y1 + &x2y2)? / 2.0)?;
     let size = (x2y2 - x1y1)?;
     Tensor::cat(&[centre, size], 1)
+}
+
+/// Anchors of an input `[B, 3, H, W]`: one per cell of each level's grid.
+fn anchors_of(xs: &Tensor) -> Result<usize> {
+    let (_, _, height, width) = xs.dims4()?;
+    Ok(STRIDES.iter().map(|s| (height / s) * (width / s)).sum())
 }
 
 /// Inferred sizes, for naming the variant.
@@ -814,9 +794,10 @@ impl Yolov8 {
         Ok(())
     }
 
-    /// The whole network on the CPU executor, output as [`Yolov8::forward`]'s written into
-    /// `out`. `Ok(false)` when it does not apply (not one f32 image on the CPU, or a
-    /// network it cannot hold): then use `forward`.
+    /// The whole network on the CPU executor, [`Yolov8::forward`]'s values written into
+    /// `out` anchor by anchor (`[N, 4 + nc]`, `Yolov8Layout::AnchorRows`). `Ok(false)`
+    /// when it does not apply (not one f32 image on the CPU, or a network it cannot hold):
+    /// then use `forward`.
     pub fn forward_cpu_into(&self, xs: &Tensor, out: &mut Vec<f32>) -> Result<bool> {
         Self::check_input(xs)?;
         let (_, _, height, width) = xs.dims4()?;
@@ -879,8 +860,9 @@ impl Module for Yolov8 {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let mut out = Vec::new();
         if self.forward_cpu_into(xs, &mut out)? {
-            let anchors = out.len() / (4 + self.num_classes());
-            return Tensor::from_vec(out, (1, 4 + self.num_classes(), anchors), xs.device());
+            let columns = 4 + self.num_classes();
+            let anchor_rows = Tensor::from_vec(out, (1, anchors_of(xs)?, columns), xs.device())?;
+            return anchor_rows.transpose(1, 2)?.contiguous();
         }
         self.forward_candle(xs)
     }
@@ -1220,14 +1202,14 @@ mod tests {
             p.graph.set_isa(isa);
             graph::write_image(&mut p.workspace, &p.input, &image);
             p.graph.run(&mut p.workspace);
-            let mut got = Vec::new();
+            // Anchor rows [N, 84] against candle's class rows [84, N].
+            let mut anchor_rows = Vec::new();
             model
                 .head
-                .decode_blocked(&p.workspace, &p.outputs, &mut got);
-            let err = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
+                .decode_blocked(&p.workspace, &p.outputs, &mut anchor_rows);
+            let anchors = anchor_rows.len() / 84;
+            let err = (0..84 * anchors)
+                .map(|i| (anchor_rows[(i % anchors) * 84 + i / anchors] - want[i]).abs())
                 .fold(0.0f32, f32::max);
             eprintln!("executor {isa:?} vs candle: max |Δ| {err:.3e}");
             assert!(err < 2e-3, "{isa:?}: {err}");
@@ -1245,6 +1227,9 @@ mod tests {
         let nano = model_from(Synthetic::build(0.33, 0.25, 1024, 80).tensors).unwrap();
         assert!(nano.forward_cpu_into(&xs, &mut out).unwrap());
         assert_eq!(out.len(), 84 * (64 + 16 + 4));
+        // Anchor rows: zero weights put every box at the mean bin, 15 cells wide.
+        assert_eq!(out[2], 15.0 * 8.0);
+        assert_eq!(out[84 + 2], 15.0 * 8.0);
     }
 
     #[test]
