@@ -10,7 +10,7 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::cpu::graph::{Act, Graph, PlanError};
+use super::cpu::graph::{Act, ConvParams, Graph, PlanError};
 use super::cpu::{ConvSpec, CpuConvOp, FusedConv};
 
 /// Reads a tensor without a shape hint and checks its rank, so that a wrong file gives an
@@ -192,13 +192,24 @@ impl ConvBlock {
         dst: Option<Act>,
         residual: Option<Act>,
     ) -> std::result::Result<Act, PlanError> {
+        let p = self.cpu_params()?;
+        graph.conv(p.spec, p.weight, p.bias, src, dst, residual)
+    }
+
+    /// Shape and weights for the CPU executor; unsupported when the weights are not f32 on
+    /// the CPU.
+    pub fn cpu_params(&self) -> std::result::Result<ConvParams<'_>, PlanError> {
         let Some(op) = &self.cpu else {
             return Err(PlanError::Unsupported(
                 "weights are not f32 on the CPU".into(),
             ));
         };
         let conv = op.conv();
-        graph.conv(*conv.spec(), conv.weight(), conv.bias(), src, dst, residual)
+        Ok(ConvParams {
+            spec: *conv.spec(),
+            weight: conv.weight(),
+            bias: conv.bias(),
+        })
     }
 }
 

@@ -81,10 +81,13 @@ impl Conv {
     ) -> PlanResult<Act> {
         match self {
             Self::Base(conv) => conv.plan(g, xs, dst, residual),
-            Self::Depthwise { dconv, pconv } => {
-                let xs = dconv.fused.plan(g, xs, None, None)?;
-                pconv.plan(g, xs, dst, residual)
-            }
+            Self::Depthwise { dconv, pconv } => g.depthwise_pointwise(
+                dconv.fused.cpu_params()?,
+                pconv.cpu_params()?,
+                xs,
+                dst,
+                residual,
+            ),
         }
     }
 }

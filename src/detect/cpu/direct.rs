@@ -122,18 +122,30 @@ impl DirectConv {
     pub unsafe fn run(&self, src: View, dst: View, residual: Option<View>) {
         let rows = dst.layout.height;
         let groups = self.packed.len();
+        let spec = self.spec;
         for_each_index(rows * groups, |item| {
             let (row, group) = (item / groups, item % groups);
+            let top = (row * spec.stride) as isize - spec.padding as isize;
             // SAFETY: each item writes its own output row of its own channel blocks.
-            unsafe { self.run_row(src, dst, residual, row, group) };
+            unsafe { self.run_row(src, top, dst, residual, row, group) };
         });
     }
 
-    /// Output row `oy` of output group `group`, in tiles of up to 12 pixels (widths split
+    /// Output groups (of up to two blocks), the second parallel dimension of [`Self::run`].
+    pub fn groups(&self) -> usize {
+        self.packed.len()
+    }
+
+    /// Output row `oy` of output group `group`, reading the input from its row `top` (the
+    /// first kernel row, −1 for the padding), in tiles of up to 12 pixels (widths split
     /// evenly so no tile is much narrower than the rest).
-    unsafe fn run_row(
+    ///
+    /// # Safety
+    /// As [`Self::run`], for this row; `top..top + kernel` are rows of `src` or its border.
+    pub(crate) unsafe fn run_row(
         &self,
         src: View,
+        top: isize,
         dst: View,
         residual: Option<View>,
         oy: usize,
@@ -145,7 +157,6 @@ impl DirectConv {
         let (base, extra) = (width / tiles, width % tiles);
         let first_block = group * MAX_TILE_BLOCKS;
         let blocks = (dst.layout.blocks() - first_block).min(MAX_TILE_BLOCKS);
-        let top = (oy * spec.stride) as isize - spec.padding as isize;
         let mut ox = 0;
         for t in 0..tiles {
             let n = base + usize::from(t < extra);

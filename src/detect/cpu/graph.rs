@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use super::blocked::{Lanes, Layout, View, BORDER, LANES};
 use super::conv::{ConvError, ConvSpec};
 use super::direct::DirectConv;
+use super::fused::DepthwisePointwise;
 use super::isa::Isa;
 use super::lanewise::{self, DepthwiseConv};
 use super::pool::{for_each_index, in_pool, SharedMut};
@@ -30,6 +31,14 @@ pub enum PlanError {
 
 fn unsupported<T>(why: String) -> Result<T, PlanError> {
     Err(PlanError::Unsupported(why))
+}
+
+/// A convolution's shape and weights (PyTorch layout), as the planner takes them.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvParams<'a> {
+    pub spec: ConvSpec,
+    pub weight: &'a [f32],
+    pub bias: &'a [f32],
 }
 
 /// Refuses an op whose destination overlaps what it reads (items would race).
@@ -112,6 +121,12 @@ enum Op {
         conv: DepthwiseConv,
         src: Act,
         dst: Act,
+    },
+    DepthwisePointwise {
+        conv: DepthwisePointwise,
+        src: Act,
+        dst: Act,
+        residual: Option<Act>,
     },
     MaxPool {
         kernel: usize,
@@ -252,6 +267,52 @@ impl Graph {
         Ok(dst)
     }
 
+    /// A depthwise convolution (`depthwise`, groups = channels) whose output only feeds the
+    /// 1×1 convolution `pointwise`, fused into one op (YOLOX's `DWConv`): `src` →
+    /// `dst` (new when `None`), `residual` added after the pointwise activation.
+    pub fn depthwise_pointwise(
+        &mut self,
+        depthwise: ConvParams,
+        pointwise: ConvParams,
+        src: Act,
+        dst: Option<Act>,
+        residual: Option<Act>,
+    ) -> Result<Act, PlanError> {
+        // Plan the pair as two ops (all the checks), then fuse them.
+        let mid = self.conv(
+            depthwise.spec,
+            depthwise.weight,
+            depthwise.bias,
+            src,
+            None,
+            None,
+        )?;
+        let out = self.conv(
+            pointwise.spec,
+            pointwise.weight,
+            pointwise.bias,
+            mid,
+            dst,
+            residual,
+        )?;
+        let (Some(Op::Conv { conv: pw, .. }), Some(Op::Depthwise { conv: dw, .. })) =
+            (self.ops.pop(), self.ops.pop())
+        else {
+            return unsupported("a depthwise + pointwise pair of other kinds".into());
+        };
+        let Some(conv) = DepthwisePointwise::new(dw, pw) else {
+            return unsupported("a pointwise convolution that is not 1x1, stride 1".into());
+        };
+        // The depthwise output buffer stays in the plan, untouched by any op (no memory).
+        self.ops.push(Op::DepthwisePointwise {
+            conv,
+            src,
+            dst: out,
+            residual,
+        });
+        Ok(out)
+    }
+
     /// `dst`, checked to be `channels` × `height` × `width`, or a new activation.
     fn output(
         &mut self,
@@ -330,6 +391,7 @@ impl Graph {
             match op {
                 Op::Conv { conv, .. } => *conv = conv.clone().with_isa(isa),
                 Op::Depthwise { conv, .. } => *conv = conv.clone().with_isa(isa),
+                Op::DepthwisePointwise { conv, .. } => *conv = conv.clone().with_isa(isa),
                 _ => {}
             }
         }
@@ -370,10 +432,22 @@ impl Graph {
             |b: usize| keep.contains(&b) || self.inputs.contains(&b) || first[b] == usize::MAX;
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&b| first[b]);
+        // Buffers no op touches and nobody reads (a fused pair's intermediate) take no
+        // memory: they all point at one empty slot.
+        let untouched =
+            |b: usize| first[b] == usize::MAX && !keep.contains(&b) && !self.inputs.contains(&b);
         // Per slot: floats, the last op of its current occupant, its occupants.
         let mut slots: Vec<(usize, usize, Vec<usize>)> = Vec::new();
         let mut slot_of = vec![0; n];
+        let mut empty_slot = None;
         for b in order {
+            if untouched(b) {
+                slot_of[b] = *empty_slot.get_or_insert_with(|| {
+                    slots.push((0, usize::MAX, vec![b]));
+                    slots.len() - 1
+                });
+                continue;
+            }
             let need = self.buffers[b].len();
             let free = |slot: &(usize, usize, Vec<usize>)| !slot.2.is_empty() && slot.1 < first[b];
             let chosen = if exclusive(b) {
@@ -467,6 +541,12 @@ impl Graph {
                         residual,
                     } => conv.run(view(src), view(dst), residual.as_ref().map(view)),
                     Op::Depthwise { conv, src, dst } => conv.run(view(src), view(dst)),
+                    Op::DepthwisePointwise {
+                        conv,
+                        src,
+                        dst,
+                        residual,
+                    } => conv.run(view(src), view(dst), residual.as_ref().map(view)),
                     Op::MaxPool { kernel, src, dst } => {
                         lanewise::max_pool_same(isa, view(src), view(dst), *kernel)
                     }
@@ -490,6 +570,9 @@ impl Op {
         match *self {
             Op::Conv {
                 src, dst, residual, ..
+            }
+            | Op::DepthwisePointwise {
+                src, dst, residual, ..
             } => ([Some(src), residual], dst),
             Op::Depthwise { src, dst, .. }
             | Op::MaxPool { src, dst, .. }
@@ -503,6 +586,7 @@ impl Op {
         match self {
             Op::Conv { conv, .. } => conv.spec().padding > 0,
             Op::Depthwise { conv, .. } => conv.spec().padding > 0,
+            Op::DepthwisePointwise { conv, .. } => conv.specs().0.padding > 0,
             _ => false,
         }
     }
@@ -511,6 +595,10 @@ impl Op {
         match self {
             Op::Conv { conv, src, .. } => conv.spec().flops(src.height(), src.width()),
             Op::Depthwise { conv, src, .. } => conv.spec().flops(src.height(), src.width()),
+            Op::DepthwisePointwise { conv, src, dst, .. } => {
+                let (dw, pw) = conv.specs();
+                dw.flops(src.height(), src.width()) + pw.flops(dst.height(), dst.width())
+            }
             _ => 0.0,
         }
     }
@@ -539,6 +627,23 @@ impl Op {
             Op::Depthwise { conv, src, .. } => {
                 let s = conv.spec();
                 format!("dw{0}x{0}/{1} {2} {3}", s.kernel, s.stride, s.c_in, at(src))
+            }
+            Op::DepthwisePointwise {
+                conv,
+                src,
+                residual,
+                ..
+            } => {
+                let (dw, pw) = conv.specs();
+                let plus = if residual.is_some() { " +res" } else { "" };
+                format!(
+                    "dw{0}x{0}/{1}+pw {2}→{3} {4}{plus}",
+                    dw.kernel,
+                    dw.stride,
+                    pw.c_in,
+                    pw.c_out,
+                    at(src)
+                )
             }
             Op::MaxPool { kernel, src, .. } => {
                 format!("maxpool{kernel} {} {}", src.channels(), at(src))
@@ -916,6 +1021,67 @@ mod tests {
         let mut plain = spec(16, 16, 3, 1, 16);
         plain.silu = false;
         check_conv(plain, (5, 10), false, false);
+    }
+
+    /// A depthwise + pointwise pair fused into one op against candle's two convolutions.
+    fn check_depthwise_pointwise(
+        c: usize,
+        c_out: usize,
+        stride: usize,
+        (h, w): (usize, usize),
+        residual: bool,
+    ) {
+        let dw = spec(c, c, 3, stride, c);
+        let pw = spec(c, c_out, 1, 1, 1);
+        let input = noise(c * h * w, 5);
+        let (dw_w, dw_b) = (noise(c * 9, 6), noise(c, 7));
+        let (pw_w, pw_b) = (noise(c_out * c, 8), noise(c_out, 9));
+        let mut g = Graph::new();
+        let src = g.alloc(c, h, w);
+        let (oh, ow) = dw.output_size(h, w).unwrap();
+        let res_data = noise(c_out * oh * ow, 10);
+        let res = residual.then(|| g.alloc(c_out, oh, ow));
+        let params = |spec, weight, bias| ConvParams { spec, weight, bias };
+        let out = g
+            .depthwise_pointwise(
+                params(dw, &dw_w, &dw_b),
+                params(pw, &pw_w, &pw_b),
+                src,
+                None,
+                res,
+            )
+            .unwrap();
+        assert_eq!(g.ops.len(), 1, "one fused op");
+        let mid = candle_conv(&dw, &input, (h, w), &dw_w, &dw_b, None);
+        let want = candle_conv(
+            &pw,
+            &mid,
+            (oh, ow),
+            &pw_w,
+            &pw_b,
+            residual.then_some(&res_data[..]),
+        );
+        for isa in Isa::all_supported() {
+            g.set_isa(isa);
+            let mut ws = g.workspace_keeping(&[out]);
+            write_nchw(&mut ws, &src, &input);
+            if let Some(r) = &res {
+                write_nchw(&mut ws, r, &res_data);
+            }
+            g.run(&mut ws);
+            let err = max_diff(&read_nchw(&ws, &out), &want);
+            assert!(
+                err < 1e-4,
+                "{isa:?} {c}→{c_out}/{stride} {h}x{w}: max error {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn fused_depthwise_pointwise_matches_candle() {
+        check_depthwise_pointwise(32, 48, 1, (6, 13), false);
+        check_depthwise_pointwise(16, 32, 2, (9, 14), false);
+        check_depthwise_pointwise(64, 64, 1, (5, 7), true);
     }
 
     #[test]

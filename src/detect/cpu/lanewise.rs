@@ -78,36 +78,50 @@ impl DepthwiseConv {
     pub unsafe fn run(&self, src: View, dst: View) {
         let rows = dst.layout.height;
         let blocks = dst.layout.blocks();
-        let k2 = self.spec.kernel * self.spec.kernel;
         for_each_index(rows * blocks, |item| {
             let (block, oy) = (item / rows, item % rows);
-            let s = self.spec.stride;
-            let top = (oy * s) as isize - self.spec.padding as isize;
-            // SAFETY: the item writes output row `oy` of `block` only; reads stay inside
-            // the padded input (padding ≤ the border).
-            unsafe {
-                let row = DepthwiseRow {
-                    src: src.at(block, top, -(self.spec.padding as isize)),
-                    src_row: src.layout.row_stride(),
-                    step: s * LANES,
-                    kernel: self.spec.kernel,
-                    dst: dst.at(block, oy as isize, 0),
-                    width: dst.layout.width,
-                };
-                let taps = &self.taps[block * k2..(block + 1) * k2];
-                let bias = &self.bias[block];
-                #[cfg(target_arch = "x86_64")]
-                if self.isa == Isa::Avx512 && self.spec.kernel == 3 && s <= 2 {
-                    if s == 1 {
-                        avx512::depthwise3_row::<1>(&row, taps, bias, self.spec.silu);
-                    } else {
-                        avx512::depthwise3_row::<2>(&row, taps, bias, self.spec.silu);
-                    }
-                    return;
-                }
-                depthwise_row(self.isa, &row, taps, bias, self.spec.silu);
-            }
+            // SAFETY: the item writes output row `oy` of `block` only.
+            unsafe { self.run_row(src, block, oy, dst, oy) };
         });
+    }
+
+    /// Output row `oy` of `block`, written to row `dst_y` of `dst` (a one-row buffer when
+    /// fused with the next convolution).
+    ///
+    /// # Safety
+    /// As [`Self::run`], for this row; reads stay inside the padded input (padding ≤ the
+    /// border).
+    pub(crate) unsafe fn run_row(
+        &self,
+        src: View,
+        block: usize,
+        oy: usize,
+        dst: View,
+        dst_y: usize,
+    ) {
+        let k2 = self.spec.kernel * self.spec.kernel;
+        let s = self.spec.stride;
+        let top = (oy * s) as isize - self.spec.padding as isize;
+        let row = DepthwiseRow {
+            src: src.at(block, top, -(self.spec.padding as isize)),
+            src_row: src.layout.row_stride(),
+            step: s * LANES,
+            kernel: self.spec.kernel,
+            dst: dst.at(block, dst_y as isize, 0),
+            width: dst.layout.width,
+        };
+        let taps = &self.taps[block * k2..(block + 1) * k2];
+        let bias = &self.bias[block];
+        #[cfg(target_arch = "x86_64")]
+        if self.isa == Isa::Avx512 && self.spec.kernel == 3 && s <= 2 {
+            if s == 1 {
+                avx512::depthwise3_row::<1>(&row, taps, bias, self.spec.silu);
+            } else {
+                avx512::depthwise3_row::<2>(&row, taps, bias, self.spec.silu);
+            }
+            return;
+        }
+        depthwise_row(self.isa, &row, taps, bias, self.spec.silu);
     }
 }
 

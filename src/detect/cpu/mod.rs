@@ -22,6 +22,7 @@ pub mod conv;
 mod depthwise;
 pub mod direct;
 pub mod epilogue;
+pub mod fused;
 pub mod graph;
 pub mod isa;
 pub mod lanewise;
