@@ -808,6 +808,20 @@ pub fn write_space_to_depth(ws: &mut Workspace, act: &Act, nchw: &[f32]) {
         };
         // Part `p` = (row parity, column parity) of Focus; source rows by (channel, parity).
         let source = |ch: usize, dy: usize| &nchw[(ch * full_h + 2 * y + dy) * full_w..][..full_w];
+        if c == 3 {
+            // One output pixel at a time from six whole-row slices: contiguous writes, no
+            // bounds checks (the general loop below strides through the row 12 times).
+            let even = [source(0, 0), source(1, 0), source(2, 0)];
+            let odd = [source(0, 1), source(1, 1), source(2, 1)];
+            for (x, pixel) in row.chunks_exact_mut(12).enumerate() {
+                let (l, r) = (2 * x, 2 * x + 1);
+                pixel.copy_from_slice(&[
+                    even[0][l], even[1][l], even[2][l], odd[0][l], odd[1][l], odd[2][l],
+                    even[0][r], even[1][r], even[2][r], odd[0][r], odd[1][r], odd[2][r],
+                ]);
+            }
+            return;
+        }
         for (part, (dy, dx)) in [(0, 0), (1, 0), (0, 1), (1, 1)].into_iter().enumerate() {
             for ch in 0..c {
                 let src = source(ch, dy);
@@ -1206,21 +1220,24 @@ mod tests {
 
     #[test]
     fn space_to_depth_follows_the_focus_order() {
-        let (c, h, w) = (3, 4, 6);
-        let image: Vec<f32> = (0..c * h * w).map(|v| v as f32).collect();
-        let mut g = Graph::new();
-        let input = g.input(4 * c, h / 2, w / 2);
-        let mut ws = g.workspace();
-        write_space_to_depth(&mut ws, &input, &image);
-        let got = read_nchw(&ws, &input);
-        let want: Vec<f32> = tensor(&image, &[1, c, h / 2, 2, w / 2, 2])
-            .permute((0, 5, 3, 1, 2, 4))
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        assert_eq!(got, want);
+        // Three channels (the specialised path) and two (the general one).
+        for c in [3, 2] {
+            let (h, w) = (4, 6);
+            let image: Vec<f32> = (0..c * h * w).map(|v| v as f32).collect();
+            let mut g = Graph::new();
+            let input = g.input(4 * c, h / 2, w / 2);
+            let mut ws = g.workspace();
+            write_space_to_depth(&mut ws, &input, &image);
+            let got = read_nchw(&ws, &input);
+            let want: Vec<f32> = tensor(&image, &[1, c, h / 2, 2, w / 2, 2])
+                .permute((0, 5, 3, 1, 2, 4))
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(got, want, "{c} channels");
+        }
     }
 
     #[test]
