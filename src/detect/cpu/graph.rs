@@ -3,10 +3,11 @@
 //! buffers.
 //!
 //! The models describe themselves to a [`Graph`] (`plan` methods beside their `forward`),
-//! naming where each result goes: a C2f or CSP block allocates its concat buffer and has
-//! every part written straight into its channel range, so concatenation and split cost
-//! nothing. Weights are packed for the kernels while planning. Ops then run in order, each
-//! one parallel over its output rows on the rayon pool, in buffers allocated once. A model whose shapes the executor
+//! naming where each result goes: a C2f, CSP or neck concat buffer is allocated first and
+//! every part is written straight into its channel range, so concatenation and split cost
+//! nothing. Weights are packed for the kernels while planning, and buffers whose lifetimes
+//! do not overlap share memory ([`Graph::workspace_keeping`]). Ops then run in order, each
+//! one parallel over its output rows on the rayon pool. A model whose shapes the executor
 //! cannot hold (a concat at a channel offset that is not a whole block, a kernel larger
 //! than 3) gets [`PlanError::Unsupported`] and keeps candle's ops.
 
