@@ -111,6 +111,15 @@ impl DetectorConfig {
     }
 }
 
+/// One frame's network input, from [`Detector::preprocess`] to [`Detector::infer`] (infer
+/// it before pre-processing the next frame: `Host` names the pre-processor's buffer).
+pub enum ModelInput {
+    /// In the pre-processor's own buffer (CPU, f32): no tensor is built per frame.
+    Host,
+    /// A tensor on the model's device and dtype.
+    Tensor(Tensor),
+}
+
 enum Network {
     Yolov8(Box<Yolov8>),
     Yolox(Box<Yolox>),
@@ -239,34 +248,48 @@ impl Detector {
         Ok((detections, timings))
     }
 
-    /// Image → input tensor `[1, 3, H, W]` on the model's device and dtype.
+    /// Image → network input. On the CPU in f32 the pre-processed image stays in the
+    /// pre-processor's buffer ([`ModelInput::Host`]), which the CPU executor reads in place;
+    /// elsewhere it becomes a tensor `[1, 3, H, W]` on the model's device and dtype.
     pub fn preprocess(
         &mut self,
         rgb: &[u8],
         width: usize,
         height: usize,
-    ) -> Result<(Tensor, ImageFromModel)> {
+    ) -> Result<(ModelInput, ImageFromModel)> {
         let (w, h) = self.pre.model_size();
         let (input, transform) = self.pre.run(rgb, width, height);
+        if self.device.is_cpu() && self.dtype == DType::F32 {
+            return Ok((ModelInput::Host, transform));
+        }
         let tensor = Tensor::from_slice(input, (1, 3, h, w), &Device::Cpu)?
             .to_device(&self.device)?
             .to_dtype(self.dtype)?;
-        Ok((tensor, transform))
+        Ok((ModelInput::Tensor(tensor), transform))
     }
 
-    /// Runs the network and copies its output to the host (which also waits for the GPU).
-    pub fn infer(&mut self, input: &Tensor) -> Result<()> {
-        // On the CPU in f32 the executor writes the output straight into the buffer.
-        let done = match &self.network {
-            Network::Yolov8(m) => m.forward_cpu_into(input, &mut self.output)?,
-            Network::Yolox(m) => m.forward_cpu_into(input, &mut self.output)?,
+    /// Runs the network on the last pre-processed input and copies its output to the host
+    /// (which also waits for the GPU).
+    pub fn infer(&mut self, input: &ModelInput) -> Result<()> {
+        let tensor = match input {
+            ModelInput::Tensor(t) => t.clone(),
+            ModelInput::Host => {
+                // The CPU executor writes the output straight into the buffer.
+                let (w, h) = self.pre.model_size();
+                let image = self.pre.input();
+                let done = match &self.network {
+                    Network::Yolov8(m) => m.forward_cpu_image(image, h, w, &mut self.output)?,
+                    Network::Yolox(m) => m.forward_cpu_image(image, h, w, &mut self.output)?,
+                };
+                if done {
+                    self.output_layout = Yolov8Layout::AnchorRows;
+                    return Ok(());
+                }
+                Tensor::from_slice(image, (1, 3, h, w), &Device::Cpu)?
+            }
         };
-        if done {
-            self.output_layout = Yolov8Layout::AnchorRows;
-            return Ok(());
-        }
         self.output_layout = Yolov8Layout::ClassRows;
-        let raw = self.forward_raw(input)?;
+        let raw = self.forward_raw(&tensor)?;
         let flat = raw
             .to_dtype(DType::F32)?
             .flatten_all()?
@@ -295,9 +318,14 @@ impl Detector {
         height: usize,
     ) -> Result<Option<Vec<OpTime>>> {
         let (input, _) = self.preprocess(rgb, width, height)?;
+        let ModelInput::Host = input else {
+            return Ok(None);
+        };
+        let (w, h) = self.pre.model_size();
+        let image = self.pre.input();
         let times = match &self.network {
-            Network::Yolov8(m) => m.profile_cpu(&input)?,
-            Network::Yolox(m) => m.profile_cpu(&input)?,
+            Network::Yolov8(m) => m.profile_cpu(image, h, w)?,
+            Network::Yolox(m) => m.profile_cpu(image, h, w)?,
         };
         Ok(times)
     }

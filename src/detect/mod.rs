@@ -16,5 +16,5 @@ pub mod weights;
 pub mod yolov8;
 pub mod yolox;
 
-pub use detector::{Detector, DetectorConfig, DeviceSpec};
+pub use detector::{Detector, DetectorConfig, DeviceSpec, ModelInput};
 pub use error::{DetectError, Result};

@@ -149,6 +149,11 @@ impl Preprocessor {
         (self.model_w, self.model_h)
     }
 
+    /// The last [`Preprocessor::run`]'s output `[3, H, W]`.
+    pub fn input(&self) -> &[f32] {
+        &self.input
+    }
+
     /// Fills the network input from an RGB8 image (`rgb` is `width * height * 3` bytes) and
     /// returns it (`[3, H, W]`, row-major) with the transform back to image pixels.
     pub fn run(&mut self, rgb: &[u8], width: usize, height: usize) -> (&[f32], ImageFromModel) {

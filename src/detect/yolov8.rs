@@ -699,6 +699,22 @@ fn dist_to_cxcywh(distances: &Tensor, centres: &Tensor) -> Result<Tensor> {
     Tensor::cat(&[centre, size], 1)
 }
 
+/// Checks that `image` is `[3, height, width]` with sides multiples of 32.
+fn check_image(image: &[f32], height: usize, width: usize) -> Result<()> {
+    if image.len() != 3 * height * width
+        || height == 0
+        || width == 0
+        || !height.is_multiple_of(INPUT_MULTIPLE)
+        || !width.is_multiple_of(INPUT_MULTIPLE)
+    {
+        candle_core::bail!(
+            "YOLOv8 input of {} values for {height}x{width}; expected 3 x H x W with H and W non-zero multiples of {INPUT_MULTIPLE}",
+            image.len()
+        );
+    }
+    Ok(())
+}
+
 /// Anchors of an input `[B, 3, H, W]`: one per cell of each level's grid.
 fn anchors_of(xs: &Tensor) -> Result<usize> {
     let (_, _, height, width) = xs.dims4()?;
@@ -794,42 +810,58 @@ impl Yolov8 {
         Ok(())
     }
 
-    /// The whole network on the CPU executor, [`Yolov8::forward`]'s values written into
-    /// `out` anchor by anchor (`[N, 4 + nc]`, `Yolov8Layout::AnchorRows`). `Ok(false)`
-    /// when it does not apply (not one f32 image on the CPU, or a network it cannot hold):
-    /// then use `forward`.
+    /// The whole network on the CPU executor for one image `[3, height, width]` (f32 NCHW,
+    /// as pre-processed, read in place): [`Yolov8::forward`]'s values written into `out`
+    /// anchor by anchor (`[N, 4 + nc]`, `Yolov8Layout::AnchorRows`). `Ok(false)` when the
+    /// executor cannot hold this network (or is busy): then use `forward`.
+    pub fn forward_cpu_image(
+        &self,
+        image: &[f32],
+        height: usize,
+        width: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<bool> {
+        check_image(image, height, width)?;
+        let ran = self.cpu.with(
+            (height, width),
+            || self.plan(height, width),
+            |p| {
+                graph::write_image(&mut p.workspace, &p.input, image);
+                p.graph.run(&mut p.workspace);
+                self.head.decode_blocked(&p.workspace, &p.outputs, out);
+            },
+        );
+        Ok(ran.is_some())
+    }
+
+    /// [`Yolov8::forward_cpu_image`] for `xs` `[1, 3, H, W]`; `Ok(false)` also when `xs` is
+    /// not one f32 image on the CPU.
     pub fn forward_cpu_into(&self, xs: &Tensor, out: &mut Vec<f32>) -> Result<bool> {
         Self::check_input(xs)?;
         let (_, _, height, width) = xs.dims4()?;
         let ran = with_cpu_image(xs, |image| {
-            self.cpu.with(
-                (height, width),
-                || self.plan(height, width),
-                |p| {
-                    graph::write_image(&mut p.workspace, &p.input, image);
-                    p.graph.run(&mut p.workspace);
-                    self.head.decode_blocked(&p.workspace, &p.outputs, out);
-                },
-            )
+            self.forward_cpu_image(image, height, width, out)
         })?;
-        Ok(matches!(ran, Some(Some(()))))
+        Ok(ran.transpose()?.unwrap_or(false))
     }
 
-    /// One run of the CPU executor timed op by op (`None` when it does not apply).
-    pub fn profile_cpu(&self, xs: &Tensor) -> Result<Option<Vec<OpTime>>> {
-        Self::check_input(xs)?;
-        let (_, _, height, width) = xs.dims4()?;
-        let timed = with_cpu_image(xs, |image| {
-            self.cpu.with(
-                (height, width),
-                || self.plan(height, width),
-                |p| {
-                    graph::write_image(&mut p.workspace, &p.input, image);
-                    p.graph.run_timed(&mut p.workspace)
-                },
-            )
-        })?;
-        Ok(timed.flatten())
+    /// One run of the CPU executor on `image` (as [`Yolov8::forward_cpu_image`]) timed op
+    /// by op; `None` when the executor does not run this network.
+    pub fn profile_cpu(
+        &self,
+        image: &[f32],
+        height: usize,
+        width: usize,
+    ) -> Result<Option<Vec<OpTime>>> {
+        check_image(image, height, width)?;
+        Ok(self.cpu.with(
+            (height, width),
+            || self.plan(height, width),
+            |p| {
+                graph::write_image(&mut p.workspace, &p.input, image);
+                p.graph.run_timed(&mut p.workspace)
+            },
+        ))
     }
 
     fn plan(&self, height: usize, width: usize) -> PlanResult<Prepared> {

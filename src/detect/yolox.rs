@@ -788,40 +788,73 @@ impl Yolox {
         Ok((height, width))
     }
 
-    /// The whole network on the CPU executor, output as [`Yolox::forward`]'s written into
-    /// `out`. `Ok(false)` when it does not apply (not one f32 image on the CPU, or a
-    /// network it cannot hold): then use `forward`.
-    pub fn forward_cpu_into(&self, xs: &Tensor, out: &mut Vec<f32>) -> Result<bool> {
-        let ran = self.with_cpu_run(xs, |p| {
+    /// The whole network on the CPU executor for one image `[3, height, width]` (f32 NCHW,
+    /// BGR 0..255 as pre-processed, read in place): [`Yolox::forward`]'s output written into
+    /// `out`. `Ok(false)` when the executor cannot hold this network (or is busy): then use
+    /// `forward`.
+    pub fn forward_cpu_image(
+        &self,
+        image: &[f32],
+        height: usize,
+        width: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<bool> {
+        let ran = self.with_cpu_run(image, height, width, |p| {
             p.graph.run(&mut p.workspace);
             self.decode_blocked(&p.workspace, &p.outputs, out);
         })?;
         Ok(ran.is_some())
     }
 
-    /// One run of the CPU executor timed op by op (`None` when it does not apply).
-    pub fn profile_cpu(&self, xs: &Tensor) -> Result<Option<Vec<OpTime>>> {
-        self.with_cpu_run(xs, |p| p.graph.run_timed(&mut p.workspace))
-    }
-
-    /// Writes `xs` into the plan's input and calls `f` on the plan.
-    fn with_cpu_run<R: Send>(
-        &self,
-        xs: &Tensor,
-        f: impl FnOnce(&mut Prepared) -> R + Send,
-    ) -> Result<Option<R>> {
+    /// [`Yolox::forward_cpu_image`] for `xs` `[1, 3, H, W]`; `Ok(false)` also when `xs` is
+    /// not one f32 image on the CPU.
+    pub fn forward_cpu_into(&self, xs: &Tensor, out: &mut Vec<f32>) -> Result<bool> {
         let (height, width) = Self::check_input(xs)?;
         let ran = with_cpu_image(xs, |image| {
-            self.cpu.with(
-                (height, width),
-                || self.plan(height, width),
-                |p| {
-                    graph::write_space_to_depth(&mut p.workspace, &p.input, image);
-                    f(p)
-                },
-            )
+            self.forward_cpu_image(image, height, width, out)
         })?;
-        Ok(ran.flatten())
+        Ok(ran.transpose()?.unwrap_or(false))
+    }
+
+    /// One run of the CPU executor on `image` (as [`Yolox::forward_cpu_image`]) timed op
+    /// by op; `None` when the executor does not run this network.
+    pub fn profile_cpu(
+        &self,
+        image: &[f32],
+        height: usize,
+        width: usize,
+    ) -> Result<Option<Vec<OpTime>>> {
+        self.with_cpu_run(image, height, width, |p| {
+            p.graph.run_timed(&mut p.workspace)
+        })
+    }
+
+    /// Writes `image` into the plan's input (space to depth) and calls `f` on the plan.
+    fn with_cpu_run<R: Send>(
+        &self,
+        image: &[f32],
+        height: usize,
+        width: usize,
+        f: impl FnOnce(&mut Prepared) -> R + Send,
+    ) -> Result<Option<R>> {
+        if image.len() != 3 * height * width
+            || height == 0
+            || !height.is_multiple_of(SIZE_MULTIPLE)
+            || !width.is_multiple_of(SIZE_MULTIPLE)
+        {
+            candle_core::bail!(
+                "YOLOX input of {} values for {height}x{width}; expected 3 x H x W with H and W multiples of {SIZE_MULTIPLE}",
+                image.len()
+            );
+        }
+        Ok(self.cpu.with(
+            (height, width),
+            || self.plan(height, width),
+            |p| {
+                graph::write_space_to_depth(&mut p.workspace, &p.input, image);
+                f(p)
+            },
+        ))
     }
 
     fn plan(&self, height: usize, width: usize) -> PlanResult<Prepared> {

@@ -124,9 +124,9 @@ impl Stage<Captured, DetectedFrame> for DetectStage {
         if let Some(undistort) = &mut self.undistort {
             undistort.apply(&mut frame)?;
         }
-        let (tensor, image_from_model) = self.detector.preprocess(frame.image.as_raw(), w, h)?;
+        let (input, image_from_model) = self.detector.preprocess(frame.image.as_raw(), w, h)?;
         stamps.preprocessed = mono_now_ns();
-        self.detector.infer(&tensor)?;
+        self.detector.infer(&input)?;
         stamps.inferred = mono_now_ns();
         let mut detections = self.detector.postprocess(&image_from_model)?;
         if let Some(ranging) = &mut self.ranging {
