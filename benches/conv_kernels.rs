@@ -16,14 +16,8 @@ use lookout::detect::cpu::{ConvSpec, FusedConv};
 
 /// `(name, spec, input height = width)`.
 fn layers() -> Vec<(&'static str, ConvSpec, usize)> {
-    let conv = |c_in, c_out, kernel, stride, groups| ConvSpec {
-        c_in,
-        c_out,
-        kernel,
-        stride,
-        padding: kernel / 2,
-        groups,
-        silu: true,
+    let conv = |c_in, c_out, kernel, stride, groups| {
+        ConvSpec::new(c_in, c_out, kernel, stride, groups, true)
     };
     vec![
         // YOLOv8n at 640.

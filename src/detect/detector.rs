@@ -288,8 +288,12 @@ impl Detector {
                 Tensor::from_slice(image, (1, 3, h, w), &Device::Cpu)?
             }
         };
+        // candle's ops (the executor, where it applies, was tried above).
         self.output_layout = Yolov8Layout::ClassRows;
-        let raw = self.forward_raw(&tensor)?;
+        let raw = match &self.network {
+            Network::Yolov8(m) => m.forward_candle(&tensor)?,
+            Network::Yolox(m) => m.forward_candle(&tensor)?,
+        };
         let flat = raw
             .to_dtype(DType::F32)?
             .flatten_all()?

@@ -36,10 +36,14 @@ pub fn full_name(vb: &VarBuilder, name: &str) -> String {
     }
 }
 
-/// Runs `f` on the floats of `xs` when it is one f32 image `[1, C, H, W]` on the CPU (the
-/// CPU executor's input); `None` otherwise.
-pub fn with_cpu_image<R>(xs: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<Option<R>> {
-    if !xs.device().is_cpu() || xs.dtype() != DType::F32 || xs.dims4()?.0 != 1 {
+/// Runs `f(floats, height, width)` on `xs` when it is one f32 image `[1, C, H, W]` on the
+/// CPU (the CPU executor's input); `None` otherwise.
+pub fn with_cpu_image<R>(
+    xs: &Tensor,
+    f: impl FnOnce(&[f32], usize, usize) -> R,
+) -> Result<Option<R>> {
+    let (batch, _, height, width) = xs.dims4()?;
+    if !xs.device().is_cpu() || xs.dtype() != DType::F32 || batch != 1 {
         return Ok(None);
     }
     let xs = xs.contiguous()?;
@@ -51,7 +55,7 @@ pub fn with_cpu_image<R>(xs: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<Opt
     let Some((start, end)) = layout.contiguous_offsets() else {
         return Ok(None);
     };
-    Ok(Some(f(&values[start..end])))
+    Ok(Some(f(&values[start..end], height, width)))
 }
 
 /// A 2-D convolution with bias and an optional SiLU: ultralytics `Conv` and YOLOX
@@ -124,15 +128,7 @@ impl ConvBlock {
         silu: bool,
     ) -> Result<Self> {
         let (out, per_group, kernel, _) = weight.dims4()?;
-        let spec = ConvSpec {
-            c_in: per_group * groups,
-            c_out: out,
-            kernel,
-            stride,
-            padding: kernel / 2,
-            groups,
-            silu,
-        };
+        let spec = ConvSpec::new(per_group * groups, out, kernel, stride, groups, silu);
         let cpu = if weight.device().is_cpu() && weight.dtype() == DType::F32 {
             let fused = FusedConv::new(spec, weight.flatten_all()?.to_vec1()?, bias.to_vec1()?)
                 .map_err(candle_core::Error::wrap)?;
@@ -144,7 +140,7 @@ impl ConvBlock {
             weight,
             bias: bias.reshape((1, out, 1, 1))?,
             stride,
-            padding: kernel / 2,
+            padding: spec.padding,
             groups,
             silu,
             out_channels: out,

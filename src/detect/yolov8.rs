@@ -14,7 +14,6 @@ use super::cpu::blocked::{Layout, LANES};
 use super::cpu::epilogue::exp_approx;
 use super::cpu::graph::{self, Act, Graph, OpTime, PlanCache, PlanError, Prepared, Workspace};
 use super::cpu::isa::{isa_kernel, Isa};
-use super::cpu::pool::{for_each_index, SharedMut};
 
 use super::layers::{full_name, get_with_rank, with_cpu_image, ConvBlock};
 
@@ -545,53 +544,33 @@ impl DetectHead {
     /// anchor by anchor (`Yolov8Layout::AnchorRows`), so each pixel's 16 class scores are
     /// one contiguous store. One grid row of one level per parallel item.
     fn decode_blocked(&self, ws: &Workspace, outputs: &[Act], out: &mut Vec<f32>) {
-        let columns = 4 + self.num_classes;
-        let anchors: usize = outputs
-            .iter()
-            .step_by(2)
-            .map(|a| a.height() * a.width())
-            .sum();
-        out.clear();
-        out.resize(anchors * columns, 0.0);
         let bins: &[f32; LANES] = self.dfl_bin_values[..]
             .try_into()
             .expect("planned only with LANES bins");
-        let mut rows = Vec::new();
-        let mut first = 0;
-        for (level, pair) in outputs.chunks_exact(2).enumerate() {
-            let (boxes, box_layout) = ws.read(&pair[0]);
-            let (classes, class_layout) = ws.read(&pair[1]);
-            for y in 0..box_layout.height {
-                rows.push(DecodeRow {
+        let isa = Isa::detect();
+        graph::decode_levels(
+            outputs,
+            2,
+            4 + self.num_classes,
+            out,
+            |level, y, anchor_rows| {
+                let (boxes, box_layout) = ws.read(&outputs[2 * level]);
+                let (classes, class_layout) = ws.read(&outputs[2 * level + 1]);
+                let row = DecodeRow {
                     boxes,
                     box_layout,
                     classes,
                     class_layout,
                     stride: STRIDES[level] as f32,
                     y,
-                    first_anchor: first + y * box_layout.width,
-                });
-            }
-            first += box_layout.height * box_layout.width;
-        }
-        let isa = Isa::detect();
-        let dst = SharedMut(out.as_mut_ptr());
-        for_each_index(rows.len(), |r| {
-            let row = &rows[r];
-            let width = row.box_layout.width;
-            // SAFETY: item `r` writes only the output rows of its own `width` anchors.
-            let anchor_rows = unsafe {
-                std::slice::from_raw_parts_mut(
-                    dst.ptr().add(row.first_anchor * columns),
-                    width * columns,
-                )
-            };
-            decode_row(isa, row, bins, anchor_rows);
-        });
+                };
+                decode_row(isa, &row, bins, anchor_rows);
+            },
+        );
     }
 }
 
-/// One grid row of one level: where its head outputs are and where its anchors start.
+/// One grid row of one level: where its head outputs are.
 struct DecodeRow<'a> {
     boxes: &'a [f32],
     box_layout: Layout,
@@ -599,7 +578,6 @@ struct DecodeRow<'a> {
     class_layout: Layout,
     stride: f32,
     y: usize,
-    first_anchor: usize,
 }
 
 isa_kernel! {
@@ -834,17 +812,6 @@ impl Yolov8 {
         Ok(ran.is_some())
     }
 
-    /// [`Yolov8::forward_cpu_image`] for `xs` `[1, 3, H, W]`; `Ok(false)` also when `xs` is
-    /// not one f32 image on the CPU.
-    pub fn forward_cpu_into(&self, xs: &Tensor, out: &mut Vec<f32>) -> Result<bool> {
-        Self::check_input(xs)?;
-        let (_, _, height, width) = xs.dims4()?;
-        let ran = with_cpu_image(xs, |image| {
-            self.forward_cpu_image(image, height, width, out)
-        })?;
-        Ok(ran.transpose()?.unwrap_or(false))
-    }
-
     /// One run of the CPU executor on `image` (as [`Yolov8::forward_cpu_image`]) timed op
     /// by op; `None` when the executor does not run this network.
     pub fn profile_cpu(
@@ -869,13 +836,7 @@ impl Yolov8 {
         let input = g.input(3, height, width);
         let levels = self.neck.plan(&mut g, &self.backbone, input)?;
         let outputs = self.head.plan(&mut g, levels)?;
-        let workspace = g.workspace_keeping(&outputs);
-        Ok(Prepared {
-            graph: g,
-            workspace,
-            input,
-            outputs,
-        })
+        Ok(g.prepare(input, outputs))
     }
 
     fn forward_raw(&self, xs: &Tensor) -> Result<HeadRaw> {
@@ -890,8 +851,12 @@ impl Module for Yolov8 {
     /// xs: `[B, 3, H, W]` (H, W multiples of 32), RGB in 0..1. Returns `[B, 4 + nc, N]`:
     /// rows 0–3 cx, cy, w, h in input pixels, rows 4.. sigmoid class scores.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        Self::check_input(xs)?;
         let mut out = Vec::new();
-        if self.forward_cpu_into(xs, &mut out)? {
+        let ran = with_cpu_image(xs, |image, height, width| {
+            self.forward_cpu_image(image, height, width, &mut out)
+        })?;
+        if ran.transpose()? == Some(true) {
             let columns = 4 + self.num_classes();
             let anchor_rows = Tensor::from_vec(out, (1, anchors_of(xs)?, columns), xs.device())?;
             return anchor_rows.transpose(1, 2)?.contiguous();
@@ -957,6 +922,14 @@ mod tests {
             .unwrap()
             .to_scalar::<f32>()
             .unwrap()
+    }
+
+    /// The candle-named fixture model and the parity input (`bus.jpg` pre-processed).
+    fn fixture_model_and_input() -> Option<(Yolov8, Tensor)> {
+        let tensors = weights(CANDLE_WEIGHTS)?;
+        let mut parity = load_tensors("parity/yolov8n-parity.safetensors")?;
+        let input = parity.remove("input").expect("parity input");
+        Some((model_from(tensors).unwrap(), input))
     }
 
     fn check_parity(weights_file: &str) {
@@ -1212,14 +1185,10 @@ mod tests {
     /// The CPU executor (every ISA this CPU runs) against candle's ops on the same weights.
     #[test]
     fn executor_matches_candle_on_every_isa() {
-        let (Some(tensors), Some(parity)) = (
-            weights(CANDLE_WEIGHTS),
-            load_tensors("parity/yolov8n-parity.safetensors"),
-        ) else {
+        let Some((model, input)) = fixture_model_and_input() else {
             return;
         };
-        let model = model_from(tensors).unwrap();
-        let input = &parity["input"];
+        let input = &input;
         let want: Vec<f32> = model
             .forward_candle(input)
             .unwrap()
@@ -1252,12 +1221,13 @@ mod tests {
     #[test]
     fn executor_declines_widths_off_the_block() {
         let xs = Tensor::zeros((1, 3, 64, 64), DType::F32, &Device::Cpu).unwrap();
+        let image = vec![0.0; 3 * 64 * 64];
         let mut out = Vec::new();
         let narrow = model_from(Synthetic::build(0.33, 0.125, 1024, 80).tensors).unwrap();
-        assert!(!narrow.forward_cpu_into(&xs, &mut out).unwrap());
+        assert!(!narrow.forward_cpu_image(&image, 64, 64, &mut out).unwrap());
         assert_eq!(narrow.forward(&xs).unwrap().dims(), [1, 84, 64 + 16 + 4]);
         let nano = model_from(Synthetic::build(0.33, 0.25, 1024, 80).tensors).unwrap();
-        assert!(nano.forward_cpu_into(&xs, &mut out).unwrap());
+        assert!(nano.forward_cpu_image(&image, 64, 64, &mut out).unwrap());
         assert_eq!(out.len(), 84 * (64 + 16 + 4));
         // Anchor rows: zero weights put every box at the mean bin, 15 cells wide.
         assert_eq!(out[2], 15.0 * 8.0);
@@ -1348,14 +1318,10 @@ mod tests {
     #[test]
     #[ignore = "timing only: cargo test --release --lib detect::yolov8 -- --ignored --nocapture"]
     fn time_forward_640() {
-        let (Some(tensors), Some(parity)) = (
-            weights(CANDLE_WEIGHTS),
-            load_tensors("parity/yolov8n-parity.safetensors"),
-        ) else {
+        let Some((model, xs)) = fixture_model_and_input() else {
             return;
         };
-        let model = model_from(tensors).unwrap();
-        let xs = &parity["input"];
+        let xs = &xs;
         model.forward(xs).unwrap();
         let runs = 5;
         let mut times = Vec::with_capacity(runs);

@@ -13,7 +13,6 @@ use super::cpu::blocked::{Layout, LANES};
 use super::cpu::epilogue::exp_approx;
 use super::cpu::graph::{self, Act, Graph, OpTime, PlanCache, PlanError, Prepared, Workspace};
 use super::cpu::isa::{isa_kernel, Isa};
-use super::cpu::pool::{for_each_index, SharedMut};
 use super::layers::{full_name, get_with_rank, with_cpu_image, ConvBlock};
 
 type PlanResult<T> = std::result::Result<T, PlanError>;
@@ -806,16 +805,6 @@ impl Yolox {
         Ok(ran.is_some())
     }
 
-    /// [`Yolox::forward_cpu_image`] for `xs` `[1, 3, H, W]`; `Ok(false)` also when `xs` is
-    /// not one f32 image on the CPU.
-    pub fn forward_cpu_into(&self, xs: &Tensor, out: &mut Vec<f32>) -> Result<bool> {
-        let (height, width) = Self::check_input(xs)?;
-        let ran = with_cpu_image(xs, |image| {
-            self.forward_cpu_image(image, height, width, out)
-        })?;
-        Ok(ran.transpose()?.unwrap_or(false))
-    }
-
     /// One run of the CPU executor on `image` (as [`Yolox::forward_cpu_image`]) timed op
     /// by op; `None` when the executor does not run this network.
     pub fn profile_cpu(
@@ -865,46 +854,17 @@ impl Yolox {
         for (head_level, xs) in self.head.iter().zip(levels) {
             outputs.extend(head_level.plan(&mut g, xs)?);
         }
-        let workspace = g.workspace_keeping(&outputs);
-        Ok(Prepared {
-            graph: g,
-            workspace,
-            input,
-            outputs,
-        })
+        Ok(g.prepare(input, outputs))
     }
 
     /// The executor's (reg, obj, cls) per level → `out` `[N, 5 + nc]` as `forward`, one
     /// grid row of one level per parallel item.
     fn decode_blocked(&self, ws: &Workspace, outputs: &[Act], out: &mut Vec<f32>) {
-        let cols = 5 + self.num_classes;
-        let anchors: usize = outputs
-            .iter()
-            .step_by(3)
-            .map(|a| a.height() * a.width())
-            .sum();
-        out.clear();
-        out.resize(anchors * cols, 0.0);
-        let mut rows = Vec::new();
-        let mut first = 0;
-        for level in outputs.chunks_exact(3) {
-            let parts = [ws.read(&level[0]), ws.read(&level[1]), ws.read(&level[2])];
-            let layout = parts[0].1;
-            for y in 0..layout.height {
-                rows.push((parts, y, first + y * layout.width));
-            }
-            first += layout.height * layout.width;
-        }
         let isa = Isa::detect();
-        let dst = SharedMut(out.as_mut_ptr());
-        for_each_index(rows.len(), |r| {
-            let (parts, y, first_anchor) = rows[r];
-            let width = parts[0].1.width;
-            // SAFETY: item `r` writes only the `width` output rows of its own anchors.
-            let rows_out = unsafe {
-                std::slice::from_raw_parts_mut(dst.ptr().add(first_anchor * cols), width * cols)
-            };
-            decode_row(isa, parts, y, cols, rows_out);
+        let cols = 5 + self.num_classes;
+        graph::decode_levels(outputs, 3, cols, out, |level, y, anchor_rows| {
+            let parts = std::array::from_fn(|k| ws.read(&outputs[3 * level + k]));
+            decode_row(isa, parts, y, cols, anchor_rows);
         });
     }
 }
@@ -939,8 +899,12 @@ impl Module for Yolox {
     /// (dx, dy, log w, log h) raw, objectness sigmoid, class sigmoids; levels at strides
     /// 8, 16, 32 concatenated, anchors row-major. See [`decode_outputs`].
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        Self::check_input(xs)?;
         let mut out = Vec::new();
-        if self.forward_cpu_into(xs, &mut out)? {
+        let ran = with_cpu_image(xs, |image, height, width| {
+            self.forward_cpu_image(image, height, width, &mut out)
+        })?;
+        if ran.transpose()? == Some(true) {
             let cols = 5 + self.num_classes;
             let anchors = out.len() / cols;
             return Tensor::from_vec(out, (1, anchors, cols), xs.device());

@@ -35,6 +35,27 @@ pub struct ConvSpec {
 }
 
 impl ConvSpec {
+    /// A convolution with "same" padding (`kernel / 2`, as ultralytics' `autopad` and
+    /// YOLOX's `(ksize - 1) // 2`).
+    pub fn new(
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        groups: usize,
+        silu: bool,
+    ) -> Self {
+        Self {
+            c_in,
+            c_out,
+            kernel,
+            stride,
+            padding: kernel / 2,
+            groups,
+            silu,
+        }
+    }
+
     /// Output `(height, width)` for an input of `(height, width)`; `None` when the padded
     /// input is smaller than the kernel.
     pub fn output_size(&self, in_h: usize, in_w: usize) -> Option<(usize, usize)> {
@@ -50,6 +71,33 @@ impl ConvSpec {
         let (oh, ow) = self.output_size(in_h, in_w).unwrap_or((0, 0));
         let per_out = (self.c_in / self.groups * self.kernel * self.kernel) as f64;
         2.0 * per_out * (self.c_out * oh * ow) as f64
+    }
+
+    /// Checks that the groups divide the channels and that `weight` (PyTorch layout
+    /// `[c_out, c_in / groups, k, k]`) and `bias` (`[c_out]`) have this convolution's sizes.
+    pub fn check_params(&self, weight: &[f32], bias: &[f32]) -> Result<(), ConvError> {
+        let spec = *self;
+        if spec.groups == 0
+            || !spec.c_in.is_multiple_of(spec.groups)
+            || !spec.c_out.is_multiple_of(spec.groups)
+        {
+            return Err(ConvError::Groups { spec });
+        }
+        let want = spec.c_out * spec.c_in / spec.groups * spec.kernel * spec.kernel;
+        if weight.len() != want {
+            return Err(ConvError::WeightLen {
+                got: weight.len(),
+                want,
+                spec,
+            });
+        }
+        if bias.len() != spec.c_out {
+            return Err(ConvError::BiasLen {
+                got: bias.len(),
+                want: spec.c_out,
+            });
+        }
+        Ok(())
     }
 
     fn is_depthwise(&self) -> bool {
@@ -103,26 +151,8 @@ pub struct FusedConv {
 impl FusedConv {
     /// `weight` in PyTorch layout `[c_out, c_in / groups, k, k]`, `bias` `[c_out]`.
     pub fn new(spec: ConvSpec, weight: Vec<f32>, bias: Vec<f32>) -> Result<Self, ConvError> {
-        if spec.groups == 0
-            || !spec.c_in.is_multiple_of(spec.groups)
-            || !spec.c_out.is_multiple_of(spec.groups)
-        {
-            return Err(ConvError::Groups { spec });
-        }
-        let want = spec.c_out * spec.c_in / spec.groups * spec.kernel * spec.kernel;
-        if weight.len() != want {
-            return Err(ConvError::WeightLen {
-                got: weight.len(),
-                want,
-                spec,
-            });
-        }
-        if bias.len() != spec.c_out {
-            return Err(ConvError::BiasLen {
-                got: bias.len(),
-                want: spec.c_out,
-            });
-        }
+        spec.check_params(&weight, &bias)?;
+        let want = weight.len();
         let packed = if Isa::detect() == Isa::Avx512 && !spec.is_depthwise() {
             let (rows, depth) = (spec.c_out / spec.groups, want / spec.c_out);
             weight
@@ -521,79 +551,23 @@ isa_kernel! {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Tensor};
-
+    use super::super::testutil::{candle_conv, max_diff, noise, spec};
     use super::*;
-
-    /// Deterministic values in [-1, 1) (xorshift), so failures reproduce.
-    fn noise(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
-
-    /// candle's conv2d + bias (+ SiLU in f64 terms of candle's own op): the reference.
-    fn reference(
-        spec: &ConvSpec,
-        input: &[f32],
-        dims: (usize, usize, usize, usize),
-        weight: &[f32],
-        bias: &[f32],
-    ) -> (Vec<f32>, Vec<usize>) {
-        let dev = Device::Cpu;
-        let x = Tensor::from_slice(input, dims, &dev).unwrap();
-        let k = spec.kernel;
-        let w =
-            Tensor::from_slice(weight, (spec.c_out, spec.c_in / spec.groups, k, k), &dev).unwrap();
-        let b = Tensor::from_slice(bias, (1, spec.c_out, 1, 1), &dev).unwrap();
-        let mut y = x
-            .conv2d(&w, spec.padding, spec.stride, 1, spec.groups)
-            .unwrap()
-            .broadcast_add(&b)
-            .unwrap();
-        if spec.silu {
-            y = candle_nn::ops::silu(&y).unwrap();
-        }
-        let shape = y.dims().to_vec();
-        (y.flatten_all().unwrap().to_vec1().unwrap(), shape)
-    }
 
     fn check(spec: ConvSpec, batch: usize, h: usize, w: usize) {
         let k = spec.kernel;
         let input = noise(batch * spec.c_in * h * w, 1 + h as u64);
         let weight = noise(spec.c_out * spec.c_in / spec.groups * k * k, 2 + w as u64);
         let bias = noise(spec.c_out, 3);
-        let (want, shape) = reference(&spec, &input, (batch, spec.c_in, h, w), &weight, &bias);
+        let (want, shape) = candle_conv(&spec, &input, (batch, h, w), &weight, &bias, None);
         for isa in Isa::all_supported() {
             let conv = FusedConv::new(spec, weight.clone(), bias.clone())
                 .unwrap()
                 .with_isa(isa);
             let (got, oh, ow) = conv.forward(&input, batch, h, w).unwrap();
             assert_eq!([batch, spec.c_out, oh, ow], shape[..], "{spec:?}");
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let worst = max_diff(&got, &want);
             assert!(worst < 1e-4, "{isa:?} {spec:?} {h}x{w}: max error {worst}");
-        }
-    }
-
-    fn spec(c_in: usize, c_out: usize, kernel: usize, stride: usize, groups: usize) -> ConvSpec {
-        ConvSpec {
-            c_in,
-            c_out,
-            kernel,
-            stride,
-            padding: kernel / 2,
-            groups,
-            silu: true,
         }
     }
 

@@ -44,23 +44,10 @@ impl DirectConv {
         in_lanes: usize,
     ) -> Result<Self, ConvError> {
         let k = spec.kernel;
-        let want = spec.c_out * spec.c_in * k * k;
         if spec.groups != 1 {
             return Err(ConvError::Groups { spec });
         }
-        if weight.len() != want {
-            return Err(ConvError::WeightLen {
-                got: weight.len(),
-                want,
-                spec,
-            });
-        }
-        if bias.len() != spec.c_out {
-            return Err(ConvError::BiasLen {
-                got: bias.len(),
-                want: spec.c_out,
-            });
-        }
+        spec.check_params(weight, bias)?;
         let out_blocks = spec.c_out.div_ceil(LANES);
         let in_blocks = spec.c_in.div_ceil(in_lanes);
         let mut packed = Vec::new();
@@ -106,10 +93,6 @@ impl DirectConv {
 
     pub fn spec(&self) -> &ConvSpec {
         &self.spec
-    }
-
-    pub fn in_lanes(&self) -> usize {
-        self.in_lanes
     }
 
     /// `dst = act(conv(src) + bias) (+ residual)` over every output row, rows × output

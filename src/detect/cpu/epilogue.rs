@@ -53,15 +53,6 @@ isa_kernel! {
     }
 }
 
-isa_kernel! {
-    /// SiLU in place.
-    pub fn silu_in_place(values: &mut [f32]) {
-        for v in values.iter_mut() {
-            *v = silu(*v);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::isa::Isa;
@@ -103,7 +94,7 @@ mod tests {
     #[test]
     fn silu_handles_extremes() {
         let mut v = vec![-1e30, -100.0, 0.0, 100.0, 1e30];
-        silu_in_place(Isa::detect(), &mut v);
+        bias_act_row(Isa::detect(), &mut v, 0.0, true);
         assert_eq!(v[2], 0.0);
         assert!(v[0].abs() < 1e-6 && v[1].abs() < 1e-6);
         assert_eq!(v[3], 100.0);

@@ -486,9 +486,21 @@ impl Graph {
                 .iter()
                 .map(|&(floats, ..)| vec![Lanes::default(); floats.div_ceil(LANES)])
                 .collect(),
+            bases: Vec::with_capacity(slot_of.len()),
             slot_of,
             layouts: self.buffers.clone(),
             zero_before,
+        }
+    }
+
+    /// The graph with a workspace that keeps `outputs`, ready to run.
+    pub fn prepare(self, input: Act, outputs: Vec<Act>) -> Prepared {
+        let workspace = self.workspace_keeping(&outputs);
+        Prepared {
+            graph: self,
+            workspace,
+            input,
+            outputs,
         }
     }
 
@@ -519,17 +531,22 @@ impl Graph {
             ws.layouts, self.buffers,
             "a workspace made for another graph"
         );
-        let bases = ws.bases();
+        ws.refresh_bases();
+        let bases = &ws.bases;
         let view = |act: &Act| View {
             // SAFETY: the block range lies inside the buffer allocated for its layout.
-            ptr: unsafe { bases[act.buffer].add(act.first_block * act.layout.block_stride()) },
+            ptr: unsafe {
+                bases[act.buffer]
+                    .ptr()
+                    .add(act.first_block * act.layout.block_stride())
+            },
             layout: act.layout,
         };
         let isa = self.isa;
         for (i, op) in self.ops.iter().enumerate() {
             for &b in &ws.zero_before[i] {
                 // SAFETY: the buffer's slot holds its layout; no op runs meanwhile.
-                unsafe { zero_border(bases[b], &ws.layouts[b]) };
+                unsafe { zero_border(bases[b].ptr(), &ws.layouts[b]) };
             }
             // SAFETY: the planner gave every op a fresh or disjoint destination range; ops
             // run one after another, each writing only its `dst`.
@@ -557,11 +574,6 @@ impl Graph {
             }
             after(op);
         }
-    }
-
-    /// Multiply-adds × 2 of one run (for GFLOP/s figures).
-    pub fn flops(&self) -> f64 {
-        self.ops.iter().map(Op::flops).sum()
     }
 }
 
@@ -664,22 +676,26 @@ pub struct Workspace {
     layouts: Vec<Layout>,
     /// Per op, the buffers whose border to clear before it (shared slots).
     zero_before: Vec<Vec<usize>>,
+    /// Base pointer of every buffer, taken afresh at the start of each run (into this same
+    /// vector: no allocation per frame).
+    bases: Vec<SharedMut>,
 }
 
 impl Workspace {
-    /// Base pointer of every buffer.
-    fn bases(&mut self) -> Vec<*mut f32> {
-        let slots: Vec<*mut f32> = self
-            .slots
-            .iter_mut()
-            .map(|s| s.as_mut_ptr().cast::<f32>())
-            .collect();
-        self.slot_of.iter().map(|&s| slots[s]).collect()
-    }
-
-    /// Bytes of activation memory.
-    pub fn bytes(&self) -> usize {
-        self.slots.iter().map(|s| s.len() * LANES * 4).sum()
+    /// Takes the base pointer of every buffer for this run.
+    fn refresh_bases(&mut self) {
+        let Workspace {
+            slots,
+            slot_of,
+            bases,
+            ..
+        } = self;
+        bases.clear();
+        bases.extend(
+            slot_of
+                .iter()
+                .map(|&s| SharedMut(slots[s].as_mut_ptr().cast::<f32>())),
+        );
     }
 
     /// The floats of `act`'s buffer from its first block on, with its layout. Only the
@@ -839,6 +855,43 @@ pub fn write_space_to_depth(ws: &mut Workspace, act: &Act, nchw: &[f32]) {
     });
 }
 
+/// Decodes a detection head into `out`, `columns` floats per anchor, anchors level after
+/// level and row-major within a level (both model families' output order). `outputs`
+/// holds `per_level` activations per level, the first of each giving the level's grid;
+/// `decode(level, y, anchor_rows)` fills the output rows of grid row `y`'s anchors. Grid
+/// rows run in parallel.
+pub fn decode_levels(
+    outputs: &[Act],
+    per_level: usize,
+    columns: usize,
+    out: &mut Vec<f32>,
+    decode: impl Fn(usize, usize, &mut [f32]) + Sync + Send,
+) {
+    let grids = || outputs.iter().step_by(per_level);
+    let anchors: usize = grids().map(|a| a.height() * a.width()).sum();
+    out.clear();
+    out.resize(anchors * columns, 0.0);
+    let rows = grids().map(Act::height).sum();
+    let dst = SharedMut(out.as_mut_ptr());
+    for_each_index(rows, |item| {
+        let (mut y, mut first_anchor) = (item, 0);
+        for (level, grid) in grids().enumerate() {
+            if y < grid.height() {
+                let start = (first_anchor + y * grid.width()) * columns;
+                // SAFETY: item `item` writes only the output rows of its own grid row's
+                // anchors, inside `out`.
+                let anchor_rows = unsafe {
+                    std::slice::from_raw_parts_mut(dst.ptr().add(start), grid.width() * columns)
+                };
+                decode(level, y, anchor_rows);
+                return;
+            }
+            y -= grid.height();
+            first_anchor += grid.height() * grid.width();
+        }
+    });
+}
+
 /// A planned graph with its buffers, its input and the activations a model decodes.
 #[derive(Debug)]
 pub struct Prepared {
@@ -896,69 +949,11 @@ impl PlanCache {
 mod tests {
     use candle_core::{Device, Tensor};
 
+    use super::super::testutil::{candle_conv, max_diff, noise, spec};
     use super::*;
-
-    /// Deterministic values in [-1, 1) (xorshift), so failures reproduce.
-    fn noise(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
-
-    fn spec(c_in: usize, c_out: usize, kernel: usize, stride: usize, groups: usize) -> ConvSpec {
-        ConvSpec {
-            c_in,
-            c_out,
-            kernel,
-            stride,
-            padding: kernel / 2,
-            groups,
-            silu: true,
-        }
-    }
 
     fn tensor(data: &[f32], dims: &[usize]) -> Tensor {
         Tensor::from_slice(data, dims, &Device::Cpu).unwrap()
-    }
-
-    /// candle's conv2d + bias + SiLU (+ residual), NCHW.
-    fn candle_conv(
-        s: &ConvSpec,
-        input: &[f32],
-        (h, w): (usize, usize),
-        weight: &[f32],
-        bias: &[f32],
-        residual: Option<&[f32]>,
-    ) -> Vec<f32> {
-        let k = s.kernel;
-        let x = tensor(input, &[1, s.c_in, h, w]);
-        let wt = tensor(weight, &[s.c_out, s.c_in / s.groups, k, k]);
-        let mut y = x
-            .conv2d(&wt, s.padding, s.stride, 1, s.groups)
-            .unwrap()
-            .broadcast_add(&tensor(bias, &[1, s.c_out, 1, 1]))
-            .unwrap();
-        if s.silu {
-            y = candle_nn::ops::silu(&y).unwrap();
-        }
-        if let Some(r) = residual {
-            y = (&y + tensor(r, y.dims())).unwrap();
-        }
-        y.flatten_all().unwrap().to_vec1().unwrap()
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
     }
 
     /// One convolution through the executor, every ISA, against candle. `packed` reads a
@@ -978,10 +973,10 @@ mod tests {
         let res_data = noise(s.c_out * oh * ow, 11);
         let res = residual.then(|| g.alloc(s.c_out, oh, ow));
         let out = g.conv(s, &weight, &bias, src, None, res).unwrap();
-        let want = candle_conv(
+        let (want, _) = candle_conv(
             &s,
             &input,
-            (h, w),
+            (1, h, w),
             &weight,
             &bias,
             residual.then_some(&res_data[..]),
@@ -1067,11 +1062,11 @@ mod tests {
             )
             .unwrap();
         assert_eq!(g.ops.len(), 1, "one fused op");
-        let mid = candle_conv(&dw, &input, (h, w), &dw_w, &dw_b, None);
-        let want = candle_conv(
+        let (mid, _) = candle_conv(&dw, &input, (1, h, w), &dw_w, &dw_b, None);
+        let (want, _) = candle_conv(
             &pw,
             &mid,
-            (oh, ow),
+            (1, oh, ow),
             &pw_w,
             &pw_b,
             residual.then_some(&res_data[..]),

@@ -33,19 +33,7 @@ impl DepthwiseConv {
         if spec.groups != c || spec.c_in != c {
             return Err(ConvError::Groups { spec });
         }
-        if weight.len() != c * k * k {
-            return Err(ConvError::WeightLen {
-                got: weight.len(),
-                want: c * k * k,
-                spec,
-            });
-        }
-        if bias.len() != c {
-            return Err(ConvError::BiasLen {
-                got: bias.len(),
-                want: c,
-            });
-        }
+        spec.check_params(weight, bias)?;
         let blocks = c.div_ceil(LANES);
         let mut taps = vec![[0.0; LANES]; blocks * k * k];
         let mut padded_bias = vec![[0.0; LANES]; blocks];

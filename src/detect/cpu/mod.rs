@@ -29,6 +29,8 @@ pub mod lanewise;
 mod microkernel;
 pub mod op;
 pub mod pool;
+#[cfg(test)]
+mod testutil;
 
 pub use conv::{ConvError, ConvSpec, FusedConv};
 pub use isa::Isa;

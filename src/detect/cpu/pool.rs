@@ -29,7 +29,7 @@ pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 
 /// An output buffer shared by the items of a [`for_each_index`] loop, each of which writes
 /// its own disjoint part (the users' `unsafe` blocks say which).
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct SharedMut(pub *mut f32);
 // SAFETY: only a pointer; every user writes disjoint elements and the buffer outlives the loop.
 unsafe impl Send for SharedMut {}
