@@ -46,6 +46,7 @@ struct BenchReport {
     image: String,
     imgsz: [usize; 2],
     device: String,
+    precision: &'static str,
     threads: usize,
     runs: usize,
     preprocess_ms: SampleSummary,
@@ -83,6 +84,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         image: image_name,
         imgsz: [ih, iw],
         device: config.device.to_string(),
+        precision: detector.precision(),
         threads,
         runs: args.runs,
         preprocess_ms: summary(&pre),
@@ -171,8 +173,16 @@ fn bench_image(args: &BenchArgs) -> Result<(image::RgbImage, String)> {
 
 fn print_table(r: &BenchReport) {
     println!(
-        "{} ({}) {}x{} on {}, {} threads, {} runs, image {}",
-        r.model, r.weights, r.imgsz[1], r.imgsz[0], r.device, r.threads, r.runs, r.image
+        "{} ({}) {}x{} on {} {}, {} threads, {} runs, image {}",
+        r.model,
+        r.weights,
+        r.imgsz[1],
+        r.imgsz[0],
+        r.device,
+        r.precision,
+        r.threads,
+        r.runs,
+        r.image
     );
     println!(
         "{:<12} {:>10} {:>10} {:>10}",

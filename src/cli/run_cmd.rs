@@ -226,11 +226,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let load_start = Instant::now();
     let detector = Detector::load(&config)?;
     let model_load_ms = load_start.elapsed().as_secs_f64() * 1e3;
-    let model = format!(
-        "{} {} ({threads} threads)",
-        detector.variant(),
-        config.device
-    );
+    let device = format!("{} {}", config.device, detector.precision());
+    let model = format!("{} on {device} ({threads} threads)", detector.variant());
     let show = decide_show(args);
 
     let mut sinks = Vec::new();
@@ -276,6 +273,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     pipeline_config.pace = args.pace.into();
     pipeline_config.max_frames = args.max_frames;
     pipeline_config.model = model;
+    pipeline_config.device = device;
     pipeline_config.model_load_ms = model_load_ms;
     pipeline_config.keep_frame_records = args.metrics_csv.is_some() || args.plot.is_some();
     pipeline_config.progress = !show && !spec.is_live();

@@ -7,59 +7,13 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use super::classes::{ClassFilter, ClassNames};
 use super::cpu::graph::OpTime;
+use super::device::DeviceSpec;
 use super::error::{DetectError, Result};
 use super::postprocess::{self, BestClass, Candidate, PostprocessConfig, Yolov8Layout};
-use super::preprocess::{ImageFromModel, InputLayout, Preprocessor};
+use super::preprocess::{self as pre, ImageFromModel, InputLayout, Preprocessor};
 use super::weights::{NameScheme, Weights};
 use super::{yolov8::Yolov8, yolox::Yolox};
 use crate::types::{DetectTimings, Detection};
-
-/// Where inference runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceSpec {
-    Cpu,
-    Cuda(usize),
-}
-
-impl DeviceSpec {
-    /// `cpu`, `cuda` or `cuda:N`.
-    pub fn parse(s: &str) -> std::result::Result<DeviceSpec, String> {
-        match s {
-            "cpu" => Ok(DeviceSpec::Cpu),
-            "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
-            _ => s
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(DeviceSpec::Cuda)
-                .ok_or_else(|| format!("unknown device `{s}`; use cpu, cuda or cuda:N")),
-        }
-    }
-
-    pub fn open(&self) -> Result<Device> {
-        match self {
-            DeviceSpec::Cpu => Ok(Device::Cpu),
-            DeviceSpec::Cuda(n) => {
-                if !candle_core::utils::cuda_is_available() {
-                    return Err(DetectError::Device(
-                        self.to_string(),
-                        "this lookout was built without CUDA; rebuild with `cargo build --release --features cuda`".into(),
-                    ));
-                }
-                Device::new_cuda(*n)
-                    .map_err(|e| DetectError::Device(self.to_string(), e.to_string()))
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for DeviceSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DeviceSpec::Cpu => write!(f, "cpu"),
-            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
-        }
-    }
-}
 
 /// A validated detector configuration.
 #[derive(Debug, Clone)]
@@ -132,6 +86,9 @@ pub struct Detector {
     classes: ClassNames,
     device: Device,
     dtype: DType,
+    layout: InputLayout,
+    /// `[2, 1, 0]` on the device: YOLOX's BGR order, applied there.
+    bgr: Tensor,
     pre: Preprocessor,
     post: PostprocessConfig,
     best: BestClass,
@@ -190,8 +147,10 @@ impl Detector {
             network,
             variant,
             classes,
+            bgr: Tensor::new(&[2u32, 1, 0], &device)?,
             device,
             dtype,
+            layout,
             pre: Preprocessor::new(layout, size, size),
             post: PostprocessConfig {
                 conf: cfg.conf,
@@ -225,6 +184,14 @@ impl Detector {
         &self.device
     }
 
+    /// `f32` or `f16`: the dtype the network runs in.
+    pub fn precision(&self) -> &'static str {
+        match self.dtype {
+            DType::F16 => "f16",
+            _ => "f32",
+        }
+    }
+
     /// Detects objects in an RGB8 image (`width * height * 3` bytes).
     pub fn detect(
         &mut self,
@@ -250,21 +217,28 @@ impl Detector {
 
     /// Image → network input. On the CPU in f32 the pre-processed image stays in the
     /// pre-processor's buffer ([`ModelInput::Host`]), which the CPU executor reads in place;
-    /// elsewhere it becomes a tensor `[1, 3, H, W]` on the model's device and dtype.
+    /// elsewhere the letterboxed bytes go to the model's device, where channel order,
+    /// scaling and dtype are applied ([`pre::canvas_to_input`]), giving `[1, 3, H, W]`.
     pub fn preprocess(
         &mut self,
         rgb: &[u8],
         width: usize,
         height: usize,
     ) -> Result<(ModelInput, ImageFromModel)> {
-        let (w, h) = self.pre.model_size();
-        let (input, transform) = self.pre.run(rgb, width, height);
         if self.device.is_cpu() && self.dtype == DType::F32 {
+            let (_, transform) = self.pre.run(rgb, width, height);
             return Ok((ModelInput::Host, transform));
         }
-        let tensor = Tensor::from_slice(input, (1, 3, h, w), &Device::Cpu)?
-            .to_device(&self.device)?
-            .to_dtype(self.dtype)?;
+        let size = self.pre.model_size();
+        let (canvas, transform) = self.pre.run_canvas(rgb, width, height);
+        let tensor = pre::canvas_to_input(
+            canvas,
+            size,
+            self.layout,
+            &self.bgr,
+            &self.device,
+            self.dtype,
+        )?;
         Ok((ModelInput::Tensor(tensor), transform))
     }
 
@@ -291,6 +265,11 @@ impl Detector {
         // candle's ops (the executor, where it applies, was tried above).
         self.output_layout = Yolov8Layout::ClassRows;
         let raw = match &self.network {
+            // On a GPU the class scores are reduced there: 6 rows cross back, not 4 + nc.
+            Network::Yolov8(m) if !self.device.is_cpu() => {
+                self.output_layout = Yolov8Layout::BestClassRows;
+                postprocess::reduce_yolov8_on_device(&m.forward_candle(&tensor)?)?
+            }
             Network::Yolov8(m) => m.forward_candle(&tensor)?,
             Network::Yolox(m) => m.forward_candle(&tensor)?,
         };

@@ -55,13 +55,24 @@ pub enum DetectError {
     #[error("device `{0}` is not available: {1}")]
     Device(String, String),
 
+    /// A CUDA failure with advice (out of memory, a driver too old for the kernels, …).
+    #[error("CUDA: {advice} ({code})")]
+    Cuda { advice: &'static str, code: String },
+
     #[error(transparent)]
     Candle(candle_core::Error),
 }
 
 impl From<candle_core::Error> for DetectError {
     fn from(e: candle_core::Error) -> Self {
-        DetectError::Candle(without_backtrace(e))
+        let e = without_backtrace(e);
+        match super::device::cuda_fault(&e) {
+            Some((fault, code)) => DetectError::Cuda {
+                advice: fault.advice(),
+                code,
+            },
+            None => DetectError::Candle(e),
+        }
     }
 }
 

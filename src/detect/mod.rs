@@ -8,6 +8,7 @@
 pub mod classes;
 pub mod cpu;
 mod detector;
+pub mod device;
 pub mod error;
 pub mod layers;
 pub mod postprocess;
@@ -16,5 +17,6 @@ pub mod weights;
 pub mod yolov8;
 pub mod yolox;
 
-pub use detector::{Detector, DetectorConfig, DeviceSpec, ModelInput};
+pub use detector::{Detector, DetectorConfig, ModelInput};
+pub use device::{CudaFault, DeviceSpec};
 pub use error::{DetectError, Result};

@@ -41,6 +41,33 @@ pub enum Yolov8Layout {
     ClassRows,
     /// `[N, 4 + nc]`: one row per anchor (the CPU executor, which writes whole vectors).
     AnchorRows,
+    /// `[6, N]`: cx, cy, w, h, best score, best class: the class rows already reduced where
+    /// the network ran ([`reduce_yolov8_on_device`]), so a GPU sends back 6 rows, not 4 + nc.
+    BestClassRows,
+}
+
+/// A YOLOv8 output `[1, 4 + nc, N]` → `[1, 6, N]` (boxes, best score, best class id) on the
+/// tensor's own device: the score reduction runs on the GPU and 6/(4 + nc) of the output
+/// crosses back to the host. Ties between classes may pick another of the equal-scoring
+/// classes than the host scan's first.
+pub fn reduce_yolov8_on_device(
+    raw: &candle_core::Tensor,
+) -> candle_core::Result<candle_core::Tensor> {
+    let (_, rows, _) = raw.dims3()?;
+    let boxes = raw.narrow(1, 0, 4)?;
+    let scores = raw.narrow(1, 4, rows - 4)?;
+    let best = scores.max_keepdim(1)?;
+    let class = scores
+        .argmax_keepdim(1)?
+        .to_dtype(candle_core::DType::F32)?;
+    candle_core::Tensor::cat(
+        &[
+            &boxes.to_dtype(candle_core::DType::F32)?,
+            &best.to_dtype(candle_core::DType::F32)?,
+            &class,
+        ],
+        1,
+    )
 }
 
 /// YOLOv8 output (either [`Yolov8Layout`]) → candidates: the best class of each anchor,
@@ -54,6 +81,22 @@ pub fn yolov8_candidates(
     out: &mut Vec<Candidate>,
 ) {
     let columns = output.len() / num_anchors;
+    out.clear();
+    if layout == Yolov8Layout::BestClassRows {
+        let row = |r: usize| &output[r * num_anchors..(r + 1) * num_anchors];
+        for (n, (&score, &class)) in row(4).iter().zip(row(5)).enumerate() {
+            let class_id = class as usize;
+            if score > cfg.conf && cfg.class_mask.get(class_id).copied().unwrap_or(false) {
+                let at = |r: usize| output[r * num_anchors + n];
+                out.push(Candidate {
+                    class_id,
+                    score,
+                    box_in_model: BoxXyxy::from_center(at(0), at(1), at(2), at(3)),
+                });
+            }
+        }
+        return;
+    }
     let num_classes = columns - 4;
     best.reset(num_anchors);
     match layout {
@@ -69,14 +112,14 @@ pub fn yolov8_candidates(
                 best.update_anchor(n, &row[4..]);
             }
         }
+        Yolov8Layout::BestClassRows => unreachable!("handled above"),
     }
-    out.clear();
     for n in 0..num_anchors {
         let (class_id, score) = (best.class[n], best.score[n]);
         if score > cfg.conf && cfg.class_mask.get(class_id).copied().unwrap_or(false) {
             let at = |r: usize| match layout {
-                Yolov8Layout::ClassRows => output[r * num_anchors + n],
                 Yolov8Layout::AnchorRows => output[n * columns + r],
+                _ => output[r * num_anchors + n],
             };
             out.push(Candidate {
                 class_id,
@@ -253,10 +296,21 @@ mod tests {
             .flat_map(|n| (0..6).map(move |r| (r, n)))
             .map(|(r, n)| out[r * 3 + n])
             .collect();
+        // Reduced where the network ran (here the CPU device, as on a GPU).
+        let raw =
+            candle_core::Tensor::from_slice(&out, (1, 6, 3), &candle_core::Device::Cpu).unwrap();
+        let reduced: Vec<f32> = reduce_yolov8_on_device(&raw)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(&reduced[12..], &[0.9, 0.8, 0.25, 0.0, 1.0, 0.0]);
         let mut best = BestClass::default();
         for (output, layout) in [
             (&out[..], Yolov8Layout::ClassRows),
             (&transposed[..], Yolov8Layout::AnchorRows),
+            (&reduced[..], Yolov8Layout::BestClassRows),
         ] {
             let mut got = vec![];
             yolov8_candidates(output, 3, layout, &cfg(0.25, 2), &mut best, &mut got);

@@ -131,6 +131,8 @@ pub struct Preprocessor {
     resized: Vec<u8>,
     rows: LinearRows,
     input: Vec<f32>,
+    /// [`Preprocessor::run_canvas`]'s output, `[H, W, 3]` bytes.
+    canvas: Vec<u8>,
 }
 
 impl Preprocessor {
@@ -142,6 +144,7 @@ impl Preprocessor {
             resized: Vec::new(),
             rows: LinearRows::default(),
             input: vec![0.0; 3 * model_w * model_h],
+            canvas: Vec::new(),
         }
     }
 
@@ -157,25 +160,15 @@ impl Preprocessor {
     /// Fills the network input from an RGB8 image (`rgb` is `width * height * 3` bytes) and
     /// returns it (`[3, H, W]`, row-major) with the transform back to image pixels.
     pub fn run(&mut self, rgb: &[u8], width: usize, height: usize) -> (&[f32], ImageFromModel) {
-        assert_eq!(rgb.len(), width * height * 3, "RGB buffer size");
-        let p = self
-            .layout
-            .placement(width, height, self.model_w, self.model_h);
+        let (p, resized) = self.resize(rgb, width, height);
         let (rw, rh) = (p.resized_width, p.resized_height);
-        let resized: &[u8] = if (rw, rh) == (width, height) {
-            rgb
-        } else {
-            self.resized.resize(rw * rh * 3, 0);
-            self.rows
-                .resize(rgb, width, height, &mut self.resized, rw, rh);
-            &self.resized
-        };
+        let resized: &[u8] = if resized { &self.resized } else { rgb };
         let (scale, bgr) = match self.layout {
             InputLayout::Yolov8 => (1.0 / 255.0, false),
             InputLayout::Yolox => (1.0, true),
         };
         let plane = self.model_w * self.model_h;
-        let pad = 114.0 * scale;
+        let pad = PAD as f32 * scale;
         self.input.fill(pad);
         for y in 0..rh {
             let src_row = &resized[y * rw * 3..(y + 1) * rw * 3];
@@ -192,6 +185,78 @@ impl Preprocessor {
             .image_from_model(width, height, self.model_w, self.model_h);
         (&self.input, transform)
     }
+
+    /// The same letterbox as [`Preprocessor::run`] as bytes: the model canvas `[H, W, 3]`,
+    /// RGB, padded with 114, before the layout's channel order and scaling (which
+    /// [`canvas_to_input`] applies on the model's device, so a frame crosses to a GPU as a
+    /// quarter of the f32 bytes).
+    pub fn run_canvas(
+        &mut self,
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+    ) -> (&[u8], ImageFromModel) {
+        let (p, resized) = self.resize(rgb, width, height);
+        let (rw, rh) = (p.resized_width, p.resized_height);
+        let resized: &[u8] = if resized { &self.resized } else { rgb };
+        self.canvas.clear();
+        self.canvas.resize(self.model_w * self.model_h * 3, PAD);
+        for y in 0..rh {
+            let dst = ((y + p.top) * self.model_w + p.left) * 3;
+            self.canvas[dst..dst + rw * 3].copy_from_slice(&resized[y * rw * 3..(y + 1) * rw * 3]);
+        }
+        let transform = self
+            .layout
+            .image_from_model(width, height, self.model_w, self.model_h);
+        (&self.canvas, transform)
+    }
+
+    /// Where the image lands, and whether it was resized into `self.resized` (`false`: the
+    /// image already has the resized size).
+    fn resize(&mut self, rgb: &[u8], width: usize, height: usize) -> (Placement, bool) {
+        assert_eq!(rgb.len(), width * height * 3, "RGB buffer size");
+        let p = self
+            .layout
+            .placement(width, height, self.model_w, self.model_h);
+        let (rw, rh) = (p.resized_width, p.resized_height);
+        if (rw, rh) == (width, height) {
+            return (p, false);
+        }
+        self.resized.resize(rw * rh * 3, 0);
+        self.rows
+            .resize(rgb, width, height, &mut self.resized, rw, rh);
+        (p, true)
+    }
+}
+
+/// The letterbox's grey.
+const PAD: u8 = 114;
+
+/// A [`Preprocessor::run_canvas`] canvas → the network input `[1, 3, H, W]` in `dtype` on
+/// `device`: uploaded as bytes, then put in the layout's channel order (`bgr` holds the
+/// indices `[2, 1, 0]` on `device`, for YOLOX), converted and scaled there. Gives exactly
+/// [`Preprocessor::run`]'s values (u8 → f32, one multiplication by the same f32 factor).
+pub fn canvas_to_input(
+    canvas: &[u8],
+    (model_w, model_h): (usize, usize),
+    layout: InputLayout,
+    bgr: &candle_core::Tensor,
+    device: &candle_core::Device,
+    dtype: candle_core::DType,
+) -> candle_core::Result<candle_core::Tensor> {
+    use candle_core::{DType, Device, Tensor};
+    let hwc = Tensor::from_slice(canvas, (model_h, model_w, 3), &Device::Cpu)?.to_device(device)?;
+    let hwc = match layout {
+        InputLayout::Yolov8 => hwc,
+        InputLayout::Yolox => hwc.index_select(bgr, 2)?,
+    };
+    let chw = hwc.permute((2, 0, 1))?;
+    let values = chw.to_dtype(DType::F32)?;
+    let values = match layout {
+        InputLayout::Yolov8 => values.affine(f64::from(1.0f32 / 255.0), 0.0)?,
+        InputLayout::Yolox => values,
+    };
+    values.to_dtype(dtype)?.unsqueeze(0)?.contiguous()
 }
 
 /// Source index pairs and 11-bit weights of one axis of OpenCV's INTER_LINEAR.
@@ -307,6 +372,35 @@ fn horizontal_pass(src_row: &[u8], x: &AxisCoeffs, out: &mut [i32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bytes-to-device path gives the host path's values exactly, in f32, both layouts,
+    /// resized or not.
+    #[test]
+    fn canvas_on_a_device_equals_the_host_input() {
+        use candle_core::{DType, Device, Tensor};
+        let dev = Device::Cpu;
+        let bgr = Tensor::new(&[2u32, 1, 0], &dev).unwrap();
+        for (layout, (w, h)) in [
+            (InputLayout::Yolov8, (97, 61)),
+            (InputLayout::Yolox, (97, 61)),
+            (InputLayout::Yolov8, (64, 48)),
+            (InputLayout::Yolox, (48, 64)),
+        ] {
+            let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect();
+            let mut pre = Preprocessor::new(layout, 64, 64);
+            let (host, t1) = pre.run(&rgb, w, h);
+            let host = host.to_vec();
+            let (canvas, t2) = pre.run_canvas(&rgb, w, h);
+            assert_eq!(t1, t2);
+            let input = canvas_to_input(canvas, (64, 64), layout, &bgr, &dev, DType::F32).unwrap();
+            assert_eq!(input.dims(), [1, 3, 64, 64]);
+            let got: Vec<f32> = input.flatten_all().unwrap().to_vec1().unwrap();
+            assert!(
+                got == host,
+                "{layout:?} {w}x{h}: device input differs from the host's"
+            );
+        }
+    }
 
     #[test]
     fn yolov8_letterbox_centres_a_landscape_image() {

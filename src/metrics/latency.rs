@@ -314,6 +314,10 @@ pub struct Warmup {
 pub struct RunSummary {
     pub source: String,
     pub model: String,
+    /// Where inference ran and in what precision (`cpu f32`, `cuda:0 f16`); empty when no
+    /// model runs (recording).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub device: String,
     pub pace: String,
     pub duration_s: f64,
     pub frames: FrameCounts,

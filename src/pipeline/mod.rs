@@ -82,6 +82,8 @@ pub struct PipelineConfig {
     pub keep_frame_records: bool,
     /// `yolox-nano cpu`, for the HUD and summary.
     pub model: String,
+    /// `cuda:0 f16`, for the summary (metrics.json).
+    pub device: String,
     pub model_load_ms: f64,
     /// Show a progress bar (file sources without a window).
     pub progress: bool,
@@ -102,6 +104,7 @@ impl PipelineConfig {
             warmup_frames: crate::metrics::latency::DEFAULT_WARMUP_FRAMES,
             keep_frame_records: true,
             model: String::new(),
+            device: String::new(),
             model_load_ms: 0.0,
             progress: false,
             stop: Arc::new(AtomicBool::new(false)),
@@ -368,6 +371,7 @@ pub fn run(
     let mut summary = RunSummary::build(&recorder, frames, duration_s, config.model_load_ms);
     summary.source = final_info.description.clone();
     summary.model = config.model.clone();
+    summary.device = config.device.clone();
     summary.pace = if config.live {
         "live".into()
     } else {

@@ -116,20 +116,23 @@ fn detect_cli_matches_onnxruntime_on_every_reference_image() {
             found.unwrap_or_else(|| panic!("reference image {name} is not among the fixtures"))
         })
         .collect();
-    let out = crate::common::succeed(
-        lookout()
-            .args([
-                "detect",
-                "--classes",
-                "all",
-                "--conf",
-                "0.3",
-                "--json",
-                "--weights",
-            ])
-            .arg(&weights)
-            .args(&paths),
-    );
+    // scripts/gpu-check runs this on a GPU (LOOKOUT_TEST_DEVICE=cuda:0, LOOKOUT_TEST_HALF=1).
+    let device = std::env::var("LOOKOUT_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let mut cmd = lookout();
+    cmd.args([
+        "detect",
+        "--classes",
+        "all",
+        "--conf",
+        "0.3",
+        "--json",
+        "--device",
+        &device,
+    ]);
+    if std::env::var("LOOKOUT_TEST_HALF").is_ok_and(|v| v == "1") {
+        cmd.arg("--half");
+    }
+    let out = crate::common::succeed(cmd.arg("--weights").arg(&weights).args(&paths));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), paths.len());
@@ -425,4 +428,39 @@ fn models_download_from_a_server_once_then_run_offline() {
     );
     run("yolov8n", false);
     run("yolov8n", true);
+}
+
+/// A build without the `cuda` feature says how to get one, in one line, exit 1; `--half`
+/// on the CPU says it needs a GPU. Neither falls back to the CPU.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_on_a_cpu_build_is_one_clear_line() {
+    let Some(weights) = require("models/yolox_nano.safetensors") else {
+        return;
+    };
+    let Some(bus) = require("images/bus.jpg") else {
+        return;
+    };
+    for (args, expect) in [
+        (&["--device", "cuda"][..], "--features cuda"),
+        (&["--device", "cuda:1"][..], "--features cuda"),
+        (&["--half"][..], "--half needs a CUDA device"),
+    ] {
+        let out = lookout()
+            .arg("detect")
+            .args(args)
+            .arg("--weights")
+            .arg(&weights)
+            .arg(&bus)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(expect), "{args:?}: {stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?}: nothing detected on another device"
+        );
+    }
 }

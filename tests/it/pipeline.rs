@@ -67,6 +67,11 @@ fn video_headless_writes_jsonl_metrics_csv_and_plot() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stderr}");
     assert!(stderr.contains("end-to-end"), "summary table on stderr");
+    // The device used is in the header: no silent fallback can hide.
+    assert!(
+        stderr.contains(" on cpu f32 ("),
+        "device in the header: {stderr}"
+    );
 
     let lines = jsonl(&jl);
     assert_eq!(lines.len(), 38);
@@ -93,6 +98,7 @@ fn video_headless_writes_jsonl_metrics_csv_and_plot() {
 
     let m: Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
     assert_eq!(m["frames"]["in"], 38);
+    assert_eq!(m["device"], "cpu f32");
     assert_eq!(m["frames"]["processed"], 38);
     assert_eq!(m["frames"]["shown"], 38);
     for stage in ["capture", "detect", "render", "sink"] {
