@@ -97,6 +97,8 @@ pub struct Detector {
     output: Vec<f32>,
     /// How the last YOLOv8 output in `output` is laid out (the executor writes anchor rows).
     output_layout: Yolov8Layout,
+    /// Whether the last YOLOX output was reduced on the device ([`super::yolox::reduce_on_device`]).
+    output_reduced: bool,
 }
 
 impl Detector {
@@ -163,6 +165,7 @@ impl Detector {
             decoded: Vec::new(),
             output: Vec::new(),
             output_layout: Yolov8Layout::ClassRows,
+            output_reduced: false,
         })
     }
 
@@ -257,6 +260,7 @@ impl Detector {
                 };
                 if done {
                     self.output_layout = Yolov8Layout::AnchorRows;
+                    self.output_reduced = false;
                     return Ok(());
                 }
                 Tensor::from_slice(image, (1, 3, h, w), &Device::Cpu)?
@@ -264,6 +268,7 @@ impl Detector {
         };
         // candle's ops (the executor, where it applies, was tried above).
         self.output_layout = Yolov8Layout::ClassRows;
+        self.output_reduced = false;
         let raw = match &self.network {
             // On a GPU the class scores are reduced there: 6 rows cross back, not 4 + nc.
             Network::Yolov8(m) if !self.device.is_cpu() => {
@@ -271,6 +276,10 @@ impl Detector {
                 postprocess::reduce_yolov8_on_device(&m.forward_candle(&tensor)?)?
             }
             Network::Yolov8(m) => m.forward_candle(&tensor)?,
+            Network::Yolox(m) if !self.device.is_cpu() => {
+                self.output_reduced = true;
+                super::yolox::reduce_on_device(&m.forward_candle(&tensor)?)?
+            }
             Network::Yolox(m) => m.forward_candle(&tensor)?,
         };
         let flat = raw
@@ -341,6 +350,7 @@ impl Detector {
                 &self.output,
                 w,
                 h,
+                self.output_reduced,
                 &self.post,
                 &mut self.decoded,
                 &mut self.candidates,

@@ -130,26 +130,31 @@ pub fn yolov8_candidates(
     }
 }
 
-/// YOLOX output `[N, 5 + nc]` for a `model_w`×`model_h` input, decoded by
-/// [`yolox::decode_outputs_into`] (score = objectness · best class probability, kept when
+/// YOLOX output `[N, 5 + nc]` (or, `reduced`, [`yolox::reduce_on_device`]'s `[N, 7]`) for
+/// a `model_w`×`model_h` input, decoded by [`yolox::decode_outputs_into`] (score = objectness · best class probability, kept when
 /// `>= conf`), then filtered by class.
 pub fn yolox_candidates(
     output: &[f32],
     model_w: usize,
     model_h: usize,
+    reduced: bool,
     cfg: &PostprocessConfig,
     decoded: &mut Vec<yolox::YoloxCandidate>,
     out: &mut Vec<Candidate>,
 ) -> Result<(), yolox::YoloxDecodeError> {
-    let anchors = yolox::anchor_count(model_h, model_w).max(1);
-    yolox::decode_outputs_into(
-        output,
-        output.len() / anchors,
-        model_h,
-        model_w,
-        cfg.conf,
-        decoded,
-    )?;
+    if reduced {
+        yolox::decode_reduced_into(output, model_h, model_w, cfg.conf, decoded)?;
+    } else {
+        let anchors = yolox::anchor_count(model_h, model_w).max(1);
+        yolox::decode_outputs_into(
+            output,
+            output.len() / anchors,
+            model_h,
+            model_w,
+            cfg.conf,
+            decoded,
+        )?;
+    }
     out.clear();
     out.extend(
         decoded
@@ -341,7 +346,7 @@ mod tests {
         // The stride-32 anchor, exactly at the threshold: YOLOX keeps `>= conf`.
         out[20 * cols..21 * cols].copy_from_slice(&[0.0, 0.0, 0.0, 0.0, 0.5, 0.6, 0.0]);
         let mut got = vec![];
-        yolox_candidates(&out, 32, 32, &cfg(0.3, 2), &mut vec![], &mut got).unwrap();
+        yolox_candidates(&out, 32, 32, false, &cfg(0.3, 2), &mut vec![], &mut got).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].class_id, 1);
         assert!((got[0].score - 0.54).abs() < 1e-6);
@@ -351,5 +356,27 @@ mod tests {
             (got[1].class_id, got[1].box_in_model),
             (0, BoxXyxy::from_center(0.0, 0.0, 32.0, 32.0))
         );
+        // Reduced where the network ran (the CPU device here, a GPU in use): same result.
+        let raw = candle_core::Tensor::from_slice(&out, (1, 21, cols), &candle_core::Device::Cpu)
+            .unwrap();
+        let reduced: Vec<f32> = yolox::reduce_on_device(&raw)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(reduced.len(), 21 * yolox::REDUCED_COLUMNS);
+        let mut again = vec![];
+        yolox_candidates(
+            &reduced,
+            32,
+            32,
+            true,
+            &cfg(0.3, 2),
+            &mut vec![],
+            &mut again,
+        )
+        .unwrap();
+        assert_eq!(again, got);
     }
 }

@@ -244,8 +244,9 @@ pub fn canvas_to_input(
     device: &candle_core::Device,
     dtype: candle_core::DType,
 ) -> candle_core::Result<candle_core::Tensor> {
-    use candle_core::{DType, Device, Tensor};
-    let hwc = Tensor::from_slice(canvas, (model_h, model_w, 3), &Device::Cpu)?.to_device(device)?;
+    use candle_core::{DType, Tensor};
+    // One host-to-device copy of the bytes.
+    let hwc = Tensor::from_slice(canvas, (model_h, model_w, 3), device)?;
     let hwc = match layout {
         InputLayout::Yolov8 => hwc,
         InputLayout::Yolox => hwc.index_select(bgr, 2)?,

@@ -1003,13 +1003,79 @@ pub fn decode_outputs_into(
     out: &mut Vec<YoloxCandidate>,
 ) -> std::result::Result<(), YoloxDecodeError> {
     check_raw_layout(raw.len(), n_cols, input_height, input_width)?;
+    decode_rows(
+        raw,
+        n_cols,
+        input_height,
+        input_width,
+        min_score,
+        out,
+        |row| best_class(&row[5..]),
+    );
+    Ok(())
+}
+
+/// Columns of a [`reduce_on_device`] output: tx, ty, tw, th, objectness, best class
+/// probability, best class index.
+pub const REDUCED_COLUMNS: usize = 7;
+
+/// A YOLOX output `[1, N, 5 + nc]` → `[1, N, 7]` (box, objectness, best class probability
+/// and index) on the tensor's own device, so a GPU sends back 7 of the 5 + nc columns.
+/// Ties between classes may pick another of the equal classes than the host scan's first.
+pub fn reduce_on_device(raw: &Tensor) -> Result<Tensor> {
+    let (_, _, cols) = raw.dims3()?;
+    let probs = raw.narrow(2, 5, cols - 5)?;
+    let best = probs.max_keepdim(2)?.to_dtype(candle_core::DType::F32)?;
+    let class = probs.argmax_keepdim(2)?.to_dtype(candle_core::DType::F32)?;
+    Tensor::cat(
+        &[
+            &raw.narrow(2, 0, 5)?.to_dtype(candle_core::DType::F32)?,
+            &best,
+            &class,
+        ],
+        2,
+    )
+}
+
+/// [`decode_outputs_into`] for a [`reduce_on_device`] output (`[N, 7]`).
+pub fn decode_reduced_into(
+    raw: &[f32],
+    input_height: usize,
+    input_width: usize,
+    min_score: f32,
+    out: &mut Vec<YoloxCandidate>,
+) -> std::result::Result<(), YoloxDecodeError> {
+    check_raw_layout(raw.len(), REDUCED_COLUMNS, input_height, input_width)?;
+    decode_rows(
+        raw,
+        REDUCED_COLUMNS,
+        input_height,
+        input_width,
+        min_score,
+        out,
+        |row| (row[6] as usize, row[5]),
+    );
+    Ok(())
+}
+
+/// Rows → candidates (score = objectness · best class probability, kept when `>= conf`),
+/// boxes decoded on the stride grids; `best` gives a row's (class index, probability).
+fn decode_rows(
+    raw: &[f32],
+    n_cols: usize,
+    input_height: usize,
+    input_width: usize,
+    min_score: f32,
+    out: &mut Vec<YoloxCandidate>,
+    best: impl Fn(&[f32]) -> (usize, f32),
+) {
     out.clear();
     let rows = raw.chunks_exact(n_cols);
     for (anchor, (row, point)) in rows
         .zip(anchor_points(input_height, input_width))
         .enumerate()
     {
-        let (class_index, class_prob) = best_class(&row[5..]);
+        let (class_index, class_prob) = best(row);
         let score = row[4] * class_prob;
         if score.is_nan() || score < min_score {
             continue;
@@ -1027,7 +1093,6 @@ pub fn decode_outputs_into(
             score,
         });
     }
-    Ok(())
 }
 
 /// [`decode_outputs_into`] into a new vector.
