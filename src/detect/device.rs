@@ -66,6 +66,19 @@ impl std::fmt::Display for DeviceSpec {
     }
 }
 
+/// The device model tests run on: `$LOOKOUT_TEST_DEVICE` (`cpu`, `cuda`, `cuda:N`), default
+/// the CPU. `scripts/gpu-check` sets it to run the parity tests on a GPU.
+///
+/// # Panics
+/// When the variable names a device that cannot be opened: a parity run asked for a GPU
+/// must not quietly test the CPU.
+pub fn test_device() -> Device {
+    let name = std::env::var("LOOKOUT_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let spec = DeviceSpec::parse(&name).unwrap_or_else(|e| panic!("LOOKOUT_TEST_DEVICE: {e}"));
+    spec.open()
+        .unwrap_or_else(|e| panic!("LOOKOUT_TEST_DEVICE={name}: {e}"))
+}
+
 /// The user-facing reason for `cuda:N` when the driver says the ordinal is invalid.
 fn no_such_device(ordinal: usize, count: Option<usize>) -> String {
     match count {

@@ -936,7 +936,7 @@ mod tests {
         check_parity_against(weights_file, "parity/yolov8n-parity.safetensors");
     }
 
-    /// The model's raw output on the test device ([`fixtures::test_device`]) against
+    /// The model's raw output on the test device ([`crate::detect::device::test_device`]) against
     /// ultralytics': f32 within 2e-3 px (boxes) and 1e-4 (scores), f16 within 0.5 px and 1e-2
     /// (f16 keeps 11 significant bits: box values near 640 px are only 0.5 px apart).
     fn check_parity_against(weights_file: &str, parity_file: &str) {
@@ -955,7 +955,7 @@ mod tests {
         else {
             return;
         };
-        let device = fixtures::test_device();
+        let device = crate::detect::device::test_device();
         let vb = Weights::read(&path)
             .unwrap()
             .into_var_builder(dtype, &device)

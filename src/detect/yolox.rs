@@ -1180,7 +1180,7 @@ mod tests {
     }
 
     /// Raw output of the real YOLOX-Nano against onnxruntime on `bus.jpg`, on the test
-    /// device ([`crate::fixtures::test_device`]): f32 within 1e-3.
+    /// device ([`crate::detect::device::test_device`]): f32 within 1e-3.
     fn check_parity(model_file: &str) {
         check_parity_in(model_file, DType::F32, 1e-3, 1e-3);
     }
@@ -1194,7 +1194,7 @@ mod tests {
         ) else {
             return;
         };
-        let device = crate::fixtures::test_device();
+        let device = crate::detect::device::test_device();
         let vb = Weights::read(&path)
             .unwrap()
             .into_var_builder(dtype, &device)
