@@ -37,4 +37,3 @@ pub fn require(relative: &str) -> Option<PathBuf> {
     );
     None
 }
-

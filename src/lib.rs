@@ -6,6 +6,7 @@
 //! any windowing crate.
 
 pub mod calib;
+pub mod civil;
 pub mod cli;
 pub mod detect;
 pub mod drive;

@@ -249,3 +249,19 @@ mod tests {
         assert_eq!(back, with_range);
     }
 }
+
+/// What the window's heads-up display shows, computed by the pipeline's metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HudStats {
+    /// Frames shown per second over the last 2 s.
+    pub fps: f64,
+    /// End-to-end (capture → presented) latency percentiles over the last 2 s, ms.
+    pub e2e_p50_ms: f64,
+    pub e2e_p99_ms: f64,
+    /// Inference time of this frame, ms.
+    pub inference_ms: f64,
+    /// Frames dropped so far, all stages together.
+    pub dropped: u64,
+    /// Model and device, e.g. `yolox-nano cpu`.
+    pub model: String,
+}

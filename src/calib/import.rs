@@ -19,6 +19,13 @@ pub const KITTI_IMAGE_SIZE: (u32, u32) = (1242, 375);
 /// Mounting height assumed for YAML files that do not state one: a car windscreen camera.
 pub const ASSUMED_YAML_MOUNTING_HEIGHT_M: f64 = 1.3;
 
+impl Calibration {
+    /// Reads any supported format, chosen by extension and content ([`load_any`]).
+    pub fn load(path: &Path) -> Result<Self, CalibError> {
+        load_any(path)
+    }
+}
+
 /// Reads `path`, choosing the format by extension, then by content.
 pub fn load_any(path: &Path) -> Result<Calibration, CalibError> {
     let text = std::fs::read_to_string(path).map_err(|source| CalibError::Io {

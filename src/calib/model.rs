@@ -6,7 +6,6 @@
 //! pitch, then roll. Pixels named `_undist` are pinhole pixels (distortion removed).
 
 use super::CalibError;
-use std::path::Path;
 
 /// Pinhole intrinsics in pixels of the calibration's image size.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -146,11 +145,6 @@ impl Calibration {
         self.mounting_assumed
     }
 
-    /// Reads any supported format, chosen by extension and content (see [`super::import`]).
-    pub fn load(path: &Path) -> Result<Self, CalibError> {
-        super::import::load_any(path)
-    }
-
     /// The same camera with the mounting height and/or pitch replaced (e.g. from the command line).
     pub fn with_mounting_override(
         self,
@@ -227,11 +221,6 @@ impl Calibration {
         out.distortion = Distortion::None;
         out.origin = format!("{} (undistorted)", self.origin);
         out
-    }
-
-    /// This calibration in lookout's TOML format (see [`super::toml_format`]).
-    pub fn to_toml(&self) -> String {
-        super::toml_format::write(self)
     }
 
     pub fn origin(&self) -> &str {

@@ -185,6 +185,13 @@ fn distortion_from_raw(d: RawDistortion, origin: &str) -> Result<Distortion, Cal
     }
 }
 
+impl Calibration {
+    /// This calibration in lookout's TOML format ([`write`]).
+    pub fn to_toml(&self) -> String {
+        write(self)
+    }
+}
+
 /// Writes `cal` as lookout TOML, commented, with full-precision numbers.
 pub fn write(cal: &Calibration) -> String {
     let (w, h) = cal.image_size();

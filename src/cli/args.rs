@@ -1,13 +1,16 @@
-//! Flags shared by the commands that run a detector, and their validation into a
-//! [`DetectorConfig`] (done once, here; nothing downstream re-checks them).
+//! Flags shared by the commands: the detector's, validated into a [`DetectorConfig`] (done
+//! once, here; nothing downstream re-checks them), the source's, pacing and frame files.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 use crate::detect::classes::ClassFilter;
 use crate::detect::weights::resolve::{Resolver, DEFAULT_MODEL};
 use crate::detect::{DetectorConfig, DeviceSpec};
+use crate::drive::FrameFileFormat;
+use crate::pipeline::Pace;
+use crate::source::{CameraFormat, SourceOptions, SourceSpec};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DetectorArgs {
@@ -105,4 +108,103 @@ impl DetectorArgs {
             .ok();
         Ok(n)
     }
+}
+
+/// `--source` and the flags that shape how it is opened.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceArgs {
+    /// camera:N (or N), a video file, a stream URL (rtsp://, http://, ...), a drive folder, a
+    /// KITTI raw folder, an image folder or glob (`dir/*.jpg`), or synthetic:WxH[@FPS][:live]
+    /// (a moving test pattern for load tests; endless: stop it with --max-frames).
+    #[arg(long, default_value = "camera:0", value_name = "SRC")]
+    pub source: String,
+
+    /// Camera pixel format: auto, mjpeg, yuyv or nv12.
+    #[arg(long, default_value = "auto", value_name = "FORMAT")]
+    pub camera_format: CameraFormat,
+
+    /// Camera frame size, WIDTHxHEIGHT.
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
+    pub camera_size: Option<(u32, u32)>,
+
+    /// Camera frame rate.
+    #[arg(long, value_name = "N")]
+    pub camera_fps: Option<u32>,
+
+    /// How long a camera that stops delivering is retried before the run ends, seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub camera_retry: f64,
+
+    /// Frame rate given to image folders and globs (they carry no timestamps).
+    #[arg(long, default_value_t = 10.0, value_name = "FPS")]
+    pub fps: f64,
+}
+
+impl SourceArgs {
+    pub fn spec(&self) -> Result<SourceSpec> {
+        let opts = SourceOptions {
+            images_fps: self.fps,
+            camera_format: self.camera_format,
+            camera_size: self.camera_size,
+            camera_fps: self.camera_fps,
+            camera_retry_secs: self.camera_retry,
+        };
+        Ok(SourceSpec::parse(&self.source, &opts)?)
+    }
+}
+
+/// `1280x720` → (1280, 720).
+pub(crate) fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("`{text}` is not WIDTHxHEIGHT, e.g. 1280x720");
+    let (w, h) = text.split_once(['x', 'X']).ok_or_else(bad)?;
+    let w = w.trim().parse().map_err(|_| bad())?;
+    let h = h.trim().parse().map_err(|_| bad())?;
+    Ok((w, h))
+}
+
+/// `--pace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PaceArg {
+    /// As fast as possible, every frame (files).
+    Max,
+    /// At the recorded timing; frames that cannot keep up are dropped.
+    Realtime,
+}
+
+impl From<PaceArg> for Pace {
+    fn from(p: PaceArg) -> Pace {
+        match p {
+            PaceArg::Max => Pace::Max,
+            PaceArg::Realtime => Pace::Realtime,
+        }
+    }
+}
+
+/// `--frame-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FrameFormatArg {
+    /// Lossy, small.
+    Jpg,
+    /// Lossless (replays give exactly the source's detections).
+    Png,
+}
+
+impl From<FrameFormatArg> for FrameFileFormat {
+    fn from(f: FrameFormatArg) -> FrameFileFormat {
+        match f {
+            FrameFormatArg::Jpg => FrameFileFormat::Jpg,
+            FrameFormatArg::Png => FrameFileFormat::Png,
+        }
+    }
+}
+
+/// Refuses an existing, non-empty folder before anything is opened.
+pub fn check_new_folder(dir: &Path) -> Result<()> {
+    if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+        bail!(
+            "drive folder {} already exists and is not empty; record into a new folder",
+            dir.display()
+        );
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@ pub mod cameras_cmd;
 pub mod detect_cmd;
 pub mod record_cmd;
 pub mod run_cmd;
+pub mod signals;
 
 use clap::{Parser, Subcommand};
 

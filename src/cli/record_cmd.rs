@@ -1,31 +1,13 @@
 //! `lookout record`: a source into a drive folder, no detector.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
-use super::run_cmd::{PaceArg, SourceArgs};
-use crate::drive::FrameFileFormat;
+use super::args::{check_new_folder, FrameFormatArg, PaceArg, SourceArgs};
+use super::signals::stop_on_ctrl_c;
 use crate::pipeline::{self, PassThrough, PipelineConfig, RenderStage, SinkSpec, Stages};
-
-/// `--frame-format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FrameFormatArg {
-    /// Lossy, small.
-    Jpg,
-    /// Lossless (replays give exactly the source's detections).
-    Png,
-}
-
-impl From<FrameFormatArg> for FrameFileFormat {
-    fn from(f: FrameFormatArg) -> FrameFileFormat {
-        match f {
-            FrameFormatArg::Jpg => FrameFileFormat::Jpg,
-            FrameFormatArg::Png => FrameFileFormat::Png,
-        }
-    }
-}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RecordArgs {
@@ -55,17 +37,6 @@ pub struct RecordArgs {
     /// A calibration file copied into the drive (default: the source's own, if it has one).
     #[arg(long, value_name = "FILE")]
     pub calib: Option<PathBuf>,
-}
-
-/// Refuses an existing, non-empty folder before anything is opened.
-pub fn check_new_folder(dir: &Path) -> Result<()> {
-    if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
-        bail!(
-            "drive folder {} already exists and is not empty; record into a new folder",
-            dir.display()
-        );
-    }
-    Ok(())
 }
 
 pub fn run(args: &RecordArgs) -> Result<()> {
@@ -104,7 +75,7 @@ pub fn run(args: &RecordArgs) -> Result<()> {
     config.model = "record".into();
     config.keep_frame_records = false;
     config.progress = !spec.is_live();
-    config.stop = super::run_cmd::stop_on_ctrl_c();
+    config.stop = stop_on_ctrl_c();
     config.fault = pipeline::Fault::from_env().map_err(anyhow::Error::msg)?;
     let report = pipeline::run(source, stages, config)?;
     let f = &report.summary.frames;

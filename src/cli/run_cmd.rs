@@ -1,90 +1,18 @@
 //! `lookout run`: a source through the detector to a window and/or files, with latency
-//! metrics; also the source flags shared with `lookout record`.
+//! metrics.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::args::DetectorArgs;
+use super::args::{check_new_folder, DetectorArgs, FrameFormatArg, PaceArg, SourceArgs};
+use super::signals::stop_on_ctrl_c;
 use crate::detect::Detector;
 use crate::pipeline::{
-    self, DetectStage, Pace, PipelineConfig, Ranging, RenderStage, RunReport, SinkSpec, Stages,
-    Undistort,
+    self, DetectStage, PipelineConfig, Ranging, RenderStage, RunReport, SinkSpec, Stages, Undistort,
 };
-use crate::source::{self, CameraFormat, SourceOptions, SourceSpec};
-
-/// `--source` and the flags that shape how it is opened.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SourceArgs {
-    /// camera:N (or N), a video file, a stream URL (rtsp://, http://, ...), a drive folder, a
-    /// KITTI raw folder, an image folder or glob (`dir/*.jpg`), or synthetic:WxH[@FPS][:live]
-    /// (a moving test pattern for load tests; endless: stop it with --max-frames).
-    #[arg(long, default_value = "camera:0", value_name = "SRC")]
-    pub source: String,
-
-    /// Camera pixel format: auto, mjpeg, yuyv or nv12.
-    #[arg(long, default_value = "auto", value_name = "FORMAT")]
-    pub camera_format: CameraFormat,
-
-    /// Camera frame size, WIDTHxHEIGHT.
-    #[arg(long, value_name = "WxH", value_parser = parse_size)]
-    pub camera_size: Option<(u32, u32)>,
-
-    /// Camera frame rate.
-    #[arg(long, value_name = "N")]
-    pub camera_fps: Option<u32>,
-
-    /// How long a camera that stops delivering is retried before the run ends, seconds.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub camera_retry: f64,
-
-    /// Frame rate given to image folders and globs (they carry no timestamps).
-    #[arg(long, default_value_t = 10.0, value_name = "FPS")]
-    pub fps: f64,
-}
-
-impl SourceArgs {
-    pub fn spec(&self) -> Result<SourceSpec> {
-        let opts = SourceOptions {
-            images_fps: self.fps,
-            camera_format: self.camera_format,
-            camera_size: self.camera_size,
-            camera_fps: self.camera_fps,
-            camera_retry_secs: self.camera_retry,
-        };
-        Ok(SourceSpec::parse(&self.source, &opts)?)
-    }
-}
-
-/// `1280x720` → (1280, 720).
-fn parse_size(text: &str) -> Result<(u32, u32), String> {
-    let bad = || format!("`{text}` is not WIDTHxHEIGHT, e.g. 1280x720");
-    let (w, h) = text.split_once(['x', 'X']).ok_or_else(bad)?;
-    let w = w.trim().parse().map_err(|_| bad())?;
-    let h = h.trim().parse().map_err(|_| bad())?;
-    Ok((w, h))
-}
-
-/// `--pace`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PaceArg {
-    /// As fast as possible, every frame (files).
-    Max,
-    /// At the recorded timing; frames that cannot keep up are dropped.
-    Realtime,
-}
-
-impl From<PaceArg> for Pace {
-    fn from(p: PaceArg) -> Pace {
-        match p {
-            PaceArg::Max => Pace::Max,
-            PaceArg::Realtime => Pace::Realtime,
-        }
-    }
-}
+use crate::source;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -139,8 +67,8 @@ pub struct RunArgs {
     pub record: Option<PathBuf>,
 
     /// Frame files of --record: jpg or png.
-    #[arg(long, value_enum, default_value_t = super::record_cmd::FrameFormatArg::Jpg)]
-    pub record_format: super::record_cmd::FrameFormatArg,
+    #[arg(long, value_enum, default_value_t = FrameFormatArg::Jpg)]
+    pub record_format: FrameFormatArg,
 
     /// Camera calibration (lookout TOML, OpenCV/ROS YAML, KITTI .txt): distances and time to
     /// collision for every detection.
@@ -187,32 +115,11 @@ fn decide_show(args: &RunArgs) -> bool {
     available
 }
 
-/// The Ctrl-C / SIGTERM flag (installed once per process); a second Ctrl-C exits at once.
-pub fn stop_on_ctrl_c() -> Arc<AtomicBool> {
-    static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-    STOP.get_or_init(|| {
-        let flag = Arc::new(AtomicBool::new(false));
-        let handler_flag = flag.clone();
-        let installed = ctrlc::set_handler(move || {
-            if handler_flag.swap(true, Ordering::SeqCst) {
-                eprintln!("interrupted again: exiting without finishing");
-                std::process::exit(130);
-            }
-            eprintln!("stopping: finishing outputs (Ctrl-C again to exit at once)");
-        });
-        if let Err(e) = installed {
-            tracing::warn!("cannot install the Ctrl-C handler: {e}");
-        }
-        flag
-    })
-    .clone()
-}
-
 pub fn run(args: &RunArgs) -> Result<()> {
     let spec = args.source.spec()?;
     anyhow::ensure!(args.ttc_warn > 0.0, "--ttc-warn must be positive");
     if let Some(dir) = &args.record {
-        super::record_cmd::check_new_folder(dir)?;
+        check_new_folder(dir)?;
     }
     let calibration = match &args.calib {
         Some(path) => Some(args.mounting.load(path)?),
@@ -356,6 +263,6 @@ mod tests {
         assert_eq!(args.source.camera_size, Some((1280, 720)));
         assert_eq!(args.detector.imgsz, Some(416));
         assert!(Cli::try_parse_from(["lookout", "run", "--show", "--headless"]).is_err());
-        assert!(parse_size("12x").is_err());
+        assert!(super::super::args::parse_size("12x").is_err());
     }
 }

@@ -4,11 +4,11 @@
 //! and `index.csv` (`seq,capture_mono_ns,capture_wall_ns,pts_ns,file`). [`DriveWriter`] writes
 //! each frame file completely (temporary name, then rename) before appending and flushing its
 //! index line, so a crash or kill leaves a valid drive with every frame written so far.
-//! [`DriveReader`] replays one as a [`crate::source::FrameSource`], skipping and counting
-//! torn index lines, missing or corrupt frames, and refusing paths outside the drive.
+//! `source::DriveReader` replays one as a frame source, skipping and counting torn index
+//! lines, missing or corrupt frames, and refusing paths outside the drive; this module
+//! knows the format only.
 
 pub mod index;
-mod reader;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -16,11 +16,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use index::{IndexEntry, INDEX_HEADER};
-pub use reader::{DriveReader, DriveStats};
 pub use writer::DriveWriter;
 
-use crate::source::civil::rfc3339_utc;
-use crate::source::mask_credentials;
+use crate::civil::rfc3339_utc;
 
 /// The manifest version this code writes and reads.
 pub const DRIVE_FORMAT_VERSION: u32 = 1;
@@ -135,7 +133,8 @@ pub struct DriveManifest {
 }
 
 impl DriveManifest {
-    /// A version-1 manifest created now; `source` is masked before it is stored.
+    /// A version-1 manifest created now. `source` is stored as given: pass a source's
+    /// display form (`SourceSpec`'s, which masks credentials in stream URLs).
     pub fn new(
         source: &str,
         width: u32,
@@ -146,7 +145,7 @@ impl DriveManifest {
         Self {
             version: DRIVE_FORMAT_VERSION,
             created: Created::Rfc3339(rfc3339_utc(crate::types::wall_now_ns())),
-            source: mask_credentials(source),
+            source: source.to_string(),
             width,
             height,
             fps,

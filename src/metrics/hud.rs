@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use crate::sink::HudStats;
+use crate::types::HudStats;
 
 /// Shown frames of the last `span_ns`: (presented time ns, end-to-end ms).
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@
 use image::{Rgb, RgbImage};
 
 use super::{dim_rect, draw_text, text_scale, text_size};
-use crate::sink::HudStats;
+use crate::types::HudStats;
 
 const TEXT: Rgb<u8> = Rgb([255, 255, 255]);
 /// The model line is secondary information.

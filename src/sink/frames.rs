@@ -73,7 +73,7 @@ impl Sink for FramesSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::HudStats;
+    use crate::types::HudStats;
     use crate::types::{DetectTimings, DetectedFrame, Frame, FrameStamps};
     use image::{Rgb, RgbImage};
 

@@ -105,7 +105,7 @@ impl Sink for JsonlSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::HudStats;
+    use crate::types::HudStats;
     use crate::types::{BoxXyxy, ClassGroup, Frame};
 
     pub(crate) fn detected(seq: u64) -> DetectedFrame {

@@ -71,9 +71,10 @@ impl Drop for RecordSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::drive::{DriveReader, FrameFileFormat};
-    use crate::sink::HudStats;
+    use crate::drive::FrameFileFormat;
+    use crate::source::DriveReader;
     use crate::source::FrameSource;
+    use crate::types::HudStats;
     use crate::types::{DetectTimings, DetectedFrame, Frame, FrameStamps};
 
     fn detected(seq: u64) -> DetectedFrame {

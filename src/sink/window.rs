@@ -14,8 +14,9 @@ use std::time::Duration;
 use image::RgbImage;
 use minifb::{InputCallback, Key, ScaleMode, Window, WindowOptions};
 
-use super::{HudStats, Sink, SinkControl, SinkError, SinkFrame};
+use super::{Sink, SinkControl, SinkError, SinkFrame};
 use crate::render::hud::draw_hud;
+use crate::types::HudStats;
 
 const NAME: &str = "window";
 /// The largest window opened, so that a 4K frame still fits a laptop screen.

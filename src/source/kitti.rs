@@ -6,10 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::civil::parse_datetime_ns;
 use super::images::ImageSequence;
 use super::spec::{extension_lowercase, read_dir_sorted};
 use super::SourceError;
+use crate::civil::parse_datetime_ns;
 
 /// KITTI raw is recorded at about 10 Hz; used when timestamps are unusable.
 const KITTI_NOMINAL_FPS: f64 = 10.0;

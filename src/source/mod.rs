@@ -8,8 +8,8 @@
 //! recorded times in `pts_ns` so that the pipeline can pace them.
 
 pub mod camera;
-pub(crate) mod civil;
 pub mod convert;
+mod drive;
 mod error;
 pub mod ffmpeg;
 pub mod images;
@@ -20,6 +20,7 @@ pub mod synthetic;
 use std::path::PathBuf;
 
 pub use camera::{list_cameras, CameraDevice, CameraFormat, CameraMode, PixelFormat};
+pub use drive::{DriveReader, DriveStats};
 pub use error::SourceError;
 pub use spec::{mask_credentials, SourceOptions, SourceSpec};
 
@@ -76,7 +77,7 @@ pub fn open(spec: &SourceSpec) -> Result<Box<dyn FrameSource>, SourceError> {
         }
         SourceSpec::Video(path) => Box::new(ffmpeg::VideoSource::open_file(path)?),
         SourceSpec::Stream(url) => Box::new(ffmpeg::VideoSource::open_stream(url)?),
-        SourceSpec::Drive(dir) => Box::new(crate::drive::DriveReader::open(dir)?),
+        SourceSpec::Drive(dir) => Box::new(DriveReader::open(dir)?),
         SourceSpec::KittiRaw(dir) => Box::new(kitti::open_kitti_raw(dir)?),
         SourceSpec::Images { paths, fps } => {
             Box::new(images::ImageSequence::new(paths.clone(), *fps, "images")?)

@@ -603,7 +603,7 @@ fn sigint_and_sigterm_leave_every_output_valid() {
     assert!(out.status.success(), "after SIGTERM: {stderr}");
     assert!(stderr.contains("stopped by the user"), "{stderr}");
     let frames = assert_drive_replays_whole(&drive2, &tmp.path().join("replay2.jsonl"));
-    let reader = lookout::drive::DriveReader::open(&drive2).unwrap();
+    let reader = lookout::source::DriveReader::open(&drive2).unwrap();
     assert_eq!(reader.manifest().frame_count, Some(frames as u64));
 }
 

@@ -112,7 +112,7 @@ proptest! {
         std::fs::write(dir.path().join("drive.toml"), manifest).unwrap();
         std::fs::write(dir.path().join("index.csv"), index).unwrap();
         use lookout::source::FrameSource;
-        if let Ok(mut reader) = lookout::drive::DriveReader::open(dir.path()) {
+        if let Ok(mut reader) = lookout::source::DriveReader::open(dir.path()) {
             for _ in 0..4 {
                 match reader.next_frame() {
                     Ok(Some(_)) => {}

@@ -159,7 +159,7 @@ fn recorded_drive_replays_deterministically_and_png_drives_match_the_video() {
     let tmp = tempfile::tempdir().unwrap();
     let drive = tmp.path().join("drive_jpg");
     record(&video, &drive, &[]);
-    let reader = lookout::drive::DriveReader::open(&drive).unwrap();
+    let reader = lookout::source::DriveReader::open(&drive).unwrap();
     assert_eq!(reader.manifest().frame_count, Some(38));
     // Each replay detects on the first frames; both must agree exactly.
     let a = replay(&drive, &weights, &tmp.path().join("a.jsonl"), "6");
@@ -225,7 +225,7 @@ fn sigint_during_record_leaves_a_valid_drive_that_replays() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit after SIGINT: {stderr}");
     assert!(stderr.contains("stopped by the user"), "{stderr}");
-    let reader = lookout::drive::DriveReader::open(&drive).unwrap();
+    let reader = lookout::source::DriveReader::open(&drive).unwrap();
     let recorded = reader
         .manifest()
         .frame_count
@@ -274,7 +274,7 @@ fn kitti_raw_folder_replays_with_its_timestamps() {
         &recorded,
         &["--calib", calib_arg, "--max-frames", "1"],
     );
-    let reader = lookout::drive::DriveReader::open(&recorded).unwrap();
+    let reader = lookout::source::DriveReader::open(&recorded).unwrap();
     assert_eq!(reader.manifest().calibration.as_deref(), Some("000000.txt"));
     let copy = std::fs::read(recorded.join("000000.txt")).unwrap();
     assert_eq!(copy, std::fs::read(&calib).unwrap());

@@ -11,19 +11,18 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use image::{Rgb, RgbImage};
-use lookout::drive::{DriveManifest, DriveReader, FrameFileFormat};
+use lookout::drive::{DriveManifest, FrameFileFormat};
 use lookout::render::hud::{draw_hud, hud_lines, hud_rect};
 use lookout::render::{draw_detections, group_colour};
 use lookout::sink::jsonl::JsonlRecord;
 use lookout::sink::video::VideoSink;
 use lookout::sink::window::{display_available, WindowSink};
-use lookout::sink::{
-    FramesSink, HudStats, JsonlSink, RecordSink, Sink, SinkControl, SinkError, SinkFrame,
-};
+use lookout::sink::{FramesSink, JsonlSink, RecordSink, Sink, SinkControl, SinkError, SinkFrame};
 use lookout::source::ffmpeg::FfmpegTools;
+use lookout::source::DriveReader;
 use lookout::source::FrameSource;
 use lookout::types::{
-    BoxXyxy, ClassGroup, DetectTimings, DetectedFrame, Detection, Frame, FrameStamps,
+    BoxXyxy, ClassGroup, DetectTimings, DetectedFrame, Detection, Frame, FrameStamps, HudStats,
 };
 
 /// Set in a child process started by [`run_child`]; its tests do nothing without it.

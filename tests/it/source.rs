@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use lookout::drive::{DriveManifest, DriveReader, DriveWriter, FrameFileFormat};
+use lookout::drive::{DriveManifest, DriveWriter, FrameFileFormat};
 use lookout::source::convert::{mjpeg_to_rgb, nv12_to_rgb, yuyv_to_rgb, ConvertError};
 use lookout::source::ffmpeg::{FfmpegTools, VideoSource, FFMPEG_ENV};
+use lookout::source::DriveReader;
 use lookout::source::{self, FrameSource, SourceError, SourceOptions, SourceSpec};
 use lookout::types::Frame;
 

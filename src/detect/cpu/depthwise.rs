@@ -5,10 +5,10 @@
 
 use std::cell::RefCell;
 
-use super::conv::{ConvSpec, Geometry};
 use super::epilogue::{bias_act_row, silu};
 use super::isa::{isa_kernel, Isa};
 use super::pool::{for_each_index, SharedMut};
+use super::spec::{ConvSpec, Geometry};
 
 thread_local! {
     /// Per-thread padded input plane, reused across channels, layers and frames.

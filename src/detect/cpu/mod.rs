@@ -29,6 +29,7 @@ pub mod lanewise;
 mod microkernel;
 pub mod op;
 pub mod pool;
+pub mod spec;
 #[cfg(test)]
 mod testutil;
 

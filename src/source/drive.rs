@@ -7,9 +7,9 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::index::{IndexEntry, INDEX_HEADER};
-use super::{DriveError, DriveManifest, INDEX_FILE, MANIFEST_FILE, MANIFEST_JSON_FILE};
-use crate::source::{FrameSource, SourceError, SourceInfo};
+use super::{FrameSource, SourceError, SourceInfo};
+use crate::drive::index::{IndexEntry, INDEX_HEADER};
+use crate::drive::{DriveError, DriveManifest, INDEX_FILE, MANIFEST_FILE, MANIFEST_JSON_FILE};
 use crate::types::{mono_now_ns, wall_now_ns, Frame};
 
 /// What a replay skipped, by cause.
