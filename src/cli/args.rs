@@ -208,3 +208,10 @@ pub fn check_new_folder(dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// A switch given as `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}

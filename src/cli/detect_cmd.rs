@@ -104,9 +104,7 @@ pub fn run(args: &DetectArgs) -> Result<()> {
         }
         if let Some(dir) = &args.save {
             let mut annotated = image;
-            for d in &detections {
-                crate::render::draw_detection(&mut annotated, d, &crate::render::range_label(d));
-            }
+            crate::render::draw_detections(&mut annotated, &detections);
             let out = dir.join(Path::new(&name).with_extension("jpg"));
             annotated
                 .save(&out)

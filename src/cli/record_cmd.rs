@@ -7,7 +7,8 @@ use anyhow::Result;
 
 use super::args::{check_new_folder, FrameFormatArg, PaceArg, SourceArgs};
 use super::signals::stop_on_ctrl_c;
-use crate::pipeline::{self, PassThrough, PipelineConfig, RenderStage, SinkSpec, Stages};
+use crate::pipeline::{self, PassThrough, PipelineConfig, RenderStage, Stages};
+use crate::sink::SinkSpec;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RecordArgs {
@@ -62,10 +63,7 @@ pub fn run(args: &RecordArgs) -> Result<()> {
     };
     let stages = Stages {
         detect: Box::new(PassThrough::new(!spec.is_live())),
-        render: Box::new(RenderStage {
-            draw: false,
-            ttc_warn_s: f64::INFINITY,
-        }),
+        render: Box::new(RenderStage::new(false, f64::INFINITY)),
         sinks: vec![sink.factory()],
     };
     let mut config = PipelineConfig::new(spec.is_live());

@@ -6,12 +6,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::args::{check_new_folder, DetectorArgs, FrameFormatArg, PaceArg, SourceArgs};
+use super::args::{check_new_folder, DetectorArgs, FrameFormatArg, OnOff, PaceArg, SourceArgs};
 use super::signals::stop_on_ctrl_c;
 use crate::detect::Detector;
 use crate::pipeline::{
-    self, DetectStage, PipelineConfig, Ranging, RenderStage, RunReport, SinkSpec, Stages, Undistort,
+    self, DetectStage, PipelineConfig, Ranging, RenderStage, RunReport, Stages, Undistort,
 };
+use crate::sink::SinkSpec;
 use crate::source;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -78,6 +79,10 @@ pub struct RunArgs {
     #[command(flatten)]
     pub mounting: super::calib_cmd::MountingOverrideArgs,
 
+    /// The latency HUD in the window (at start; `h` toggles it) and in --save-video: on or off.
+    #[arg(long, value_enum, default_value_t = OnOff::On, value_name = "on|off")]
+    pub hud: OnOff,
+
     /// Forward-collision warning below this time to collision, seconds (needs --calib).
     #[arg(long, default_value_t = 2.0, value_name = "SECS")]
     pub ttc_warn: f64,
@@ -106,7 +111,7 @@ fn decide_show(args: &RunArgs) -> bool {
     if args.headless {
         return false;
     }
-    let available = pipeline::display_available();
+    let available = crate::sink::display_available();
     if !available && args.show {
         eprintln!(
             "no display found (DISPLAY / WAYLAND_DISPLAY unset): running headless; pass --headless to skip the window"
@@ -141,10 +146,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
     if show {
         sinks.push(SinkSpec::Window {
             title: format!("lookout: {spec}"),
+            hud: args.hud == OnOff::On,
         });
     }
     if let Some(path) = &args.save_video {
-        sinks.push(SinkSpec::Video { path: path.clone() });
+        sinks.push(SinkSpec::Video {
+            path: path.clone(),
+            hud: args.hud == OnOff::On,
+        });
     }
     if let Some(dir) = &args.save_frames {
         sinks.push(SinkSpec::Frames { dir: dir.clone() });
@@ -170,10 +179,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     };
     let stages = Stages {
         detect: Box::new(detect),
-        render: Box::new(RenderStage {
-            draw,
-            ttc_warn_s: args.ttc_warn,
-        }),
+        render: Box::new(RenderStage::new(draw, args.ttc_warn)),
         sinks: sinks.into_iter().map(SinkSpec::factory).collect(),
     };
     let mut pipeline_config = PipelineConfig::new(spec.is_live());

@@ -11,6 +11,9 @@ use image::{Rgb, RgbImage};
 use super::latency::{end_to_end_ns, stage_ns, FrameRecord, STAGES};
 use crate::render::{draw_text, fill_rect};
 
+/// Line height of the plot's labels, pixels.
+const TEXT_PX: u32 = 12;
+
 const WIDTH: u32 = 1200;
 const ROW_H: u32 = 150;
 const SERIES_X: (i64, i64) = (110, 840);
@@ -63,10 +66,17 @@ pub fn plot_image(records: &[FrameRecord]) -> RgbImage {
         SERIES_X.0,
         8,
         "latency per frame (ms; orange = warm-up)",
-        1,
+        TEXT_PX,
         INK,
     );
-    draw_text(&mut image, HIST_X.0, 8, "histogram (after warm-up)", 1, INK);
+    draw_text(
+        &mut image,
+        HIST_X.0,
+        8,
+        "histogram (after warm-up)",
+        TEXT_PX,
+        INK,
+    );
     let frames = records.len().max(2);
     for (k, row) in rows.iter().enumerate() {
         let top = 30 + k as i64 * ROW_H as i64;
@@ -94,13 +104,13 @@ fn draw_row(image: &mut RgbImage, row: &RowData, top: i64, frames: usize) {
             .copied()
             .unwrap_or(0.0)
     };
-    draw_text(image, 4, top + 14, row.name, 1, INK);
+    draw_text(image, 4, top + 14, row.name, TEXT_PX, INK);
     draw_text(
         image,
         4,
         top + 30,
         &format!("p50 {}", fmt_ms(pct(0.5))),
-        1,
+        TEXT_PX,
         INK,
     );
     draw_text(
@@ -108,7 +118,7 @@ fn draw_row(image: &mut RgbImage, row: &RowData, top: i64, frames: usize) {
         4,
         top + 44,
         &format!("p99 {}", fmt_ms(pct(0.99))),
-        1,
+        TEXT_PX,
         INK,
     );
     draw_text(
@@ -116,7 +126,7 @@ fn draw_row(image: &mut RgbImage, row: &RowData, top: i64, frames: usize) {
         4,
         top + 58,
         &format!("max {}", fmt_ms(max_ms)),
-        1,
+        TEXT_PX,
         INK,
     );
     // Axes.
@@ -128,7 +138,7 @@ fn draw_row(image: &mut RgbImage, row: &RowData, top: i64, frames: usize) {
         SERIES_X.0 + 4,
         y0 - 10,
         &format!("{} ms", fmt_ms(max_ms)),
-        1,
+        TEXT_PX,
         AXIS,
     );
     draw_text(
@@ -136,7 +146,7 @@ fn draw_row(image: &mut RgbImage, row: &RowData, top: i64, frames: usize) {
         SERIES_X.1 - 60,
         y1 + 6,
         &format!("frame {}", frames - 1),
-        1,
+        TEXT_PX,
         AXIS,
     );
     // Series.
@@ -167,13 +177,13 @@ fn draw_row(image: &mut RgbImage, row: &RowData, top: i64, frames: usize) {
         let h = ((y1 - y0) as f64 * n as f64 / tallest as f64) as i64;
         fill_rect(image, x + 1, y1 - h, x + bin_w, y1, BARS);
     }
-    draw_text(image, HIST_X.0, y1 + 6, "0", 1, AXIS);
+    draw_text(image, HIST_X.0, y1 + 6, "0", TEXT_PX, AXIS);
     draw_text(
         image,
         HIST_X.1 - 70,
         y1 + 6,
         &format!("{} ms", fmt_ms(max_ms)),
-        1,
+        TEXT_PX,
         AXIS,
     );
 }

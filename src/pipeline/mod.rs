@@ -21,7 +21,6 @@
 //! heavy (a 4K camera's MJPEG decode).
 
 pub mod fault;
-pub mod sinks;
 pub mod slot;
 pub mod stage;
 
@@ -33,7 +32,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 pub use fault::Fault;
-pub use sinks::{display_available, SinkContext, SinkFactory, SinkSpec};
 pub use slot::{hop, Handed, HopSender, LatestSlot};
 pub use stage::{
     Captured, DetectStage, PassThrough, Ranging, RenderStage, Rendered, Sequenced, Stage, Undistort,
@@ -41,7 +39,7 @@ pub use stage::{
 
 use crate::metrics::hud::HudWindow;
 use crate::metrics::latency::{Drops, FrameCounts, LatencyRecorder, QueueWaits, RunSummary};
-use crate::sink::{Sink, SinkControl, SinkFrame};
+use crate::sink::{Sink, SinkContext, SinkControl, SinkFactory, SinkFrame};
 use crate::source::{FrameSource, SourceInfo};
 use crate::types::{mono_now_ns, DetectedFrame, FrameStamps};
 

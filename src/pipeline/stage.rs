@@ -6,7 +6,7 @@
 //! [`PassThrough`] stands in for it when recording; [`RenderStage`] draws boxes, labels and
 //! the forward-collision banner. Tests plug in their own stages (a slow fake detector).
 
-use image::{Rgb, RgbImage};
+use image::RgbImage;
 
 use crate::calib::undistort::RemapTable;
 use crate::calib::{estimate_distance, Calibration};
@@ -251,17 +251,26 @@ pub struct RenderStage {
     pub draw: bool,
     /// Show the forward-collision warning below this time to collision, seconds.
     pub ttc_warn_s: f64,
+    overlay: crate::render::Overlay,
+}
+
+impl RenderStage {
+    pub fn new(draw: bool, ttc_warn_s: f64) -> Self {
+        Self {
+            draw,
+            ttc_warn_s,
+            overlay: crate::render::Overlay::default(),
+        }
+    }
 }
 
 impl Stage<DetectedFrame, Rendered> for RenderStage {
     fn process(&mut self, mut detected: DetectedFrame) -> anyhow::Result<Rendered> {
         let annotated = self.draw.then(|| {
             let mut image = detected.frame.image.clone();
-            for d in &detected.detections {
-                crate::render::draw_detection(&mut image, d, &crate::render::range_label(d));
-            }
+            self.overlay.draw(&mut image, &detected.detections);
             if let Some(ttc) = min_ttc(&detected.detections).filter(|t| *t < self.ttc_warn_s) {
-                draw_collision_banner(&mut image, ttc);
+                crate::render::draw_collision_banner(&mut image, ttc);
             }
             image
         });
@@ -279,27 +288,6 @@ pub fn min_ttc(detections: &[Detection]) -> Option<f64> {
         .iter()
         .filter_map(|d| d.range.as_ref()?.ttc_s)
         .min_by(f64::total_cmp)
-}
-
-/// A red full-width banner across the top third's upper edge: `BRAKE! collision in 1.4 s`.
-pub fn draw_collision_banner(image: &mut RgbImage, ttc_s: f64) {
-    let scale = crate::render::text_scale(image.height()) * 2;
-    let text = format!("FORWARD COLLISION WARNING  TTC {ttc_s:.1} s");
-    let (tw, th) = crate::render::text_size(&text, scale);
-    let banner_h = th + 4 * scale;
-    let top = (image.height() / 8) as i64;
-    let red = Rgb([220, 20, 20]);
-    crate::render::fill_rect(
-        image,
-        0,
-        top,
-        image.width() as i64,
-        top + banner_h as i64,
-        red,
-    );
-    let x = (image.width() as i64 - tw as i64).max(0) / 2;
-    let white = Rgb([255, 255, 255]);
-    crate::render::draw_text(image, x, top + 2 * scale as i64, &text, scale, white);
 }
 
 #[cfg(test)]
@@ -336,11 +324,8 @@ mod tests {
 
     #[test]
     fn render_draws_the_banner_only_below_the_warning_time() {
-        let mut stage = RenderStage {
-            draw: true,
-            ttc_warn_s: 2.0,
-        };
-        let red = Rgb([220, 20, 20]);
+        let mut stage = RenderStage::new(true, 2.0);
+        let red = image::Rgb([220, 20, 20]);
         let banner_row = 360 / 8 + 1;
         let out = stage.process(detected(Some(1.2))).unwrap();
         assert_eq!(
@@ -357,10 +342,7 @@ mod tests {
 
     #[test]
     fn render_without_pixel_sinks_only_stamps() {
-        let mut stage = RenderStage {
-            draw: false,
-            ttc_warn_s: 2.0,
-        };
+        let mut stage = RenderStage::new(false, 2.0);
         let out = stage.process(detected(None)).unwrap();
         assert!(out.annotated.is_none());
         assert_eq!(out.seq(), 7);

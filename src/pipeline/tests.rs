@@ -112,10 +112,7 @@ fn stages(detect_period: Duration, sinks: Vec<SinkFactory>) -> Stages {
         detect: Box::new(SlowStage {
             period: detect_period,
         }),
-        render: Box::new(RenderStage {
-            draw: false,
-            ttc_warn_s: 2.0,
-        }),
+        render: Box::new(RenderStage::new(false, 2.0)),
         sinks,
     }
 }

@@ -1,13 +1,17 @@
-//! Drawing on frames: boxes coloured by group, legible labels, and text panels (HUD).
+//! Drawing on frames: boxes coloured by group, labels placed so that they never cover one
+//! another or leave the frame ([`labels`]), and text panels (HUD, collision banner).
 //!
-//! Text uses the public-domain 8×8 bitmap font of the `font8x8` crate, scaled by an
-//! integer factor chosen from the image height, so labels stay legible from 480p to 4K
-//! without shipping a font file or rasterising outlines per frame.
+//! Text is anti-aliased Noto Mono ([`text`]) with a line height from the image height, so
+//! labels read the same from 480p to 4K.
 
 pub mod hud;
+pub mod labels;
+pub mod text;
 
-use font8x8::UnicodeFonts;
 use image::{Rgb, RgbImage};
+
+pub use labels::{LabelPlacer, LabelRect};
+pub use text::{draw_text, text_size};
 
 use crate::types::{BoxXyxy, ClassGroup, Detection};
 
@@ -21,9 +25,9 @@ pub fn group_colour(group: ClassGroup) -> Rgb<u8> {
     }
 }
 
-/// Text scale for an image: 8 px glyphs ×2 at 720p, never below ×1.
-pub fn text_scale(image_height: u32) -> u32 {
-    (image_height / 360).max(1)
+/// Label and HUD line height for an image: 20 px at 720p, 60 px at 4K, never below 12.
+pub fn text_px(image_height: u32) -> u32 {
+    (image_height / 36).max(12)
 }
 
 /// Box line thickness for an image.
@@ -31,45 +35,103 @@ pub fn line_thickness(image_height: u32) -> u32 {
     (image_height / 360).clamp(1, 4)
 }
 
-/// Draws every detection: its box and a `class score` label (plus `extra`, e.g. a distance).
+/// Draws every detection: its box, and a `class score` label (with the distance and time to
+/// collision when the detection has a range) where it overlaps no other label.
 pub fn draw_detections(image: &mut RgbImage, detections: &[Detection]) {
-    for d in detections {
-        draw_detection(image, d, "");
+    Overlay::default().draw(image, detections);
+}
+
+/// Draws detections frame after frame, keeping its buffers (label text, placement, order).
+#[derive(Debug, Default)]
+pub struct Overlay {
+    placer: LabelPlacer,
+    order: Vec<usize>,
+    label: String,
+}
+
+impl Overlay {
+    /// Every box, then the labels, most confident first (they get the preferred places).
+    pub fn draw(&mut self, image: &mut RgbImage, detections: &[Detection]) {
+        use std::fmt::Write;
+        let thickness = line_thickness(image.height());
+        for d in detections {
+            draw_box(image, &d.box_in_image, group_colour(d.group), thickness);
+        }
+        self.order.clear();
+        self.order.extend(0..detections.len());
+        self.order
+            .sort_by(|&a, &b| detections[b].score.total_cmp(&detections[a].score));
+        self.placer.clear();
+        let px = text_px(image.height());
+        let margin = (px / 6).max(1) as i64;
+        let (frame_w, frame_h) = (image.width() as i64, image.height() as i64);
+        for &i in &self.order {
+            let d = &detections[i];
+            self.label.clear();
+            let _ = write!(self.label, "{} {:.2}", d.class, d.score);
+            write_range_label(&mut self.label, d);
+            let (tw, th) = text_size(&self.label, px);
+            let (w, h) = (tw as i64 + 2 * margin, th as i64);
+            let Some(r) = self.placer.place(&d.box_in_image, w, h, frame_w, frame_h) else {
+                continue;
+            };
+            let colour = group_colour(d.group);
+            fill_rect(image, r.x1, r.y1, r.x2, r.y2, colour);
+            draw_text(
+                image,
+                r.x1 + margin,
+                r.y1,
+                &self.label,
+                px,
+                text_colour_on(colour),
+            );
+        }
+    }
+
+    /// Where the last [`Overlay::draw`] put its labels.
+    pub fn label_rects(&self) -> &[LabelRect] {
+        self.placer.placed()
     }
 }
 
-/// Draws one detection's box and label; `extra` is appended to the label (`· 14.2 m`).
-pub fn draw_detection(image: &mut RgbImage, detection: &Detection, extra: &str) {
-    let colour = group_colour(detection.group);
-    let thickness = line_thickness(image.height());
-    draw_box(image, &detection.box_in_image, colour, thickness);
-    let label = format!("{} {:.2}{extra}", detection.class, detection.score);
-    let scale = text_scale(image.height());
-    let label_h = 8 * scale + 2 * scale;
-    let label_w = text_size(&label, scale).0 as i64 + 2 * scale as i64;
-    // Shifted left when it would run off the right edge, so it stays readable.
-    let x = (detection.box_in_image.x1 as i64)
-        .min(image.width() as i64 - label_w)
-        .max(0);
-    let above = detection.box_in_image.y1 as i64 - label_h as i64;
-    // Above the box when it fits, else just inside its top edge.
-    let y = if above >= 0 {
-        above
-    } else {
-        detection.box_in_image.y1.max(0.0) as i64
-    };
-    draw_label(image, x, y, &label, scale, colour, text_colour_on(colour));
+/// Appends ` · 14.2 m` (and ` · TTC 1.8 s`) for a detection with a range.
+fn write_range_label(out: &mut String, detection: &Detection) {
+    use std::fmt::Write;
+    if let Some(r) = &detection.range {
+        let _ = write!(out, " · {:.1} m", r.distance_m);
+        if let Some(ttc) = r.ttc_s {
+            let _ = write!(out, " · TTC {ttc:.1} s");
+        }
+    }
 }
 
 /// ` · 14.2 m` (and ` · TTC 1.8 s`) for a detection with a range; empty otherwise.
 pub fn range_label(detection: &Detection) -> String {
-    match &detection.range {
-        None => String::new(),
-        Some(r) => match r.ttc_s {
-            Some(ttc) => format!(" · {:.1} m · TTC {:.1} s", r.distance_m, ttc),
-            None => format!(" · {:.1} m", r.distance_m),
-        },
-    }
+    let mut out = String::new();
+    write_range_label(&mut out, detection);
+    out
+}
+
+/// A red full-width banner across the top third's upper edge: `BRAKE! collision in 1.4 s`.
+pub fn draw_collision_banner(image: &mut RgbImage, ttc_s: f64) {
+    let px = text_px(image.height()) * 2;
+    let text = format!("FORWARD COLLISION WARNING  TTC {ttc_s:.1} s");
+    let (tw, th) = text_size(&text, px);
+    let pad = px / 4;
+    let banner_h = th + 2 * pad;
+    let top = (image.height() / 8) as i64;
+    let red = Rgb([220, 20, 20]);
+    fill_rect(
+        image,
+        0,
+        top,
+        image.width() as i64,
+        top + banner_h as i64,
+        red,
+    );
+    let x = (image.width() as i64 - tw as i64).max(0) / 2;
+    let white = Rgb([255, 255, 255]);
+    draw_text(image, x, top + pad as i64, &text, px, white);
 }
 
 /// Black or white, whichever reads better on `background`.
@@ -116,70 +178,27 @@ pub fn dim_rect(image: &mut RgbImage, x1: i64, y1: i64, x2: i64, y2: i64) {
     }
 }
 
-/// Width and height in pixels of `text` at `scale`.
-pub fn text_size(text: &str, scale: u32) -> (u32, u32) {
-    (text.chars().count() as u32 * 8 * scale, 8 * scale)
-}
-
-/// Text on a filled background with a margin of `scale` pixels; top-left at (x, y).
+/// Text on a filled background with a margin of a sixth of the line height; top-left at (x, y).
 pub fn draw_label(
     image: &mut RgbImage,
     x: i64,
     y: i64,
     text: &str,
-    scale: u32,
+    px: u32,
     background: Rgb<u8>,
     foreground: Rgb<u8>,
 ) {
-    let (tw, th) = text_size(text, scale);
-    let m = scale as i64;
+    let (tw, th) = text_size(text, px);
+    let m = (px / 6).max(1) as i64;
     fill_rect(
         image,
         x,
         y,
         x + tw as i64 + 2 * m,
-        y + th as i64 + 2 * m,
+        y + th as i64,
         background,
     );
-    draw_text(image, x + m, y + m, text, scale, foreground);
-}
-
-/// Text without background; characters outside the font's Unicode blocks draw as `?`.
-pub fn draw_text(image: &mut RgbImage, x: i64, y: i64, text: &str, scale: u32, colour: Rgb<u8>) {
-    let (w, h) = (image.width() as i64, image.height() as i64);
-    for (i, ch) in text.chars().enumerate() {
-        let glyph = glyph(ch);
-        let gx = x + (i as i64) * 8 * scale as i64;
-        for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..8 {
-                if bits & (1 << col) == 0 {
-                    continue;
-                }
-                for dy in 0..scale as i64 {
-                    for dx in 0..scale as i64 {
-                        let px = gx + col * scale as i64 + dx;
-                        let py = y + row as i64 * scale as i64 + dy;
-                        if (0..w).contains(&px) && (0..h).contains(&py) {
-                            image.put_pixel(px as u32, py as u32, colour);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn glyph(ch: char) -> [u8; 8] {
-    let ch = match ch {
-        '•' => '·',
-        '—' | '–' => '-',
-        other => other,
-    };
-    font8x8::BASIC_FONTS
-        .get(ch)
-        .or_else(|| font8x8::LATIN_FONTS.get(ch))
-        .or_else(|| font8x8::BASIC_FONTS.get('?'))
-        .unwrap_or([0; 8])
+    draw_text(image, x + m, y, text, px, foreground);
 }
 
 #[cfg(test)]
@@ -227,6 +246,48 @@ mod tests {
         let mut d = det(ClassGroup::Sign);
         d.box_in_image = BoxXyxy::new(-20.0, -20.0, 80.0, 80.0);
         draw_detections(&mut img, &[d]);
-        draw_text(&mut img, 45, 45, "long text ✓", 3, Rgb([1, 2, 3]));
+        draw_text(&mut img, 45, 45, "long text ✓", 24, Rgb([1, 2, 3]));
+    }
+
+    /// 20 boxes crowded into one corner of a 720p frame: no two labels intersect, all lie in
+    /// the frame, and most boxes keep their label.
+    #[test]
+    fn crowded_labels_never_overlap_or_leave_the_frame() {
+        let mut img = RgbImage::new(1280, 720);
+        let detections: Vec<Detection> = (0..20)
+            .map(|i| {
+                let (col, row) = ((i % 5) as f32, (i / 5) as f32);
+                let mut d = det([ClassGroup::Vehicle, ClassGroup::Pedestrian][i % 2]);
+                d.class = if i % 2 == 0 {
+                    "car".into()
+                } else {
+                    "person".into()
+                };
+                d.score = 0.3 + i as f32 * 0.03;
+                let (x, y) = (1100.0 + col * 30.0, -10.0 + row * 25.0);
+                d.box_in_image = BoxXyxy::new(x, y, x + 80.0, y + 60.0);
+                d.range = Some(crate::types::Range {
+                    distance_m: 13.8 + i as f64,
+                    lateral_m: 0.5,
+                    distance_method: "ground_contact".into(),
+                    ttc_s: None,
+                });
+                d
+            })
+            .collect();
+        let mut overlay = Overlay::default();
+        overlay.draw(&mut img, &detections);
+        let rects = overlay.label_rects();
+        assert!(
+            rects.len() >= 15,
+            "only {} of 20 labels placed",
+            rects.len()
+        );
+        for (i, a) in rects.iter().enumerate() {
+            assert!(a.inside(1280, 720), "label {a:?} leaves the frame");
+            for b in &rects[i + 1..] {
+                assert!(!a.intersects(b), "labels {a:?} and {b:?} overlap");
+            }
+        }
     }
 }

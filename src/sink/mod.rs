@@ -9,6 +9,7 @@
 pub mod frames;
 pub mod jsonl;
 pub mod record;
+pub mod spec;
 pub mod video;
 pub mod window;
 
@@ -19,6 +20,7 @@ use crate::types::{DetectedFrame, HudStats};
 pub use frames::FramesSink;
 pub use jsonl::{JsonlRecord, JsonlSink};
 pub use record::RecordSink;
+pub use spec::{SinkContext, SinkFactory, SinkSpec};
 pub use video::VideoSink;
 pub use window::{display_available, WindowSink};
 

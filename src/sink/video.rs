@@ -17,6 +17,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use image::RgbImage;
+
 use super::{Sink, SinkControl, SinkError, SinkFrame};
 use crate::source::ffmpeg::FfmpegTools;
 
@@ -32,6 +34,8 @@ pub struct VideoSink {
     /// `None` once finished.
     encoder: Option<Encoder>,
     frames_written: u64,
+    /// With the HUD on, the frame with the HUD drawn (reused between frames).
+    with_hud: Option<RgbImage>,
 }
 
 struct Encoder {
@@ -51,6 +55,12 @@ impl VideoSink {
         check_format(width, height, fps)?;
         let tools = FfmpegTools::from_env().map_err(|e| SinkError::failed(NAME, e.to_string()))?;
         Self::create_with(&tools, path, width, height, fps)
+    }
+
+    /// Draws the latency HUD into every frame of the video (as the window shows it).
+    pub fn with_hud(mut self, on: bool) -> Self {
+        self.with_hud = on.then(|| RgbImage::new(self.width, self.height));
+        self
     }
 
     /// [`VideoSink::create`] with the ffmpeg of `tools`.
@@ -108,6 +118,7 @@ impl VideoSink {
                 stderr_thread,
             }),
             frames_written: 0,
+            with_hud: None,
         })
     }
 
@@ -176,7 +187,15 @@ impl Sink for VideoSink {
                 "write after finish: the video is closed",
             ));
         };
-        if let Err(e) = stdin.write_all(image.as_raw()) {
+        let pixels: &[u8] = match &mut self.with_hud {
+            Some(composed) => {
+                composed.copy_from_slice(image.as_raw());
+                crate::render::hud::draw_hud(composed, frame.hud);
+                composed.as_raw()
+            }
+            None => image.as_raw(),
+        };
+        if let Err(e) = stdin.write_all(pixels) {
             // Usually a broken pipe: ffmpeg has exited; its own message says why.
             let closed = self.close().err();
             return Err(closed

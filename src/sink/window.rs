@@ -176,6 +176,12 @@ impl WindowSink {
         })
     }
 
+    /// Starts with the HUD shown or hidden (`h` toggles it either way).
+    pub fn with_hud(mut self, on: bool) -> Self {
+        self.view.show_hud = on;
+        self
+    }
+
     pub fn view(&self) -> ViewState {
         self.view
     }

@@ -551,6 +551,57 @@ fn video_has_every_frame_at_size_and_close_to_the_input() {
     assert!(mean_abs_diff < 3.0, "mean abs diff {mean_abs_diff}");
 }
 
+/// `--hud on`: the video holds the HUD panel (the scene darkened under it, text in it) and
+/// the rest of the frame as it was.
+#[test]
+fn video_with_the_hud_draws_it_and_nothing_else() {
+    let Some(tools) = ffmpeg_tools() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hud.mp4");
+    let (w, h) = (640, 360);
+    let mut sink = VideoSink::create(&path, w, h, 25.0).unwrap().with_hud(true);
+    write_video(&mut sink, 3, w, h);
+    sink.finish().unwrap();
+    let decoded = first_frame_rgb(&tools, &path);
+    let input = gradient(w, h, 0);
+    let mut expected = input.clone();
+    draw_hud(&mut expected, &hud());
+    let (x1, y1, x2, y2) = hud_rect(h, &hud_lines(&hud()));
+    let (mut inside, mut outside) = ((0.0, 0usize), (0.0, 0usize));
+    for (i, (a, b)) in decoded.iter().zip(expected.as_raw()).enumerate() {
+        let (x, y) = (((i / 3) as u32 % w) as i64, ((i / 3) as u32 / w) as i64);
+        let diff = f64::from(a.abs_diff(*b));
+        let acc = if (x1..x2).contains(&x) && (y1..y2).contains(&y) {
+            &mut inside
+        } else {
+            &mut outside
+        };
+        acc.0 += diff;
+        acc.1 += 1;
+    }
+    let (inside, outside) = (inside.0 / inside.1 as f64, outside.0 / outside.1 as f64);
+    assert!(outside < 3.0, "outside the HUD: mean abs diff {outside}");
+    assert!(inside < 12.0, "the HUD as drawn: mean abs diff {inside}");
+    // Without the HUD the panel's area would differ much more from the HUD frame.
+    let plain: f64 = (y1..y2)
+        .flat_map(|y| (x1..x2).map(move |x| (x, y)))
+        .map(|(x, y)| {
+            let (p, q) = (
+                input.get_pixel(x as u32, y as u32),
+                expected.get_pixel(x as u32, y as u32),
+            );
+            f64::from(p.0[0].abs_diff(q.0[0]))
+        })
+        .sum::<f64>()
+        / ((x2 - x1) * (y2 - y1)) as f64;
+    assert!(
+        plain > 4.0 * inside,
+        "the panel is visible: {plain} vs {inside}"
+    );
+}
+
 #[test]
 fn a_dropped_video_sink_still_leaves_a_playable_file() {
     let Some(tools) = ffmpeg_tools() else {

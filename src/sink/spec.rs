@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::{Sink, SinkError};
 use crate::drive::{DriveManifest, FrameFileFormat};
-use crate::sink::{Sink, SinkError};
 
 /// What the sink thread knows when it builds the sinks: the first frame's size and the
 /// source's nominal rate.
@@ -23,9 +23,13 @@ pub type SinkFactory = Box<dyn FnOnce(&SinkContext) -> Result<Box<dyn Sink>, Sin
 pub enum SinkSpec {
     Window {
         title: String,
+        /// The latency HUD shown at start (`h` toggles it).
+        hud: bool,
     },
     Video {
         path: PathBuf,
+        /// The latency HUD drawn into the video.
+        hud: bool,
     },
     Frames {
         dir: PathBuf,
@@ -59,12 +63,14 @@ impl SinkSpec {
 }
 
 fn build(spec: SinkSpec, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkError> {
-    use crate::sink::{frames::FramesSink, jsonl::JsonlSink, record::RecordSink};
-    use crate::sink::{video::VideoSink, window::WindowSink};
+    use super::{frames::FramesSink, jsonl::JsonlSink, record::RecordSink};
+    use super::{video::VideoSink, window::WindowSink};
     Ok(match spec {
-        SinkSpec::Window { title } => Box::new(WindowSink::open(&title, ctx.width, ctx.height)?),
-        SinkSpec::Video { path } => {
-            Box::new(VideoSink::create(&path, ctx.width, ctx.height, ctx.fps)?)
+        SinkSpec::Window { title, hud } => {
+            Box::new(WindowSink::open(&title, ctx.width, ctx.height)?.with_hud(hud))
+        }
+        SinkSpec::Video { path, hud } => {
+            Box::new(VideoSink::create(&path, ctx.width, ctx.height, ctx.fps)?.with_hud(hud))
         }
         SinkSpec::Frames { dir } => Box::new(FramesSink::create(&dir)?),
         SinkSpec::Jsonl { path } => Box::new(JsonlSink::create(&path)?),
@@ -116,9 +122,4 @@ fn calibration_file_name(path: &Path) -> Result<String, SinkError> {
                 path.display()
             ),
         })
-}
-
-/// Whether a window can be opened.
-pub fn display_available() -> bool {
-    crate::sink::window::display_available()
 }
