@@ -14,6 +14,8 @@ pub mod fixtures;
 pub mod imageio;
 pub mod metrics;
 pub mod pipeline;
+pub mod ranging;
+pub mod redact;
 pub mod render;
 pub mod sink;
 pub mod source;

@@ -111,6 +111,39 @@ fn sample(src: &[u8], row_bytes: usize, tap: &Tap) -> [u8; 3] {
     out
 }
 
+/// Undistorts frames through a remap table built once per frame size, into a buffer that
+/// is swapped with the frame's (no allocation per frame once warm).
+pub struct Undistort {
+    calibration: Calibration,
+    table: Option<((u32, u32), RemapTable)>,
+    spare: RgbImage,
+}
+
+impl Undistort {
+    pub fn new(calibration: Calibration) -> Self {
+        Self {
+            calibration,
+            table: None,
+            spare: RgbImage::new(0, 0),
+        }
+    }
+
+    /// Replaces `image` with its undistorted version.
+    pub fn apply(&mut self, image: &mut RgbImage) -> Result<(), CalibError> {
+        let size = image.dimensions();
+        if self.table.as_ref().map(|(s, _)| *s) != Some(size) {
+            self.table = Some((size, RemapTable::new(&self.calibration, size.0, size.1)?));
+        }
+        if self.spare.dimensions() != size {
+            self.spare = RgbImage::new(size.0, size.1);
+        }
+        let table = &self.table.as_ref().expect("set above").1;
+        table.apply(image, &mut self.spare)?;
+        std::mem::swap(image, &mut self.spare);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

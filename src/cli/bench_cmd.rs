@@ -10,6 +10,8 @@ use super::args::DetectorArgs;
 use super::detect_cmd::read_rgb;
 use crate::detect::Detector;
 use crate::metrics::SampleSummary;
+use crate::pipeline::{Captured, DetectStage, Stage};
+use crate::types::{mono_now_ns, wall_now_ns, Frame, FrameStamps};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -60,22 +62,34 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
     let threads = args.detector.apply_threads()?;
     let config = args.detector.to_config()?;
-    let mut detector = Detector::load(&config)?;
+    let mut stage = DetectStage::new(Detector::load(&config)?, None);
     let (image, image_name) = bench_image(args)?;
-    let (w, h) = (image.width() as usize, image.height() as usize);
-    for _ in 0..args.warmup {
-        detector.detect(image.as_raw(), w, h)?;
+    // The frame is copied before each timed run; only the stage's own steps are timed.
+    let frame = |seq| Captured {
+        frame: Frame {
+            seq,
+            capture_mono_ns: mono_now_ns(),
+            capture_wall_ns: wall_now_ns(),
+            pts_ns: None,
+            image: image.clone(),
+        },
+        stamps: FrameStamps::default(),
+    };
+    for seq in 0..args.warmup as u64 {
+        stage.process(frame(seq))?;
     }
     let (mut pre, mut infer, mut post, mut total) = (vec![], vec![], vec![], vec![]);
     let mut detections = 0;
-    for _ in 0..args.runs {
-        let (dets, t) = detector.detect(image.as_raw(), w, h)?;
-        detections = dets.len();
+    for seq in 0..args.runs as u64 {
+        let detected = stage.process(frame(seq))?;
+        let t = detected.timings;
+        detections = detected.detections.len();
         pre.push(t.preprocess);
         infer.push(t.inference);
         post.push(t.postprocess);
         total.push(t.total());
     }
+    let detector = stage.detector_mut();
     let summary = |s: &[f64]| SampleSummary::of(s).expect("runs > 0");
     let (iw, ih) = detector.input_size();
     let report = BenchReport {
@@ -99,7 +113,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         print_table(&report);
     }
     if args.ops {
-        print_ops(&mut detector, &image, args.runs)?;
+        print_ops(detector, &image, args.runs)?;
     }
     Ok(())
 }

@@ -6,8 +6,12 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::args::DetectorArgs;
+use crate::calib::undistort::Undistort;
 use crate::detect::Detector;
-use crate::types::{DetectTimings, Detection};
+use crate::pipeline::{Captured, DetectStage, Stage};
+use crate::ranging::Ranging;
+use crate::render::Overlay;
+use crate::types::{mono_now_ns, wall_now_ns, DetectTimings, Detection, Frame, FrameStamps};
 
 #[derive(Debug, clap::Args)]
 pub struct DetectArgs {
@@ -53,7 +57,7 @@ pub struct ImageResult<'a> {
 pub fn run(args: &DetectArgs) -> Result<()> {
     args.detector.apply_threads()?;
     let config = args.detector.to_config()?;
-    let mut detector = Detector::load(&config)?;
+    let mut stage = DetectStage::new(Detector::load(&config)?, None);
     if let Some(dir) = &args.save {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create --save folder {}", dir.display()))?;
@@ -62,30 +66,35 @@ pub fn run(args: &DetectArgs) -> Result<()> {
         Some(path) => Some(args.mounting.load(path)?),
         None => None,
     };
-    for path in &args.images {
-        let mut image = read_rgb(path)?;
+    if let (Some(cal), true) = (&calibration, args.undistort) {
+        stage = stage.with_undistort(Undistort::new(cal.clone()));
+    }
+    let mut overlay = Overlay::default();
+    for (seq, path) in args.images.iter().enumerate() {
+        let image = read_rgb(path)?;
         let (w, h) = image.dimensions();
-        let calibration = match &calibration {
-            Some(cal) => Some(
-                cal.for_image_size(w, h)
-                    .with_context(|| format!("calibration for {}", path.display()))?,
-            ),
-            None => None,
+        // The same steps as `run`'s detect stage; ranging afresh for every image.
+        stage.set_ranging(calibration.as_ref().map(|cal| {
+            Ranging::new(if args.undistort {
+                cal.without_distortion()
+            } else {
+                cal.clone()
+            })
+        }));
+        let captured = Captured {
+            frame: Frame {
+                seq: seq as u64,
+                capture_mono_ns: mono_now_ns(),
+                capture_wall_ns: wall_now_ns(),
+                pts_ns: None,
+                image,
+            },
+            stamps: FrameStamps::default(),
         };
-        let calibration = match (&calibration, args.undistort) {
-            (Some(cal), true) => {
-                let table = crate::calib::undistort::RemapTable::new(cal, w, h)?;
-                let mut undistorted = image::RgbImage::new(w, h);
-                table.apply(&image, &mut undistorted)?;
-                image = undistorted;
-                Some(cal.without_distortion())
-            }
-            _ => calibration,
-        };
-        let (mut detections, timings) = detector.detect(image.as_raw(), w as usize, h as usize)?;
-        if let Some(cal) = &calibration {
-            add_ranges(cal, &mut detections, w, h);
-        }
+        let detected = stage
+            .process(captured)
+            .with_context(|| format!("image {}", path.display()))?;
+        let (detections, timings) = (&detected.detections, detected.timings);
         let name = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
@@ -95,16 +104,16 @@ pub fn run(args: &DetectArgs) -> Result<()> {
                 image: path.display().to_string(),
                 width: w,
                 height: h,
-                detections: &detections,
+                detections,
                 timing_ms: timings,
             };
             println!("{}", serde_json::to_string(&result)?);
         } else {
-            println!("{}", summary_line(&name, w, h, &detections, &timings));
+            println!("{}", summary_line(&name, w, h, detections, &timings));
         }
         if let Some(dir) = &args.save {
-            let mut annotated = image;
-            crate::render::draw_detections(&mut annotated, &detections);
+            let mut annotated = detected.frame.image.clone();
+            overlay.draw(&mut annotated, detections);
             let out = dir.join(Path::new(&name).with_extension("jpg"));
             annotated
                 .save(&out)
@@ -112,14 +121,6 @@ pub fn run(args: &DetectArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Adds the distance of every detection (those the estimator can place).
-pub fn add_ranges(cal: &crate::calib::Calibration, detections: &mut [Detection], w: u32, h: u32) {
-    for d in detections {
-        d.range = crate::calib::estimate_distance(cal, &d.box_in_image, &d.class, w, h)
-            .map(|e| e.to_range());
-    }
 }
 
 /// `bus.jpg 810x1080: 3 person, 1 bus — 41.2 ms (pre 3.1, infer 36.0, post 2.1)`.

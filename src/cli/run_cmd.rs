@@ -8,10 +8,10 @@ use anyhow::{Context, Result};
 
 use super::args::{check_new_folder, DetectorArgs, FrameFormatArg, OnOff, PaceArg, SourceArgs};
 use super::signals::stop_on_ctrl_c;
+use crate::calib::undistort::Undistort;
 use crate::detect::Detector;
-use crate::pipeline::{
-    self, DetectStage, PipelineConfig, Ranging, RenderStage, RunReport, Stages, Undistort,
-};
+use crate::pipeline::{self, DetectStage, PipelineConfig, RenderStage, RunReport, Stages};
+use crate::ranging::Ranging;
 use crate::sink::SinkSpec;
 use crate::source;
 

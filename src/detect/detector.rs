@@ -1,7 +1,6 @@
 //! The detector: weights → model on a device, and one image → detections with timings.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use candle_core::{DType, Device, Module, Tensor};
 
@@ -13,7 +12,7 @@ use super::postprocess::{self, BestClass, Candidate, PostprocessConfig, Yolov8La
 use super::preprocess::{self as pre, ImageFromModel, InputLayout, Preprocessor};
 use super::weights::{NameScheme, Weights};
 use super::{yolov8::Yolov8, yolox::Yolox};
-use crate::types::{DetectTimings, Detection};
+use crate::types::Detection;
 
 /// A validated detector configuration.
 #[derive(Debug, Clone)]
@@ -193,29 +192,6 @@ impl Detector {
             DType::F16 => "f16",
             _ => "f32",
         }
-    }
-
-    /// Detects objects in an RGB8 image (`width * height * 3` bytes).
-    pub fn detect(
-        &mut self,
-        rgb: &[u8],
-        width: usize,
-        height: usize,
-    ) -> Result<(Vec<Detection>, DetectTimings)> {
-        let t0 = Instant::now();
-        let (input, image_from_model) = self.preprocess(rgb, width, height)?;
-        let t1 = Instant::now();
-        self.infer(&input)?;
-        let t2 = Instant::now();
-        let detections = self.postprocess(&image_from_model)?;
-        let t3 = Instant::now();
-        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
-        let timings = DetectTimings {
-            preprocess: ms(t0, t1),
-            inference: ms(t1, t2),
-            postprocess: ms(t2, t3),
-        };
-        Ok((detections, timings))
     }
 
     /// Image → network input. On the CPU in f32 the pre-processed image stays in the

@@ -19,6 +19,7 @@ pub use index::{IndexEntry, INDEX_HEADER};
 pub use writer::DriveWriter;
 
 use crate::civil::rfc3339_utc;
+use crate::redact::mask_credentials;
 
 /// The manifest version this code writes and reads.
 pub const DRIVE_FORMAT_VERSION: u32 = 1;
@@ -133,8 +134,7 @@ pub struct DriveManifest {
 }
 
 impl DriveManifest {
-    /// A version-1 manifest created now. `source` is stored as given: pass a source's
-    /// display form (`SourceSpec`'s, which masks credentials in stream URLs).
+    /// A version-1 manifest created now; `source` is masked before it is stored.
     pub fn new(
         source: &str,
         width: u32,
@@ -145,7 +145,7 @@ impl DriveManifest {
         Self {
             version: DRIVE_FORMAT_VERSION,
             created: Created::Rfc3339(rfc3339_utc(crate::types::wall_now_ns())),
-            source: source.to_string(),
+            source: mask_credentials(source),
             width,
             height,
             fps,

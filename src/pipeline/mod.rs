@@ -33,9 +33,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 pub use fault::Fault;
 pub use slot::{hop, Handed, HopSender, LatestSlot};
-pub use stage::{
-    Captured, DetectStage, PassThrough, Ranging, RenderStage, Rendered, Sequenced, Stage, Undistort,
-};
+pub use stage::{Captured, DetectStage, PassThrough, RenderStage, Rendered, Sequenced, Stage};
 
 use crate::metrics::hud::HudWindow;
 use crate::metrics::latency::{Drops, FrameCounts, LatencyRecorder, QueueWaits, RunSummary};

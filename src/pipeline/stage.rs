@@ -8,10 +8,9 @@
 
 use image::RgbImage;
 
-use crate::calib::undistort::RemapTable;
-use crate::calib::{estimate_distance, Calibration};
+use crate::calib::undistort::Undistort;
 use crate::detect::Detector;
-use crate::track::{TtcConfig, TtcInput, TtcTracker};
+use crate::ranging::Ranging;
 use crate::types::{mono_now_ns, DetectTimings, DetectedFrame, Detection, Frame, FrameStamps};
 
 /// A frame as the capture stage hands it on.
@@ -72,44 +71,27 @@ impl DetectStage {
         }
     }
 
+    /// The detector (for its model name, input size, op profile).
+    pub fn detector(&self) -> &Detector {
+        &self.detector
+    }
+
+    pub fn detector_mut(&mut self) -> &mut Detector {
+        &mut self.detector
+    }
+
+    /// Replaces the ranging (a still image is no sequence: `lookout detect` starts it
+    /// afresh per image, so no time to collision carries over between images).
+    pub fn set_ranging(&mut self, ranging: Option<Ranging>) {
+        self.ranging = ranging;
+    }
+
     /// Removes lens distortion from every frame before detection (`--undistort`): boxes,
     /// distances and the shown image are then in the undistorted frame, so the ranging
     /// should use [`Calibration::without_distortion`].
     pub fn with_undistort(mut self, undistort: Undistort) -> Self {
         self.undistort = Some(undistort);
         self
-    }
-}
-
-/// Undistorts frames through a remap table built once per frame size, into a buffer that
-/// is swapped with the frame's (no allocation per frame once warm).
-pub struct Undistort {
-    calibration: Calibration,
-    table: Option<((u32, u32), RemapTable)>,
-    spare: RgbImage,
-}
-
-impl Undistort {
-    pub fn new(calibration: Calibration) -> Self {
-        Self {
-            calibration,
-            table: None,
-            spare: RgbImage::new(0, 0),
-        }
-    }
-
-    pub fn apply(&mut self, frame: &mut Frame) -> anyhow::Result<()> {
-        let size = (frame.width(), frame.height());
-        if self.table.as_ref().map(|(s, _)| *s) != Some(size) {
-            self.table = Some((size, RemapTable::new(&self.calibration, size.0, size.1)?));
-        }
-        if self.spare.dimensions() != size {
-            self.spare = RgbImage::new(size.0, size.1);
-        }
-        let table = &self.table.as_ref().expect("set above").1;
-        table.apply(&frame.image, &mut self.spare)?;
-        std::mem::swap(&mut frame.image, &mut self.spare);
-        Ok(())
     }
 }
 
@@ -122,7 +104,7 @@ impl Stage<Captured, DetectedFrame> for DetectStage {
         let (w, h) = (frame.width() as usize, frame.height() as usize);
         let t0 = mono_now_ns();
         if let Some(undistort) = &mut self.undistort {
-            undistort.apply(&mut frame)?;
+            undistort.apply(&mut frame.image)?;
         }
         let (input, image_from_model) = self.detector.preprocess(frame.image.as_raw(), w, h)?;
         stamps.preprocessed = mono_now_ns();
@@ -187,61 +169,6 @@ impl Stage<Captured, DetectedFrame> for PassThrough {
             timings: DetectTimings::default(),
             stamps,
         })
-    }
-}
-
-/// Distances from a calibration and time to collision from a tracker over frames.
-pub struct Ranging {
-    calibration: Calibration,
-    /// The calibration scaled to the current frame size.
-    scaled: Option<((u32, u32), Calibration)>,
-    tracker: TtcTracker,
-}
-
-impl Ranging {
-    pub fn new(calibration: Calibration) -> Self {
-        Self {
-            calibration,
-            scaled: None,
-            tracker: TtcTracker::new(TtcConfig::default()),
-        }
-    }
-
-    /// Sets `range` (with `ttc_s` once a track has history) on every placeable detection.
-    pub fn apply(&mut self, frame: &Frame, detections: &mut [Detection]) -> anyhow::Result<()> {
-        let size = (frame.width(), frame.height());
-        if self.scaled.as_ref().map(|(s, _)| *s) != Some(size) {
-            let cal = self.calibration.for_image_size(size.0, size.1)?;
-            self.scaled = Some((size, cal));
-        }
-        let cal = &self.scaled.as_ref().expect("set above").1;
-        let mut inputs = Vec::with_capacity(detections.len());
-        for d in detections.iter_mut() {
-            let estimate = estimate_distance(cal, &d.box_in_image, &d.class, size.0, size.1);
-            inputs.push(TtcInput {
-                box_in_image: d.box_in_image,
-                class_id: d.class_id,
-                // The near face closes first: TTC is measured to it.
-                distance_m: estimate.as_ref().map(|e| e.nearest_m),
-                lateral_m: estimate.as_ref().map(|e| e.lateral_m),
-            });
-            d.range = estimate.map(|e| e.to_range());
-        }
-        let outputs = self.tracker.update(frame_time_s(frame), &inputs);
-        for (d, out) in detections.iter_mut().zip(outputs) {
-            if let Some(range) = &mut d.range {
-                range.ttc_s = out.ttc_s;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The frame's time for tracking: its recorded time when replayed, else its capture time.
-fn frame_time_s(frame: &Frame) -> f64 {
-    match frame.pts_ns {
-        Some(pts) => pts as f64 / 1e9,
-        None => frame.capture_mono_ns as f64 / 1e9,
     }
 }
 

@@ -16,8 +16,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 
-use super::spec::mask_credentials;
 use super::{FrameSource, SourceError, SourceInfo};
+use crate::redact::mask_credentials;
 use crate::types::{mono_now_ns, wall_now_ns, Frame};
 
 /// Environment variables naming the ffmpeg / ffprobe binaries to use instead of `PATH`'s.

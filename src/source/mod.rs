@@ -19,10 +19,11 @@ pub mod synthetic;
 
 use std::path::PathBuf;
 
+pub use crate::redact::mask_credentials;
 pub use camera::{list_cameras, CameraDevice, CameraFormat, CameraMode, PixelFormat};
 pub use drive::{DriveReader, DriveStats};
 pub use error::SourceError;
-pub use spec::{mask_credentials, SourceOptions, SourceSpec};
+pub use spec::{SourceOptions, SourceSpec};
 
 use crate::types::Frame;
 
