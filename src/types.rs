@@ -151,7 +151,8 @@ impl ClassGroup {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Detection {
     pub class_id: usize,
-    pub class: String,
+    /// The model's name of the class, shared between detections (cloning it copies no text).
+    pub class: std::sync::Arc<str>,
     pub group: ClassGroup,
     pub score: f32,
     #[serde(with = "box_as_array", rename = "box_xyxy")]
@@ -203,6 +204,83 @@ impl DetectTimings {
     }
 }
 
+/// Frame-sized byte buffers, handed back when a frame is done with so that the next frame
+/// decodes or draws into one of them instead of a new allocation. Cloning shares the pool.
+///
+/// The pipeline makes one per run (holding a few more buffers than can be in flight),
+/// gives it to the source and the render stage, and returns every frame's pixels when its
+/// last sink is done. A buffer that finds the pool full is freed.
+#[derive(Debug, Clone, Default)]
+pub struct FramePool {
+    free: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    capacity: usize,
+}
+
+impl FramePool {
+    /// A pool keeping at most `capacity` spare buffers.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            free: std::sync::Arc::new(std::sync::Mutex::new(Vec::with_capacity(capacity))),
+            capacity,
+        }
+    }
+
+    /// A buffer of `len` bytes with unspecified contents: a spare one when one is large
+    /// enough, else a new one.
+    pub fn take(&self, len: usize) -> Vec<u8> {
+        let spare = {
+            let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+            let found = free.iter().position(|b| b.capacity() >= len);
+            found.map(|i| free.swap_remove(i))
+        };
+        match spare {
+            Some(mut buf) => {
+                buf.resize(len, 0);
+                buf
+            }
+            None => vec![0; len],
+        }
+    }
+
+    /// An image of `width`×`height` with unspecified pixels, from [`FramePool::take`].
+    pub fn take_image(&self, width: u32, height: u32) -> image::RgbImage {
+        let buf = self.take(width as usize * height as usize * 3);
+        image::RgbImage::from_raw(width, height, buf).expect("buffer sized to the image")
+    }
+
+    /// Gives a buffer back for reuse.
+    pub fn put(&self, buf: Vec<u8>) {
+        if buf.capacity() == 0 {
+            return;
+        }
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() < self.capacity {
+            free.push(buf);
+        }
+    }
+
+    /// Spare buffers held now.
+    pub fn spare(&self) -> usize {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// What the window's heads-up display shows, computed by the pipeline's metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HudStats {
+    /// Frames shown per second over the last 2 s.
+    pub fps: f64,
+    /// End-to-end (capture → presented) latency percentiles over the last 2 s, ms.
+    pub e2e_p50_ms: f64,
+    pub e2e_p99_ms: f64,
+    /// Inference time of this frame, ms.
+    pub inference_ms: f64,
+    /// Frames dropped so far, all stages together.
+    pub dropped: u64,
+    /// Model and device, e.g. `yolox-nano cpu`.
+    pub model: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,20 +326,23 @@ mod tests {
         let back: Detection = serde_json::from_str(&json).unwrap();
         assert_eq!(back, with_range);
     }
-}
 
-/// What the window's heads-up display shows, computed by the pipeline's metrics.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct HudStats {
-    /// Frames shown per second over the last 2 s.
-    pub fps: f64,
-    /// End-to-end (capture → presented) latency percentiles over the last 2 s, ms.
-    pub e2e_p50_ms: f64,
-    pub e2e_p99_ms: f64,
-    /// Inference time of this frame, ms.
-    pub inference_ms: f64,
-    /// Frames dropped so far, all stages together.
-    pub dropped: u64,
-    /// Model and device, e.g. `yolox-nano cpu`.
-    pub model: String,
+    #[test]
+    fn the_frame_pool_reuses_buffers_and_keeps_at_most_its_capacity() {
+        let pool = FramePool::new(2);
+        let a = pool.take(1000);
+        let ptr = a.as_ptr();
+        pool.put(a);
+        let b = pool.take(900);
+        assert_eq!(b.as_ptr(), ptr, "the spare buffer comes back");
+        assert_eq!(b.len(), 900);
+        let c = pool.take(2000);
+        assert_ne!(c.as_ptr(), ptr);
+        pool.put(b);
+        pool.put(c);
+        pool.put(vec![0; 10]);
+        assert_eq!(pool.spare(), 2);
+        let image = pool.take_image(20, 10);
+        assert_eq!(image.dimensions(), (20, 10));
+    }
 }

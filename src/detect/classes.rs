@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::types::ClassGroup;
 
@@ -110,13 +111,15 @@ pub fn group_of(class_name: &str) -> ClassGroup {
 /// The class names of one model, with their groups.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClassNames {
-    names: Vec<String>,
+    /// Shared with every detection of the class (a reference count per detection, no copy).
+    names: Vec<Arc<str>>,
     groups: Vec<ClassGroup>,
 }
 
 impl ClassNames {
     pub fn new(names: Vec<String>) -> Self {
         let groups = names.iter().map(|n| group_of(n)).collect();
+        let names = names.into_iter().map(Arc::from).collect();
         Self { names, groups }
     }
 
@@ -168,7 +171,15 @@ impl ClassNames {
     }
 
     pub fn name(&self, class_id: usize) -> &str {
-        self.names.get(class_id).map_or("?", String::as_str)
+        self.names.get(class_id).map_or("?", |n| n)
+    }
+
+    /// The name as detections hold it (shared, not copied).
+    pub fn shared_name(&self, class_id: usize) -> Arc<str> {
+        match self.names.get(class_id) {
+            Some(n) => n.clone(),
+            None => Arc::from("?"),
+        }
     }
 
     pub fn group(&self, class_id: usize) -> ClassGroup {

@@ -343,7 +343,7 @@ impl Detector {
             .iter()
             .map(|c| Detection {
                 class_id: c.class_id,
-                class: self.classes.name(c.class_id).to_string(),
+                class: self.classes.shared_name(c.class_id),
                 group: self.classes.group(c.class_id),
                 score: c.score,
                 box_in_image: image_from_model.box_in_image(&c.box_in_model),

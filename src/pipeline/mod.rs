@@ -39,7 +39,7 @@ use crate::metrics::hud::HudWindow;
 use crate::metrics::latency::{Drops, FrameCounts, LatencyRecorder, QueueWaits, RunSummary};
 use crate::sink::{Sink, SinkContext, SinkControl, SinkFactory, SinkFrame};
 use crate::source::{FrameSource, SourceInfo};
-use crate::types::{mono_now_ns, DetectedFrame, FrameStamps};
+use crate::types::{mono_now_ns, DetectedFrame, FramePool, FrameStamps};
 
 /// How often a waiting loop looks at the stop and abort flags.
 const POLL: Duration = Duration::from_millis(20);
@@ -265,14 +265,24 @@ impl SeqGaps {
     }
 }
 
+/// Frame buffers kept for reuse: more than can be in flight at once (one per thread and hop
+/// for the frames, and for their annotated copies).
+const FRAME_POOL_BUFFERS: usize = 12;
+
 /// Runs `source` through `stages` until the input ends, the user stops or a stage fails.
 pub fn run(
-    source: Box<dyn FrameSource>,
-    stages: Stages,
+    mut source: Box<dyn FrameSource>,
+    mut stages: Stages,
     config: PipelineConfig,
 ) -> Result<RunReport, PipelineError> {
     mono_now_ns(); // starts the clock, so that no stamp is 0
     let info = source.info();
+    // Every frame's pixels (and its annotated copy) go back here when the sinks are done,
+    // and the source and the render stage take their buffers from it: no frame-sized
+    // allocation per frame once warm.
+    let pool = FramePool::new(FRAME_POOL_BUFFERS);
+    source.use_pool(pool.clone());
+    stages.render.use_pool(pool.clone());
     let ctl = Arc::new(Control {
         stop: config.stop.clone(),
         abort: AtomicBool::new(false),
@@ -329,6 +339,7 @@ pub fn run(
             warmup_frames: config.warmup_frames,
             keep_frame_records: config.keep_frame_records,
             fault: config.fault.clone(),
+            pool,
         };
         spawn("sink", &ctl, &done_tx, move || {
             sink_loop(setup, &sink_rx, &c, &counters)
@@ -692,6 +703,7 @@ struct SinkSetup {
     warmup_frames: usize,
     keep_frame_records: bool,
     fault: Option<Fault>,
+    pool: FramePool,
 }
 
 /// Builds the sinks on the first frame, writes every frame to each, stamps `presented`,
@@ -710,6 +722,7 @@ fn sink_loop(
         warmup_frames,
         keep_frame_records,
         fault,
+        pool,
     } = setup;
     let mut factories = Some(factories);
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
@@ -722,6 +735,7 @@ fn sink_loop(
         factories: &mut factories,
         sinks: &mut sinks,
         fps,
+        pool: &pool,
     };
     // A panic while writing is held until every sink is finished, then passed on.
     let written = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -778,6 +792,8 @@ struct Outputs<'a> {
     factories: &'a mut Option<Vec<SinkFactory>>,
     sinks: &'a mut Vec<Box<dyn Sink>>,
     fps: f64,
+    /// Where the frames' buffers go when every sink is done with them.
+    pool: &'a FramePool,
 }
 
 fn write_frames(
@@ -839,6 +855,12 @@ fn write_frames(
         );
         if let Some(ns) = crate::metrics::latency::end_to_end_ns(&stamps) {
             hud_window.push(stamps.presented, ns as f64 / 1e6);
+        }
+        // Done with the pixels: their buffers decode and draw the next frames.
+        let pool = outputs.pool;
+        pool.put(std::mem::take(&mut detected.frame.image).into_raw());
+        if let Some(annotated) = annotated {
+            pool.put(annotated.into_raw());
         }
         if quit {
             ctl.stop.store(true, Ordering::Relaxed);

@@ -11,7 +11,9 @@ use image::RgbImage;
 use crate::calib::undistort::Undistort;
 use crate::detect::Detector;
 use crate::ranging::Ranging;
-use crate::types::{mono_now_ns, DetectTimings, DetectedFrame, Detection, Frame, FrameStamps};
+use crate::types::{
+    mono_now_ns, DetectTimings, DetectedFrame, Detection, Frame, FramePool, FrameStamps,
+};
 
 /// A frame as the capture stage hands it on.
 #[derive(Debug, Clone)]
@@ -53,6 +55,12 @@ impl Sequenced for Rendered {
 /// One step of the pipeline. It runs on a thread the pipeline owns, one item at a time.
 pub trait Stage<In, Out>: Send {
     fn process(&mut self, input: In) -> anyhow::Result<Out>;
+
+    /// Where the stage takes frame-sized buffers from (the pipeline returns them after the
+    /// sinks); a stage that allocates none ignores it.
+    fn use_pool(&mut self, pool: FramePool) {
+        let _ = pool;
+    }
 }
 
 /// The detector as a stage, with optional distances and TTC.
@@ -179,6 +187,7 @@ pub struct RenderStage {
     /// Show the forward-collision warning below this time to collision, seconds.
     pub ttc_warn_s: f64,
     overlay: crate::render::Overlay,
+    pool: FramePool,
 }
 
 impl RenderStage {
@@ -187,14 +196,21 @@ impl RenderStage {
             draw,
             ttc_warn_s,
             overlay: crate::render::Overlay::default(),
+            pool: FramePool::default(),
         }
     }
 }
 
 impl Stage<DetectedFrame, Rendered> for RenderStage {
+    fn use_pool(&mut self, pool: FramePool) {
+        self.pool = pool;
+    }
+
     fn process(&mut self, mut detected: DetectedFrame) -> anyhow::Result<Rendered> {
         let annotated = self.draw.then(|| {
-            let mut image = detected.frame.image.clone();
+            let source = &detected.frame.image;
+            let mut image = self.pool.take_image(source.width(), source.height());
+            image.copy_from_slice(source.as_raw());
             self.overlay.draw(&mut image, &detected.detections);
             if let Some(ttc) = min_ttc(&detected.detections).filter(|t| *t < self.ttc_warn_s) {
                 crate::render::draw_collision_banner(&mut image, ttc);

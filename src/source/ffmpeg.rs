@@ -18,7 +18,7 @@ use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 
 use super::{FrameSource, SourceError, SourceInfo};
 use crate::redact::mask_credentials;
-use crate::types::{mono_now_ns, wall_now_ns, Frame};
+use crate::types::{mono_now_ns, wall_now_ns, Frame, FramePool};
 
 /// Environment variables naming the ffmpeg / ffprobe binaries to use instead of `PATH`'s.
 pub const FFMPEG_ENV: &str = "LOOKOUT_FFMPEG";
@@ -248,6 +248,8 @@ pub struct VideoSource {
     finished: bool,
     ended_early: bool,
     note: Option<String>,
+    /// Where decoded frames' buffers come from (and go back to, after the sinks).
+    pool: FramePool,
 }
 
 impl VideoSource {
@@ -336,6 +338,7 @@ impl VideoSource {
             finished: false,
             ended_early: false,
             note: None,
+            pool: FramePool::default(),
         })
     }
 
@@ -369,7 +372,7 @@ impl VideoSource {
         if width == 0 || height == 0 || width > MAX_FRAME_SIDE || height > MAX_FRAME_SIDE {
             return Err(format!("ffmpeg announced a {width}x{height} frame"));
         }
-        let mut pixels = vec![0u8; width as usize * height as usize * 3];
+        let mut pixels = self.pool.take(width as usize * height as usize * 3);
         match self.stdout.read_exact(&mut pixels) {
             Ok(()) => Ok(image::RgbImage::from_raw(width, height, pixels)),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
@@ -502,6 +505,10 @@ impl FrameSource for VideoSource {
             return Err(self.failure());
         }
         Ok(None)
+    }
+
+    fn use_pool(&mut self, pool: FramePool) {
+        self.pool = pool;
     }
 
     fn info(&self) -> SourceInfo {

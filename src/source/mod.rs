@@ -25,7 +25,7 @@ pub use drive::{DriveReader, DriveStats};
 pub use error::SourceError;
 pub use spec::{SourceOptions, SourceSpec};
 
-use crate::types::Frame;
+use crate::types::{Frame, FramePool};
 
 /// What a source can say about itself; `ended_early`/`skipped_frames` are final once
 /// [`FrameSource::next_frame`] has returned `None`.
@@ -56,6 +56,12 @@ pub trait FrameSource: Send {
     /// A camera calibration file that came with the input (drive or KITTI folder).
     fn calibration_path(&self) -> Option<PathBuf> {
         None
+    }
+
+    /// Decode into buffers from `pool` from now on (the pipeline returns every frame's
+    /// buffer to it when the frame is done). Sources that ignore it allocate per frame.
+    fn use_pool(&mut self, pool: FramePool) {
+        let _ = pool;
     }
 }
 

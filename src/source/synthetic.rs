@@ -11,7 +11,7 @@ use std::time::Duration;
 use image::RgbImage;
 
 use super::{FrameSource, SourceError, SourceInfo};
-use crate::types::{mono_now_ns, wall_now_ns, Frame};
+use crate::types::{mono_now_ns, wall_now_ns, Frame, FramePool};
 
 /// Frame rate when the spec names none.
 pub const DEFAULT_FPS: f64 = 30.0;
@@ -82,6 +82,7 @@ pub struct SyntheticSource {
     next_seq: u64,
     /// Mono time the next live frame is due; `None` before the first.
     next_due_ns: Option<u64>,
+    pool: FramePool,
 }
 
 impl SyntheticSource {
@@ -90,6 +91,7 @@ impl SyntheticSource {
             spec,
             next_seq: 0,
             next_due_ns: None,
+            pool: FramePool::default(),
         }
     }
 
@@ -119,18 +121,19 @@ impl SyntheticSource {
 /// moving at different speeds and directions, all wrapping around the frame.
 pub fn pattern(width: u32, height: u32, seq: u64) -> RgbImage {
     let mut image = RgbImage::new(width, height);
+    draw_pattern(&mut image, seq);
+    image
+}
+
+/// [`pattern`] into an image of any content (every pixel is written).
+pub fn draw_pattern(image: &mut RgbImage, seq: u64) {
+    let (width, height) = image.dimensions();
     let shift = (seq * 4) as u32;
-    // One gradient row, copied into every row with a vertical tint: cheap at 1280x720.
-    let row: Vec<[u8; 3]> = (0..width)
-        .map(|x| {
-            let v = (x.wrapping_add(shift) % 256) as u8;
-            [v, v / 2, 255 - v]
-        })
-        .collect();
     for (y, pixels) in image.rows_mut().enumerate() {
         let tint = (y as u32 * 255 / height.max(1)) as u8;
-        for (pixel, base) in pixels.zip(&row) {
-            pixel.0 = [base[0], base[1], base[2] / 2 + tint / 2];
+        for (x, pixel) in pixels.enumerate() {
+            let v = ((x as u32).wrapping_add(shift) % 256) as u8;
+            pixel.0 = [v, v / 2, (255 - v) / 2 + tint / 2];
         }
     }
     let rects: [(u32, u32, i64, i64, [u8; 3]); 3] = [
@@ -142,9 +145,8 @@ pub fn pattern(width: u32, height: u32, seq: u64) -> RgbImage {
         let start = (i as i64 + 1) * 97;
         let x0 = (start + dx * seq as i64).rem_euclid(width as i64) as u32;
         let y0 = (start + dy * seq as i64).rem_euclid(height as i64) as u32;
-        fill_rect(&mut image, x0, y0, w.max(1), h.max(1), color);
+        fill_rect(image, x0, y0, w.max(1), h.max(1), color);
     }
-    image
 }
 
 /// Fills a rectangle, clipped to the image.
@@ -165,7 +167,8 @@ impl FrameSource for SyntheticSource {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let image = pattern(self.spec.width, self.spec.height, seq);
+        let mut image = self.pool.take_image(self.spec.width, self.spec.height);
+        draw_pattern(&mut image, seq);
         Ok(Some(Frame {
             seq,
             capture_mono_ns: mono_now_ns(),
@@ -173,6 +176,10 @@ impl FrameSource for SyntheticSource {
             pts_ns: Some((seq * self.period_ns()) as i64),
             image,
         }))
+    }
+
+    fn use_pool(&mut self, pool: FramePool) {
+        self.pool = pool;
     }
 
     fn info(&self) -> SourceInfo {
