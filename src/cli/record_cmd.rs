@@ -74,7 +74,6 @@ pub fn run(args: &RecordArgs) -> Result<()> {
     config.keep_frame_records = false;
     config.progress = !spec.is_live();
     config.stop = stop_on_ctrl_c();
-    config.fault = pipeline::Fault::from_env().map_err(anyhow::Error::msg)?;
     let report = pipeline::run(source, stages, config)?;
     let f = &report.summary.frames;
     eprintln!(

@@ -191,7 +191,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
     pipeline_config.keep_frame_records = args.metrics_csv.is_some() || args.plot.is_some();
     pipeline_config.progress = !show && !spec.is_live();
     pipeline_config.stop = stop_on_ctrl_c();
-    pipeline_config.fault = pipeline::Fault::from_env().map_err(anyhow::Error::msg)?;
     let report = pipeline::run(source, stages, pipeline_config)?;
     write_reports(args, &report)?;
     super::InputEndedEarly::check(&report)

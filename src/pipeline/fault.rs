@@ -1,10 +1,12 @@
-//! A test-only hook that makes one stage fail, to check that failures end a run quickly
-//! and by name: `LOOKOUT_TEST_FAIL_STAGE=STAGE:KIND@N` makes stage `capture`, `detect`,
-//! `render` or `sink` fail on its `N`th frame (1-based), with KIND `panic` or `error`.
-//! Only the pipeline reads it; it is documented here and in the pipeline tests.
+//! Failure injection for the pipeline's own tests: wrappers that make a source, a stage or a
+//! sink fail (an error or a panic) on its `N`th frame, so that tests can check that a
+//! failure ends a run quickly, by name, with every other output finished. Built only in
+//! tests; nothing in a production loop looks for them.
 
-/// The environment variable of the hook.
-pub const FAIL_STAGE_ENV: &str = "LOOKOUT_TEST_FAIL_STAGE";
+use super::stage::{Stage, StageError};
+use crate::sink::{Sink, SinkControl, SinkError, SinkFrame};
+use crate::source::{FrameSource, SourceError, SourceInfo};
+use crate::types::{Frame, FramePool};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultKind {
@@ -12,69 +14,139 @@ pub enum FaultKind {
     Error,
 }
 
-/// A failure to inject into one stage.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A failure on the `at_frame`th frame (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fault {
-    pub stage: String,
     pub kind: FaultKind,
-    /// 1-based frame count at which the stage fails.
     pub at_frame: u64,
 }
 
 impl Fault {
-    /// Parses `detect:panic@5`.
-    pub fn parse(text: &str) -> Result<Fault, String> {
-        let bad = || format!("{FAIL_STAGE_ENV}={text}: expected STAGE:panic@N or STAGE:error@N");
-        let (stage, rest) = text.split_once(':').ok_or_else(bad)?;
-        let (kind, n) = rest.split_once('@').ok_or_else(bad)?;
-        let kind = match kind {
-            "panic" => FaultKind::Panic,
-            "error" => FaultKind::Error,
-            _ => return Err(bad()),
-        };
-        let at_frame = n.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
-        Ok(Fault {
-            stage: stage.to_string(),
-            kind,
+    pub fn panic_at(at_frame: u64) -> Self {
+        Self {
+            kind: FaultKind::Panic,
             at_frame,
-        })
-    }
-
-    /// The hook from the environment, if set (an unparsable value is an error).
-    pub fn from_env() -> Result<Option<Fault>, String> {
-        match std::env::var(FAIL_STAGE_ENV) {
-            Ok(text) if !text.is_empty() => Fault::parse(&text).map(Some),
-            _ => Ok(None),
         }
     }
 
-    /// Fails (panics or errs) when `stage` reaches its fault frame.
-    pub fn check(fault: Option<&Fault>, stage: &str, frames: u64) -> anyhow::Result<()> {
-        let Some(f) = fault.filter(|f| f.stage == stage && f.at_frame == frames) else {
-            return Ok(());
-        };
-        match f.kind {
-            FaultKind::Panic => panic!("injected panic at frame {frames} ({FAIL_STAGE_ENV})"),
-            FaultKind::Error => {
-                anyhow::bail!("injected error at frame {frames} ({FAIL_STAGE_ENV})")
-            }
+    pub fn error_at(at_frame: u64) -> Self {
+        Self {
+            kind: FaultKind::Error,
+            at_frame,
+        }
+    }
+
+    /// Counts one frame; panics, or returns the message to fail with, on the fault's frame.
+    fn fires(&self, seen: &mut u64) -> Option<String> {
+        *seen += 1;
+        if *seen != self.at_frame {
+            return None;
+        }
+        let message = format!("injected failure at frame {seen}");
+        match self.kind {
+            FaultKind::Panic => panic!("{message}"),
+            FaultKind::Error => Some(message),
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A stage that fails as `fault` says, else runs `inner`.
+pub struct FaultyStage<S> {
+    pub inner: S,
+    pub fault: Fault,
+    seen: u64,
+}
 
-    #[test]
-    fn parses_and_fires_only_at_its_frame() {
-        let f = Fault::parse("detect:error@3").unwrap();
-        assert_eq!(f.kind, FaultKind::Error);
-        assert!(Fault::check(Some(&f), "detect", 2).is_ok());
-        assert!(Fault::check(Some(&f), "render", 3).is_ok());
-        assert!(Fault::check(Some(&f), "detect", 3).is_err());
-        assert!(Fault::parse("detect:boom@3").is_err());
-        assert!(Fault::parse("detect:panic@0").is_err());
-        assert!(Fault::parse("detect").is_err());
+impl<S> FaultyStage<S> {
+    pub fn new(inner: S, fault: Fault) -> Self {
+        Self {
+            inner,
+            fault,
+            seen: 0,
+        }
+    }
+}
+
+impl<I, O, S: Stage<I, O>> Stage<I, O> for FaultyStage<S> {
+    fn process(&mut self, input: I) -> Result<O, StageError> {
+        if let Some(message) = self.fault.fires(&mut self.seen) {
+            return Err(StageError::Injected(message));
+        }
+        self.inner.process(input)
+    }
+
+    fn use_pool(&mut self, pool: FramePool) {
+        self.inner.use_pool(pool);
+    }
+}
+
+/// A source that fails as `fault` says, else reads `inner`.
+pub struct FaultySource {
+    pub inner: Box<dyn FrameSource>,
+    pub fault: Fault,
+    seen: u64,
+}
+
+impl FaultySource {
+    pub fn new(inner: Box<dyn FrameSource>, fault: Fault) -> Self {
+        Self {
+            inner,
+            fault,
+            seen: 0,
+        }
+    }
+}
+
+impl FrameSource for FaultySource {
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        if let Some(message) = self.fault.fires(&mut self.seen) {
+            return Err(SourceError::Io {
+                what: "the test source".into(),
+                source: std::io::Error::other(message),
+            });
+        }
+        self.inner.next_frame()
+    }
+
+    fn info(&self) -> SourceInfo {
+        self.inner.info()
+    }
+
+    fn use_pool(&mut self, pool: FramePool) {
+        self.inner.use_pool(pool);
+    }
+}
+
+/// A sink that fails as `fault` says, else writes to `inner`.
+pub struct FaultySink {
+    pub inner: Box<dyn Sink>,
+    pub fault: Fault,
+    seen: u64,
+}
+
+impl FaultySink {
+    pub fn new(inner: Box<dyn Sink>, fault: Fault) -> Self {
+        Self {
+            inner,
+            fault,
+            seen: 0,
+        }
+    }
+}
+
+impl Sink for FaultySink {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn write(&mut self, frame: &SinkFrame<'_>) -> Result<SinkControl, SinkError> {
+        if let Some(message) = self.fault.fires(&mut self.seen) {
+            return Err(SinkError::failed(self.inner.name(), message));
+        }
+        self.inner.write(frame)
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.inner.finish()
     }
 }

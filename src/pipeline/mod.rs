@@ -20,6 +20,7 @@
 //! core of their own. `--threads 1` leaves one core to them on a machine where capture is
 //! heavy (a 4K camera's MJPEG decode).
 
+#[cfg(test)]
 pub mod fault;
 pub mod slot;
 pub mod stage;
@@ -31,9 +32,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-pub use fault::Fault;
 pub use slot::{hop, Handed, HopSender, LatestSlot};
-pub use stage::{Captured, DetectStage, PassThrough, RenderStage, Rendered, Sequenced, Stage};
+pub use stage::{
+    Captured, DetectStage, PassThrough, RenderStage, Rendered, Sequenced, Stage, StageError,
+};
 
 use crate::metrics::hud::HudWindow;
 use crate::metrics::latency::{Drops, FrameCounts, LatencyRecorder, QueueWaits, RunSummary};
@@ -85,8 +87,6 @@ pub struct PipelineConfig {
     pub progress: bool,
     /// Set by Ctrl-C (or anyone) to stop gracefully; the pipeline sets it on a window quit.
     pub stop: Arc<AtomicBool>,
-    /// Test hook, see [`fault`].
-    pub fault: Option<Fault>,
 }
 
 impl PipelineConfig {
@@ -104,7 +104,6 @@ impl PipelineConfig {
             model_load_ms: 0.0,
             progress: false,
             stop: Arc::new(AtomicBool::new(false)),
-            fault: None,
         }
     }
 
@@ -135,10 +134,11 @@ pub struct RunReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("stage `{stage}` failed: {message}")]
+    #[error("stage `{stage}` failed")]
     Stage {
         stage: &'static str,
-        message: String,
+        #[source]
+        error: Box<StageError>,
     },
     #[error("stage `{stage}` panicked: {message}")]
     Panic {
@@ -303,7 +303,6 @@ pub fn run(
                 .then(|| Pacer::new(info.nominal_fps)),
             max_frames: config.max_frames,
             deadline: config.duration.map(|d| started + d),
-            fault: config.fault.clone(),
         };
         spawn("capture", &ctl, &done_tx, move || {
             capture_loop(source, feed, &to_detect, &c, &counters)
@@ -317,7 +316,6 @@ pub fn run(
         &ctl,
         &done_tx,
         &counters,
-        config.fault.clone(),
     )?;
     let render = spawn_stage(
         "render",
@@ -327,7 +325,6 @@ pub fn run(
         &ctl,
         &done_tx,
         &counters,
-        config.fault.clone(),
     )?;
     let sink = {
         let (c, counters) = (ctl.clone(), counters.clone());
@@ -338,7 +335,6 @@ pub fn run(
             model: config.model.clone(),
             warmup_frames: config.warmup_frames,
             keep_frame_records: config.keep_frame_records,
-            fault: config.fault.clone(),
             pool,
         };
         spawn("sink", &ctl, &done_tx, move || {
@@ -454,7 +450,6 @@ fn spawn_stage<I, O>(
     ctl: &Arc<Control>,
     done: &crossbeam_channel::Sender<&'static str>,
     counters: &Arc<Counters>,
-    fault: Option<Fault>,
 ) -> Result<std::thread::JoinHandle<Option<()>>, PipelineError>
 where
     I: Sequenced + Send + 'static,
@@ -467,16 +462,7 @@ where
         } else {
             &counters.render
         };
-        stage_loop(
-            hop,
-            stage.as_mut(),
-            &rx,
-            &tx,
-            &c,
-            counter,
-            &counters,
-            fault.as_ref(),
-        )
+        stage_loop(hop, stage.as_mut(), &rx, &tx, &c, counter, &counters)
     })
 }
 
@@ -486,7 +472,7 @@ fn spawn<T: Send + 'static>(
     stage: &'static str,
     ctl: &Arc<Control>,
     done: &crossbeam_channel::Sender<&'static str>,
-    body: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    body: impl FnOnce() -> Result<T, StageError> + Send + 'static,
 ) -> Result<std::thread::JoinHandle<Option<T>>, PipelineError> {
     let ctl_for_error = ctl.clone();
     let (ctl, done) = (ctl.clone(), done.clone());
@@ -496,10 +482,10 @@ fn spawn<T: Send + 'static>(
             let result = std::panic::catch_unwind(AssertUnwindSafe(body));
             let value = match result {
                 Ok(Ok(value)) => Some(value),
-                Ok(Err(e)) => {
+                Ok(Err(error)) => {
                     ctl.fail(PipelineError::Stage {
                         stage,
-                        message: format!("{e:#}"),
+                        error: Box::new(error),
                     });
                     None
                 }
@@ -587,7 +573,6 @@ struct CaptureFeed {
     pacer: Option<Pacer>,
     max_frames: Option<u64>,
     deadline: Option<Instant>,
-    fault: Option<Fault>,
 }
 
 /// Reads frames until the input ends, a limit is reached or the run stops; returns the
@@ -598,7 +583,7 @@ fn capture_loop(
     tx: &HopSender<Timed<Captured>>,
     ctl: &Control,
     counters: &Counters,
-) -> anyhow::Result<SourceInfo> {
+) -> Result<SourceInfo, StageError> {
     let counter = &counters.capture;
     let mut gaps = SeqGaps::default();
     let mut read = 0u64;
@@ -617,7 +602,6 @@ fn capture_loop(
         counter
             .dropped
             .fetch_add(gaps.observe(frame.seq), Ordering::Relaxed);
-        Fault::check(feed.fault.as_ref(), "capture", read)?;
         let mut stamps = FrameStamps {
             captured: frame.capture_mono_ns.clamp(1, decoded),
             decoded,
@@ -646,9 +630,6 @@ fn capture_loop(
     Ok(source.info())
 }
 
-/// The stages that take from a hop, by hop index (see [`QueueWaits`]).
-const HOP_STAGES: [&str; 3] = ["detect", "render", "sink"];
-
 /// Takes items from `rx`, runs them through `stage` and hands them on until the input is
 /// drained, the run stops or it aborts. `hop` indexes [`HOP_STAGES`].
 #[allow(clippy::too_many_arguments)]
@@ -660,10 +641,8 @@ fn stage_loop<I: Sequenced, O: Sequenced>(
     ctl: &Control,
     counter: &StageCounter,
     counters: &Counters,
-    fault: Option<&Fault>,
-) -> anyhow::Result<()> {
+) -> Result<(), StageError> {
     let mut gaps = SeqGaps::default();
-    let mut processed = 0u64;
     loop {
         if ctl.aborted() {
             return Ok(());
@@ -681,8 +660,6 @@ fn stage_loop<I: Sequenced, O: Sequenced>(
         counter
             .dropped
             .fetch_add(gaps.observe(timed.seq()), Ordering::Relaxed);
-        processed += 1;
-        Fault::check(fault, HOP_STAGES[hop], processed)?;
         let out = Timed::new(stage.process(timed.item)?, waits);
         match tx.send(out, || ctl.aborted()) {
             Handed::Sent | Handed::Replaced(_) => {
@@ -702,7 +679,6 @@ struct SinkSetup {
     model: String,
     warmup_frames: usize,
     keep_frame_records: bool,
-    fault: Option<Fault>,
     pool: FramePool,
 }
 
@@ -713,7 +689,7 @@ fn sink_loop(
     rx: &Receiver<Timed<Rendered>>,
     ctl: &Control,
     counters: &Counters,
-) -> anyhow::Result<LatencyRecorder> {
+) -> Result<LatencyRecorder, StageError> {
     let SinkSetup {
         factories,
         fps,
@@ -721,7 +697,6 @@ fn sink_loop(
         model,
         warmup_frames,
         keep_frame_records,
-        fault,
         pool,
     } = setup;
     let mut factories = Some(factories);
@@ -739,15 +714,7 @@ fn sink_loop(
     };
     // A panic while writing is held until every sink is finished, then passed on.
     let written = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        write_frames(
-            rx,
-            ctl,
-            counters,
-            &mut outputs,
-            &mut recorder,
-            &model,
-            fault.as_ref(),
-        )
+        write_frames(rx, ctl, counters, &mut outputs, &mut recorder, &model)
     }));
     let (result, panic) = match written {
         Ok(result) => (result, None),
@@ -762,7 +729,7 @@ fn sink_loop(
     let mut first_error = result.err();
     for sink in &mut sinks {
         if let Err(e) = sink.finish() {
-            first_error.get_or_insert_with(|| anyhow::anyhow!("finishing {}: {e}", sink.name()));
+            first_error.get_or_insert(StageError::Sink(e));
         }
     }
     if let Some(panic) = panic {
@@ -779,7 +746,7 @@ fn build_sinks(
     sinks: &mut Vec<Box<dyn Sink>>,
     (width, height): (u32, u32),
     fps: f64,
-) -> anyhow::Result<()> {
+) -> Result<(), StageError> {
     let ctx = SinkContext { width, height, fps };
     for factory in factories.take().unwrap_or_default() {
         sinks.push(factory(&ctx)?);
@@ -803,8 +770,7 @@ fn write_frames(
     outputs: &mut Outputs<'_>,
     recorder: &mut LatencyRecorder,
     model: &str,
-    fault: Option<&Fault>,
-) -> anyhow::Result<()> {
+) -> Result<(), StageError> {
     let counter = &counters.sink;
     let mut gaps = SeqGaps::default();
     let mut hud_window = HudWindow::default();
@@ -818,13 +784,12 @@ fn write_frames(
             Err(RecvTimeoutError::Timeout) if ctl.stopping() => return Ok(()),
             Err(RecvTimeoutError::Timeout) => continue,
         };
-        let received = counter.received.fetch_add(1, Ordering::Relaxed) + 1;
+        counter.received.fetch_add(1, Ordering::Relaxed);
         let mut waits = timed.waits;
         waits[2] = mono_now_ns().saturating_sub(timed.ready_ns);
         counter
             .dropped
             .fetch_add(gaps.observe(timed.seq()), Ordering::Relaxed);
-        Fault::check(fault, "sink", received)?;
         let Rendered {
             mut detected,
             annotated,
@@ -841,7 +806,7 @@ fn write_frames(
                 annotated: annotated.as_ref(),
                 hud: &hud,
             };
-            let control = sink.write(&frame).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let control = sink.write(&frame)?;
             quit |= control == SinkControl::Quit;
         }
         detected.stamps.presented = mono_now_ns();

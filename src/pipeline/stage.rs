@@ -52,9 +52,25 @@ impl Sequenced for Rendered {
     }
 }
 
+/// Why a stage, the source or a sink stopped a run.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    #[error(transparent)]
+    Detect(#[from] crate::detect::error::DetectError),
+    #[error(transparent)]
+    Calib(#[from] crate::calib::CalibError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    /// A test's injected failure ([`super::fault`]).
+    #[error("{0}")]
+    Injected(String),
+}
+
 /// One step of the pipeline. It runs on a thread the pipeline owns, one item at a time.
 pub trait Stage<In, Out>: Send {
-    fn process(&mut self, input: In) -> anyhow::Result<Out>;
+    fn process(&mut self, input: In) -> Result<Out, StageError>;
 
     /// Where the stage takes frame-sized buffers from (the pipeline returns them after the
     /// sinks); a stage that allocates none ignores it.
@@ -104,7 +120,7 @@ impl DetectStage {
 }
 
 impl Stage<Captured, DetectedFrame> for DetectStage {
-    fn process(&mut self, input: Captured) -> anyhow::Result<DetectedFrame> {
+    fn process(&mut self, input: Captured) -> Result<DetectedFrame, StageError> {
         let Captured {
             mut frame,
             mut stamps,
@@ -160,7 +176,7 @@ impl PassThrough {
 }
 
 impl Stage<Captured, DetectedFrame> for PassThrough {
-    fn process(&mut self, input: Captured) -> anyhow::Result<DetectedFrame> {
+    fn process(&mut self, input: Captured) -> Result<DetectedFrame, StageError> {
         let Captured {
             mut frame,
             mut stamps,
@@ -206,7 +222,7 @@ impl Stage<DetectedFrame, Rendered> for RenderStage {
         self.pool = pool;
     }
 
-    fn process(&mut self, mut detected: DetectedFrame) -> anyhow::Result<Rendered> {
+    fn process(&mut self, mut detected: DetectedFrame) -> Result<Rendered, StageError> {
         let annotated = self.draw.then(|| {
             let source = &detected.frame.image;
             let mut image = self.pool.take_image(source.width(), source.height());

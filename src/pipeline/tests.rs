@@ -55,7 +55,7 @@ struct SlowStage {
 }
 
 impl Stage<Captured, DetectedFrame> for SlowStage {
-    fn process(&mut self, input: Captured) -> anyhow::Result<DetectedFrame> {
+    fn process(&mut self, input: Captured) -> Result<DetectedFrame, StageError> {
         let mut stamps = input.stamps;
         stamps.preprocessed = mono_now_ns();
         std::thread::sleep(self.period);
@@ -246,35 +246,112 @@ fn endless_live() -> SyntheticSource {
     }
 }
 
+/// The whole message of a run's error, its cause included (as the CLI prints it).
+fn full_message(err: &PipelineError) -> String {
+    use std::error::Error;
+    match err.source() {
+        Some(cause) => format!("{err}: {cause}"),
+        None => err.to_string(),
+    }
+}
+
 #[test]
 fn a_panicking_stage_ends_the_run_quickly_naming_it_and_sinks_finish() {
-    for (hook, stage) in [
-        ("detect:panic@5", "detect"),
-        ("render:error@3", "render"),
-        ("sink:panic@2", "sink"),
-        ("capture:error@4", "capture"),
+    use super::fault::{Fault, FaultySink, FaultySource, FaultyStage};
+    for (stage, fault) in [
+        ("detect", Fault::panic_at(5)),
+        ("render", Fault::error_at(3)),
+        ("sink", Fault::panic_at(2)),
+        ("capture", Fault::error_at(4)),
     ] {
         let (probe, factory) = probe();
-        let mut config = PipelineConfig::new(true);
-        config.fault = Some(Fault::parse(hook).unwrap());
+        let factory: SinkFactory = if stage == "sink" {
+            Box::new(move |ctx: &SinkContext| {
+                Ok(Box::new(FaultySink::new(factory(ctx)?, fault)) as Box<dyn Sink>)
+            })
+        } else {
+            factory
+        };
+        let mut run_stages = stages(Duration::from_millis(10), vec![factory]);
+        match stage {
+            "detect" => {
+                let slow = SlowStage {
+                    period: Duration::from_millis(10),
+                };
+                run_stages.detect = Box::new(FaultyStage::new(slow, fault));
+            }
+            "render" => {
+                run_stages.render = Box::new(FaultyStage::new(RenderStage::new(false, 2.0), fault));
+            }
+            _ => {}
+        }
+        let mut source: Box<dyn FrameSource> = Box::new(endless_live());
+        if stage == "capture" {
+            source = Box::new(FaultySource::new(source, fault));
+        }
         let t0 = Instant::now();
-        let err = run(
-            Box::new(endless_live()),
-            stages(Duration::from_millis(10), vec![factory]),
-            config,
-        )
-        .err()
-        .expect("the run fails");
+        let err = run(source, run_stages, PipelineConfig::new(true))
+            .err()
+            .expect("the run fails");
         let took = t0.elapsed();
-        assert!(took < Duration::from_secs(1), "{hook}: took {took:?}");
-        let msg = err.to_string();
+        assert!(took < Duration::from_secs(1), "{stage}: took {took:?}");
+        let msg = full_message(&err);
         assert!(
             msg.contains(&format!("stage `{stage}`")) && msg.contains("injected"),
             "{msg}"
         );
         assert!(
             probe.finished.load(Ordering::SeqCst),
-            "{hook}: sink not finished"
+            "{stage}: sink not finished"
+        );
+    }
+}
+
+/// A failing detector or sink: the JSON-lines file is finished, every line whole, and the
+/// error names the stage.
+#[test]
+fn a_failing_stage_leaves_whole_json_lines() {
+    use super::fault::{Fault, FaultySink, FaultyStage};
+    for (stage, fault) in [("detect", Fault::panic_at(3)), ("sink", Fault::error_at(2))] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.jsonl");
+        let jsonl_path = path.clone();
+        let factory: SinkFactory = Box::new(move |_: &SinkContext| {
+            let sink = Box::new(crate::sink::JsonlSink::create(&jsonl_path)?) as Box<dyn Sink>;
+            Ok(if stage == "sink" {
+                Box::new(FaultySink::new(sink, fault)) as Box<dyn Sink>
+            } else {
+                sink
+            })
+        });
+        let mut run_stages = stages(Duration::from_millis(1), vec![factory]);
+        if stage == "detect" {
+            let slow = SlowStage {
+                period: Duration::from_millis(1),
+            };
+            run_stages.detect = Box::new(FaultyStage::new(slow, fault));
+        }
+        let source = SyntheticSource {
+            live: false,
+            period: Duration::from_millis(1),
+            count: 20,
+            next: 0,
+        };
+        let err = run(Box::new(source), run_stages, PipelineConfig::new(false))
+            .err()
+            .expect("the run fails");
+        assert!(
+            full_message(&err).contains(&format!("stage `{stage}`")),
+            "{err}"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.lines().count() < 20, "{stage}: stopped early");
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line).expect("a whole JSON line");
+        }
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{stage}: a torn last line"
         );
     }
 }

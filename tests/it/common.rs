@@ -5,15 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The `lookout` binary, offline, with no display, no models folder and no fault hook from
-/// the caller's environment.
+/// The `lookout` binary, offline, with no display and no models folder from the caller's
+/// environment.
 pub fn lookout() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lookout"));
     cmd.env("LOOKOUT_OFFLINE", "1")
         .env_remove("LOOKOUT_MODELS")
         .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .env_remove("LOOKOUT_TEST_FAIL_STAGE");
+        .env_remove("WAYLAND_DISPLAY");
     cmd
 }
 

@@ -64,7 +64,6 @@ fn sampled_run(source: &str, weights: &Path, imgsz: u32, frames: u64, limit: Dur
     let metrics_path = tmp.path().join("m.json");
     let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
         .env("LOOKOUT_OFFLINE", "1")
-        .env_remove("LOOKOUT_TEST_FAIL_STAGE")
         // A fixed mmap threshold turns off glibc's adaptive one, which after a while may
         // start keeping one freed frame buffer (2.7 MB at 1280x720) on the heap: a bounded
         // step of about 10 % of this small process, not growth. Leaks still show.
