@@ -28,8 +28,49 @@ pub const STAGES: [&str; 7] = [
     "queue_wait",
 ];
 
-/// Nanoseconds a frame waited on the hops before the detect, render and sink stages.
-pub type QueueWaits = [u64; 3];
+/// A hand-over between two threads of the pipeline, named by the stage that takes from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hop {
+    /// Capture → detect.
+    ToDetect,
+    /// Detect → render.
+    ToRender,
+    /// Render → sinks.
+    ToSink,
+}
+
+impl Hop {
+    /// The stage that takes from this hop.
+    pub fn consumer(self) -> &'static str {
+        match self {
+            Hop::ToDetect => "detect",
+            Hop::ToRender => "render",
+            Hop::ToSink => "sink",
+        }
+    }
+}
+
+/// Nanoseconds a frame waited on each hop before the stage after it took the frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueWaits {
+    pub to_detect: u64,
+    pub to_render: u64,
+    pub to_sink: u64,
+}
+
+impl QueueWaits {
+    pub fn set(&mut self, hop: Hop, ns: u64) {
+        match hop {
+            Hop::ToDetect => self.to_detect = ns,
+            Hop::ToRender => self.to_render = ns,
+            Hop::ToSink => self.to_sink = ns,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.to_detect + self.to_render + self.to_sink
+    }
+}
 
 /// Frames counted as warm-up by default.
 pub const DEFAULT_WARMUP_FRAMES: usize = 3;
@@ -50,19 +91,22 @@ fn ordered(s: &FrameStamps) -> [u64; 7] {
 /// Each stage's own time in ns, then the queue wait (`None` when a stamp is missing).
 pub fn stage_ns(s: &FrameStamps, waits: &QueueWaits) -> [Option<u64>; 7] {
     let t = ordered(s);
-    // The hop before preprocess, render and present (stage indices 1, 4, 5).
-    let wait_before = |i: usize| match i {
-        1 => waits[0],
-        4 => waits[1],
-        5 => waits[2],
+    // The stage after each hop: detect's first step (preprocess), render, present.
+    let wait_before = |stage: &str| match stage {
+        "preprocess" => waits.to_detect,
+        "render" => waits.to_render,
+        "present" => waits.to_sink,
         _ => 0,
     };
     std::array::from_fn(|i| {
-        if i == 6 {
-            return Some(waits.iter().sum());
+        if STAGES[i] == "queue_wait" {
+            return Some(waits.total());
         }
-        (t[i] > 0 && t[i + 1] > 0)
-            .then(|| t[i + 1].saturating_sub(t[i]).saturating_sub(wait_before(i)))
+        (t[i] > 0 && t[i + 1] > 0).then(|| {
+            t[i + 1]
+                .saturating_sub(t[i])
+                .saturating_sub(wait_before(STAGES[i]))
+        })
     })
 }
 
@@ -203,9 +247,9 @@ impl LatencyRecorder {
                 s.postprocessed,
                 s.rendered,
                 s.presented,
-                r.waits[0],
-                r.waits[1],
-                r.waits[2],
+                r.waits.to_detect,
+                r.waits.to_render,
+                r.waits.to_sink,
                 r.detections
             )?;
         }
@@ -439,7 +483,13 @@ mod tests {
     fn without_frame_records_only_the_warmup_records_are_kept() {
         let mut rec = LatencyRecorder::without_frame_records(2);
         for i in 0..50 {
-            rec.record(i, None, stamps(10 * i + 1, [1, 1, 5, 1, 1, 1]), [0; 3], 0);
+            rec.record(
+                i,
+                None,
+                stamps(10 * i + 1, [1, 1, 5, 1, 1, 1]),
+                QueueWaits::default(),
+                0,
+            );
         }
         assert_eq!(rec.records().len(), 2, "memory stays flat");
         assert_eq!(
@@ -453,14 +503,30 @@ mod tests {
     #[test]
     fn warmup_frames_stay_out_of_the_percentiles() {
         let mut rec = LatencyRecorder::new(2);
-        rec.record(0, None, stamps(1, [1, 1, 500, 1, 1, 1]), [0; 3], 0);
-        rec.record(1, None, stamps(600, [1, 1, 400, 1, 1, 1]), [0; 3], 0);
+        rec.record(
+            0,
+            None,
+            stamps(1, [1, 1, 500, 1, 1, 1]),
+            QueueWaits::default(),
+            0,
+        );
+        rec.record(
+            1,
+            None,
+            stamps(600, [1, 1, 400, 1, 1, 1]),
+            QueueWaits::default(),
+            0,
+        );
         for i in 0..100 {
             rec.record(
                 2 + i,
                 Some(i as i64),
                 stamps(1000 + 50 * i, [1, 2, 30, 3, 4, 5]),
-                [1_000_000, 0, 2_000_000],
+                QueueWaits {
+                    to_detect: 1_000_000,
+                    to_render: 0,
+                    to_sink: 2_000_000,
+                },
                 1,
             );
         }
@@ -491,7 +557,7 @@ mod tests {
     fn missing_stamps_give_no_stage_time() {
         let mut s = stamps(1, [1, 1, 1, 1, 1, 1]);
         s.rendered = 0;
-        let ns = stage_ns(&s, &[0; 3]);
+        let ns = stage_ns(&s, &QueueWaits::default());
         assert!(ns[4].is_none() && ns[5].is_none() && ns[3].is_some());
         assert_eq!(end_to_end_ns(&s), Some(6_000_000));
     }
@@ -499,8 +565,13 @@ mod tests {
     #[test]
     fn csv_has_a_row_per_frame() {
         let mut rec = LatencyRecorder::new(0);
-        rec.record(4, Some(40), stamps(10, [1; 6]), [5, 6, 7], 2);
-        rec.record(5, None, stamps(20, [1; 6]), [0; 3], 0);
+        let waits = QueueWaits {
+            to_detect: 5,
+            to_render: 6,
+            to_sink: 7,
+        };
+        rec.record(4, Some(40), stamps(10, [1; 6]), waits, 2);
+        rec.record(5, None, stamps(20, [1; 6]), QueueWaits::default(), 0);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.csv");
         rec.write_csv(&path).unwrap();

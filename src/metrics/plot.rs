@@ -251,7 +251,10 @@ mod tests {
                         rendered: t + 34_000_000 + (i % 5) * 1_000_000,
                         presented: t + 35_000_000 + (i % 5) * 1_000_000,
                     },
-                    waits: [0, 1_000_000, 0],
+                    waits: crate::metrics::latency::QueueWaits {
+                        to_render: 1_000_000,
+                        ..Default::default()
+                    },
                     warmup: i < 3,
                     detections: 1,
                 }

@@ -38,7 +38,7 @@ pub use stage::{
 };
 
 use crate::metrics::hud::HudWindow;
-use crate::metrics::latency::{Drops, FrameCounts, LatencyRecorder, QueueWaits, RunSummary};
+use crate::metrics::latency::{Drops, FrameCounts, Hop, LatencyRecorder, QueueWaits, RunSummary};
 use crate::sink::{Sink, SinkContext, SinkControl, SinkFactory, SinkFrame};
 use crate::source::{FrameSource, SourceInfo};
 use crate::types::{mono_now_ns, DetectedFrame, FramePool, FrameStamps};
@@ -309,8 +309,7 @@ pub fn run(
         })?
     };
     let detect = spawn_stage(
-        "detect",
-        0,
+        Hop::ToDetect,
         stages.detect,
         (detect_rx, to_render),
         &ctl,
@@ -318,8 +317,7 @@ pub fn run(
         &counters,
     )?;
     let render = spawn_stage(
-        "render",
-        1,
+        Hop::ToRender,
         stages.render,
         (render_rx, to_sink),
         &ctl,
@@ -439,12 +437,11 @@ fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
     bar
 }
 
-/// Runs a middle stage (`hop` 0 = detect, 1 = render) on its own thread, between the hop it
+/// Runs a middle stage (detect or render, after `hop`) on its own thread, between the hop it
 /// reads and the hop it feeds.
 #[allow(clippy::too_many_arguments)]
 fn spawn_stage<I, O>(
-    name: &'static str,
-    hop: usize,
+    hop: Hop,
     mut stage: Box<dyn Stage<I, O>>,
     (rx, tx): (Receiver<Timed<I>>, HopSender<Timed<O>>),
     ctl: &Arc<Control>,
@@ -456,11 +453,10 @@ where
     O: Sequenced + Send + 'static,
 {
     let (c, counters) = (ctl.clone(), counters.clone());
-    spawn(name, ctl, done, move || {
-        let counter = if hop == 0 {
-            &counters.detect
-        } else {
-            &counters.render
+    spawn(hop.consumer(), ctl, done, move || {
+        let counter = match hop {
+            Hop::ToDetect => &counters.detect,
+            _ => &counters.render,
         };
         stage_loop(hop, stage.as_mut(), &rx, &tx, &c, counter, &counters)
     })
@@ -618,7 +614,7 @@ fn capture_loop(
                 Release::Stopped => break,
             }
         }
-        let captured = Timed::new(Captured { frame, stamps }, [0; 3]);
+        let captured = Timed::new(Captured { frame, stamps }, QueueWaits::default());
         match tx.send(captured, || ctl.stopping()) {
             Handed::Sent | Handed::Replaced(_) => {
                 counter.sent.fetch_add(1, Ordering::Relaxed);
@@ -631,10 +627,10 @@ fn capture_loop(
 }
 
 /// Takes items from `rx`, runs them through `stage` and hands them on until the input is
-/// drained, the run stops or it aborts. `hop` indexes [`HOP_STAGES`].
+/// drained, the run stops or it aborts; `hop` is the one it reads.
 #[allow(clippy::too_many_arguments)]
 fn stage_loop<I: Sequenced, O: Sequenced>(
-    hop: usize,
+    hop: Hop,
     stage: &mut dyn Stage<I, O>,
     rx: &Receiver<Timed<I>>,
     tx: &HopSender<Timed<O>>,
@@ -655,7 +651,7 @@ fn stage_loop<I: Sequenced, O: Sequenced>(
             Err(RecvTimeoutError::Timeout) => continue,
         };
         let mut waits = timed.waits;
-        waits[hop] = mono_now_ns().saturating_sub(timed.ready_ns);
+        waits.set(hop, mono_now_ns().saturating_sub(timed.ready_ns));
         counter.received.fetch_add(1, Ordering::Relaxed);
         counter
             .dropped
@@ -786,7 +782,7 @@ fn write_frames(
         };
         counter.received.fetch_add(1, Ordering::Relaxed);
         let mut waits = timed.waits;
-        waits[2] = mono_now_ns().saturating_sub(timed.ready_ns);
+        waits.set(Hop::ToSink, mono_now_ns().saturating_sub(timed.ready_ns));
         counter
             .dropped
             .fetch_add(gaps.observe(timed.seq()), Ordering::Relaxed);
