@@ -3,8 +3,34 @@
 //! distances of one object into a closing speed and a time to collision.
 
 use crate::calib::{estimate_distance, CalibError, Calibration};
+use crate::pipeline::{Stage, StageError};
 use crate::track::{TtcConfig, TtcInput, TtcTracker};
-use crate::types::{Detection, Frame};
+use crate::types::{mono_now_ns, DetectedFrame, Detection, Frame};
+
+/// [`Ranging`] as a pipeline stage after the detector: its time counts as post-processing.
+pub struct RangingStage {
+    ranging: Ranging,
+}
+
+impl RangingStage {
+    pub fn new(calibration: Calibration) -> Self {
+        Self {
+            ranging: Ranging::new(calibration),
+        }
+    }
+}
+
+impl Stage<DetectedFrame, DetectedFrame> for RangingStage {
+    fn process(&mut self, mut detected: DetectedFrame) -> Result<DetectedFrame, StageError> {
+        let start = mono_now_ns();
+        self.ranging
+            .apply(&detected.frame, &mut detected.detections)?;
+        let end = mono_now_ns();
+        detected.stamps.postprocessed = end;
+        detected.timings.postprocess += end.saturating_sub(start) as f64 / 1e6;
+        Ok(detected)
+    }
+}
 
 /// Distances from a calibration and time to collision from a tracker over frames.
 pub struct Ranging {

@@ -159,7 +159,7 @@ fn alloc_no_frame_sized_allocation_per_frame_after_warm_up() {
         Box::new(|_: &SinkContext| Ok(Box::new(ReadsPixels(0)) as Box<dyn Sink>)),
     ];
     let stages = Stages {
-        detect: Box::new(DetectStage::new(detector, None)),
+        detect: Box::new(DetectStage::new(detector)),
         render: Box::new(RenderStage::new(true, 2.0)),
         sinks,
     };

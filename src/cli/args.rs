@@ -59,15 +59,22 @@ pub struct DetectorArgs {
 }
 
 impl DetectorArgs {
-    /// Resolves the weights and validates every option.
+    /// Resolves the weights (which may download them) and validates every option.
     pub fn to_config(&self) -> Result<DetectorConfig> {
-        let weights = match (&self.weights, &self.model) {
+        let mut config = self.checked()?;
+        config.weights = match (&self.weights, &self.model) {
             (Some(path), _) => path.clone(),
             (None, name) => {
                 let name = name.as_deref().unwrap_or(DEFAULT_MODEL);
                 Resolver::from_env(self.offline).resolve(name)?
             }
         };
+        Ok(config)
+    }
+
+    /// Every option checked, the weights not yet looked up (`weights` is empty): what a
+    /// command validates before any work.
+    pub fn checked(&self) -> Result<DetectorConfig> {
         let classes = match &self.classes {
             Some(spec) => ClassFilter::parse(spec).map_err(anyhow::Error::msg)?,
             None => ClassFilter::default(),
@@ -76,8 +83,8 @@ impl DetectorArgs {
         if let Some(0) = self.threads {
             bail!("--threads must be at least 1");
         }
-        Ok(DetectorConfig {
-            weights,
+        let config = DetectorConfig {
+            weights: PathBuf::new(),
             imgsz: self.imgsz,
             conf: self.conf,
             iou: self.iou,
@@ -85,7 +92,9 @@ impl DetectorArgs {
             device,
             half: self.half,
             max_detections: 300,
-        })
+        };
+        config.validate()?;
+        Ok(config)
     }
 
     /// Sizes the CPU thread pool (candle's kernels use rayon's global pool).

@@ -62,7 +62,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
     let threads = args.detector.apply_threads()?;
     let config = args.detector.to_config()?;
-    let mut stage = DetectStage::new(Detector::load(&config)?, None);
+    let mut stage = DetectStage::new(Detector::load(&config)?);
     let (image, image_name) = bench_image(args)?;
     // The frame is copied before each timed run; only the stage's own steps are timed.
     let frame = |seq| Captured {

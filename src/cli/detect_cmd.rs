@@ -9,7 +9,7 @@ use super::args::DetectorArgs;
 use crate::calib::undistort::Undistort;
 use crate::detect::Detector;
 use crate::pipeline::{Captured, DetectStage, Stage};
-use crate::ranging::Ranging;
+use crate::ranging::RangingStage;
 use crate::render::Overlay;
 use crate::types::{mono_now_ns, wall_now_ns, DetectTimings, Detection, Frame, FrameStamps};
 
@@ -55,17 +55,19 @@ pub struct ImageResult<'a> {
 }
 
 pub fn run(args: &DetectArgs) -> Result<()> {
-    args.detector.apply_threads()?;
-    let config = args.detector.to_config()?;
-    let mut stage = DetectStage::new(Detector::load(&config)?, None);
-    if let Some(dir) = &args.save {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create --save folder {}", dir.display()))?;
-    }
+    // Every flag and the calibration checked before the model is read.
+    args.detector.checked()?;
     let calibration = match &args.calib {
         Some(path) => Some(args.mounting.load(path)?),
         None => None,
     };
+    if let Some(dir) = &args.save {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create --save folder {}", dir.display()))?;
+    }
+    args.detector.apply_threads()?;
+    let config = args.detector.to_config()?;
+    let mut stage = DetectStage::new(Detector::load(&config)?);
     if let (Some(cal), true) = (&calibration, args.undistort) {
         stage = stage.with_undistort(Undistort::new(cal.clone()));
     }
@@ -74,13 +76,13 @@ pub fn run(args: &DetectArgs) -> Result<()> {
         let image = read_rgb(path)?;
         let (w, h) = image.dimensions();
         // The same steps as `run`'s detect stage; ranging afresh for every image.
-        stage.set_ranging(calibration.as_ref().map(|cal| {
-            Ranging::new(if args.undistort {
+        let mut ranging = calibration.as_ref().map(|cal| {
+            RangingStage::new(if args.undistort {
                 cal.without_distortion()
             } else {
                 cal.clone()
             })
-        }));
+        });
         let captured = Captured {
             frame: Frame {
                 seq: seq as u64,
@@ -93,6 +95,10 @@ pub fn run(args: &DetectArgs) -> Result<()> {
         };
         let detected = stage
             .process(captured)
+            .and_then(|d| match &mut ranging {
+                Some(r) => r.process(d),
+                None => Ok(d),
+            })
             .with_context(|| format!("image {}", path.display()))?;
         let (detections, timings) = (&detected.detections, detected.timings);
         let name = path.file_name().map_or_else(

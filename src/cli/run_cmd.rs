@@ -9,11 +9,17 @@ use anyhow::{Context, Result};
 use super::args::{check_new_folder, DetectorArgs, FrameFormatArg, OnOff, PaceArg, SourceArgs};
 use super::signals::stop_on_ctrl_c;
 use crate::calib::undistort::Undistort;
-use crate::detect::Detector;
-use crate::pipeline::{self, DetectStage, PipelineConfig, RenderStage, RunReport, Stages};
-use crate::ranging::Ranging;
+use crate::calib::Calibration;
+use crate::detect::{Detector, DetectorConfig};
+use crate::drive::FrameFileFormat;
+use crate::pipeline::{
+    self, Captured, DetectStage, Pace, PipelineConfig, RenderStage, RunReport, Stage, StageExt,
+    Stages,
+};
+use crate::ranging::RangingStage;
 use crate::sink::SinkSpec;
-use crate::source;
+use crate::source::{self, SourceSpec};
+use crate::types::DetectedFrame;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -120,76 +126,127 @@ fn decide_show(args: &RunArgs) -> bool {
     available
 }
 
-pub fn run(args: &RunArgs) -> Result<()> {
-    let spec = args.source.spec()?;
-    anyhow::ensure!(args.ttc_warn > 0.0, "--ttc-warn must be positive");
-    if let Some(dir) = &args.record {
-        check_new_folder(dir)?;
+/// Everything `lookout run` was asked for, checked: built from the flags before a source is
+/// opened, a calibration applied or weights read, so that a bad flag costs no work and
+/// every flag's error names it. [`run`] then only carries it out.
+pub struct RunPlan {
+    pub spec: SourceSpec,
+    /// The detector's options, checked; the weights are looked up (and downloaded) only once
+    /// the source is open, so that a missing camera is reported before any download.
+    pub detector: DetectorConfig,
+    /// The calibration file, read and checked.
+    pub calibration: Option<Calibration>,
+    pub undistort: bool,
+    pub show: bool,
+    /// Every output but the drive recording (which needs the opened source's calibration).
+    pub outputs: Vec<SinkSpec>,
+    pub record: Option<(PathBuf, FrameFileFormat)>,
+    pub ttc_warn_s: f64,
+    pub pace: Pace,
+    pub max_frames: Option<u64>,
+    pub keep_frame_records: bool,
+}
+
+impl RunArgs {
+    /// Checks every flag and reads the calibration file; opens nothing else.
+    pub fn plan(&self) -> Result<RunPlan> {
+        let spec = self.source.spec()?;
+        anyhow::ensure!(self.ttc_warn > 0.0, "--ttc-warn must be positive");
+        if let Some(dir) = &self.record {
+            check_new_folder(dir)?;
+        }
+        let detector = self.detector.checked()?;
+        let calibration = match &self.calib {
+            Some(path) => Some(self.mounting.load(path)?),
+            None => None,
+        };
+        let show = decide_show(self);
+        let hud = self.hud == OnOff::On;
+        let mut outputs = Vec::new();
+        if show {
+            outputs.push(SinkSpec::Window {
+                title: format!("lookout: {spec}"),
+                hud,
+            });
+        }
+        if let Some(path) = &self.save_video {
+            outputs.push(SinkSpec::Video {
+                path: path.clone(),
+                hud,
+            });
+        }
+        if let Some(dir) = &self.save_frames {
+            outputs.push(SinkSpec::Frames { dir: dir.clone() });
+        }
+        if let Some(path) = &self.jsonl {
+            outputs.push(SinkSpec::Jsonl { path: path.clone() });
+        }
+        Ok(RunPlan {
+            spec,
+            detector,
+            calibration,
+            undistort: self.undistort,
+            show,
+            outputs,
+            record: self
+                .record
+                .as_ref()
+                .map(|dir| (dir.clone(), self.record_format.into())),
+            ttc_warn_s: self.ttc_warn,
+            pace: self.pace.into(),
+            max_frames: self.max_frames,
+            keep_frame_records: self.metrics_csv.is_some() || self.plot.is_some(),
+        })
     }
-    let calibration = match &args.calib {
-        Some(path) => Some(args.mounting.load(path)?),
-        None => None,
-    };
+}
+
+pub fn run(args: &RunArgs) -> Result<()> {
+    let plan = args.plan()?;
     // The source first: a missing camera or file is the error to report, before any
     // weights are looked up or downloaded.
-    let source = source::open(&spec)?;
+    let source = source::open(&plan.spec)?;
     let threads = args.detector.apply_threads()?;
     let config = args.detector.to_config()?;
     let load_start = Instant::now();
     let detector = Detector::load(&config)?;
     let model_load_ms = load_start.elapsed().as_secs_f64() * 1e3;
-    let device = format!("{} {}", config.device, detector.precision());
+    let device = format!("{} {}", plan.detector.device, detector.precision());
     let model = format!("{} on {device} ({threads} threads)", detector.variant());
-    let show = decide_show(args);
 
-    let mut sinks = Vec::new();
-    if show {
-        sinks.push(SinkSpec::Window {
-            title: format!("lookout: {spec}"),
-            hud: args.hud == OnOff::On,
-        });
-    }
-    if let Some(path) = &args.save_video {
-        sinks.push(SinkSpec::Video {
-            path: path.clone(),
-            hud: args.hud == OnOff::On,
-        });
-    }
-    if let Some(dir) = &args.save_frames {
-        sinks.push(SinkSpec::Frames { dir: dir.clone() });
-    }
-    if let Some(path) = &args.jsonl {
-        sinks.push(SinkSpec::Jsonl { path: path.clone() });
-    }
-    if let Some(dir) = &args.record {
+    let mut sinks = plan.outputs;
+    if let Some((dir, frame_format)) = plan.record {
         sinks.push(SinkSpec::Record {
-            dir: dir.clone(),
-            source: spec.to_string(),
-            frame_format: args.record_format.into(),
+            dir,
+            source: plan.spec.to_string(),
+            frame_format,
             calibration: args.calib.clone().or_else(|| source.calibration_path()),
         });
     }
     let draw = sinks.iter().any(SinkSpec::needs_pixels);
-    let detect = match (calibration, args.undistort) {
-        (Some(cal), true) => {
-            DetectStage::new(detector, Some(Ranging::new(cal.without_distortion())))
-                .with_undistort(Undistort::new(cal))
-        }
-        (cal, _) => DetectStage::new(detector, cal.map(Ranging::new)),
+    // The detector, then the distances when there is a calibration (undistorted first with
+    // --undistort: the ranging then sees a camera without distortion).
+    let detect: Box<dyn Stage<Captured, DetectedFrame>> = match (plan.calibration, plan.undistort) {
+        (Some(cal), true) => Box::new(
+            DetectStage::new(detector)
+                .with_undistort(Undistort::new(cal.clone()))
+                .then(RangingStage::new(cal.without_distortion())),
+        ),
+        (Some(cal), false) => Box::new(DetectStage::new(detector).then(RangingStage::new(cal))),
+        (None, _) => Box::new(DetectStage::new(detector)),
     };
     let stages = Stages {
-        detect: Box::new(detect),
-        render: Box::new(RenderStage::new(draw, args.ttc_warn)),
+        detect,
+        render: Box::new(RenderStage::new(draw, plan.ttc_warn_s)),
         sinks: sinks.into_iter().map(SinkSpec::factory).collect(),
     };
-    let mut pipeline_config = PipelineConfig::new(spec.is_live());
-    pipeline_config.pace = args.pace.into();
-    pipeline_config.max_frames = args.max_frames;
+    let mut pipeline_config = PipelineConfig::new(plan.spec.is_live());
+    pipeline_config.pace = plan.pace;
+    pipeline_config.max_frames = plan.max_frames;
     pipeline_config.model = model;
     pipeline_config.device = device;
     pipeline_config.model_load_ms = model_load_ms;
-    pipeline_config.keep_frame_records = args.metrics_csv.is_some() || args.plot.is_some();
-    pipeline_config.progress = !show && !spec.is_live();
+    pipeline_config.keep_frame_records = plan.keep_frame_records;
+    pipeline_config.progress = !plan.show && !plan.spec.is_live();
     pipeline_config.stop = stop_on_ctrl_c();
     let report = pipeline::run(source, stages, pipeline_config)?;
     write_reports(args, &report)?;

@@ -42,7 +42,9 @@ impl DetectorConfig {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks every option (ranges, `--imgsz`, `--half` without a GPU); [`Detector::load`]
+    /// calls it, and the commands call it before any work.
+    pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(DetectError::Config(m));
         if !(0.0..=1.0).contains(&self.conf) {
             return bad(format!("--conf {} is outside 0..1", self.conf));

@@ -35,6 +35,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 pub use slot::{hop, Handed, HopSender, LatestSlot};
 pub use stage::{
     Captured, DetectStage, PassThrough, RenderStage, Rendered, Sequenced, Stage, StageError,
+    StageExt, Then,
 };
 
 use crate::metrics::hud::HudWindow;

@@ -6,11 +6,12 @@
 //! [`PassThrough`] stands in for it when recording; [`RenderStage`] draws boxes, labels and
 //! the forward-collision banner. Tests plug in their own stages (a slow fake detector).
 
+use std::marker::PhantomData;
+
 use image::RgbImage;
 
 use crate::calib::undistort::Undistort;
 use crate::detect::Detector;
-use crate::ranging::Ranging;
 use crate::types::{
     mono_now_ns, DetectTimings, DetectedFrame, Detection, Frame, FramePool, FrameStamps,
 };
@@ -79,18 +80,53 @@ pub trait Stage<In, Out>: Send {
     }
 }
 
-/// The detector as a stage, with optional distances and TTC.
+/// Two stages one after the other on one thread: `first`, then `second` on its output. A
+/// step after the detector (distances, tracking) joins the pipeline this way, with no thread
+/// or hop of its own: `DetectStage::new(detector).then(RangingStage::new(calibration))`.
+pub struct Then<A, B, Mid> {
+    pub first: A,
+    pub second: B,
+    mid: PhantomData<fn() -> Mid>,
+}
+
+impl<In, Mid, Out, A, B> Stage<In, Out> for Then<A, B, Mid>
+where
+    A: Stage<In, Mid>,
+    B: Stage<Mid, Out>,
+{
+    fn process(&mut self, input: In) -> Result<Out, StageError> {
+        self.second.process(self.first.process(input)?)
+    }
+
+    fn use_pool(&mut self, pool: FramePool) {
+        self.first.use_pool(pool.clone());
+        self.second.use_pool(pool);
+    }
+}
+
+/// [`Then`] as a method on every stage.
+pub trait StageExt<In, Mid>: Stage<In, Mid> + Sized {
+    fn then<Out, B: Stage<Mid, Out>>(self, second: B) -> Then<Self, B, Mid> {
+        Then {
+            first: self,
+            second,
+            mid: PhantomData,
+        }
+    }
+}
+
+impl<In, Mid, S: Stage<In, Mid>> StageExt<In, Mid> for S {}
+
+/// The detector as a stage (after the optional undistortion).
 pub struct DetectStage {
     detector: Detector,
-    ranging: Option<Ranging>,
     undistort: Option<Undistort>,
 }
 
 impl DetectStage {
-    pub fn new(detector: Detector, ranging: Option<Ranging>) -> Self {
+    pub fn new(detector: Detector) -> Self {
         Self {
             detector,
-            ranging,
             undistort: None,
         }
     }
@@ -104,15 +140,9 @@ impl DetectStage {
         &mut self.detector
     }
 
-    /// Replaces the ranging (a still image is no sequence: `lookout detect` starts it
-    /// afresh per image, so no time to collision carries over between images).
-    pub fn set_ranging(&mut self, ranging: Option<Ranging>) {
-        self.ranging = ranging;
-    }
-
     /// Removes lens distortion from every frame before detection (`--undistort`): boxes,
     /// distances and the shown image are then in the undistorted frame, so the ranging
-    /// should use [`Calibration::without_distortion`].
+    /// should use `Calibration::without_distortion`.
     pub fn with_undistort(mut self, undistort: Undistort) -> Self {
         self.undistort = Some(undistort);
         self
@@ -134,10 +164,7 @@ impl Stage<Captured, DetectedFrame> for DetectStage {
         stamps.preprocessed = mono_now_ns();
         self.detector.infer(&input)?;
         stamps.inferred = mono_now_ns();
-        let mut detections = self.detector.postprocess(&image_from_model)?;
-        if let Some(ranging) = &mut self.ranging {
-            ranging.apply(&frame, &mut detections)?;
-        }
+        let detections = self.detector.postprocess(&image_from_model)?;
         stamps.postprocessed = mono_now_ns();
         let ms = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e6;
         let timings = DetectTimings {

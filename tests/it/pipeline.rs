@@ -281,6 +281,37 @@ fn kitti_raw_folder_replays_with_its_timestamps() {
     assert_eq!(reader.manifest().frame_count, Some(1));
 }
 
+/// `run` checks every flag (and reads the calibration) before it opens the source: a bad
+/// flag is reported, not the camera this machine does not have.
+#[test]
+fn run_plans_before_it_opens_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad_calib = tmp.path().join("bad.toml");
+    std::fs::write(&bad_calib, "version = 1\n[intrinsics]\nfx = -3\n").unwrap();
+    for (args, expect) in [
+        (vec!["--conf", "2"], "--conf 2 is outside 0..1"),
+        (
+            vec!["--imgsz", "100"],
+            "--imgsz 100 must be a positive multiple of 32",
+        ),
+        (vec!["--ttc-warn", "0"], "--ttc-warn must be positive"),
+        (vec!["--calib", bad_calib.to_str().unwrap()], "bad.toml"),
+    ] {
+        let out = lookout()
+            .args(["run", "--source", "camera:7", "--headless"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(expect), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("camera"),
+            "{args:?}: the camera was opened: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn bad_flags_fail_before_any_work() {
     let out = lookout()
