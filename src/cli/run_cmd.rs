@@ -112,18 +112,14 @@ impl RunArgs {
     }
 }
 
-/// Whether to open a window: `--show`, or by default, when a display is available.
-fn decide_show(args: &RunArgs) -> bool {
+/// Whether to open a window (`--show`, or by default when a display is available), and
+/// whether `--show` was asked for without a display (said once the source is open).
+fn decide_show(args: &RunArgs) -> (bool, bool) {
     if args.headless {
-        return false;
+        return (false, false);
     }
     let available = crate::sink::display_available();
-    if !available && args.show {
-        eprintln!(
-            "no display found (DISPLAY / WAYLAND_DISPLAY unset): running headless; pass --headless to skip the window"
-        );
-    }
-    available
+    (available, !available && args.show)
 }
 
 /// Everything `lookout run` was asked for, checked: built from the flags before a source is
@@ -138,6 +134,8 @@ pub struct RunPlan {
     pub calibration: Option<Calibration>,
     pub undistort: bool,
     pub show: bool,
+    /// `--show` without a display: run headless, and say so.
+    pub no_display: bool,
     /// Every output but the drive recording (which needs the opened source's calibration).
     pub outputs: Vec<SinkSpec>,
     pub record: Option<(PathBuf, FrameFileFormat)>,
@@ -160,7 +158,7 @@ impl RunArgs {
             Some(path) => Some(self.mounting.load(path)?),
             None => None,
         };
-        let show = decide_show(self);
+        let (show, no_display) = decide_show(self);
         let hud = self.hud == OnOff::On;
         let mut outputs = Vec::new();
         if show {
@@ -187,6 +185,7 @@ impl RunArgs {
             calibration,
             undistort: self.undistort,
             show,
+            no_display,
             outputs,
             record: self
                 .record
@@ -205,6 +204,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
     // The source first: a missing camera or file is the error to report, before any
     // weights are looked up or downloaded.
     let source = source::open(&plan.spec)?;
+    if plan.no_display {
+        eprintln!(
+            "no display found (DISPLAY / WAYLAND_DISPLAY unset): running headless; pass --headless to skip the window"
+        );
+    }
     let threads = args.detector.apply_threads()?;
     let config = args.detector.to_config()?;
     let load_start = Instant::now();
