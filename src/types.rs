@@ -147,6 +147,28 @@ impl ClassGroup {
     }
 }
 
+/// Which cue decided the distance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DistanceMethod {
+    /// The bottom-centre ray meets the road (or it outweighed the size prior ≥ 3:1).
+    GroundContact,
+    /// The class's typical size (no usable contact point, or it outweighed the contact ≥ 3:1).
+    SizePrior,
+    /// Both cues, weighted by their expected errors.
+    Fused,
+}
+
+impl DistanceMethod {
+    pub fn name(&self) -> &'static str {
+        match self {
+            DistanceMethod::GroundContact => "ground_contact",
+            DistanceMethod::SizePrior => "size_prior",
+            DistanceMethod::Fused => "fused",
+        }
+    }
+}
+
 /// One detected object, its box in source-image pixels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Detection {
@@ -169,8 +191,8 @@ pub struct Range {
     pub distance_m: f64,
     /// Sideways from the camera's axis, metres (positive = right).
     pub lateral_m: f64,
-    /// Which cue decided: `ground_contact`, `size_prior` or `fused`.
-    pub distance_method: String,
+    /// Which cue decided (`ground_contact`, `size_prior` or `fused` in JSON).
+    pub distance_method: DistanceMethod,
     /// Time to collision for closing objects in the ego path, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttc_s: Option<f64>,
@@ -313,7 +335,7 @@ mod tests {
             range: Some(Range {
                 distance_m: 14.2,
                 lateral_m: -1.5,
-                distance_method: "fused".into(),
+                distance_method: DistanceMethod::Fused,
                 ttc_s: None,
             }),
             ..d

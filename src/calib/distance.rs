@@ -10,19 +10,8 @@
 
 use super::Calibration;
 use crate::types::BoxXyxy;
+pub use crate::types::DistanceMethod;
 use serde::{Deserialize, Serialize};
-
-/// Which cue decided the distance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DistanceMethod {
-    /// The bottom-centre ray meets the road (or it outweighed the size prior ≥ 3:1).
-    GroundContact,
-    /// The class's typical size (no usable contact point, or it outweighed the contact ≥ 3:1).
-    SizePrior,
-    /// Both cues, weighted by their expected errors.
-    Fused,
-}
 
 impl DistanceEstimate {
     /// The plain range attached to a detection (no time to collision yet).
@@ -30,18 +19,8 @@ impl DistanceEstimate {
         crate::types::Range {
             distance_m: self.distance_m,
             lateral_m: self.lateral_m,
-            distance_method: self.method.name().to_string(),
+            distance_method: self.method,
             ttc_s: None,
-        }
-    }
-}
-
-impl DistanceMethod {
-    pub fn name(&self) -> &'static str {
-        match self {
-            DistanceMethod::GroundContact => "ground_contact",
-            DistanceMethod::SizePrior => "size_prior",
-            DistanceMethod::Fused => "fused",
         }
     }
 }

@@ -299,7 +299,7 @@ mod tests {
                 range: Some(Range {
                     distance_m: 9.0,
                     lateral_m: 0.2,
-                    distance_method: "fused".into(),
+                    distance_method: crate::types::DistanceMethod::Fused,
                     ttc_s: ttc,
                 }),
             }],

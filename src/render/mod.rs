@@ -269,7 +269,7 @@ mod tests {
                 d.range = Some(crate::types::Range {
                     distance_m: 13.8 + i as f64,
                     lateral_m: 0.5,
-                    distance_method: "ground_contact".into(),
+                    distance_method: crate::types::DistanceMethod::GroundContact,
                     ttc_s: None,
                 });
                 d
