@@ -640,23 +640,7 @@ fn stage_loop<I: Sequenced, O: Sequenced>(
     counters: &Counters,
 ) -> Result<(), StageError> {
     let mut gaps = SeqGaps::default();
-    loop {
-        if ctl.aborted() {
-            return Ok(());
-        }
-        let timed = match rx.recv_timeout(POLL) {
-            Ok(item) => item,
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
-            // Stopping and nothing left to drain.
-            Err(RecvTimeoutError::Timeout) if ctl.stopping() => return Ok(()),
-            Err(RecvTimeoutError::Timeout) => continue,
-        };
-        let mut waits = timed.waits;
-        waits.set(hop, mono_now_ns().saturating_sub(timed.ready_ns));
-        counter.received.fetch_add(1, Ordering::Relaxed);
-        counter
-            .dropped
-            .fetch_add(gaps.observe(timed.seq()), Ordering::Relaxed);
+    while let Some((timed, waits)) = receive(hop, rx, ctl, counter, &mut gaps) {
         let out = Timed::new(stage.process(timed.item)?, waits);
         match tx.send(out, || ctl.aborted()) {
             Handed::Sent | Handed::Replaced(_) => {
@@ -664,6 +648,38 @@ fn stage_loop<I: Sequenced, O: Sequenced>(
                 counters.note_depth(tx.len());
             }
             Handed::Refused => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// The next item from the hop `hop`, counted as received (its `seq` gap as dropped), with the
+/// frame's waits including this hop's; `None` when the loop ends: aborted, the producer
+/// gone, or stopping with nothing left to drain. Every consumer loop receives this way.
+fn receive<T: Sequenced>(
+    hop: Hop,
+    rx: &Receiver<Timed<T>>,
+    ctl: &Control,
+    counter: &StageCounter,
+    gaps: &mut SeqGaps,
+) -> Option<(Timed<T>, QueueWaits)> {
+    loop {
+        if ctl.aborted() {
+            return None;
+        }
+        match rx.recv_timeout(POLL) {
+            Ok(timed) => {
+                let mut waits = timed.waits;
+                waits.set(hop, mono_now_ns().saturating_sub(timed.ready_ns));
+                counter.received.fetch_add(1, Ordering::Relaxed);
+                counter
+                    .dropped
+                    .fetch_add(gaps.observe(timed.seq()), Ordering::Relaxed);
+                return Some((timed, waits));
+            }
+            Err(RecvTimeoutError::Disconnected) => return None,
+            Err(RecvTimeoutError::Timeout) if ctl.stopping() => return None,
+            Err(RecvTimeoutError::Timeout) => {}
         }
     }
 }
@@ -771,22 +787,7 @@ fn write_frames(
     let counter = &counters.sink;
     let mut gaps = SeqGaps::default();
     let mut hud_window = HudWindow::default();
-    loop {
-        if ctl.aborted() {
-            return Ok(());
-        }
-        let timed = match rx.recv_timeout(POLL) {
-            Ok(item) => item,
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
-            Err(RecvTimeoutError::Timeout) if ctl.stopping() => return Ok(()),
-            Err(RecvTimeoutError::Timeout) => continue,
-        };
-        counter.received.fetch_add(1, Ordering::Relaxed);
-        let mut waits = timed.waits;
-        waits.set(Hop::ToSink, mono_now_ns().saturating_sub(timed.ready_ns));
-        counter
-            .dropped
-            .fetch_add(gaps.observe(timed.seq()), Ordering::Relaxed);
+    while let Some((timed, waits)) = receive(Hop::ToSink, rx, ctl, counter, &mut gaps) {
         let Rendered {
             mut detected,
             annotated,
@@ -828,6 +829,7 @@ fn write_frames(
             ctl.stop.store(true, Ordering::Relaxed);
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
