@@ -19,7 +19,7 @@ use nokhwa::Camera;
 
 use super::convert::{self, ConvertError};
 use super::{FrameSource, SourceError, SourceInfo};
-use crate::types::{mono_now_ns, wall_now_ns, Frame};
+use crate::types::{mono_now_ns, wall_now_ns, Frame, FramePool};
 
 /// Asked size when none is given: enough detail for detection at real-time rates.
 const DEFAULT_SIZE: (u32, u32) = (1280, 720);
@@ -107,6 +107,24 @@ impl PixelFormat {
 
     /// Decodes one raw camera buffer of this format.
     pub fn to_rgb(self, raw: &[u8], width: u32, height: u32) -> Result<RgbImage, ConvertError> {
+        self.to_rgb_into(raw, width, height, &FramePool::default())
+    }
+
+    /// [`PixelFormat::to_rgb`] into a buffer from `pool` (YUYV and NV12, the uncompressed
+    /// formats of webcams and dev-kit cameras; MJPEG is decoded by libjpeg-turbo into its own).
+    pub fn to_rgb_into(
+        self,
+        raw: &[u8],
+        width: u32,
+        height: u32,
+        pool: &FramePool,
+    ) -> Result<RgbImage, ConvertError> {
+        let out = || pool.take(width as usize * height as usize * 3);
+        match self {
+            PixelFormat::Yuyv => return convert::yuyv_to_rgb_into(raw, width, height, out()),
+            PixelFormat::Nv12 => return convert::nv12_to_rgb_into(raw, width, height, out()),
+            _ => {}
+        }
         match self {
             PixelFormat::Mjpeg => convert::mjpeg_to_rgb(raw),
             PixelFormat::Yuyv => convert::yuyv_to_rgb(raw, width, height),
@@ -401,6 +419,7 @@ pub struct CameraSource {
     ended_early: bool,
     note: Option<String>,
     description: String,
+    pool: FramePool,
 }
 
 impl CameraSource {
@@ -434,6 +453,7 @@ impl CameraSource {
             ended_early: false,
             note: choice.note,
             description: format!("camera:{index} {name} ({})", choice.mode),
+            pool: FramePool::default(),
         })
     }
 
@@ -496,10 +516,12 @@ impl FrameSource for CameraSource {
                 break;
             };
             let decoded = match camera.frame_raw() {
-                Ok(raw) => self
-                    .mode
-                    .format
-                    .to_rgb(&raw, self.mode.width, self.mode.height),
+                Ok(raw) => self.mode.format.to_rgb_into(
+                    &raw,
+                    self.mode.width,
+                    self.mode.height,
+                    &self.pool,
+                ),
                 Err(e) => {
                     let why = format!("frame read failed: {e}");
                     if !self.reopen(&why) {
@@ -538,6 +560,10 @@ impl FrameSource for CameraSource {
             }
         }
         Ok(None)
+    }
+
+    fn use_pool(&mut self, pool: FramePool) {
+        self.pool = pool;
     }
 
     fn info(&self) -> SourceInfo {

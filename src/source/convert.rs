@@ -71,6 +71,16 @@ fn packed_stride(
 
 /// YUYV 4:2:2 (`Y0 U Y1 V` per pixel pair) → RGB.
 pub fn yuyv_to_rgb(src: &[u8], width: u32, height: u32) -> Result<RgbImage, ConvertError> {
+    yuyv_to_rgb_into(src, width, height, Vec::new())
+}
+
+/// [`yuyv_to_rgb`] into `out`'s memory (a pooled buffer; resized, every byte written).
+pub fn yuyv_to_rgb_into(
+    src: &[u8],
+    width: u32,
+    height: u32,
+    out: Vec<u8>,
+) -> Result<RgbImage, ConvertError> {
     if !width.is_multiple_of(2) {
         return Err(ConvertError::OddSize {
             format: "YUYV",
@@ -80,7 +90,7 @@ pub fn yuyv_to_rgb(src: &[u8], width: u32, height: u32) -> Result<RgbImage, Conv
     }
     let stride = packed_stride("YUYV", src, width, height, 2)?;
     let row_len = width as usize * 2;
-    let mut rgb = vec![0u8; width as usize * height as usize * 3];
+    let mut rgb = sized(out, width as usize * height as usize * 3);
     for (src_row, dst_row) in src
         .chunks_exact(stride)
         .zip(rgb.chunks_exact_mut(width as usize * 3))
@@ -99,6 +109,16 @@ pub fn yuyv_to_rgb(src: &[u8], width: u32, height: u32) -> Result<RgbImage, Conv
 
 /// NV12 (a Y plane, then one interleaved `U V` plane at half resolution) → RGB.
 pub fn nv12_to_rgb(src: &[u8], width: u32, height: u32) -> Result<RgbImage, ConvertError> {
+    nv12_to_rgb_into(src, width, height, Vec::new())
+}
+
+/// [`nv12_to_rgb`] into `out`'s memory (a pooled buffer; resized, every byte written).
+pub fn nv12_to_rgb_into(
+    src: &[u8],
+    width: u32,
+    height: u32,
+    out: Vec<u8>,
+) -> Result<RgbImage, ConvertError> {
     if !width.is_multiple_of(2) || !height.is_multiple_of(2) {
         return Err(ConvertError::OddSize {
             format: "NV12",
@@ -118,7 +138,7 @@ pub fn nv12_to_rgb(src: &[u8], width: u32, height: u32) -> Result<RgbImage, Conv
         });
     }
     let (y_plane, uv_plane) = src.split_at(w * h);
-    let mut rgb = vec![0u8; w * h * 3];
+    let mut rgb = sized(out, w * h * 3);
     for (row, dst_row) in rgb.chunks_exact_mut(w * 3).enumerate() {
         let y_row = &y_plane[row * w..(row + 1) * w];
         let uv_row = &uv_plane[(row / 2) * w..(row / 2 + 1) * w];
@@ -128,6 +148,12 @@ pub fn nv12_to_rgb(src: &[u8], width: u32, height: u32) -> Result<RgbImage, Conv
         }
     }
     Ok(RgbImage::from_raw(width, height, rgb).expect("buffer sized to the image"))
+}
+
+/// `out` resized to `len` bytes (its contents are overwritten by the caller).
+fn sized(mut out: Vec<u8>, len: usize) -> Vec<u8> {
+    out.resize(len, 0);
+    out
 }
 
 /// One MJPEG frame (a JPEG, often without Huffman tables: libjpeg-turbo then uses the
@@ -274,5 +300,21 @@ mod tests {
             mjpeg_to_rgb(b"\xff\xd8garbage"),
             Err(ConvertError::Jpeg(_))
         ));
+    }
+
+    /// The pooled variants write into the given buffer's memory and give the same pixels.
+    #[test]
+    fn conversions_into_a_pooled_buffer_reuse_it() {
+        let (w, h) = (8u32, 4u32);
+        let yuyv: Vec<u8> = (0..w * h * 2).map(|i| (i * 7 % 256) as u8).collect();
+        let nv12: Vec<u8> = (0..w * h * 3 / 2).map(|i| (i * 11 % 256) as u8).collect();
+        let buf = vec![0xAA; (w * h * 3) as usize];
+        let ptr = buf.as_ptr();
+        let into = yuyv_to_rgb_into(&yuyv, w, h, buf).unwrap();
+        assert_eq!(into.as_raw().as_ptr(), ptr, "no new buffer");
+        assert_eq!(into, yuyv_to_rgb(&yuyv, w, h).unwrap());
+        let into = nv12_to_rgb_into(&nv12, w, h, into.into_raw()).unwrap();
+        assert_eq!(into.as_raw().as_ptr(), ptr, "no new buffer");
+        assert_eq!(into, nv12_to_rgb(&nv12, w, h).unwrap());
     }
 }
