@@ -1024,7 +1024,8 @@ pub const REDUCED_COLUMNS: usize = 7;
 /// Ties between classes may pick another of the equal classes than the host scan's first.
 pub fn reduce_on_device(raw: &Tensor) -> Result<Tensor> {
     let (_, _, cols) = raw.dims3()?;
-    let probs = raw.narrow(2, 5, cols - 5)?;
+    // Contiguous: the reductions then read one row per anchor on any device.
+    let probs = raw.narrow(2, 5, cols - 5)?.contiguous()?;
     let best = probs.max_keepdim(2)?.to_dtype(candle_core::DType::F32)?;
     let class = probs.argmax_keepdim(2)?.to_dtype(candle_core::DType::F32)?;
     Tensor::cat(

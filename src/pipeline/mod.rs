@@ -10,6 +10,10 @@
 //! error naming the stage. Ctrl-C, a window's close button and the end of the input stop
 //! gracefully: stages drain, sinks finish.
 //!
+//! Frames' pixels circulate through one [`FramePool`]: the source decodes into its buffers,
+//! render copies into one, and the sink thread gives both back when every sink is done, so a
+//! warm run makes no frame-sized allocation (`cargo test alloc`).
+//!
 //! Threads: the detector's rayon pool gets `--threads` (default all cores); on the CPU the
 //! detect thread hands each frame's network to that pool and sleeps until it is done.
 //! Capture and render share the cores with the pool: both mostly wait (capture on ffmpeg's

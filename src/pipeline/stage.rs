@@ -2,9 +2,11 @@
 //! the next, knowing nothing of threads or channels (those belong to [`super::run`]).
 //!
 //! [`DetectStage`] wraps the [`Detector`] (stamping pre-processing, inference and
-//! post-processing) and, with a calibration, adds distances and time to collision;
-//! [`PassThrough`] stands in for it when recording; [`RenderStage`] draws boxes, labels and
-//! the forward-collision banner. Tests plug in their own stages (a slow fake detector).
+//! post-processing); steps after it on the same thread join with [`StageExt::then`] (the
+//! distances of `crate::ranging::RangingStage`, a tracker); [`PassThrough`] stands in for the
+//! detector when recording; [`RenderStage`] draws boxes, labels and the forward-collision
+//! banner into a pooled copy of the frame. Errors are [`StageError`]s. Tests plug in their
+//! own stages (a slow fake detector, the failing wrappers of `super::fault`).
 
 use std::marker::PhantomData;
 
