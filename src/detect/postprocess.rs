@@ -301,9 +301,9 @@ mod tests {
             .flat_map(|n| (0..6).map(move |r| (r, n)))
             .map(|(r, n)| out[r * 3 + n])
             .collect();
-        // Reduced where the network ran (here the CPU device, as on a GPU).
-        let raw =
-            candle_core::Tensor::from_slice(&out, (1, 6, 3), &candle_core::Device::Cpu).unwrap();
+        // Reduced where the network runs (the test device: a GPU under scripts/gpu-check).
+        let dev = crate::detect::device::test_device();
+        let raw = candle_core::Tensor::from_slice(&out, (1, 6, 3), &dev).unwrap();
         let reduced: Vec<f32> = reduce_yolov8_on_device(&raw)
             .unwrap()
             .flatten_all()
@@ -356,9 +356,9 @@ mod tests {
             (got[1].class_id, got[1].box_in_model),
             (0, BoxXyxy::from_center(0.0, 0.0, 32.0, 32.0))
         );
-        // Reduced where the network ran (the CPU device here, a GPU in use): same result.
-        let raw = candle_core::Tensor::from_slice(&out, (1, 21, cols), &candle_core::Device::Cpu)
-            .unwrap();
+        // Reduced where the network runs (the test device: a GPU under scripts/gpu-check).
+        let dev = crate::detect::device::test_device();
+        let raw = candle_core::Tensor::from_slice(&out, (1, 21, cols), &dev).unwrap();
         let reduced: Vec<f32> = yolox::reduce_on_device(&raw)
             .unwrap()
             .flatten_all()

@@ -375,11 +375,11 @@ mod tests {
     use super::*;
 
     /// The bytes-to-device path gives the host path's values exactly, in f32, both layouts,
-    /// resized or not.
+    /// resized or not (on the test device: scripts/gpu-check runs it on a GPU).
     #[test]
     fn canvas_on_a_device_equals_the_host_input() {
-        use candle_core::{DType, Device, Tensor};
-        let dev = Device::Cpu;
+        use candle_core::{DType, Tensor};
+        let dev = crate::detect::device::test_device();
         let bgr = Tensor::new(&[2u32, 1, 0], &dev).unwrap();
         for (layout, (w, h)) in [
             (InputLayout::Yolov8, (97, 61)),
