@@ -3,7 +3,7 @@
 //!
 //! [`DetectStage`] wraps the [`Detector`] (stamping pre-processing, inference and
 //! post-processing); steps after it on the same thread join with [`StageExt::then`] (the
-//! distances of `crate::ranging::RangingStage`, a tracker); [`PassThrough`] stands in for the
+//! distances of the ranging stage, a tracker); [`PassThrough`] stands in for the
 //! detector when recording; [`RenderStage`] draws boxes, labels and the forward-collision
 //! banner into a pooled copy of the frame. Errors are [`StageError`]s. Tests plug in their
 //! own stages (a slow fake detector, the failing wrappers of `super::fault`).
