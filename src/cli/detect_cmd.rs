@@ -11,7 +11,9 @@ use crate::detect::Detector;
 use crate::pipeline::{Captured, DetectStage, Stage};
 use crate::ranging::RangingStage;
 use crate::render::Overlay;
-use crate::types::{mono_now_ns, wall_now_ns, DetectTimings, Detection, Frame, FrameStamps};
+use crate::types::{
+    mono_now_ns, wall_now_ns, DetectTimings, DetectedFrame, Detection, Frame, FrameStamps,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct DetectArgs {
@@ -100,7 +102,13 @@ pub fn run(args: &DetectArgs) -> Result<()> {
                 None => Ok(d),
             })
             .with_context(|| format!("image {}", path.display()))?;
-        let (detections, timings) = (&detected.detections, detected.timings);
+        let DetectedFrame {
+            frame,
+            detections,
+            timings,
+            ..
+        } = detected;
+        let detections = &detections;
         let name = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
@@ -118,7 +126,8 @@ pub fn run(args: &DetectArgs) -> Result<()> {
             println!("{}", summary_line(&name, w, h, detections, &timings));
         }
         if let Some(dir) = &args.save {
-            let mut annotated = detected.frame.image.clone();
+            // The frame is not needed after this: draw on it, no copy.
+            let mut annotated = frame.image;
             overlay.draw(&mut annotated, detections);
             let out = dir.join(Path::new(&name).with_extension("jpg"));
             annotated

@@ -96,10 +96,19 @@ pub struct Detector {
     candidates: Vec<Candidate>,
     decoded: Vec<super::yolox::YoloxCandidate>,
     output: Vec<f32>,
-    /// How the last YOLOv8 output in `output` is laid out (the executor writes anchor rows).
-    output_layout: Yolov8Layout,
-    /// Whether the last YOLOX output was reduced on the device ([`super::yolox::reduce_on_device`]).
-    output_reduced: bool,
+    /// How the last output in `output` is laid out.
+    output_form: OutputForm,
+}
+
+/// How the network's last output was written into [`Detector`]'s buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutputForm {
+    /// As the reference gives it (candle's ops).
+    Full,
+    /// By the CPU executor: YOLOv8 anchor by anchor (YOLOX as the reference).
+    Executor,
+    /// Class scores reduced to the best class where the network ran (a GPU).
+    Reduced,
 }
 
 impl Detector {
@@ -165,8 +174,7 @@ impl Detector {
             candidates: Vec::new(),
             decoded: Vec::new(),
             output: Vec::new(),
-            output_layout: Yolov8Layout::ClassRows,
-            output_reduced: false,
+            output_form: OutputForm::Full,
         })
     }
 
@@ -237,25 +245,27 @@ impl Detector {
                     Network::Yolox(m) => m.forward_cpu_image(image, h, w, &mut self.output)?,
                 };
                 if done {
-                    self.output_layout = Yolov8Layout::AnchorRows;
-                    self.output_reduced = false;
+                    self.output_form = OutputForm::Executor;
                     return Ok(());
                 }
                 Tensor::from_slice(image, (1, 3, h, w), &Device::Cpu)?
             }
         };
         // candle's ops (the executor, where it applies, was tried above).
-        self.output_layout = Yolov8Layout::ClassRows;
-        self.output_reduced = false;
+        // On a GPU the class scores are reduced there: YOLOv8 sends 6 rows back, not 4 + nc,
+        // YOLOX 7 columns, not 5 + nc.
+        let reduce = !self.device.is_cpu();
+        self.output_form = if reduce {
+            OutputForm::Reduced
+        } else {
+            OutputForm::Full
+        };
         let raw = match &self.network {
-            // On a GPU the class scores are reduced there: 6 rows cross back, not 4 + nc.
-            Network::Yolov8(m) if !self.device.is_cpu() => {
-                self.output_layout = Yolov8Layout::BestClassRows;
+            Network::Yolov8(m) if reduce => {
                 postprocess::reduce_yolov8_on_device(&m.forward_candle(&tensor)?)?
             }
             Network::Yolov8(m) => m.forward_candle(&tensor)?,
-            Network::Yolox(m) if !self.device.is_cpu() => {
-                self.output_reduced = true;
+            Network::Yolox(m) if reduce => {
                 super::yolox::reduce_on_device(&m.forward_candle(&tensor)?)?
             }
             Network::Yolox(m) => m.forward_candle(&tensor)?,
@@ -318,7 +328,11 @@ impl Detector {
                 postprocess::yolov8_candidates(
                     &self.output,
                     anchors,
-                    self.output_layout,
+                    match self.output_form {
+                        OutputForm::Full => Yolov8Layout::ClassRows,
+                        OutputForm::Executor => Yolov8Layout::AnchorRows,
+                        OutputForm::Reduced => Yolov8Layout::BestClassRows,
+                    },
                     &self.post,
                     &mut self.best,
                     &mut self.candidates,
@@ -328,7 +342,7 @@ impl Detector {
                 &self.output,
                 w,
                 h,
-                self.output_reduced,
+                self.output_form == OutputForm::Reduced,
                 &self.post,
                 &mut self.decoded,
                 &mut self.candidates,

@@ -79,6 +79,34 @@ pub fn test_device() -> Device {
         .unwrap_or_else(|e| panic!("LOOKOUT_TEST_DEVICE={name}: {e}"))
 }
 
+/// A model loaded from `weights` in `dtype` on the [`test_device`] and run on `input` (host,
+/// f32, converted to `dtype` there): the model, the device's name and the output, back on
+/// the host in f32. Shared by the families' parity tests.
+#[cfg(test)]
+pub(crate) fn forward_on_test_device<M>(
+    weights: &std::path::Path,
+    dtype: candle_core::DType,
+    load: impl FnOnce(candle_nn::VarBuilder) -> candle_core::Result<M>,
+    forward: impl FnOnce(&M, &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor>,
+    input: &candle_core::Tensor,
+) -> (M, String, candle_core::Tensor) {
+    let device = test_device();
+    let vb = super::weights::Weights::read(weights)
+        .unwrap()
+        .into_var_builder(dtype, &device)
+        .unwrap();
+    let model = load(vb).unwrap();
+    let input = input.to_device(&device).unwrap().to_dtype(dtype).unwrap();
+    let output = forward(&model, &input).unwrap();
+    assert_eq!(output.dtype(), dtype);
+    let output = output
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .to_device(&Device::Cpu)
+        .unwrap();
+    (model, format!("{device:?}"), output)
+}
+
 /// The user-facing reason for `cuda:N` when the driver says the ordinal is invalid.
 fn no_such_device(ordinal: usize, count: Option<usize>) -> String {
     match count {

@@ -955,22 +955,15 @@ mod tests {
         else {
             return;
         };
-        let device = crate::detect::device::test_device();
-        let vb = Weights::read(&path)
-            .unwrap()
-            .into_var_builder(dtype, &device)
-            .unwrap();
-        let model = Yolov8::load(vb).unwrap();
+        let (model, device, output) = crate::detect::device::forward_on_test_device(
+            &path,
+            dtype,
+            Yolov8::load,
+            |m, xs| m.forward(xs),
+            &parity["input"],
+        );
         assert_eq!(model.variant(), "yolov8n");
         assert_eq!(model.num_classes(), 80);
-        let input = parity["input"].to_device(&device).unwrap();
-        let output = model.forward(&input.to_dtype(dtype).unwrap()).unwrap();
-        assert_eq!(output.dtype(), dtype);
-        let output = output
-            .to_dtype(DType::F32)
-            .unwrap()
-            .to_device(&Device::Cpu)
-            .unwrap();
         let expected = &parity["output"];
         assert_eq!(output.dims(), expected.dims());
         let box_err = max_abs_diff(
@@ -982,7 +975,7 @@ mod tests {
             &expected.narrow(1, 4, 80).unwrap(),
         );
         eprintln!(
-            "parity {weights_file} on {device:?} {dtype:?}: max |Δ| boxes {box_err:.3e} px, scores {score_err:.3e}"
+            "parity {weights_file} on {device} {dtype:?}: max |Δ| boxes {box_err:.3e} px, scores {score_err:.3e}"
         );
         assert!(box_err <= box_tol, "box rows differ by {box_err}");
         assert!(score_err <= score_tol, "score rows differ by {score_err}");

@@ -1195,25 +1195,14 @@ mod tests {
         ) else {
             return;
         };
-        let device = crate::detect::device::test_device();
-        let vb = Weights::read(&path)
-            .unwrap()
-            .into_var_builder(dtype, &device)
-            .unwrap();
-        let model = Yolox::load(vb).unwrap();
         let golden = candle_core::safetensors::load(parity, &Device::Cpu).unwrap();
-        let input = golden["input"]
-            .to_device(&device)
-            .unwrap()
-            .to_dtype(dtype)
-            .unwrap();
-        let output = model.forward(&input).unwrap();
-        assert_eq!(output.dtype(), dtype);
-        let output = output
-            .to_dtype(DType::F32)
-            .unwrap()
-            .to_device(&Device::Cpu)
-            .unwrap();
+        let (_, device, output) = crate::detect::device::forward_on_test_device(
+            &path,
+            dtype,
+            Yolox::load,
+            |m, xs| m.forward(xs),
+            &golden["input"],
+        );
         assert_eq!(output.dims(), [1, 3549, 85]);
         let expected = &golden["output"];
         let boxes = max_abs_diff(
@@ -1225,7 +1214,7 @@ mod tests {
             &expected.narrow(2, 4, 81).unwrap(),
         );
         eprintln!(
-            "parity {model_file} on {device:?} {dtype:?}: max |Δ| raw box columns {boxes:.3e}, score columns {scores:.3e}"
+            "parity {model_file} on {device} {dtype:?}: max |Δ| raw box columns {boxes:.3e}, score columns {scores:.3e}"
         );
         assert!(
             boxes <= box_tol && scores <= score_tol,

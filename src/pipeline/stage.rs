@@ -134,10 +134,6 @@ impl DetectStage {
     }
 
     /// The detector (for its model name, input size, op profile).
-    pub fn detector(&self) -> &Detector {
-        &self.detector
-    }
-
     pub fn detector_mut(&mut self) -> &mut Detector {
         &mut self.detector
     }

@@ -105,13 +105,6 @@ fn write_range_label(out: &mut String, detection: &Detection) {
     }
 }
 
-/// ` · 14.2 m` (and ` · TTC 1.8 s`) for a detection with a range; empty otherwise.
-pub fn range_label(detection: &Detection) -> String {
-    let mut out = String::new();
-    write_range_label(&mut out, detection);
-    out
-}
-
 /// A red full-width banner across the top third's upper edge: `BRAKE! collision in 1.4 s`.
 pub fn draw_collision_banner(image: &mut RgbImage, ttc_s: f64) {
     let px = text_px(image.height()) * 2;
@@ -176,29 +169,6 @@ pub fn dim_rect(image: &mut RgbImage, x1: i64, y1: i64, x2: i64, y2: i64) {
             p.0 = p.0.map(|v| v / 2);
         }
     }
-}
-
-/// Text on a filled background with a margin of a sixth of the line height; top-left at (x, y).
-pub fn draw_label(
-    image: &mut RgbImage,
-    x: i64,
-    y: i64,
-    text: &str,
-    px: u32,
-    background: Rgb<u8>,
-    foreground: Rgb<u8>,
-) {
-    let (tw, th) = text_size(text, px);
-    let m = (px / 6).max(1) as i64;
-    fill_rect(
-        image,
-        x,
-        y,
-        x + tw as i64 + 2 * m,
-        y + th as i64,
-        background,
-    );
-    draw_text(image, x + m, y, text, px, foreground);
 }
 
 #[cfg(test)]
