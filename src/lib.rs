@@ -20,4 +20,6 @@ pub mod render;
 pub mod sink;
 pub mod source;
 pub mod track;
+pub mod track_eval;
+pub mod trackfile;
 pub mod types;

@@ -37,6 +37,9 @@ pub struct FrameStamps {
     pub preprocessed: u64,
     pub inferred: u64,
     pub postprocessed: u64,
+    /// After the tracker (0 without one: the track stage then takes no time).
+    #[serde(default)]
+    pub tracked: u64,
     pub rendered: u64,
     pub presented: u64,
 }
@@ -182,6 +185,13 @@ pub struct Detection {
     /// Distance on the road, present when a calibration is given.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub range: Option<Range>,
+    /// The confirmed track this detection continues (stable, never reused in a run); `None`
+    /// without a tracker, or while the track is still tentative.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_id: Option<u64>,
+    /// Seconds since that track was born.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_age_s: Option<f64>,
 }
 
 /// How far a detection is, and how soon it would be reached.
@@ -193,9 +203,19 @@ pub struct Range {
     pub lateral_m: f64,
     /// Which cue decided (`ground_contact`, `size_prior` or `fused` in JSON).
     pub distance_method: DistanceMethod,
+    /// To the object's near face (what a collision reaches first), metres.
+    #[serde(default)]
+    pub nearest_m: f64,
+    /// `distance_m` smoothed over the track's last second (with a tracker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoothed_distance_m: Option<f64>,
     /// Time to collision for closing objects in the ego path, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttc_s: Option<f64>,
+    /// How fast the tracked object's distance shrinks, m/s (negative: moving away); from
+    /// the track's distances over the last second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closing_speed_mps: Option<f64>,
 }
 
 mod box_as_array {
@@ -212,17 +232,20 @@ mod box_as_array {
     }
 }
 
-/// Time spent in each part of detection for one image, in milliseconds.
+/// Time spent in each part of detection (and tracking) for one image, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct DetectTimings {
     pub preprocess: f64,
     pub inference: f64,
     pub postprocess: f64,
+    /// The tracker's update (0 without one).
+    #[serde(default)]
+    pub track: f64,
 }
 
 impl DetectTimings {
     pub fn total(&self) -> f64 {
-        self.preprocess + self.inference + self.postprocess
+        self.preprocess + self.inference + self.postprocess + self.track
     }
 }
 
@@ -326,6 +349,8 @@ mod tests {
             score: 0.5,
             box_in_image: BoxXyxy::new(1.0, 2.0, 3.0, 4.0),
             range: None,
+            track_id: None,
+            track_age_s: None,
         };
         let json = serde_json::to_string(&d).unwrap();
         assert!(json.contains("\"box_xyxy\":[1.0,2.0,3.0,4.0]"), "{json}");
@@ -336,13 +361,16 @@ mod tests {
                 distance_m: 14.2,
                 lateral_m: -1.5,
                 distance_method: DistanceMethod::Fused,
+                nearest_m: 0.0,
+                smoothed_distance_m: None,
                 ttc_s: None,
+                closing_speed_mps: None,
             }),
             ..d
         };
         let json = serde_json::to_string(&with_range).unwrap();
         assert!(
-            json.contains("\"distance_m\":14.2,\"lateral_m\":-1.5,\"distance_method\":\"fused\"}"),
+            json.contains("\"distance_m\":14.2,\"lateral_m\":-1.5,\"distance_method\":\"fused\",\"nearest_m\":0.0}"),
             "{json}"
         );
         let back: Detection = serde_json::from_str(&json).unwrap();

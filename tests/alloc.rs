@@ -1,21 +1,26 @@
-//! Allocations on the hot path, counted by a global allocator of this test binary: the whole
-//! pipeline (a source decoding `bus.jpg` again and again into pooled buffers, as a video
-//! decoder does → YOLOX-Nano on the CPU executor → render with labels → a JSON-lines sink
-//! and a sink that reads the annotated pixels) over 200 frames after a warm-up of 40.
-//! `cargo test alloc` runs it.
+//! Allocations on the hot path, counted by a global allocator of this test binary, over 200
+//! frames after a warm-up of 40. `cargo test alloc` runs them:
+//! - the whole pipeline: a source decoding `bus.jpg` again and again into pooled buffers, as
+//!   a video decoder does → YOLOX-Nano on the CPU executor → render with labels → a
+//!   JSON-lines sink and a sink that reads the annotated pixels;
+//! - a recorded drive replayed (JPEG and PNG frame files, written by the library's
+//!   `DriveWriter`): the drive reader decoding each file → render → a sink reading pixels.
 //!
 //! Frame-sized allocations (a third of a frame's bytes or more) must be zero: frames decode
 //! into, and render draws into, buffers from the pipeline's frame pool. The small ones that
-//! remain (detections' vectors, the JSON line, the HUD's model string, channel bookkeeping)
-//! are printed per frame, not asserted.
+//! remain (detections' vectors, the JSON line, the HUD's model string, channel bookkeeping;
+//! for a drive the frame file's path and the decoders' state) are printed per frame, not
+//! asserted. The tests take turns (one counter for the process).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use lookout::detect::{Detector, DetectorConfig};
-use lookout::pipeline::{self, DetectStage, PipelineConfig, RenderStage, Stages};
+use lookout::drive::{DriveManifest, DriveWriter, FrameFileFormat};
+use lookout::pipeline::{self, DetectStage, PassThrough, PipelineConfig, RenderStage, Stages};
 use lookout::sink::{JsonlSink, Sink, SinkContext, SinkControl, SinkError, SinkFactory, SinkFrame};
-use lookout::source::{FrameSource, SourceError, SourceInfo};
+use lookout::source::{DriveReader, FrameSource, SourceError, SourceInfo};
 use lookout::types::{mono_now_ns, wall_now_ns, Frame, FramePool};
 
 /// `bus.jpg` is 810x1080: a third of its bytes. Anything this large is a frame buffer (or
@@ -30,6 +35,46 @@ static ARMED: AtomicBool = AtomicBool::new(false);
 static LARGE: AtomicU64 = AtomicU64::new(0);
 static LARGE_BYTES: AtomicU64 = AtomicU64::new(0);
 static SMALL: AtomicU64 = AtomicU64::new(0);
+/// The largest small allocation, bytes.
+static LARGEST_SMALL: AtomicU64 = AtomicU64::new(0);
+/// Held by each test while it counts: the counters are the process's.
+static COUNTING: Mutex<()> = Mutex::new(());
+
+/// Takes the counters for one test, zeroed.
+fn take_counters() -> std::sync::MutexGuard<'static, ()> {
+    let guard = COUNTING.lock().unwrap_or_else(|p| p.into_inner());
+    ARMED.store(false, Ordering::SeqCst);
+    for counter in [&LARGE, &LARGE_BYTES, &SMALL, &LARGEST_SMALL] {
+        counter.store(0, Ordering::SeqCst);
+    }
+    guard
+}
+
+/// Arms the counter when frame `WARM_UP` is asked for and disarms it at `WARM_UP +
+/// MEASURED`, whichever source it is.
+fn arm_for(seq: u64) {
+    if seq == WARM_UP {
+        ARMED.store(true, Ordering::SeqCst);
+    }
+    if seq == WARM_UP + MEASURED {
+        ARMED.store(false, Ordering::SeqCst);
+    }
+}
+
+/// `(frame-sized allocations, their bytes, small ones)` counted so far, printed.
+fn counted(what: &str) -> (u64, u64, u64) {
+    let (large, bytes, small) = (
+        LARGE.load(Ordering::SeqCst),
+        LARGE_BYTES.load(Ordering::SeqCst),
+        SMALL.load(Ordering::SeqCst),
+    );
+    eprintln!(
+        "{what}: over {MEASURED} frames: {large} frame-sized allocations ({bytes} bytes), {small} small ones ({:.1} per frame, the largest {} bytes)",
+        small as f64 / MEASURED as f64,
+        LARGEST_SMALL.load(Ordering::SeqCst)
+    );
+    (large, bytes, small)
+}
 
 fn count(size: usize) {
     if !ARMED.load(Ordering::Relaxed) {
@@ -40,6 +85,7 @@ fn count(size: usize) {
         LARGE_BYTES.fetch_add(size as u64, Ordering::Relaxed);
     } else {
         SMALL.fetch_add(1, Ordering::Relaxed);
+        LARGEST_SMALL.fetch_max(size as u64, Ordering::Relaxed);
     }
 }
 
@@ -84,12 +130,7 @@ impl FrameSource for Replay {
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
         let seq = self.seq;
         self.seq += 1;
-        if seq == WARM_UP {
-            ARMED.store(true, Ordering::SeqCst);
-        }
-        if seq == WARM_UP + MEASURED {
-            ARMED.store(false, Ordering::SeqCst);
-        }
+        arm_for(seq);
         let (w, h) = self.image.dimensions();
         let mut image = self.pool.take_image(w, h);
         image.copy_from_slice(self.image.as_raw());
@@ -116,8 +157,14 @@ impl FrameSource for Replay {
     }
 }
 
-/// Reads every annotated frame (so the render stage draws), keeps nothing.
+/// Reads every annotated frame (so the render stage draws), keeps nothing. It stalls once
+/// during the warm-up, on frame [`STALL_AT`], so that every hop upstream fills: the pool
+/// then grows to the most buffers a run can hold in flight before anything is counted (with
+/// a fast source and an idle sink it would otherwise grow the first time the machine
+/// hiccups, a growth and not a per-frame allocation).
 struct ReadsPixels(u64);
+
+const STALL_AT: u64 = 10;
 
 impl Sink for ReadsPixels {
     fn name(&self) -> &'static str {
@@ -127,6 +174,9 @@ impl Sink for ReadsPixels {
     fn write(&mut self, frame: &SinkFrame<'_>) -> Result<SinkControl, SinkError> {
         let annotated = frame.annotated.expect("the render stage draws");
         self.0 = self.0.wrapping_add(u64::from(annotated.as_raw()[0]));
+        if frame.detected.frame.seq == STALL_AT {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
         Ok(SinkControl::Continue)
     }
 
@@ -137,6 +187,7 @@ impl Sink for ReadsPixels {
 
 #[test]
 fn alloc_no_frame_sized_allocation_per_frame_after_warm_up() {
+    let _counters = take_counters();
     let (Some(weights), Some(bus)) = (
         lookout::fixtures::require("models/yolox_nano.safetensors"),
         lookout::fixtures::require("images/bus.jpg"),
@@ -173,11 +224,84 @@ fn alloc_no_frame_sized_allocation_per_frame_after_warm_up() {
         lines.lines().all(|l| l.contains("\"person\"")),
         "detections in every frame"
     );
-    let (large, small) = (LARGE.load(Ordering::SeqCst), SMALL.load(Ordering::SeqCst));
-    eprintln!(
-        "over {MEASURED} frames: {large} frame-sized allocations ({} bytes), {small} small ones ({:.1} per frame)",
-        LARGE_BYTES.load(Ordering::SeqCst),
-        small as f64 / MEASURED as f64
-    );
+    let (large, _, _) = counted("bus.jpg → detect → render → jsonl");
     assert_eq!(large, 0, "frame-sized allocations on the hot path");
+}
+
+/// A drive reader, counting as [`arm_for`] says.
+struct ArmedDrive {
+    reader: DriveReader,
+    seq: u64,
+}
+
+impl FrameSource for ArmedDrive {
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        arm_for(self.seq);
+        self.seq += 1;
+        self.reader.next_frame()
+    }
+
+    fn info(&self) -> SourceInfo {
+        self.reader.info()
+    }
+
+    fn use_pool(&mut self, pool: FramePool) {
+        self.reader.use_pool(pool);
+    }
+}
+
+/// Records `frames` frames of the synthetic test pattern, `bus.jpg`-sized, into a new
+/// drive at `dir` as the recorder does (a frame file, then its index line).
+fn record_drive(dir: &std::path::Path, format: FrameFileFormat, frames: u64) {
+    let (w, h) = (810, 1080);
+    let manifest = DriveManifest::new("synthetic:810x1080", w, h, 25.0, format);
+    let mut writer = DriveWriter::create(dir, manifest).unwrap();
+    for seq in 0..frames {
+        let frame = Frame {
+            seq,
+            capture_mono_ns: 1_000_000_000 + seq * 40_000_000,
+            capture_wall_ns: 1_700_000_000_000_000_000 + seq * 40_000_000,
+            pts_ns: Some(seq as i64 * 40_000_000),
+            image: lookout::source::synthetic::pattern(w, h, seq),
+        };
+        writer.write_frame(&frame).unwrap();
+    }
+    assert_eq!(writer.finish().unwrap(), frames);
+}
+
+/// Regression test for issue 11 (the drive replay source allocated a frame per file):
+/// replaying a drive decodes every frame file into the pipeline's pooled buffers.
+#[test]
+fn alloc_drive_replay_decodes_into_pooled_buffers() {
+    let frames = WARM_UP + MEASURED + 20;
+    for format in [FrameFileFormat::Jpg, FrameFileFormat::Png] {
+        // Held from here: recording allocates too, which must not count in another test.
+        let _counters = take_counters();
+        let tmp = tempfile::tempdir().unwrap();
+        let drive = tmp.path().join("drive");
+        record_drive(&drive, format, frames);
+        let source = Box::new(ArmedDrive {
+            reader: DriveReader::open(&drive).unwrap(),
+            seq: 0,
+        });
+        let stages = Stages {
+            detect: Box::new(PassThrough::new(false)),
+            render: Box::new(RenderStage::new(true, f64::INFINITY)),
+            sinks: vec![Box::new(|_: &SinkContext| {
+                Ok(Box::new(ReadsPixels(0)) as Box<dyn Sink>)
+            })],
+        };
+        let mut config = PipelineConfig::new(false);
+        config.keep_frame_records = false;
+        let report = pipeline::run(source, stages, config).unwrap();
+        assert_eq!(report.summary.frames.processed, frames);
+        let (large, _, _) = counted(&format!(
+            "drive of {} frames → render → pixels",
+            format.extension()
+        ));
+        assert_eq!(
+            large, 0,
+            "frame-sized allocations replaying a {format:?} drive"
+        );
+    }
 }

@@ -20,7 +20,10 @@ impl DistanceEstimate {
             distance_m: self.distance_m,
             lateral_m: self.lateral_m,
             distance_method: self.method,
+            nearest_m: self.nearest_m,
+            smoothed_distance_m: None,
             ttc_s: None,
+            closing_speed_mps: None,
         }
     }
 }

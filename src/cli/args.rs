@@ -10,7 +10,9 @@ use crate::detect::weights::resolve::{Resolver, DEFAULT_MODEL};
 use crate::detect::{DetectorConfig, DeviceSpec};
 use crate::drive::FrameFileFormat;
 use crate::pipeline::Pace;
-use crate::source::{CameraFormat, SourceOptions, SourceSpec};
+use crate::source::{CameraFormat, FfmpegConfig, SourceOptions, SourceSpec};
+use crate::track::{ByteTrackConfig, Tracker, TrackerKind};
+use crate::trackfile::TrackFormat;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DetectorArgs {
@@ -162,6 +164,12 @@ impl SourceArgs {
     }
 }
 
+/// `$LOOKOUT_FFMPEG`, `$LOOKOUT_FFPROBE` and `PATH`, read here once per command: below
+/// the CLI, video sources and the video sink are handed this setting, never the environment.
+pub fn ffmpeg_from_env() -> FfmpegConfig {
+    FfmpegConfig::from_vars(|name| std::env::var_os(name))
+}
+
 /// `1280x720` → (1280, 720).
 pub(crate) fn parse_size(text: &str) -> Result<(u32, u32), String> {
     let bad = || format!("`{text}` is not WIDTHxHEIGHT, e.g. 1280x720");
@@ -223,4 +231,91 @@ pub fn check_new_folder(dir: &Path) -> Result<()> {
 pub enum OnOff {
     On,
     Off,
+}
+
+/// The tracker's flags (`run`, `track`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrackerArgs {
+    /// Multi-object tracker: bytetrack, iou (the greedy baseline) or none.
+    #[arg(long, value_enum, default_value_t = TrackerKind::Bytetrack)]
+    pub tracker: TrackerKind,
+
+    /// Tracker settings, TOML with ultralytics' names: track_high_thresh, track_low_thresh,
+    /// new_track_thresh, track_buffer (frames at 30 fps), match_thresh, fuse_score.
+    #[arg(long, value_name = "FILE")]
+    pub tracker_config: Option<PathBuf>,
+}
+
+/// A tracker, checked: its kind and settings.
+#[derive(Debug, Clone, Copy)]
+pub struct TrackingPlan {
+    pub kind: TrackerKind,
+    pub config: ByteTrackConfig,
+}
+
+impl TrackingPlan {
+    /// The detector's threshold the tracker needs: every box it may use.
+    pub fn detector_conf(&self) -> f32 {
+        match self.kind {
+            TrackerKind::Bytetrack => self.config.track_low_thresh,
+            _ => self.config.track_high_thresh,
+        }
+    }
+
+    pub fn build(&self) -> Box<dyn Tracker> {
+        crate::track::build(self.kind, self.config).expect("a plan is never for --tracker none")
+    }
+}
+
+impl TrackerArgs {
+    /// Reads and checks `--tracker-config`; `None` for `--tracker none`.
+    pub fn plan(&self) -> Result<Option<TrackingPlan>> {
+        let config = match &self.tracker_config {
+            Some(path) => ByteTrackConfig::load(path)?,
+            None => ByteTrackConfig::default(),
+        };
+        if self.tracker == TrackerKind::None {
+            if self.tracker_config.is_some() {
+                bail!("--tracker-config with --tracker none: pick a tracker or drop the file");
+            }
+            return Ok(None);
+        }
+        Ok(Some(TrackingPlan {
+            kind: self.tracker,
+            config,
+        }))
+    }
+}
+
+/// Track files' format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TracksFormatArg {
+    /// MOTChallenge: `frame,id,x,y,w,h,score,-1,-1,-1`, frames from 1.
+    Mot,
+    /// KITTI tracking: `frame id type -1 -1 -10 x1 y1 x2 y2 -1 -1 -1 -1000 -1000 -1000 -10 score`.
+    Kitti,
+}
+
+/// Where tracks are written (`run`, `track`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TracksOutArgs {
+    /// Every confirmed track's box per frame, for TrackEval / py-motmetrics (MOTChallenge
+    /// format; KITTI tracking format for a `.kitti`/`.kitti.txt` file or with --tracks-format kitti).
+    #[arg(long, value_name = "FILE")]
+    pub save_tracks: Option<PathBuf>,
+
+    /// Format of --save-tracks: mot or kitti.
+    #[arg(long, value_enum, requires = "save_tracks")]
+    pub tracks_format: Option<TracksFormatArg>,
+}
+
+impl TracksOutArgs {
+    /// `--tracks-format`, else by the file's name (`.kitti`, `.kitti.txt`), else MOTChallenge.
+    pub fn format(&self, path: &Path) -> TrackFormat {
+        match self.tracks_format {
+            Some(TracksFormatArg::Kitti) => TrackFormat::Kitti,
+            Some(TracksFormatArg::Mot) => TrackFormat::Mot,
+            None => TrackFormat::for_path(path),
+        }
+    }
 }

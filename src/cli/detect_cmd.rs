@@ -191,11 +191,14 @@ mod tests {
             score: 0.5,
             box_in_image: BoxXyxy::new(0.0, 0.0, 1.0, 1.0),
             range: None,
+            track_id: None,
+            track_age_s: None,
         };
         let t = DetectTimings {
             preprocess: 3.1,
             inference: 36.0,
             postprocess: 2.1,
+            track: 0.0,
         };
         let line = summary_line(
             "bus.jpg",

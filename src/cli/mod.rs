@@ -6,9 +6,11 @@ pub mod bench_cmd;
 pub mod calib_cmd;
 pub mod cameras_cmd;
 pub mod detect_cmd;
+pub mod eval_track_cmd;
 pub mod record_cmd;
 pub mod run_cmd;
 pub mod signals;
+pub mod track_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +40,8 @@ pub enum Command {
     Bench(bench_cmd::BenchArgs),
     /// List the models `--model` knows, and where each is found.
     Models,
+    /// Track the boxes of a MOTChallenge detection file (no detector, no images).
+    Track(track_cmd::TrackArgs),
     /// Camera calibration files.
     #[command(subcommand)]
     Calib(CalibCommand),
@@ -56,6 +60,8 @@ pub enum CalibCommand {
 pub enum EvalCommand {
     /// Distance estimates on the ground-truth boxes of KITTI label files vs their 3D positions.
     Distance(calib_cmd::EvalDistanceArgs),
+    /// Tracks against ground truth: MOTA, MOTP, IDF1, ID switches, fragmentations, HOTA.
+    Track(eval_track_cmd::EvalTrackArgs),
 }
 
 /// The exit status of a run whose input ended before its announced end.
@@ -97,6 +103,8 @@ pub fn main() -> anyhow::Result<()> {
         Command::Models => list_models(),
         Command::Calib(CalibCommand::Show(args)) => calib_cmd::run_calib_show(args),
         Command::Eval(EvalCommand::Distance(args)) => calib_cmd::run_eval_distance(args),
+        Command::Eval(EvalCommand::Track(args)) => eval_track_cmd::run(args),
+        Command::Track(args) => track_cmd::run(args),
     }
 }
 

@@ -53,7 +53,7 @@ pub fn run(args: &RecordArgs) -> Result<()> {
         // Checked now rather than after the recording.
         crate::calib::Calibration::load(cal)?;
     }
-    let source = crate::source::open(&spec)?;
+    let source = crate::source::open_with(&spec, &super::args::ffmpeg_from_env())?;
     let calibration = args.calib.clone().or_else(|| source.calibration_path());
     let sink = SinkSpec::Record {
         dir: args.out.clone(),

@@ -19,6 +19,7 @@ use crate::pipeline::{
 use crate::ranging::RangingStage;
 use crate::sink::SinkSpec;
 use crate::source::{self, SourceSpec};
+use crate::track::TrackStage;
 use crate::types::DetectedFrame;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -93,6 +94,16 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 2.0, value_name = "SECS")]
     pub ttc_warn: f64,
 
+    #[command(flatten)]
+    pub tracking: super::args::TrackerArgs,
+
+    #[command(flatten)]
+    pub tracks: super::args::TracksOutArgs,
+
+    /// A short trail behind each tracked object in the window and video.
+    #[arg(long)]
+    pub trails: bool,
+
     /// Show and detect on undistorted frames (needs --calib; a remap table built once).
     /// Not with --record: drives keep the camera's raw frames, undistort them on replay.
     #[arg(long, requires = "calib", conflicts_with = "record")]
@@ -139,7 +150,12 @@ pub struct RunPlan {
     /// Every output but the drive recording (which needs the opened source's calibration).
     pub outputs: Vec<SinkSpec>,
     pub record: Option<(PathBuf, FrameFileFormat)>,
+    /// The ffmpeg and ffprobe that video sources and `--save-video` run (from
+    /// `$LOOKOUT_FFMPEG` / `$LOOKOUT_FFPROBE`, read here once).
+    pub ffmpeg: source::FfmpegConfig,
     pub ttc_warn_s: f64,
+    /// The tracker, checked (`None` with `--tracker none`).
+    pub tracking: Option<super::args::TrackingPlan>,
     pub pace: Pace,
     pub max_frames: Option<u64>,
     pub keep_frame_records: bool,
@@ -153,12 +169,18 @@ impl RunArgs {
         if let Some(dir) = &self.record {
             check_new_folder(dir)?;
         }
-        let detector = self.detector.checked()?;
+        let mut detector = self.detector.checked()?;
+        let tracking = self.tracking.plan()?;
+        if let Some(tracking) = &tracking {
+            // The tracker's second association needs the boxes below --conf.
+            detector.conf = detector.conf.min(tracking.detector_conf());
+        }
         let calibration = match &self.calib {
             Some(path) => Some(self.mounting.load(path)?),
             None => None,
         };
         let (show, no_display) = decide_show(self);
+        let ffmpeg = super::args::ffmpeg_from_env();
         let hud = self.hud == OnOff::On;
         let mut outputs = Vec::new();
         if show {
@@ -171,6 +193,7 @@ impl RunArgs {
             outputs.push(SinkSpec::Video {
                 path: path.clone(),
                 hud,
+                ffmpeg: ffmpeg.clone(),
             });
         }
         if let Some(dir) = &self.save_frames {
@@ -178,6 +201,16 @@ impl RunArgs {
         }
         if let Some(path) = &self.jsonl {
             outputs.push(SinkSpec::Jsonl { path: path.clone() });
+        }
+        if let Some(path) = &self.tracks.save_tracks {
+            anyhow::ensure!(
+                tracking.is_some(),
+                "--save-tracks needs a tracker: drop --tracker none"
+            );
+            outputs.push(SinkSpec::Tracks {
+                path: path.clone(),
+                format: self.tracks.format(path),
+            });
         }
         Ok(RunPlan {
             spec,
@@ -192,6 +225,8 @@ impl RunArgs {
                 .as_ref()
                 .map(|dir| (dir.clone(), self.record_format.into())),
             ttc_warn_s: self.ttc_warn,
+            ffmpeg,
+            tracking,
             pace: self.pace.into(),
             max_frames: self.max_frames,
             keep_frame_records: self.metrics_csv.is_some() || self.plot.is_some(),
@@ -203,14 +238,15 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let plan = args.plan()?;
     // The source first: a missing camera or file is the error to report, before any
     // weights are looked up or downloaded.
-    let source = source::open(&plan.spec)?;
+    let source = source::open_with(&plan.spec, &plan.ffmpeg)?;
     if plan.no_display {
         eprintln!(
             "no display found (DISPLAY / WAYLAND_DISPLAY unset): running headless; pass --headless to skip the window"
         );
     }
     let threads = args.detector.apply_threads()?;
-    let config = args.detector.to_config()?;
+    let mut config = args.detector.to_config()?;
+    config.conf = plan.detector.conf;
     let load_start = Instant::now();
     let detector = Detector::load(&config)?;
     let model_load_ms = load_start.elapsed().as_secs_f64() * 1e3;
@@ -227,20 +263,29 @@ pub fn run(args: &RunArgs) -> Result<()> {
         });
     }
     let draw = sinks.iter().any(SinkSpec::needs_pixels);
-    // The detector, then the distances when there is a calibration (undistorted first with
-    // --undistort: the ranging then sees a camera without distortion).
-    let detect: Box<dyn Stage<Captured, DetectedFrame>> = match (plan.calibration, plan.undistort) {
-        (Some(cal), true) => Box::new(
-            DetectStage::new(detector)
-                .with_undistort(Undistort::new(cal.clone()))
-                .then(RangingStage::new(cal.without_distortion())),
-        ),
-        (Some(cal), false) => Box::new(DetectStage::new(detector).then(RangingStage::new(cal))),
-        (None, _) => Box::new(DetectStage::new(detector)),
+    // The detector; the distances when there is a calibration (undistorted first with
+    // --undistort: the ranging then sees a camera without distortion); the tracker.
+    let mut detect_stage = DetectStage::new(detector);
+    let ranging = match (plan.calibration, plan.undistort) {
+        (Some(cal), true) => {
+            detect_stage = detect_stage.with_undistort(Undistort::new(cal.clone()));
+            Some(RangingStage::new(cal.without_distortion()))
+        }
+        (Some(cal), false) => Some(RangingStage::new(cal)),
+        (None, _) => None,
+    };
+    let tracker = plan
+        .tracking
+        .map(|t| TrackStage::new(t.build(), args.detector.conf));
+    let detect: Box<dyn Stage<Captured, DetectedFrame>> = match (ranging, tracker) {
+        (Some(r), Some(t)) => Box::new(detect_stage.then(r).then(t)),
+        (Some(r), None) => Box::new(detect_stage.then(r)),
+        (None, Some(t)) => Box::new(detect_stage.then(t)),
+        (None, None) => Box::new(detect_stage),
     };
     let stages = Stages {
         detect,
-        render: Box::new(RenderStage::new(draw, plan.ttc_warn_s)),
+        render: Box::new(RenderStage::new(draw, plan.ttc_warn_s).with_trails(args.trails)),
         sinks: sinks.into_iter().map(SinkSpec::factory).collect(),
     };
     let mut pipeline_config = PipelineConfig::new(plan.spec.is_live());
@@ -330,5 +375,57 @@ mod tests {
         assert_eq!(args.detector.imgsz, Some(416));
         assert!(Cli::try_parse_from(["lookout", "run", "--show", "--headless"]).is_err());
         assert!(super::super::args::parse_size("12x").is_err());
+    }
+
+    fn parse_run(extra: &[&str]) -> RunArgs {
+        let mut argv = vec![
+            "lookout",
+            "run",
+            "--source",
+            "synthetic:64x48",
+            "--headless",
+        ];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Some(Command::Run(args)) => *args,
+            _ => panic!("not a run"),
+        }
+    }
+
+    #[test]
+    fn tracking_is_on_by_default_and_lowers_the_detector_threshold() {
+        let plan = parse_run(&["--conf", "0.4"]).plan().unwrap();
+        let tracking = plan.tracking.unwrap();
+        assert_eq!(tracking.kind, crate::track::TrackerKind::Bytetrack);
+        // The detector hands the tracker every box above track_low_thresh.
+        assert_eq!(plan.detector.conf, 0.1);
+        let plan = parse_run(&["--tracker", "none", "--conf", "0.4"])
+            .plan()
+            .unwrap();
+        assert!(plan.tracking.is_none() && plan.detector.conf == 0.4);
+    }
+
+    #[test]
+    fn tracking_flags_are_checked_before_any_work() {
+        let args = parse_run(&["--tracker", "iou", "--save-tracks", "t.kitti", "--trails"]);
+        assert!(args.trails);
+        let plan = args.plan().unwrap();
+        assert!(plan.outputs.contains(&SinkSpec::Tracks {
+            path: "t.kitti".into(),
+            format: crate::trackfile::TrackFormat::Kitti,
+        }));
+        let err = parse_run(&["--tracker", "none", "--save-tracks", "t.txt"])
+            .plan()
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("--save-tracks"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("t.toml");
+        std::fs::write(&config, "track_high_thresh = 2.0\n").unwrap();
+        let err = parse_run(&["--tracker-config", config.to_str().unwrap()])
+            .plan()
+            .err()
+            .unwrap();
+        assert!(format!("{err:#}").contains("track_high_thresh"), "{err:#}");
     }
 }

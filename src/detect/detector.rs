@@ -364,6 +364,8 @@ impl Detector {
                 score: c.score,
                 box_in_image: image_from_model.box_in_image(&c.box_in_model),
                 range: None,
+                track_id: None,
+                track_age_s: None,
             })
             .collect())
     }

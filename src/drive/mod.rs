@@ -35,7 +35,8 @@ pub enum DriveError {
     #[error("drive folder {} already exists and is not empty; record into a new folder", dir.display())]
     NotEmpty { dir: PathBuf },
 
-    #[error("{what}: {source}")]
+    /// The cause is the `source` (printed after this message by error-chain printers).
+    #[error("{what}")]
     Io {
         what: String,
         #[source]

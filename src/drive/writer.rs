@@ -197,7 +197,8 @@ impl DriveWriter {
         let result = match format {
             FrameFileFormat::Jpg => {
                 let quality = self.manifest.jpeg_quality.unwrap_or(DEFAULT_JPEG_QUALITY);
-                crate::imageio::encode_jpeg(pixels, w, h, quality).map(|jpeg| self.encoded = jpeg)
+                crate::imageio::encode_jpeg_into(pixels, w, h, quality, &mut self.encoded)
+                    .map_err(|e| e.to_string())
             }
             // Fast compression: still lossless, and keeps up with a live camera.
             FrameFileFormat::Png => PngEncoder::new_with_quality(

@@ -18,11 +18,12 @@ use crate::types::FrameStamps;
 
 /// Stage names, in pipeline order, as the summary and CSV use them; `queue_wait` is the
 /// time a frame spent waiting between stages.
-pub const STAGES: [&str; 7] = [
+pub const STAGES: [&str; 8] = [
     "capture",
     "preprocess",
     "inference",
     "postprocess",
+    "track",
     "render",
     "present",
     "queue_wait",
@@ -75,21 +76,28 @@ impl QueueWaits {
 /// Frames counted as warm-up by default.
 pub const DEFAULT_WARMUP_FRAMES: usize = 3;
 
-/// Stamps in pipeline order: `captured` first, `presented` last.
-fn ordered(s: &FrameStamps) -> [u64; 7] {
+/// Stamps in pipeline order: `captured` first, `presented` last. Without a tracker the
+/// track stage ends where it starts (0 ms).
+fn ordered(s: &FrameStamps) -> [u64; 8] {
+    let tracked = if s.tracked > 0 {
+        s.tracked
+    } else {
+        s.postprocessed
+    };
     [
         s.captured,
         s.decoded,
         s.preprocessed,
         s.inferred,
         s.postprocessed,
+        tracked,
         s.rendered,
         s.presented,
     ]
 }
 
 /// Each stage's own time in ns, then the queue wait (`None` when a stamp is missing).
-pub fn stage_ns(s: &FrameStamps, waits: &QueueWaits) -> [Option<u64>; 7] {
+pub fn stage_ns(s: &FrameStamps, waits: &QueueWaits) -> [Option<u64>; 8] {
     let t = ordered(s);
     // The stage after each hop: detect's first step (preprocess), render, present.
     let wait_before = |stage: &str| match stage {
@@ -228,7 +236,7 @@ impl LatencyRecorder {
         let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
         writeln!(
             out,
-            "seq,pts_ns,warmup,captured_ns,decoded_ns,preprocessed_ns,inferred_ns,postprocessed_ns,rendered_ns,presented_ns,wait_detect_ns,wait_render_ns,wait_sink_ns,end_to_end_ms,detections"
+            "seq,pts_ns,warmup,captured_ns,decoded_ns,preprocessed_ns,inferred_ns,postprocessed_ns,tracked_ns,rendered_ns,presented_ns,wait_detect_ns,wait_render_ns,wait_sink_ns,end_to_end_ms,detections"
         )?;
         for r in &self.records {
             let s = &r.stamps;
@@ -237,7 +245,7 @@ impl LatencyRecorder {
                 end_to_end_ns(s).map_or(String::new(), |ns| format!("{:.3}", ns as f64 / 1e6));
             writeln!(
                 out,
-                "{},{pts},{},{},{},{},{},{},{},{},{},{},{},{e2e},{}",
+                "{},{pts},{},{},{},{},{},{},{},{},{},{},{},{},{e2e},{}",
                 r.seq,
                 u8::from(r.warmup),
                 s.captured,
@@ -245,6 +253,7 @@ impl LatencyRecorder {
                 s.preprocessed,
                 s.inferred,
                 s.postprocessed,
+                s.tracked,
                 s.rendered,
                 s.presented,
                 r.waits.to_detect,
@@ -326,21 +335,24 @@ pub struct StageTable {
     pub preprocess: LatencyStats,
     pub inference: LatencyStats,
     pub postprocess: LatencyStats,
+    /// The tracker's update (0 without one).
+    pub track: LatencyStats,
     pub render: LatencyStats,
     pub present: LatencyStats,
     pub queue_wait: LatencyStats,
 }
 
 impl StageTable {
-    pub fn rows(&self) -> [(&'static str, LatencyStats); 7] {
+    pub fn rows(&self) -> [(&'static str, LatencyStats); 8] {
         [
             (STAGES[0], self.capture),
             (STAGES[1], self.preprocess),
             (STAGES[2], self.inference),
             (STAGES[3], self.postprocess),
-            (STAGES[4], self.render),
-            (STAGES[5], self.present),
-            (STAGES[6], self.queue_wait),
+            (STAGES[4], self.track),
+            (STAGES[5], self.render),
+            (STAGES[6], self.present),
+            (STAGES[7], self.queue_wait),
         ]
     }
 }
@@ -402,9 +414,10 @@ impl RunSummary {
                 preprocess: recorder.stage_stats(1),
                 inference: recorder.stage_stats(2),
                 postprocess: recorder.stage_stats(3),
-                render: recorder.stage_stats(4),
-                present: recorder.stage_stats(5),
-                queue_wait: recorder.stage_stats(6),
+                track: recorder.stage_stats(4),
+                render: recorder.stage_stats(5),
+                present: recorder.stage_stats(6),
+                queue_wait: recorder.stage_stats(7),
             },
             end_to_end: recorder.end_to_end_stats(),
             warmup: Warmup {
@@ -474,6 +487,7 @@ mod tests {
             preprocessed: t[2],
             inferred: t[3],
             postprocessed: t[4],
+            tracked: 0,
             rendered: t[5],
             presented: t[6],
         }
@@ -534,10 +548,11 @@ mod tests {
         assert_eq!(inference.count, 100);
         let ms = |stage: usize| rec.stage_stats(stage).p50_ms;
         assert!(
-            (ms(1) - 1.0).abs() < 0.01 && (ms(5) - 3.0).abs() < 0.01,
+            (ms(1) - 1.0).abs() < 0.01 && (ms(6) - 3.0).abs() < 0.01,
             "waits are taken out"
         );
-        assert!((ms(6) - 3.0).abs() < 0.01, "and reported as the queue wait");
+        assert!(ms(4) < 0.01, "no tracker: the track stage takes no time");
+        assert!((ms(7) - 3.0).abs() < 0.01, "and reported as the queue wait");
         assert!((inference.max_ms - 30.0).abs() < 0.05, "{inference:?}");
         let e2e = rec.end_to_end_stats();
         assert!((e2e.p50_ms - 45.0).abs() < 0.05 && (e2e.p99_ms - 45.0).abs() < 0.05);
@@ -558,7 +573,7 @@ mod tests {
         let mut s = stamps(1, [1, 1, 1, 1, 1, 1]);
         s.rendered = 0;
         let ns = stage_ns(&s, &QueueWaits::default());
-        assert!(ns[4].is_none() && ns[5].is_none() && ns[3].is_some());
+        assert!(ns[5].is_none() && ns[6].is_none() && ns[3].is_some() && ns[4] == Some(0));
         assert_eq!(end_to_end_ns(&s), Some(6_000_000));
     }
 
@@ -584,6 +599,10 @@ mod tests {
             lines[1]
         );
         assert!(lines[2].starts_with("5,,0,"), "{}", lines[2]);
-        assert!(lines[1].ends_with(",5,6,7,6.000,2"), "{}", lines[1]);
+        assert!(
+            lines[1].ends_with(",0,15000000,16000000,5,6,7,6.000,2"),
+            "{}",
+            lines[1]
+        );
     }
 }

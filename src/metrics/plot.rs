@@ -248,6 +248,7 @@ mod tests {
                         preprocessed: t + 3_000_000,
                         inferred: t + 30_000_000 + (i % 5) * 1_000_000,
                         postprocessed: t + 32_000_000 + (i % 5) * 1_000_000,
+                        tracked: 0,
                         rendered: t + 34_000_000 + (i % 5) * 1_000_000,
                         presented: t + 35_000_000 + (i % 5) * 1_000_000,
                     },
@@ -261,7 +262,7 @@ mod tests {
             })
             .collect();
         let img = plot_image(&records);
-        assert_eq!(img.height(), 30 + 8 * ROW_H);
+        assert_eq!(img.height(), 30 + 9 * ROW_H);
         let count = |c: Rgb<u8>| img.pixels().filter(|p| **p == c).count();
         assert!(count(SERIES) > 500 && count(BARS) > 500 && count(WARMUP) > 10);
         draw_line(&mut RgbImage::new(4, 4), (-5, -5), (10, 10), INK);

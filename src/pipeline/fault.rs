@@ -141,7 +141,11 @@ impl Sink for FaultySink {
 
     fn write(&mut self, frame: &SinkFrame<'_>) -> Result<SinkControl, SinkError> {
         if let Some(message) = self.fault.fires(&mut self.seen) {
-            return Err(SinkError::failed(self.inner.name(), message));
+            return Err(SinkError::Write {
+                sink: self.inner.name(),
+                path: "the test sink".into(),
+                source: std::io::Error::other(message),
+            });
         }
         self.inner.write(frame)
     }

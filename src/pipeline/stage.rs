@@ -169,6 +169,7 @@ impl Stage<Captured, DetectedFrame> for DetectStage {
             preprocess: ms(t0, stamps.preprocessed),
             inference: ms(stamps.preprocessed, stamps.inferred),
             postprocess: ms(stamps.inferred, stamps.postprocessed),
+            track: 0.0,
         };
         Ok(DetectedFrame {
             frame,
@@ -240,6 +241,12 @@ impl RenderStage {
             pool: FramePool::default(),
         }
     }
+
+    /// Draws a short trail behind each tracked object (`--trails`).
+    pub fn with_trails(mut self, on: bool) -> Self {
+        self.overlay = std::mem::take(&mut self.overlay).with_trails(on);
+        self
+    }
 }
 
 impl Stage<DetectedFrame, Rendered> for RenderStage {
@@ -298,8 +305,13 @@ mod tests {
                     distance_m: 9.0,
                     lateral_m: 0.2,
                     distance_method: crate::types::DistanceMethod::Fused,
+                    nearest_m: 0.0,
+                    smoothed_distance_m: None,
                     ttc_s: ttc,
+                    closing_speed_mps: None,
                 }),
+                track_id: None,
+                track_age_s: None,
             }],
             timings: DetectTimings::default(),
             stamps: FrameStamps::default(),

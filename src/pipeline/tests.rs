@@ -247,12 +247,16 @@ fn endless_live() -> SyntheticSource {
 }
 
 /// The whole message of a run's error, its cause included (as the CLI prints it).
+/// The error and all its causes, as the CLI prints them (`a: b: c`).
 fn full_message(err: &PipelineError) -> String {
     use std::error::Error;
-    match err.source() {
-        Some(cause) => format!("{err}: {cause}"),
-        None => err.to_string(),
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        text = format!("{text}: {e}");
+        cause = e.source();
     }
+    text
 }
 
 #[test]

@@ -7,6 +7,7 @@
 pub mod hud;
 pub mod labels;
 pub mod text;
+pub mod trails;
 
 use image::{Rgb, RgbImage};
 
@@ -25,6 +26,41 @@ pub fn group_colour(group: ClassGroup) -> Rgb<u8> {
     }
 }
 
+/// A tracked object's colour: one of 20 well-separated hues, picked by its track id, so
+/// that neighbouring ids differ.
+pub fn track_colour(track_id: u64) -> Rgb<u8> {
+    const PALETTE: [[u8; 3]; 20] = [
+        [255, 56, 56],
+        [255, 157, 151],
+        [255, 112, 31],
+        [255, 178, 29],
+        [207, 210, 49],
+        [72, 249, 10],
+        [146, 204, 23],
+        [61, 219, 134],
+        [26, 147, 52],
+        [0, 212, 187],
+        [44, 153, 168],
+        [0, 194, 255],
+        [52, 69, 147],
+        [100, 115, 255],
+        [0, 24, 236],
+        [132, 56, 255],
+        [82, 0, 133],
+        [203, 56, 255],
+        [255, 149, 200],
+        [255, 55, 199],
+    ];
+    // Steps of 7 through 20 colours: consecutive ids land far apart on the list.
+    Rgb(PALETTE[((track_id.wrapping_mul(7)) % 20) as usize])
+}
+
+/// A detection's colour: its track's when it has one, else its group's.
+pub fn detection_colour(d: &Detection) -> Rgb<u8> {
+    d.track_id
+        .map_or_else(|| group_colour(d.group), track_colour)
+}
+
 /// Label and HUD line height for an image: 20 px at 720p, 60 px at 4K, never below 12.
 pub fn text_px(image_height: u32) -> u32 {
     (image_height / 36).max(12)
@@ -35,27 +71,40 @@ pub fn line_thickness(image_height: u32) -> u32 {
     (image_height / 360).clamp(1, 4)
 }
 
-/// Draws every detection: its box, and a `class score` label (with the distance and time to
-/// collision when the detection has a range) where it overlaps no other label.
+/// Draws every detection: its box, and a `#id class score` label (with the distance and time
+/// to collision when the detection has a range) where it overlaps no other label.
 pub fn draw_detections(image: &mut RgbImage, detections: &[Detection]) {
     Overlay::default().draw(image, detections);
 }
 
-/// Draws detections frame after frame, keeping its buffers (label text, placement, order).
+/// Draws detections frame after frame, keeping its buffers (label text, placement, order)
+/// and, with trails on, each track's recent path.
 #[derive(Debug, Default)]
 pub struct Overlay {
     placer: LabelPlacer,
     order: Vec<usize>,
     label: String,
+    trails: Option<trails::Trails>,
 }
 
 impl Overlay {
-    /// Every box, then the labels, most confident first (they get the preferred places).
+    /// Draws a short trail behind each tracked object from now on.
+    pub fn with_trails(mut self, on: bool) -> Self {
+        self.trails = on.then(trails::Trails::default);
+        self
+    }
+
+    /// Every box (in its track's colour when tracked), the trails, then the labels, most
+    /// confident first (they get the preferred places).
     pub fn draw(&mut self, image: &mut RgbImage, detections: &[Detection]) {
         use std::fmt::Write;
         let thickness = line_thickness(image.height());
+        if let Some(trails) = &mut self.trails {
+            trails.update(detections);
+            trails.draw(image, thickness + 1);
+        }
         for d in detections {
-            draw_box(image, &d.box_in_image, group_colour(d.group), thickness);
+            draw_box(image, &d.box_in_image, detection_colour(d), thickness);
         }
         self.order.clear();
         self.order.extend(0..detections.len());
@@ -68,6 +117,9 @@ impl Overlay {
         for &i in &self.order {
             let d = &detections[i];
             self.label.clear();
+            if let Some(id) = d.track_id {
+                let _ = write!(self.label, "#{id} ");
+            }
             let _ = write!(self.label, "{} {:.2}", d.class, d.score);
             write_range_label(&mut self.label, d);
             let (tw, th) = text_size(&self.label, px);
@@ -75,7 +127,7 @@ impl Overlay {
             let Some(r) = self.placer.place(&d.box_in_image, w, h, frame_w, frame_h) else {
                 continue;
             };
-            let colour = group_colour(d.group);
+            let colour = detection_colour(d);
             fill_rect(image, r.x1, r.y1, r.x2, r.y2, colour);
             draw_text(
                 image,
@@ -183,6 +235,8 @@ mod tests {
             score: 0.9,
             box_in_image: BoxXyxy::new(100.0, 100.0, 200.0, 300.0),
             range: None,
+            track_id: None,
+            track_age_s: None,
         }
     }
 
@@ -240,7 +294,10 @@ mod tests {
                     distance_m: 13.8 + i as f64,
                     lateral_m: 0.5,
                     distance_method: crate::types::DistanceMethod::GroundContact,
+                    nearest_m: 0.0,
+                    smoothed_distance_m: None,
                     ttc_s: None,
+                    closing_speed_mps: None,
                 });
                 d
             })

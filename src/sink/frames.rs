@@ -3,7 +3,7 @@
 //!
 //! Each file is written under a temporary name and renamed, so the folder never holds half
 //! a JPEG. Encoding uses libjpeg-turbo (through `mozjpeg`), which keeps up with 720p video
-//! where the `image` crate's encoder does not.
+//! where the `image` crate's encoder does not, into one buffer reused between frames.
 
 use std::path::{Path, PathBuf};
 
@@ -17,18 +17,23 @@ const JPEG_QUALITY: u8 = 90;
 pub struct FramesSink {
     dir: PathBuf,
     written: u64,
+    /// The JPEG being written, reused between frames.
+    jpeg: Vec<u8>,
 }
 
 impl FramesSink {
     /// Creates `dir` (and its parents) if needed; existing files with other names are kept,
     /// files with the same numbers are overwritten.
     pub fn create(dir: &Path) -> Result<FramesSink, SinkError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            SinkError::failed(NAME, format!("cannot create folder {}: {e}", dir.display()))
+        std::fs::create_dir_all(dir).map_err(|source| SinkError::Create {
+            sink: NAME,
+            path: dir.to_path_buf(),
+            source,
         })?;
         Ok(FramesSink {
             dir: dir.to_path_buf(),
             written: 0,
+            jpeg: Vec::new(),
         })
     }
 
@@ -50,16 +55,25 @@ impl Sink for FramesSink {
     fn write(&mut self, frame: &SinkFrame<'_>) -> Result<SinkControl, SinkError> {
         let image = frame.require_annotated(NAME)?;
         let seq = frame.detected.frame.seq;
-        let jpeg = crate::imageio::encode_jpeg(
+        crate::imageio::encode_jpeg_into(
             image.as_raw(),
             image.width(),
             image.height(),
             JPEG_QUALITY,
+            &mut self.jpeg,
         )
-        .map_err(|e| SinkError::failed(NAME, format!("encoding frame {seq} as JPEG: {e}")))?;
+        .map_err(|source| SinkError::Encode {
+            sink: NAME,
+            seq,
+            format: "JPEG",
+            source,
+        })?;
         let path = self.frame_path(seq);
-        write_atomically(&path, &jpeg)
-            .map_err(|e| SinkError::failed(NAME, format!("writing {}: {e}", path.display())))?;
+        write_atomically(&path, &self.jpeg).map_err(|source| SinkError::Write {
+            sink: NAME,
+            path,
+            source,
+        })?;
         self.written += 1;
         Ok(SinkControl::Continue)
     }

@@ -60,8 +60,10 @@ pub struct JsonlSink {
 impl JsonlSink {
     /// Creates (or truncates) `path`.
     pub fn create(path: &Path) -> Result<JsonlSink, SinkError> {
-        let file = File::create(path).map_err(|e| {
-            SinkError::failed(NAME, format!("cannot create {}: {e}", path.display()))
+        let file = File::create(path).map_err(|source| SinkError::Create {
+            sink: NAME,
+            path: path.to_path_buf(),
+            source,
         })?;
         Ok(JsonlSink {
             path: path.to_path_buf(),
@@ -70,8 +72,12 @@ impl JsonlSink {
         })
     }
 
-    fn io_error(&self, e: std::io::Error) -> SinkError {
-        SinkError::failed(NAME, format!("writing {}: {e}", self.path.display()))
+    fn io_error(&self, source: std::io::Error) -> SinkError {
+        SinkError::Write {
+            sink: NAME,
+            path: self.path.clone(),
+            source,
+        }
     }
 }
 
@@ -83,8 +89,10 @@ impl Sink for JsonlSink {
     fn write(&mut self, frame: &SinkFrame<'_>) -> Result<SinkControl, SinkError> {
         self.line.clear();
         let record = JsonlRecord::from_detected(frame.detected);
-        serde_json::to_writer(&mut self.line, &record).map_err(|e| {
-            SinkError::failed(NAME, format!("frame {}: cannot serialise: {e}", record.seq))
+        serde_json::to_writer(&mut self.line, &record).map_err(|source| SinkError::Serialise {
+            sink: NAME,
+            seq: record.seq,
+            source,
         })?;
         self.line.push(b'\n');
         // One write of the whole line, then a flush: readers never see half a line unless
@@ -124,11 +132,14 @@ mod tests {
                 score: 0.75,
                 box_in_image: BoxXyxy::new(1.0, 2.0, 30.5, 40.0),
                 range: None,
+                track_id: None,
+                track_age_s: None,
             }],
             timings: DetectTimings {
                 preprocess: 1.5,
                 inference: 20.0,
                 postprocess: 0.25,
+                track: 0.0,
             },
             stamps: FrameStamps::default(),
         }

@@ -4,15 +4,16 @@
 //! The drive is valid after every frame (see [`crate::drive`]); `finish` (or dropping the
 //! sink) also records the frame count in the manifest.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{Sink, SinkControl, SinkError, SinkFrame};
-use crate::drive::{DriveManifest, DriveWriter};
+use crate::drive::{DriveError, DriveManifest, DriveWriter};
 
 const NAME: &str = "record";
 
 /// Writes every frame's raw pixels into a new drive folder.
 pub struct RecordSink {
+    dir: PathBuf,
     /// `None` once finished.
     writer: Option<DriveWriter>,
 }
@@ -20,9 +21,9 @@ pub struct RecordSink {
 impl RecordSink {
     /// Creates the drive folder `dir` (which must not exist or be empty).
     pub fn create(dir: &Path, manifest: DriveManifest) -> Result<RecordSink, SinkError> {
-        let writer = DriveWriter::create(dir, manifest)
-            .map_err(|e| SinkError::failed(NAME, e.to_string()))?;
+        let writer = DriveWriter::create(dir, manifest).map_err(|e| drive_error(dir, e))?;
         Ok(RecordSink {
+            dir: dir.to_path_buf(),
             writer: Some(writer),
         })
     }
@@ -39,12 +40,13 @@ impl Sink for RecordSink {
     }
 
     fn write(&mut self, frame: &SinkFrame<'_>) -> Result<SinkControl, SinkError> {
-        let writer = self.writer.as_mut().ok_or_else(|| {
-            SinkError::failed(NAME, "write after finish: the drive is already closed")
+        let writer = self.writer.as_mut().ok_or(SinkError::Closed {
+            sink: NAME,
+            what: "drive",
         })?;
         writer
             .write_frame(&frame.detected.frame)
-            .map_err(|e| SinkError::failed(NAME, e.to_string()))?;
+            .map_err(|e| drive_error(&self.dir, e))?;
         Ok(SinkControl::Continue)
     }
 
@@ -53,7 +55,7 @@ impl Sink for RecordSink {
             Some(writer) => writer
                 .finish()
                 .map(|_| ())
-                .map_err(|e| SinkError::failed(NAME, e.to_string())),
+                .map_err(|e| drive_error(&self.dir, e)),
             None => Ok(()),
         }
     }
@@ -63,8 +65,16 @@ impl Drop for RecordSink {
     /// The frames are already on disk; this only adds the frame count to the manifest.
     fn drop(&mut self) {
         if let Err(e) = self.finish() {
-            tracing::warn!("{e}");
+            tracing::warn!("{}", e.with_causes());
         }
+    }
+}
+
+fn drive_error(dir: &Path, source: DriveError) -> SinkError {
+    SinkError::Drive {
+        sink: NAME,
+        dir: dir.to_path_buf(),
+        source,
     }
 }
 
@@ -129,6 +139,20 @@ mod tests {
         std::fs::write(dir.path().join("x"), "x").unwrap();
         let manifest = DriveManifest::new("test", 32, 24, 25.0, FrameFileFormat::Jpg);
         let err = RecordSink::create(dir.path(), manifest).err().unwrap();
-        assert!(err.to_string().contains("not empty"), "{err}");
+        assert!(
+            matches!(
+                &err,
+                SinkError::Drive {
+                    source: DriveError::NotEmpty { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let text = err.with_causes();
+        assert!(
+            text.starts_with("record: ") && text.contains("not empty"),
+            "{text}"
+        );
     }
 }

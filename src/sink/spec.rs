@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Sink, SinkError};
 use crate::drive::{DriveManifest, FrameFileFormat};
+use crate::source::FfmpegConfig;
 
 /// What the sink thread knows when it builds the sinks: the first frame's size and the
 /// source's nominal rate.
@@ -30,12 +31,19 @@ pub enum SinkSpec {
         path: PathBuf,
         /// The latency HUD drawn into the video.
         hud: bool,
+        /// Which ffmpeg encodes it (as the CLI read `$LOOKOUT_FFMPEG`).
+        ffmpeg: FfmpegConfig,
     },
     Frames {
         dir: PathBuf,
     },
     Jsonl {
         path: PathBuf,
+    },
+    /// Confirmed tracks per frame in a MOTChallenge or KITTI tracking file.
+    Tracks {
+        path: PathBuf,
+        format: crate::trackfile::TrackFormat,
     },
     /// Frames into a drive folder; `source` is the description stored in its manifest.
     Record {
@@ -69,11 +77,15 @@ fn build(spec: SinkSpec, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkError> 
         SinkSpec::Window { title, hud } => {
             Box::new(WindowSink::open(&title, ctx.width, ctx.height)?.with_hud(hud))
         }
-        SinkSpec::Video { path, hud } => {
-            Box::new(VideoSink::create(&path, ctx.width, ctx.height, ctx.fps)?.with_hud(hud))
-        }
+        SinkSpec::Video { path, hud, ffmpeg } => Box::new(
+            VideoSink::create_configured(&ffmpeg, &path, ctx.width, ctx.height, ctx.fps)?
+                .with_hud(hud),
+        ),
         SinkSpec::Frames { dir } => Box::new(FramesSink::create(&dir)?),
         SinkSpec::Jsonl { path } => Box::new(JsonlSink::create(&path)?),
+        SinkSpec::Tracks { path, format } => {
+            Box::new(super::tracks::TracksSink::create(&path, format)?)
+        }
         SinkSpec::Record {
             dir,
             source,
@@ -90,13 +102,13 @@ fn build(spec: SinkSpec, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkError> 
             let sink = RecordSink::create(&dir, manifest)?;
             // The folder is empty until `create`; the manifest already names the copy.
             if let Some((name, path)) = calibration {
-                std::fs::copy(&path, dir.join(name)).map_err(|e| SinkError::Failed {
-                    sink: "record",
-                    message: format!(
-                        "copying calibration {} into {}: {e}",
-                        path.display(),
-                        dir.display()
-                    ),
+                std::fs::copy(&path, dir.join(name)).map_err(|source| {
+                    SinkError::CopyCalibration {
+                        sink: "record",
+                        from: path.clone(),
+                        into: dir.clone(),
+                        source,
+                    }
                 })?;
             }
             Box::new(sink)
@@ -115,11 +127,8 @@ fn calibration_file_name(path: &Path) -> Result<String, SinkError> {
         .and_then(|n| n.to_str())
         .filter(|n| !reserved.contains(n))
         .map(str::to_string)
-        .ok_or_else(|| SinkError::Failed {
+        .ok_or_else(|| SinkError::CalibrationName {
             sink: "record",
-            message: format!(
-                "calibration {} needs a plain UTF-8 file name other than drive.toml or index.csv",
-                path.display()
-            ),
+            path: path.to_path_buf(),
         })
 }

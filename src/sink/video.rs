@@ -8,6 +8,9 @@
 //! pipeline then finishes (or drops) this sink, stdin closes, and ffmpeg writes the MP4
 //! index, so an interrupted run still leaves a playable file. If lookout itself is killed,
 //! the kernel closes the pipe and ffmpeg finalises the file the same way.
+//!
+//! Which ffmpeg runs is the [`FfmpegConfig`] the CLI read once from the environment (see
+//! [`crate::source::ffmpeg`]); this module reads no environment variable.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -20,7 +23,8 @@ use std::thread::JoinHandle;
 use image::RgbImage;
 
 use super::{Sink, SinkControl, SinkError, SinkFrame};
-use crate::source::ffmpeg::FfmpegTools;
+use crate::source::ffmpeg::{FfmpegConfig, FfmpegTools};
+use crate::source::SourceError;
 
 const NAME: &str = "video";
 /// ffmpeg error lines kept for the error message.
@@ -48,13 +52,35 @@ struct Encoder {
 }
 
 impl VideoSink {
-    /// Starts ffmpeg (`$LOOKOUT_FFMPEG`, else `PATH`'s) writing `path` (overwritten if it
-    /// exists) for `width`×`height` frames shown at `fps`. The container follows the
-    /// extension (`.mp4`, `.mkv`, …); without one, MP4.
+    /// Starts the `ffmpeg` the OS finds writing `path` (overwritten if it exists) for
+    /// `width`×`height` frames shown at `fps`. The container follows the extension (`.mp4`,
+    /// `.mkv`, …); without one, MP4.
     pub fn create(path: &Path, width: u32, height: u32, fps: f64) -> Result<VideoSink, SinkError> {
+        Self::create_configured(&FfmpegConfig::default(), path, width, height, fps)
+    }
+
+    /// [`VideoSink::create`] with the ffmpeg `config` names (`$LOOKOUT_FFMPEG`, as the CLI
+    /// read it); no ffprobe is needed.
+    pub fn create_configured(
+        config: &FfmpegConfig,
+        path: &Path,
+        width: u32,
+        height: u32,
+        fps: f64,
+    ) -> Result<VideoSink, SinkError> {
         check_format(width, height, fps)?;
-        let tools = FfmpegTools::from_env().map_err(|e| SinkError::failed(NAME, e.to_string()))?;
-        Self::create_with(&tools, path, width, height, fps)
+        let ffmpeg = config.ffmpeg().map_err(|e| match e {
+            SourceError::FfmpegMissing { looked_for, .. } => SinkError::FfmpegMissing {
+                sink: NAME,
+                looked_for,
+            },
+            // `FfmpegConfig::ffmpeg` reports nothing else.
+            other => SinkError::FfmpegMissing {
+                sink: NAME,
+                looked_for: other.to_string(),
+            },
+        })?;
+        Self::start(&ffmpeg, path, width, height, fps)
     }
 
     /// Draws the latency HUD into every frame of the video (as the window shows it).
@@ -72,34 +98,37 @@ impl VideoSink {
         fps: f64,
     ) -> Result<VideoSink, SinkError> {
         check_format(width, height, fps)?;
+        Self::start(&tools.ffmpeg, path, width, height, fps)
+    }
+
+    fn start(
+        ffmpeg: &Path,
+        path: &Path,
+        width: u32,
+        height: u32,
+        fps: f64,
+    ) -> Result<VideoSink, SinkError> {
         // ffmpeg opens its output only at the first frame; say now what it would say then.
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             if !parent.is_dir() {
-                return Err(SinkError::failed(
-                    NAME,
-                    format!(
-                        "cannot write {}: folder {} does not exist",
-                        path.display(),
-                        parent.display()
-                    ),
-                ));
+                return Err(SinkError::NoFolder {
+                    sink: NAME,
+                    path: path.to_path_buf(),
+                    folder: parent.to_path_buf(),
+                });
             }
         }
-        let mut command = Command::new(&tools.ffmpeg);
+        let mut command = Command::new(ffmpeg);
         command
             .args(encode_args(path, width, height, fps))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .process_group(0);
-        let mut child = command.spawn().map_err(|e| {
-            SinkError::failed(
-                NAME,
-                format!(
-                    "cannot start {}: {e}; install ffmpeg (apt-get install -y ffmpeg) or set LOOKOUT_FFMPEG",
-                    tools.ffmpeg.display()
-                ),
-            )
+        let mut child = command.spawn().map_err(|source| SinkError::FfmpegStart {
+            sink: NAME,
+            program: ffmpeg.to_path_buf(),
+            source,
         })?;
         let stdin = child.stdin.take();
         let errors = Arc::new(Mutex::new(VecDeque::new()));
@@ -138,25 +167,31 @@ impl VideoSink {
         }
         match status {
             Ok(status) if status.success() => Ok(()),
-            Ok(status) => Err(self.ffmpeg_failed(&encoder, &format!("exited with {status}"))),
-            Err(e) => Err(self.ffmpeg_failed(&encoder, &format!("could not be waited for: {e}"))),
+            Ok(status) => {
+                let stderr_tail = encoder
+                    .errors
+                    .lock()
+                    .map(|lines| lines.iter().cloned().collect::<Vec<_>>().join("; "))
+                    .unwrap_or_default();
+                Err(SinkError::FfmpegExited {
+                    sink: NAME,
+                    path: self.path.clone(),
+                    status,
+                    frames: self.frames_written,
+                    stderr_tail: if stderr_tail.is_empty() {
+                        "it printed nothing".into()
+                    } else {
+                        stderr_tail
+                    },
+                })
+            }
+            Err(source) => Err(SinkError::FfmpegWait {
+                sink: NAME,
+                path: self.path.clone(),
+                frames: self.frames_written,
+                source,
+            }),
         }
-    }
-
-    fn ffmpeg_failed(&self, encoder: &Encoder, what: &str) -> SinkError {
-        let errors = encoder
-            .errors
-            .lock()
-            .map(|lines| lines.iter().cloned().collect::<Vec<_>>().join("; "))
-            .unwrap_or_default();
-        SinkError::failed(
-            NAME,
-            format!(
-                "ffmpeg writing {} {what} after {} frames: {errors}",
-                self.path.display(),
-                self.frames_written
-            ),
-        )
     }
 }
 
@@ -168,24 +203,21 @@ impl Sink for VideoSink {
     fn write(&mut self, frame: &SinkFrame<'_>) -> Result<SinkControl, SinkError> {
         let image = frame.require_annotated(NAME)?;
         if image.dimensions() != (self.width, self.height) {
-            return Err(SinkError::failed(
-                NAME,
-                format!(
-                    "frame {} is {}x{} but {} is being encoded at {}x{}",
-                    frame.detected.frame.seq,
-                    image.width(),
-                    image.height(),
-                    self.path.display(),
-                    self.width,
-                    self.height
-                ),
-            ));
+            return Err(SinkError::FrameSize {
+                sink: NAME,
+                path: self.path.clone(),
+                seq: frame.detected.frame.seq,
+                width: image.width(),
+                height: image.height(),
+                expected_width: self.width,
+                expected_height: self.height,
+            });
         }
         let Some(stdin) = self.encoder.as_mut().and_then(|e| e.stdin.as_mut()) else {
-            return Err(SinkError::failed(
-                NAME,
-                "write after finish: the video is closed",
-            ));
+            return Err(SinkError::Closed {
+                sink: NAME,
+                what: "video",
+            });
         };
         let pixels: &[u8] = match &mut self.with_hud {
             Some(composed) => {
@@ -195,11 +227,14 @@ impl Sink for VideoSink {
             }
             None => image.as_raw(),
         };
-        if let Err(e) = stdin.write_all(pixels) {
+        if let Err(source) = stdin.write_all(pixels) {
             // Usually a broken pipe: ffmpeg has exited; its own message says why.
             let closed = self.close().err();
-            return Err(closed
-                .unwrap_or_else(|| SinkError::failed(NAME, format!("writing to ffmpeg: {e}"))));
+            return Err(closed.unwrap_or_else(|| SinkError::FfmpegPipe {
+                sink: NAME,
+                path: self.path.clone(),
+                source,
+            }));
         }
         self.frames_written += 1;
         Ok(SinkControl::Continue)
@@ -214,23 +249,21 @@ impl Drop for VideoSink {
     /// Finishes the file when the pipeline stops without `finish` (an error or Ctrl-C path).
     fn drop(&mut self) {
         if let Err(e) = self.close() {
-            tracing::warn!("{e}");
+            tracing::warn!("{}", e.with_causes());
         }
     }
 }
 
 fn check_format(width: u32, height: u32, fps: f64) -> Result<(), SinkError> {
     if width == 0 || height == 0 {
-        return Err(SinkError::failed(
-            NAME,
-            format!("frame size {width}x{height} must be positive"),
-        ));
+        return Err(SinkError::BadSize {
+            sink: NAME,
+            width,
+            height,
+        });
     }
     if !(fps.is_finite() && fps > 0.0) {
-        return Err(SinkError::failed(
-            NAME,
-            format!("frame rate {fps} must be a positive number"),
-        ));
+        return Err(SinkError::BadRate { sink: NAME, fps });
     }
     Ok(())
 }

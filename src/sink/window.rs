@@ -4,6 +4,10 @@
 //! frame's size, or smaller when that exceeds ~1600×900. Keys: `q`/Esc (or closing the
 //! window) quit, `h` toggles the HUD, space pauses and resumes, `.`/→ while paused shows
 //! exactly one more frame. A paused window blocks `write`, which holds back the pipeline.
+//!
+//! The display is the one libX11 connects to through `DISPLAY` (minifb cannot be given
+//! another), so `DISPLAY` is read here, at start only: to probe it ([`display_available`])
+//! and to name it when the window cannot open.
 
 use std::cell::RefCell;
 use std::ffi::{CString, OsStr};
@@ -153,14 +157,13 @@ impl WindowSink {
             ..WindowOptions::default()
         };
         let mut window = Window::new(title, window_w as usize, window_h as usize, options)
-            .map_err(|e| {
-                SinkError::failed(
-                    NAME,
-                    format!(
-                        "cannot open a window on display {:?}: {e}; run without --show, or start an X server (e.g. Xvfb) and set DISPLAY",
-                        std::env::var_os("DISPLAY").unwrap_or_default()
-                    ),
-                )
+            .map_err(|source| SinkError::WindowOpen {
+                sink: NAME,
+                // What libX11 itself read to connect (it reads DISPLAY, whatever we pass).
+                display: std::env::var_os("DISPLAY")
+                    .map(|d| d.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                source,
             })?;
         // No frame-rate cap from minifb: the pipeline sets the pace, and a sleep here
         // would add to the end-to-end latency.
@@ -203,13 +206,13 @@ impl WindowSink {
 
     /// Blits `buffer` and polls events; the keys pressed since the last poll.
     fn show(&mut self, width: u32, height: u32) -> Result<KeyRequests, SinkError> {
-        let window = self
-            .window
-            .as_mut()
-            .ok_or_else(|| SinkError::failed(NAME, "write after finish: the window is closed"))?;
+        let window = self.window.as_mut().ok_or(SinkError::Closed {
+            sink: NAME,
+            what: "window",
+        })?;
         window
             .update_with_buffer(&self.buffer, width as usize, height as usize)
-            .map_err(|e| SinkError::failed(NAME, format!("cannot draw the frame: {e}")))?;
+            .map_err(|source| SinkError::WindowDraw { sink: NAME, source })?;
         let mut log = self.presses.borrow_mut();
         let mut requests = KeyRequests::from_keys(&log.pressed);
         log.pressed.clear();

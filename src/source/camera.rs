@@ -3,7 +3,8 @@
 //!
 //! Mode choice is a pure function ([`select_mode`]) because nokhwa's own `Closest` request
 //! fails outright when the asked pixel format is absent; here a missing format, size or
-//! rate falls back to the nearest offered mode and the choice is logged.
+//! rate falls back to the nearest offered mode and the choice is logged. Frames decode
+//! into buffers from the pipeline's frame pool in every pixel format ([`PixelFormat::to_rgb_into`]).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -110,8 +111,8 @@ impl PixelFormat {
         self.to_rgb_into(raw, width, height, &FramePool::default())
     }
 
-    /// [`PixelFormat::to_rgb`] into a buffer from `pool` (YUYV and NV12, the uncompressed
-    /// formats of webcams and dev-kit cameras; MJPEG is decoded by libjpeg-turbo into its own).
+    /// [`PixelFormat::to_rgb`] into a buffer from `pool`, in every format: MJPEG is decoded
+    /// by libjpeg-turbo straight into it (its size comes from the JPEG header).
     pub fn to_rgb_into(
         self,
         raw: &[u8],
@@ -121,17 +122,12 @@ impl PixelFormat {
     ) -> Result<RgbImage, ConvertError> {
         let out = || pool.take(width as usize * height as usize * 3);
         match self {
-            PixelFormat::Yuyv => return convert::yuyv_to_rgb_into(raw, width, height, out()),
-            PixelFormat::Nv12 => return convert::nv12_to_rgb_into(raw, width, height, out()),
-            _ => {}
-        }
-        match self {
-            PixelFormat::Mjpeg => convert::mjpeg_to_rgb(raw),
-            PixelFormat::Yuyv => convert::yuyv_to_rgb(raw, width, height),
-            PixelFormat::Nv12 => convert::nv12_to_rgb(raw, width, height),
-            PixelFormat::Rgb24 => convert::packed_rgb_to_rgb(raw, width, height, false),
-            PixelFormat::Bgr24 => convert::packed_rgb_to_rgb(raw, width, height, true),
-            PixelFormat::Gray => convert::gray_to_rgb(raw, width, height),
+            PixelFormat::Mjpeg => convert::mjpeg_to_rgb_into(raw, pool),
+            PixelFormat::Yuyv => convert::yuyv_to_rgb_into(raw, width, height, out()),
+            PixelFormat::Nv12 => convert::nv12_to_rgb_into(raw, width, height, out()),
+            PixelFormat::Rgb24 => convert::packed_rgb_to_rgb_into(raw, width, height, false, out()),
+            PixelFormat::Bgr24 => convert::packed_rgb_to_rgb_into(raw, width, height, true, out()),
+            PixelFormat::Gray => convert::gray_to_rgb_into(raw, width, height, out()),
         }
     }
 }

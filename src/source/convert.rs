@@ -5,8 +5,13 @@
 //!
 //! Chroma is repeated over the pixels it covers (no interpolation), as ffmpeg's default
 //! conversion does for packed RGB output.
+//!
+//! Every conversion has an `_into` form writing into a caller's buffer (the camera passes
+//! one from the pipeline's frame pool), so that a running camera allocates no frame buffer.
 
 use image::RgbImage;
+
+use crate::types::FramePool;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConvertError {
@@ -159,7 +164,12 @@ fn sized(mut out: Vec<u8>, len: usize) -> Vec<u8> {
 /// One MJPEG frame (a JPEG, often without Huffman tables: libjpeg-turbo then uses the
 /// standard ones, as webcams expect) → RGB.
 pub fn mjpeg_to_rgb(src: &[u8]) -> Result<RgbImage, ConvertError> {
-    crate::imageio::decode_rgb(src, std::path::Path::new("MJPEG frame"))
+    mjpeg_to_rgb_into(src, &FramePool::default())
+}
+
+/// [`mjpeg_to_rgb`] into a buffer from `pool` (libjpeg-turbo decodes straight into it).
+pub fn mjpeg_to_rgb_into(src: &[u8], pool: &FramePool) -> Result<RgbImage, ConvertError> {
+    crate::imageio::decode_rgb_pooled(src, std::path::Path::new("MJPEG frame"), pool)
         .map_err(|e| ConvertError::Jpeg(e.to_string()))
 }
 
@@ -170,12 +180,23 @@ pub fn packed_rgb_to_rgb(
     height: u32,
     bgr: bool,
 ) -> Result<RgbImage, ConvertError> {
+    packed_rgb_to_rgb_into(src, width, height, bgr, Vec::new())
+}
+
+/// [`packed_rgb_to_rgb`] into `out`'s memory (a pooled buffer; resized, every byte written).
+pub fn packed_rgb_to_rgb_into(
+    src: &[u8],
+    width: u32,
+    height: u32,
+    bgr: bool,
+    out: Vec<u8>,
+) -> Result<RgbImage, ConvertError> {
     let format = if bgr { "BGR24" } else { "RGB24" };
     let stride = packed_stride(format, src, width, height, 3)?;
     let row_len = width as usize * 3;
-    let mut rgb = Vec::with_capacity(row_len * height as usize);
-    for src_row in src.chunks_exact(stride) {
-        rgb.extend_from_slice(&src_row[..row_len]);
+    let mut rgb = sized(out, row_len * height as usize);
+    for (src_row, dst_row) in src.chunks_exact(stride).zip(rgb.chunks_exact_mut(row_len)) {
+        dst_row.copy_from_slice(&src_row[..row_len]);
     }
     if bgr {
         rgb.chunks_exact_mut(3).for_each(|px| px.swap(0, 2));
@@ -185,11 +206,25 @@ pub fn packed_rgb_to_rgb(
 
 /// 8-bit grey → RGB with equal channels.
 pub fn gray_to_rgb(src: &[u8], width: u32, height: u32) -> Result<RgbImage, ConvertError> {
+    gray_to_rgb_into(src, width, height, Vec::new())
+}
+
+/// [`gray_to_rgb`] into `out`'s memory (a pooled buffer; resized, every byte written).
+pub fn gray_to_rgb_into(
+    src: &[u8],
+    width: u32,
+    height: u32,
+    out: Vec<u8>,
+) -> Result<RgbImage, ConvertError> {
     let stride = packed_stride("GRAY", src, width, height, 1)?;
-    let mut rgb = Vec::with_capacity(width as usize * height as usize * 3);
-    for src_row in src.chunks_exact(stride) {
-        for &v in &src_row[..width as usize] {
-            rgb.extend_from_slice(&[v, v, v]);
+    let row_len = width as usize * 3;
+    let mut rgb = sized(out, row_len * height as usize);
+    for (src_row, dst_row) in src.chunks_exact(stride).zip(rgb.chunks_exact_mut(row_len)) {
+        for (&v, dst) in src_row[..width as usize]
+            .iter()
+            .zip(dst_row.chunks_exact_mut(3))
+        {
+            dst.copy_from_slice(&[v, v, v]);
         }
     }
     Ok(RgbImage::from_raw(width, height, rgb).expect("buffer sized to the image"))

@@ -4,13 +4,16 @@
 //! file and a path that leaves the drive folder are skipped, counted in [`DriveStats`] and
 //! logged. Frames are renumbered from 0; `pts_ns` is the recorded capture time relative to
 //! the first indexed frame, which is what `--pace realtime` follows.
+//!
+//! Frame files are read into one byte buffer kept between frames and decoded into buffers
+//! from the pipeline's [`FramePool`] (see [`FrameSource::use_pool`]).
 
 use std::path::{Component, Path, PathBuf};
 
 use super::{FrameSource, SourceError, SourceInfo};
 use crate::drive::index::{IndexEntry, INDEX_HEADER};
 use crate::drive::{DriveError, DriveManifest, INDEX_FILE, MANIFEST_FILE, MANIFEST_JSON_FILE};
-use crate::types::{mono_now_ns, wall_now_ns, Frame};
+use crate::types::{mono_now_ns, wall_now_ns, Frame, FramePool};
 
 /// What a replay skipped, by cause.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,6 +51,10 @@ pub struct DriveReader {
     next_seq: u64,
     stats: DriveStats,
     last_skip: Option<String>,
+    /// Where decoded frames' buffers come from (and go back to, after the sinks).
+    pool: FramePool,
+    /// The encoded bytes of the frame file being read, reused between frames.
+    file_bytes: Vec<u8>,
 }
 
 impl DriveReader {
@@ -73,6 +80,8 @@ impl DriveReader {
             next_seq: 0,
             stats,
             last_skip: None,
+            pool: FramePool::default(),
+            file_bytes: Vec::new(),
         })
     }
 
@@ -94,46 +103,42 @@ impl DriveReader {
         self.last_skip = Some(why);
     }
 
-    /// Loads one indexed frame, or says why it is skipped (and counts it).
-    fn load(&mut self, entry: &IndexEntry) -> Option<image::RgbImage> {
-        let path = match resolve_inside(&self.dir, &entry.file) {
-            Ok(path) => path,
+    /// Loads the frame of index entry `i`, or says why it is skipped (and counts it).
+    fn load(&mut self, i: usize) -> Option<image::RgbImage> {
+        let entry = &self.entries[i];
+        let why = match resolve_inside(&self.dir, &entry.file) {
+            Ok(path) => {
+                match crate::imageio::read_rgb_pooled(&path, &mut self.file_bytes, &self.pool) {
+                    Ok(image) => return Some(image),
+                    Err(e) => {
+                        self.stats.corrupt_files += 1;
+                        format!("frame {}: {e}", entry.seq)
+                    }
+                }
+            }
             Err(Refusal::Missing) => {
                 self.stats.missing_files += 1;
-                self.skip(format!(
-                    "frame {}: file {} is missing",
-                    entry.seq, entry.file
-                ));
-                return None;
+                format!("frame {}: file {} is missing", entry.seq, entry.file)
             }
             Err(Refusal::Outside(why)) => {
                 self.stats.refused_paths += 1;
-                self.skip(format!(
-                    "frame {}: refused path `{}`: {why}",
-                    entry.seq, entry.file
-                ));
-                return None;
+                format!("frame {}: refused path `{}`: {why}", entry.seq, entry.file)
             }
         };
-        match crate::imageio::read_rgb(&path) {
-            Ok(image) => Some(image),
-            Err(e) => {
-                self.stats.corrupt_files += 1;
-                self.skip(format!("frame {}: {e}", entry.seq));
-                None
-            }
-        }
+        self.skip(why);
+        None
     }
 }
 
 impl FrameSource for DriveReader {
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
         while self.next_entry < self.entries.len() {
-            let entry = self.entries[self.next_entry].clone();
+            let i = self.next_entry;
             self.next_entry += 1;
-            let Some(image) = self.load(&entry) else {
+            let Some(image) = self.load(i) else {
                 continue;
             };
+            let entry = &self.entries[i];
             let first = self.first_mono_ns.unwrap_or(entry.capture_mono_ns);
             let frame = Frame {
                 seq: self.next_seq,
@@ -190,6 +195,10 @@ impl FrameSource for DriveReader {
     fn calibration_path(&self) -> Option<PathBuf> {
         let name = self.manifest.calibration.as_ref()?;
         resolve_inside(&self.dir, name).ok()
+    }
+
+    fn use_pool(&mut self, pool: FramePool) {
+        self.pool = pool;
     }
 }
 

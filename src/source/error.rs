@@ -1,5 +1,7 @@
 //! The one error type of `source`: every message names the file, device or stream (with
-//! credentials masked) and says what to do.
+//! credentials masked) and says what to do. An underlying error (I/O, the drive format) is
+//! the variant's `source`, not repeated in its message: error-chain printers (the CLI's
+//! `{:#}`) print each cause once.
 
 use std::path::PathBuf;
 
@@ -45,7 +47,8 @@ pub enum SourceError {
     #[error("{source_desc} has no video stream; pass a file or URL that carries video")]
     NoVideoStream { source_desc: String },
 
-    #[error("reading {what}: {source}")]
+    /// The cause is the `source` (printed after this message by error-chain printers).
+    #[error("reading {what}")]
     Io {
         what: String,
         #[source]

@@ -9,6 +9,10 @@
 //! stderr just before that frame is encoded; with `-fps_mode passthrough` (no duplicated or
 //! dropped frames) every stderr frame line is followed by exactly that frame on stdout, so
 //! frames and pts line up 1:1 and are read alternately from one thread without deadlock.
+//!
+//! Which binaries run is an [`FfmpegConfig`] (`$LOOKOUT_FFMPEG`, `$LOOKOUT_FFPROBE`, `PATH`)
+//! that the CLI reads once and passes down; nothing here reads the environment. Frames are
+//! read straight into buffers from the pipeline's frame pool.
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
@@ -21,6 +25,7 @@ use crate::redact::mask_credentials;
 use crate::types::{mono_now_ns, wall_now_ns, Frame, FramePool};
 
 /// Environment variables naming the ffmpeg / ffprobe binaries to use instead of `PATH`'s.
+/// Only the CLI reads them (into an [`FfmpegConfig`]); the library is handed the setting.
 pub const FFMPEG_ENV: &str = "LOOKOUT_FFMPEG";
 pub const FFPROBE_ENV: &str = "LOOKOUT_FFPROBE";
 
@@ -30,6 +35,58 @@ const KEPT_ERROR_LINES: usize = 8;
 /// Refuse frame sizes no camera or video produces rather than allocating gigabytes.
 const MAX_FRAME_SIDE: u32 = 16_384;
 
+/// Which ffmpeg and ffprobe to run, as the user configured it: the typed form of
+/// `$LOOKOUT_FFMPEG`, `$LOOKOUT_FFPROBE` and the `PATH` to search, read once by the CLI
+/// ([`FfmpegConfig::from_vars`]) and passed to video sources and the video sink, which
+/// resolve it when they start (a run that needs no ffmpeg never looks for one).
+///
+/// The default names no binary and no search path: `ffmpeg` and `ffprobe` are then left to
+/// the operating system's program lookup when they are started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FfmpegConfig {
+    /// `$LOOKOUT_FFMPEG`: the ffmpeg binary to run.
+    pub ffmpeg: Option<PathBuf>,
+    /// `$LOOKOUT_FFPROBE`: the ffprobe binary; without it, an ffprobe beside `ffmpeg` is
+    /// preferred over the search path's.
+    pub ffprobe: Option<PathBuf>,
+    /// The folders searched for binaries not named above (`PATH`).
+    pub search_path: Option<OsString>,
+}
+
+impl FfmpegConfig {
+    /// The setting from variable lookups (`var(FFMPEG_ENV)`, `var(FFPROBE_ENV)`,
+    /// `var("PATH")`); an empty variable counts as unset. The CLI passes the process
+    /// environment; tests pass their own.
+    pub fn from_vars(var: impl Fn(&str) -> Option<OsString>) -> Self {
+        let explicit = |name| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        Self {
+            ffmpeg: explicit(FFMPEG_ENV),
+            ffprobe: explicit(FFPROBE_ENV),
+            search_path: var("PATH"),
+        }
+    }
+
+    /// Both binaries (video sources need ffprobe too).
+    pub fn tools(&self) -> Result<FfmpegTools, SourceError> {
+        let ffmpeg = self.ffmpeg()?;
+        let sibling_probe = self
+            .ffmpeg
+            .as_ref()
+            .and_then(|_| ffmpeg.parent().map(|dir| dir.join("ffprobe")))
+            .filter(|p| p.is_file());
+        let ffprobe = match (&self.ffprobe, sibling_probe) {
+            (None, Some(sibling)) => sibling,
+            (explicit, _) => locate("ffprobe", FFPROBE_ENV, explicit, &self.search_path)?,
+        };
+        Ok(FfmpegTools { ffmpeg, ffprobe })
+    }
+
+    /// The ffmpeg binary alone (the video sink needs no ffprobe).
+    pub fn ffmpeg(&self) -> Result<PathBuf, SourceError> {
+        locate("ffmpeg", FFMPEG_ENV, &self.ffmpeg, &self.search_path)
+    }
+}
+
 /// Where the ffmpeg and ffprobe binaries are.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FfmpegTools {
@@ -38,49 +95,37 @@ pub struct FfmpegTools {
 }
 
 impl FfmpegTools {
-    /// `$LOOKOUT_FFMPEG` / `$LOOKOUT_FFPROBE`, else `ffmpeg` / `ffprobe` on `PATH`.
-    pub fn from_env() -> Result<Self, SourceError> {
-        Self::resolve(|name| std::env::var_os(name))
-    }
-
-    /// [`FfmpegTools::from_env`] over any variable lookup (testable without touching the
-    /// process environment). Without `LOOKOUT_FFPROBE`, an `ffprobe` beside `LOOKOUT_FFMPEG`
-    /// is preferred over `PATH`'s.
+    /// The binaries an [`FfmpegConfig`] read from `var` names: shorthand for
+    /// `FfmpegConfig::from_vars(var).tools()`.
     pub fn resolve(var: impl Fn(&str) -> Option<OsString>) -> Result<Self, SourceError> {
-        let ffmpeg = locate("ffmpeg", FFMPEG_ENV, var(FFMPEG_ENV), var("PATH"))?;
-        let sibling_probe = var(FFMPEG_ENV)
-            .and_then(|_| ffmpeg.parent().map(|dir| dir.join("ffprobe")))
-            .filter(|p| p.is_file());
-        let ffprobe = match (var(FFPROBE_ENV), sibling_probe) {
-            (None, Some(sibling)) => sibling,
-            (explicit, _) => locate("ffprobe", FFPROBE_ENV, explicit, var("PATH"))?,
-        };
-        Ok(Self { ffmpeg, ffprobe })
+        FfmpegConfig::from_vars(var).tools()
     }
 }
 
+/// `explicit` when it is a file; else `program` in the first folder of `search_path` that
+/// has it; else, without a search path, the bare name for the OS to look up at start.
 fn locate(
     program: &'static str,
     env_var: &'static str,
-    explicit: Option<OsString>,
-    path_var: Option<OsString>,
+    explicit: &Option<PathBuf>,
+    search_path: &Option<OsString>,
 ) -> Result<PathBuf, SourceError> {
     let missing = |looked_for: String| SourceError::FfmpegMissing {
         program,
         looked_for,
         env_var,
     };
-    if let Some(explicit) = explicit.filter(|v| !v.is_empty()) {
-        let path = PathBuf::from(&explicit);
+    if let Some(path) = explicit {
         return if path.is_file() {
-            Ok(path)
+            Ok(path.clone())
         } else {
             Err(missing(format!("{} (from {env_var})", path.display())))
         };
     }
-    path_var
-        .iter()
-        .flat_map(std::env::split_paths)
+    let Some(search_path) = search_path else {
+        return Ok(PathBuf::from(program));
+    };
+    std::env::split_paths(search_path)
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
         .ok_or_else(|| missing(format!("{program} on PATH")))
@@ -253,14 +298,15 @@ pub struct VideoSource {
 }
 
 impl VideoSource {
-    /// A video file, with ffmpeg from [`FfmpegTools::from_env`].
+    /// A video file, with the `ffmpeg` and `ffprobe` the OS finds ([`FfmpegConfig::default`]).
     pub fn open_file(path: &Path) -> Result<Self, SourceError> {
-        Self::open_file_with(&FfmpegTools::from_env()?, path)
+        Self::open_file_with(&FfmpegConfig::default().tools()?, path)
     }
 
-    /// A network stream (`rtsp://`, `http(s)://`, ...).
+    /// A network stream (`rtsp://`, `http(s)://`, ...), with the `ffmpeg` and `ffprobe` the
+    /// OS finds.
     pub fn open_stream(url: &str) -> Result<Self, SourceError> {
-        Self::open_stream_with(&FfmpegTools::from_env()?, url)
+        Self::open_stream_with(&FfmpegConfig::default().tools()?, url)
     }
 
     pub fn open_file_with(tools: &FfmpegTools, path: &Path) -> Result<Self, SourceError> {
@@ -559,9 +605,15 @@ fn spawn_error(
     err: std::io::Error,
 ) -> SourceError {
     if err.kind() == std::io::ErrorKind::NotFound {
+        // A bare name was looked up by the OS on PATH.
+        let looked_for = if binary.components().count() == 1 {
+            format!("{} on PATH", binary.display())
+        } else {
+            binary.display().to_string()
+        };
         SourceError::FfmpegMissing {
             program,
-            looked_for: binary.display().to_string(),
+            looked_for,
             env_var,
         }
     } else {
@@ -689,7 +741,8 @@ mod tests {
         );
         assert!(err.contains("/nonexistent/ffmpeg"), "{err}");
 
-        let err = FfmpegTools::resolve(|_| None).unwrap_err();
+        let empty = tmp.path().join("empty").into_os_string();
+        let err = FfmpegTools::resolve(|k| (k == "PATH").then(|| empty.clone())).unwrap_err();
         assert!(matches!(
             err,
             SourceError::FfmpegMissing {
@@ -697,6 +750,17 @@ mod tests {
                 ..
             }
         ));
+        assert!(err.to_string().contains("ffmpeg on PATH"), "{err}");
+
+        // No setting at all: bare names, found by the OS when they are started.
+        let bare = FfmpegTools::resolve(|_| None).unwrap();
+        assert_eq!(bare.ffmpeg, PathBuf::from("ffmpeg"));
+        let setting = FfmpegConfig::from_vars(|k| (k == FFMPEG_ENV).then(|| "".into()));
+        assert_eq!(
+            setting,
+            FfmpegConfig::default(),
+            "an empty variable is unset"
+        );
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! fixed rate (image folders and globs) or given per file (KITTI raw timestamps).
 //!
 //! A file that cannot be read or decoded is skipped, counted and logged; it never ends
-//! the sequence.
+//! the sequence. Files are read into one byte buffer kept between frames and decoded into
+//! buffers from the pipeline's [`FramePool`] (see [`FrameSource::use_pool`]).
 
 use std::path::PathBuf;
 
 use super::{FrameSource, SourceError, SourceInfo};
-use crate::types::{mono_now_ns, wall_now_ns, Frame};
+use crate::types::{mono_now_ns, wall_now_ns, Frame, FramePool};
 
 pub struct ImageSequence {
     paths: Vec<PathBuf>,
@@ -21,6 +22,10 @@ pub struct ImageSequence {
     size: Option<(u32, u32)>,
     description: String,
     calibration: Option<PathBuf>,
+    /// Where decoded frames' buffers come from (and go back to, after the sinks).
+    pool: FramePool,
+    /// The encoded bytes of the file being read, reused between frames.
+    file_bytes: Vec<u8>,
 }
 
 impl ImageSequence {
@@ -67,6 +72,8 @@ impl ImageSequence {
             size: None,
             description,
             calibration: None,
+            pool: FramePool::default(),
+            file_bytes: Vec::new(),
         })
     }
 
@@ -88,16 +95,17 @@ impl FrameSource for ImageSequence {
             self.next_index += 1;
             let path = &self.paths[index];
             // The decoder `detect` uses, so a folder of images gives the same detections.
-            let image = match crate::imageio::read_rgb(path) {
-                Ok(image) => image,
-                Err(err) => {
-                    let why = format!("skipped image: {err}");
-                    tracing::warn!("{why}");
-                    self.skipped += 1;
-                    self.last_skip = Some(why);
-                    continue;
-                }
-            };
+            let image =
+                match crate::imageio::read_rgb_pooled(path, &mut self.file_bytes, &self.pool) {
+                    Ok(image) => image,
+                    Err(err) => {
+                        let why = format!("skipped image: {err}");
+                        tracing::warn!("{why}");
+                        self.skipped += 1;
+                        self.last_skip = Some(why);
+                        continue;
+                    }
+                };
             self.size = Some(image.dimensions());
             let frame = Frame {
                 seq: self.next_seq,
@@ -127,6 +135,10 @@ impl FrameSource for ImageSequence {
 
     fn calibration_path(&self) -> Option<PathBuf> {
         self.calibration.clone()
+    }
+
+    fn use_pool(&mut self, pool: FramePool) {
+        self.pool = pool;
     }
 }
 

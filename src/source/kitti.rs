@@ -1,5 +1,6 @@
 //! KITTI raw folders (`image_02/data/NNNNNNNNNN.png` + `image_02/timestamps.txt`) replayed
 //! with their recorded times: `pts_ns` is each frame's timestamp relative to the first.
+//! Frames are read by [`ImageSequence`], into the pipeline's pooled buffers.
 //!
 //! The camera-to-camera calibration (`calib_cam_to_cam.txt`) sits beside the drive folder in
 //! the official layout (`2011_09_26/calib_cam_to_cam.txt`), or inside it in hand-made copies.

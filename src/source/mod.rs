@@ -2,10 +2,13 @@
 //! folders, image sequences and a synthetic test pattern (load and soak runs), all behind one blocking [`FrameSource`] trait.
 //!
 //! The `--source` string is parsed once into a typed [`SourceSpec`] ([`SourceSpec::parse`]);
-//! [`open`] turns a spec into a source. Sources never spawn threads (the pipeline owns
-//! those); video and streams run an `ffmpeg` child process. Live sources stamp frames with
-//! the time this process produced them; replays (drives, KITTI raw) also carry their
-//! recorded times in `pts_ns` so that the pipeline can pace them.
+//! [`open_with`] turns a spec into a source, with the [`FfmpegConfig`] the CLI read from the
+//! environment (nothing in `source` reads environment variables). Sources never spawn
+//! threads (the pipeline owns those); video and streams run an `ffmpeg` child process.
+//! Every source decodes into buffers from the pipeline's frame pool
+//! ([`FrameSource::use_pool`]). Live sources stamp frames with the time this process
+//! produced them; replays (drives, KITTI raw) also carry their recorded times in `pts_ns`
+//! so that the pipeline can pace them.
 
 pub mod camera;
 pub mod convert;
@@ -23,6 +26,7 @@ pub use crate::redact::mask_credentials;
 pub use camera::{list_cameras, CameraDevice, CameraFormat, CameraMode, PixelFormat};
 pub use drive::{DriveReader, DriveStats};
 pub use error::SourceError;
+pub use ffmpeg::FfmpegConfig;
 pub use spec::{SourceOptions, SourceSpec};
 
 use crate::types::{Frame, FramePool};
@@ -59,14 +63,25 @@ pub trait FrameSource: Send {
     }
 
     /// Decode into buffers from `pool` from now on (the pipeline returns every frame's
-    /// buffer to it when the frame is done). Sources that ignore it allocate per frame.
+    /// buffer to it when the frame is done). Every source of this module takes them; one
+    /// that ignores the pool allocates a buffer per frame.
     fn use_pool(&mut self, pool: FramePool) {
         let _ = pool;
     }
 }
 
-/// Opens the source a spec names.
+/// Opens the source a spec names, running the `ffmpeg` and `ffprobe` the OS finds for
+/// video and streams; [`open_with`] takes the configured ones.
 pub fn open(spec: &SourceSpec) -> Result<Box<dyn FrameSource>, SourceError> {
+    open_with(spec, &FfmpegConfig::default())
+}
+
+/// Opens the source a spec names; video files and streams run the binaries
+/// `ffmpeg_config` names (resolved only for them).
+pub fn open_with(
+    spec: &SourceSpec,
+    ffmpeg_config: &FfmpegConfig,
+) -> Result<Box<dyn FrameSource>, SourceError> {
     Ok(match spec {
         SourceSpec::Camera {
             index,
@@ -82,8 +97,14 @@ pub fn open(spec: &SourceSpec) -> Result<Box<dyn FrameSource>, SourceError> {
             };
             Box::new(camera::CameraSource::open(*index, request, *retry_secs)?)
         }
-        SourceSpec::Video(path) => Box::new(ffmpeg::VideoSource::open_file(path)?),
-        SourceSpec::Stream(url) => Box::new(ffmpeg::VideoSource::open_stream(url)?),
+        SourceSpec::Video(path) => Box::new(ffmpeg::VideoSource::open_file_with(
+            &ffmpeg_config.tools()?,
+            path,
+        )?),
+        SourceSpec::Stream(url) => Box::new(ffmpeg::VideoSource::open_stream_with(
+            &ffmpeg_config.tools()?,
+            url,
+        )?),
         SourceSpec::Drive(dir) => Box::new(DriveReader::open(dir)?),
         SourceSpec::KittiRaw(dir) => Box::new(kitti::open_kitti_raw(dir)?),
         SourceSpec::Images { paths, fps } => {

@@ -1,300 +1,296 @@
-//! Frame-to-frame association of detections and time to collision from distance over time.
+//! Multi-object tracking: identities for detections across frames, and what follows from
+//! them (closing speed, time to collision).
 //!
-//! [`TtcTracker`] links each frame's boxes to the previous tracks greedily by IoU (same class
-//! only) with each track's box moved on at its recent image velocity, keeps each track's recent distances, and fits a straight line to the last
-//! `window_s` seconds: a negative slope is a closing speed, and distance / closing speed the
-//! time to collision. Only objects in the ego path (|lateral| below half a lane) get one.
+//! A [`Tracker`] takes one frame's detections at the frame's time and says, per detection,
+//! which track it continues. [`bytetrack::ByteTracker`] (the default) is ByteTrack with a
+//! Kalman filter ([`kalman`]) and optimal assignment ([`assign`]); [`iou::IouTracker`] is
+//! the greedy IoU matcher lookout had before, kept as the baseline it is measured against.
+//! [`closing::ClosingSpeeds`] turns a track's distances into a closing speed and a time to
+//! collision. [`stage::TrackStage`] is all of it as a pipeline stage. Trackers know no
+//! threads; they allocate nothing per frame once warm beyond their small index buffers.
+
+pub mod assign;
+pub mod bytetrack;
+pub mod closing;
+pub mod iou;
+pub mod kalman;
+pub mod stage;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
 
 use crate::types::BoxXyxy;
 
-/// Tracker settings; [`Default`] suits 10–30 fps road video.
+pub use stage::TrackStage;
+
+/// One detection as a tracker sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TtcConfig {
-    /// Minimum IoU for a box to continue a track.
-    pub iou_threshold: f32,
-    /// A track unseen for this many frames is dropped.
-    pub max_missed_frames: u32,
-    /// Seconds of distance history fitted for the closing speed.
-    pub window_s: f64,
-    /// Distance samples needed before a TTC is reported.
-    pub min_samples: usize,
-    /// Objects with |lateral| below this are in the ego path, metres (half a 3.6 m lane).
-    pub half_lane_m: f64,
-    /// Closing speeds below this are treated as not closing, m/s.
-    pub min_closing_speed_mps: f64,
+pub struct TrackInput {
+    pub box_in_image: BoxXyxy,
+    pub score: f32,
+    /// Detections only continue tracks of their own class.
+    pub class_id: usize,
 }
 
-impl Default for TtcConfig {
+/// The track a detection was given.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Assigned {
+    /// Stable for the track's life and never reused in a run.
+    pub track_id: u64,
+    /// Seconds since the track was born.
+    pub age_s: f64,
+    /// Seen often enough to be reported (a tentative track is not yet).
+    pub confirmed: bool,
+    /// The track's filtered box at this frame, in image pixels.
+    pub box_filtered: BoxXyxy,
+}
+
+/// A multi-object tracker: one call per frame, in time order.
+pub trait Tracker: Send {
+    /// `bytetrack`, `iou`.
+    fn name(&self) -> &'static str;
+    /// Feeds the detections of the frame taken at `time_s` (seconds on any steady clock);
+    /// `assigned` is cleared and gets one entry per input, in input order: the track it
+    /// continues or started, or `None` when it was not used.
+    fn update(&mut self, time_s: f64, inputs: &[TrackInput], assigned: &mut Vec<Option<Assigned>>);
+    /// Tracks held (tracked, tentative and lost).
+    fn live_tracks(&self) -> usize;
+}
+
+/// Which tracker a run uses (`--tracker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TrackerKind {
+    /// ByteTrack: Kalman filter, two-stage optimal association (the default).
+    #[default]
+    Bytetrack,
+    /// Greedy IoU matching of each frame's confident boxes (the baseline).
+    Iou,
+    /// No tracking: detections per frame, without identities.
+    None,
+}
+
+impl TrackerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TrackerKind::Bytetrack => "bytetrack",
+            TrackerKind::Iou => "iou",
+            TrackerKind::None => "none",
+        }
+    }
+}
+
+/// Tracker settings, with ultralytics' names and defaults (`bytetrack.yaml`); a
+/// `--tracker-config` TOML file sets any of them.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ByteTrackConfig {
+    /// Detections at or above this score take part in the first association and may
+    /// start tracks.
+    pub track_high_thresh: f32,
+    /// Detections above this (and below `track_high_thresh`) take part in the second
+    /// association only; the detector hands the tracker everything above it.
+    pub track_low_thresh: f32,
+    /// A detection that matched no track starts one only at or above this score.
+    pub new_track_thresh: f32,
+    /// How long a lost track waits to be found again: this many frames at 30 fps
+    /// (`30` = one second, whatever the source's rate).
+    pub track_buffer: u32,
+    /// Largest IoU distance (1 − IoU, score-weighted) for the first association.
+    pub match_thresh: f32,
+    /// Weight IoU by the detection's score in the first association.
+    pub fuse_score: bool,
+}
+
+impl Default for ByteTrackConfig {
     fn default() -> Self {
         Self {
-            iou_threshold: 0.3,
-            max_missed_frames: 2,
-            window_s: 1.0,
-            min_samples: 4,
-            half_lane_m: 1.8,
-            min_closing_speed_mps: 0.3,
+            track_high_thresh: 0.25,
+            track_low_thresh: 0.1,
+            new_track_thresh: 0.25,
+            track_buffer: 30,
+            match_thresh: 0.8,
+            fuse_score: true,
         }
     }
 }
 
-/// One detection of the current frame.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TtcInput {
-    pub box_in_image: BoxXyxy,
-    /// Boxes only continue tracks of the same class.
-    pub class_id: usize,
-    /// Distance ahead (ideally to the object's near face) and lateral offset, metres.
-    pub distance_m: Option<f64>,
-    pub lateral_m: Option<f64>,
+/// A tracker configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackConfigError {
+    #[error("cannot read tracker config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tracker config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("tracker config: {key} = {value} is outside [0, 1]")]
+    OutOfRange { key: &'static str, value: f32 },
+    #[error("tracker config: tracker_type = {0}: only \"bytetrack\" has these settings")]
+    TrackerType(String),
+    #[error("tracker config: track_buffer must be at least 1 (frames at 30 fps)")]
+    EmptyBuffer,
+    #[error("tracker config: track_low_thresh ({low}) must be below track_high_thresh ({high})")]
+    LowAboveHigh { low: f32, high: f32 },
 }
 
-/// The tracker's verdict for one input, in input order.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TtcOutput {
-    pub track_id: u64,
-    /// Seconds until the distance reaches zero at the current closing speed; `None` when not
-    /// closing, outside the ego path, or with too little history.
-    pub ttc_s: Option<f64>,
-    /// Positive when approaching, m/s; `None` with too little history.
-    pub closing_speed_mps: Option<f64>,
-    pub in_ego_path: bool,
-}
-
-#[derive(Debug, Clone)]
-struct Track {
-    track_id: u64,
-    class_id: usize,
-    box_in_image: BoxXyxy,
-    /// Time of `box_in_image`, seconds.
-    seen_s: f64,
-    /// Smoothed image velocity of the box edges, pixels per second (x1, y1, x2, y2).
-    velocity_px_s: [f32; 4],
-    missed_frames: u32,
-    /// (time_s, distance_m) samples, oldest first, within the window.
-    history: Vec<(f64, f64)>,
-}
-
-impl Track {
-    /// The box moved on to `time_s` at the track's image velocity.
-    fn predict(&self, time_s: f64) -> BoxXyxy {
-        let dt = (time_s - self.seen_s) as f32;
-        let [a, b, c, d] = self.box_in_image.to_array();
-        let v = self.velocity_px_s;
-        BoxXyxy::new(a + v[0] * dt, b + v[1] * dt, c + v[2] * dt, d + v[3] * dt)
+impl ByteTrackConfig {
+    /// Reads and checks a TOML file of settings; keys not named are defaults.
+    pub fn load(path: &Path) -> Result<Self, TrackConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrackConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            TrackConfigError::Parse { source, .. } => TrackConfigError::Parse {
+                path: path.to_path_buf(),
+                source,
+            },
+            other => other,
+        })
     }
 
-    fn move_to(&mut self, time_s: f64, box_in_image: BoxXyxy) {
-        let dt = (time_s - self.seen_s) as f32;
-        if dt > 1e-6 {
-            let (old, new) = (self.box_in_image.to_array(), box_in_image.to_array());
-            for k in 0..4 {
-                // Half old, half new: follows turns within a few frames, damps box jitter.
-                self.velocity_px_s[k] = 0.5 * self.velocity_px_s[k] + 0.5 * (new[k] - old[k]) / dt;
-            }
-        }
-        self.box_in_image = box_in_image;
-        self.seen_s = time_s;
-    }
-}
-
-/// IoU tracker with per-track time to collision.
-#[derive(Debug, Clone)]
-pub struct TtcTracker {
-    config: TtcConfig,
-    tracks: Vec<Track>,
-    next_track_id: u64,
-}
-
-impl TtcTracker {
-    pub fn new(config: TtcConfig) -> Self {
-        Self {
-            config,
-            tracks: vec![],
-            next_track_id: 0,
-        }
-    }
-
-    /// Number of live tracks.
-    pub fn track_count(&self) -> usize {
-        self.tracks.len()
-    }
-
-    /// Feeds one frame taken at `time_s`; returns one output per input, in order.
-    pub fn update(&mut self, time_s: f64, inputs: &[TtcInput]) -> Vec<TtcOutput> {
-        let matches = self.associate(time_s, inputs);
-        let mut matched_track = vec![false; self.tracks.len()];
-        let mut outputs = Vec::with_capacity(inputs.len());
-        for (input, track_index) in inputs.iter().zip(&matches) {
-            let index = match track_index {
-                Some(t) => {
-                    matched_track[*t] = true;
-                    *t
-                }
-                None => {
-                    self.tracks.push(Track {
-                        track_id: self.next_track_id,
-                        class_id: input.class_id,
-                        box_in_image: input.box_in_image,
-                        seen_s: time_s,
-                        velocity_px_s: [0.0; 4],
-                        missed_frames: 0,
-                        history: vec![],
-                    });
-                    self.next_track_id += 1;
-                    self.tracks.len() - 1
-                }
-            };
-            outputs.push(self.observe(index, time_s, input));
-        }
-        // Age unmatched old tracks (new ones lie beyond `matched_track`), then drop stale ones.
-        for (track, matched) in self.tracks.iter_mut().zip(&matched_track) {
-            if !matched {
-                track.missed_frames += 1;
-            }
-        }
-        let max_missed = self.config.max_missed_frames;
-        self.tracks.retain(|t| t.missed_frames <= max_missed);
-        outputs
-    }
-
-    /// Greedy IoU matching: the best-overlapping (input, track) pairs first, each used once.
-    fn associate(&self, time_s: f64, inputs: &[TtcInput]) -> Vec<Option<usize>> {
-        let predicted: Vec<BoxXyxy> = self.tracks.iter().map(|t| t.predict(time_s)).collect();
-        let mut pairs: Vec<(f32, usize, usize)> = vec![];
-        for (i, input) in inputs.iter().enumerate() {
-            for (t, track) in self.tracks.iter().enumerate() {
-                if track.class_id != input.class_id {
-                    continue;
-                }
-                let iou = input.box_in_image.iou(&predicted[t]);
-                if iou >= self.config.iou_threshold {
-                    pairs.push((iou, i, t));
-                }
-            }
-        }
-        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let mut input_track = vec![None; inputs.len()];
-        let mut track_used = vec![false; self.tracks.len()];
-        for (_, i, t) in pairs {
-            if input_track[i].is_none() && !track_used[t] {
-                input_track[i] = Some(t);
-                track_used[t] = true;
-            }
-        }
-        input_track
-    }
-
-    fn observe(&mut self, index: usize, time_s: f64, input: &TtcInput) -> TtcOutput {
-        let config = self.config;
-        let track = &mut self.tracks[index];
-        track.move_to(time_s, input.box_in_image);
-        track.missed_frames = 0;
-        if let Some(d) = input.distance_m.filter(|d| d.is_finite()) {
-            track.history.push((time_s, d));
-        }
-        track
-            .history
-            .retain(|(t, _)| time_s - t <= config.window_s + 1e-9);
-        let in_ego_path = input
-            .lateral_m
-            .is_some_and(|l| l.abs() < config.half_lane_m);
-        let fit = (track.history.len() >= config.min_samples)
-            .then(|| fit_line(&track.history))
-            .flatten();
-        let closing_speed_mps = fit.map(|(_, slope)| -slope);
-        let ttc_s = match fit {
-            Some((distance_now, slope))
-                if in_ego_path && -slope >= config.min_closing_speed_mps =>
-            {
-                Some((distance_now / -slope).max(0.0))
-            }
-            _ => None,
+    /// Parses and checks TOML text.
+    pub fn parse(text: &str) -> Result<Self, TrackConfigError> {
+        let parse_error = |source| TrackConfigError::Parse {
+            path: PathBuf::new(),
+            source: Box::new(source),
         };
-        TtcOutput {
-            track_id: track.track_id,
-            ttc_s,
-            closing_speed_mps,
-            in_ego_path,
+        let mut table: toml::Table = toml::from_str(text).map_err(parse_error)?;
+        // Ultralytics' `tracker_type` key, so that a converted `bytetrack.yaml` reads as is.
+        if let Some(kind) = table.remove("tracker_type") {
+            if kind.as_str() != Some("bytetrack") {
+                return Err(TrackConfigError::TrackerType(kind.to_string()));
+            }
         }
+        let config: ByteTrackConfig = table.try_into().map_err(parse_error)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), TrackConfigError> {
+        for (key, value) in [
+            ("track_high_thresh", self.track_high_thresh),
+            ("track_low_thresh", self.track_low_thresh),
+            ("new_track_thresh", self.new_track_thresh),
+            ("match_thresh", self.match_thresh),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(TrackConfigError::OutOfRange { key, value });
+            }
+        }
+        if self.track_buffer == 0 {
+            return Err(TrackConfigError::EmptyBuffer);
+        }
+        if self.track_low_thresh >= self.track_high_thresh {
+            return Err(TrackConfigError::LowAboveHigh {
+                low: self.track_low_thresh,
+                high: self.track_high_thresh,
+            });
+        }
+        Ok(())
     }
 }
 
-/// Least-squares line through (t, d); returns (fitted d at the last t, slope). `None` when the
-/// samples span no time.
-fn fit_line(samples: &[(f64, f64)]) -> Option<(f64, f64)> {
-    let n = samples.len() as f64;
-    let mean_t = samples.iter().map(|s| s.0).sum::<f64>() / n;
-    let mean_d = samples.iter().map(|s| s.1).sum::<f64>() / n;
-    let var_t: f64 = samples.iter().map(|s| (s.0 - mean_t).powi(2)).sum();
-    if var_t < 1e-9 {
-        return None;
+/// The tracker `kind` names, or `None` for `--tracker none`.
+pub fn build(kind: TrackerKind, config: ByteTrackConfig) -> Option<Box<dyn Tracker>> {
+    match kind {
+        TrackerKind::Bytetrack => Some(Box::new(bytetrack::ByteTracker::new(config))),
+        TrackerKind::Iou => Some(Box::new(iou::IouTracker::new(config))),
+        TrackerKind::None => None,
     }
-    let cov: f64 = samples
-        .iter()
-        .map(|s| (s.0 - mean_t) * (s.1 - mean_d))
-        .sum();
-    let slope = cov / var_t;
-    let last_t = samples.last()?.0;
-    Some((mean_d + slope * (last_t - mean_t), slope))
+}
+
+/// Measures time between frames in units of the source's frame interval: `1` for the next
+/// frame, `2` when one was dropped. The interval is learnt from the frames themselves (a
+/// running average that gaps do not pull up).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FrameClock {
+    last_s: Option<f64>,
+    interval_s: Option<f64>,
+}
+
+impl FrameClock {
+    /// Steps to `time_s`; returns the intervals since the last frame (1 for the first, and
+    /// for a clock that went backwards: a restarted stream).
+    pub fn step(&mut self, time_s: f64) -> f64 {
+        let Some(last) = self.last_s.replace(time_s) else {
+            return 1.0;
+        };
+        let dt = time_s - last;
+        if dt <= 0.0 {
+            return if dt == 0.0 { 0.0 } else { 1.0 };
+        }
+        let (steps, interval) = match self.interval_s {
+            None => (1.0, dt),
+            Some(i) => (dt / i, 0.9 * i + 0.1 * dt.clamp(0.5 * i, 1.5 * i)),
+        };
+        self.interval_s = Some(interval);
+        steps
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn input(x: f32, distance_m: f64, lateral_m: f64) -> TtcInput {
-        TtcInput {
-            box_in_image: BoxXyxy::new(x, 100.0, x + 50.0, 150.0),
-            class_id: 2,
-            distance_m: Some(distance_m),
-            lateral_m: Some(lateral_m),
-        }
+    #[test]
+    fn config_defaults_are_ultralytics_bytetrack_yaml() {
+        let c = ByteTrackConfig::default();
+        assert_eq!(
+            (c.track_high_thresh, c.track_low_thresh, c.new_track_thresh),
+            (0.25, 0.1, 0.25)
+        );
+        assert_eq!(
+            (c.track_buffer, c.match_thresh, c.fuse_score),
+            (30, 0.8, true)
+        );
     }
 
     #[test]
-    fn constant_approach_gives_distance_over_speed() {
-        let mut tracker = TtcTracker::new(TtcConfig::default());
-        let mut last = vec![];
-        for frame in 0..10 {
-            let t = frame as f64 * 0.1;
-            // Approaching at 5 m/s from 30 m, in the ego path; a receding one beside it.
-            last = tracker.update(
-                t,
-                &[
-                    input(100.0, 30.0 - 5.0 * t, 0.2),
-                    input(400.0, 20.0 + 2.0 * t, 0.5),
-                ],
-            );
-        }
-        let ttc = last[0].ttc_s.unwrap();
-        assert!((ttc - (30.0 - 5.0 * 0.9) / 5.0).abs() < 1e-6, "{ttc}");
-        assert!(last[1].ttc_s.is_none() && last[1].closing_speed_mps.unwrap() < 0.0);
-        assert_ne!(last[0].track_id, last[1].track_id);
+    fn config_files_set_keys_and_bad_ones_are_named() {
+        let c = ByteTrackConfig::parse(
+            "tracker_type = \"bytetrack\"\ntrack_buffer = 60\nmatch_thresh = 0.7\n",
+        )
+        .unwrap();
+        assert_eq!((c.track_buffer, c.match_thresh), (60, 0.7));
+        let e = ByteTrackConfig::parse("track_bufer = 60\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("track_bufer"), "{e}");
+        let e = ByteTrackConfig::parse("new_track_thresh = 1.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("new_track_thresh") && e.contains("[0, 1]"),
+            "{e}"
+        );
+        let e = ByteTrackConfig::parse("track_low_thresh = 0.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("track_low_thresh"), "{e}");
+        let e = ByteTrackConfig::load(Path::new("/nonexistent/t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/t.toml"), "{e}");
     }
 
     #[test]
-    fn outside_the_ego_path_or_too_young_has_no_ttc() {
-        let mut tracker = TtcTracker::new(TtcConfig::default());
-        let out = tracker.update(0.0, &[input(100.0, 20.0, 0.0)]);
-        assert!(out[0].ttc_s.is_none());
-        let mut last = vec![];
-        for frame in 0..6 {
-            let t = frame as f64 * 0.1;
-            last = tracker.update(t + 1.0, &[input(500.0, 20.0 - 5.0 * t, 4.0)]);
+    fn frame_clock_counts_intervals_and_gaps() {
+        let mut clock = FrameClock::default();
+        assert_eq!(clock.step(10.0), 1.0);
+        for f in 1..10 {
+            assert!((clock.step(10.0 + f as f64 * 0.1) - 1.0).abs() < 1e-9);
         }
-        assert!(!last[0].in_ego_path && last[0].ttc_s.is_none());
-        assert!(last[0].closing_speed_mps.unwrap() > 4.9);
-    }
-
-    #[test]
-    fn lost_tracks_expire_and_new_boxes_get_new_ids() {
-        let mut tracker = TtcTracker::new(TtcConfig::default());
-        let first = tracker.update(0.0, &[input(100.0, 20.0, 0.0)])[0].track_id;
-        for frame in 1..=3 {
-            tracker.update(frame as f64 * 0.1, &[]);
-        }
-        assert_eq!(tracker.track_count(), 0);
-        let again = tracker.update(0.4, &[input(100.0, 20.0, 0.0)])[0].track_id;
-        assert_ne!(first, again);
+        // A dropped frame: two intervals, and the interval stays 0.1 s.
+        assert!((clock.step(11.1) - 2.0).abs() < 1e-9);
+        assert!((clock.step(11.2) - 1.0).abs() < 0.06);
+        assert_eq!(clock.step(5.0), 1.0);
     }
 }

@@ -3,7 +3,9 @@
 
 use lookout::calib::eval::{evaluate, read_kitti_labels, EvalFilter, KittiLabel};
 use lookout::calib::{estimate_distance, Calibration, Distortion};
-use lookout::track::{TtcConfig, TtcInput, TtcTracker};
+use lookout::track::bytetrack::ByteTracker;
+use lookout::track::closing::{ClosingConfig, ClosingSpeeds, DistanceSample};
+use lookout::track::{ByteTrackConfig, TrackInput, Tracker};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -295,7 +297,7 @@ fn kitti_object_frames_distance() {
     assert!(report.overall.median_rel_error < 0.15, "{report:?}");
 }
 
-/// KITTI track ids are ground truth: the IoU tracker should follow them, and the TTC from
+/// KITTI track ids are ground truth: ByteTrack on the ground-truth boxes should follow them, and the TTC from
 /// estimated distances should match the TTC of the labels' own z over time.
 #[test]
 fn kitti_tracking_association_and_ttc() {
@@ -318,8 +320,10 @@ fn kitti_tracking_association_and_ttc() {
         for label in labels.iter().filter(|l| l.track_id >= 0) {
             by_frame.entry(label.frame).or_default().push(label);
         }
-        let mut estimated = TtcTracker::new(TtcConfig::default());
-        let mut truth = TtcTracker::new(TtcConfig::default());
+        let mut tracker = ByteTracker::new(ByteTrackConfig::default());
+        let mut estimated = ClosingSpeeds::new(ClosingConfig::default());
+        let mut truth = ClosingSpeeds::new(ClosingConfig::default());
+        let mut assigned = Vec::new();
         // Ground-truth track id → (frame last seen, tracker id).
         let mut id_map: BTreeMap<i64, (u32, u64)> = BTreeMap::new();
         let (mut links, mut switches) = (0, 0);
@@ -328,30 +332,17 @@ fn kitti_tracking_association_and_ttc() {
             let time_s = *frame as f64 / 10.0;
             let class_id =
                 |l: &KittiLabel| classes.iter().position(|c| *c == l.class).unwrap_or(99);
-            let inputs: Vec<TtcInput> = objects
+            let inputs: Vec<TrackInput> = objects
                 .iter()
-                .map(|l| {
-                    let est = estimate_distance(&cal, &l.box_in_image, &l.class, image_w, image_h);
-                    TtcInput {
-                        box_in_image: l.box_in_image,
-                        class_id: class_id(l),
-                        distance_m: est.as_ref().map(|e| e.nearest_m),
-                        lateral_m: est.as_ref().map(|e| e.lateral_m),
-                    }
-                })
-                .collect();
-            let truth_inputs: Vec<TtcInput> = objects
-                .iter()
-                .map(|l| TtcInput {
+                .map(|l| TrackInput {
                     box_in_image: l.box_in_image,
+                    score: 0.9,
                     class_id: class_id(l),
-                    distance_m: Some(l.location[2] - l.dimensions[2] / 2.0),
-                    lateral_m: Some(l.location[0]),
                 })
                 .collect();
-            let outputs = estimated.update(time_s, &inputs);
-            let truth_outputs = truth.update(time_s, &truth_inputs);
-            for ((label, out), truth_out) in objects.iter().zip(&outputs).zip(&truth_outputs) {
+            tracker.update(time_s, &inputs, &mut assigned);
+            for (label, out) in objects.iter().zip(&assigned) {
+                let Some(out) = out else { continue };
                 // Only links between consecutive frames count: after a gap a new track is fine.
                 if let Some((seen, previous)) =
                     id_map.insert(label.track_id, (*frame, out.track_id))
@@ -361,7 +352,28 @@ fn kitti_tracking_association_and_ttc() {
                         switches += usize::from(previous != out.track_id);
                     }
                 }
-                if let (Some(ttc), Some(ttc_truth)) = (out.ttc_s, truth_out.ttc_s) {
+                let Some(est) =
+                    estimate_distance(&cal, &label.box_in_image, &label.class, image_w, image_h)
+                else {
+                    continue;
+                };
+                let closing = estimated.observe(
+                    time_s,
+                    DistanceSample {
+                        track_id: out.track_id,
+                        nearest_m: est.nearest_m,
+                        lateral_m: est.lateral_m,
+                    },
+                );
+                let closing_truth = truth.observe(
+                    time_s,
+                    DistanceSample {
+                        track_id: out.track_id,
+                        nearest_m: label.location[2] - label.dimensions[2] / 2.0,
+                        lateral_m: label.location[0],
+                    },
+                );
+                if let (Some(ttc), Some(ttc_truth)) = (closing.ttc_s, closing_truth.ttc_s) {
                     if ttc_truth < 8.0 {
                         ttc_errors.push((ttc - ttc_truth).abs() / ttc_truth);
                     }

@@ -10,3 +10,5 @@ mod pipeline;
 mod sink;
 mod soak;
 mod source;
+mod track_eval;
+mod tracking;

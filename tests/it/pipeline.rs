@@ -362,7 +362,7 @@ fn annotated_video_and_frames_hold_every_processed_frame() {
 }
 
 /// The live window end to end: `lookout run --show` on the Udacity clip under Xvfb; a
-/// screenshot of the X display shows the frame with vehicle boxes in the vehicle colour
+/// screenshot of the X display shows the frame with vehicle boxes in their tracks' colours
 /// where the JSONL says the detections are.
 #[test]
 fn run_show_draws_detections_in_a_real_window() {
@@ -432,36 +432,39 @@ fn run_show_draws_detections_in_a_real_window() {
             origin = (origin.0.min(x), origin.1.min(y));
         }
     }
-    let blue = lookout::render::group_colour(lookout::types::ClassGroup::Vehicle);
-    let blue_pixels = shot.pixels().filter(|p| **p == blue).count();
+    // A tracked vehicle is drawn in its track's colour, an untracked one in the group's.
+    let colour_of = |d: &serde_json::Value| match d["track_id"].as_u64() {
+        Some(id) => lookout::render::track_colour(id),
+        None => lookout::render::group_colour(lookout::types::ClassGroup::Vehicle),
+    };
+    let vehicles: Vec<serde_json::Value> = lines
+        .iter()
+        .rev()
+        .take(4)
+        .flat_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            v["detections"].as_array().unwrap().clone()
+        })
+        .filter(|d| d["group"] == "vehicle")
+        .collect();
+    let colours: Vec<image::Rgb<u8>> = vehicles.iter().map(colour_of).collect();
+    let box_pixels = shot.pixels().filter(|p| colours.contains(p)).count();
     assert!(
-        blue_pixels > 300,
-        "only {blue_pixels} vehicle-coloured pixels on screen"
+        box_pixels > 300,
+        "only {box_pixels} pixels in the vehicles' colours on screen"
     );
     // One of the latest frames' vehicle boxes is drawn where the JSONL places it.
-    let drawn_where_detected = lines.iter().rev().take(4).any(|line| {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        v["detections"]
+    let drawn_where_detected = vehicles.iter().any(|d| {
+        let colour = colour_of(d);
+        let b: Vec<f64> = d["box_xyxy"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|d| d["group"] == "vehicle")
-            .any(|d| {
-                let b: Vec<f64> = d["box_xyxy"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_f64().unwrap())
-                    .collect();
-                let (ox, oy) = (origin.0 as f64, origin.1 as f64);
-                crate::sink::colour_near(&shot, b[0] + ox + 1.0, (b[1] + b[3]) / 2.0 + oy, blue)
-                    && crate::sink::colour_near(
-                        &shot,
-                        b[2] + ox - 2.0,
-                        (b[1] + b[3]) / 2.0 + oy,
-                        blue,
-                    )
-            })
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let (ox, oy) = (origin.0 as f64, origin.1 as f64);
+        crate::sink::colour_near(&shot, b[0] + ox + 1.0, (b[1] + b[3]) / 2.0 + oy, colour)
+            && crate::sink::colour_near(&shot, b[2] + ox - 2.0, (b[1] + b[3]) / 2.0 + oy, colour)
     });
     assert!(
         drawn_where_detected,

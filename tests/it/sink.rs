@@ -67,6 +67,8 @@ fn detection(group: ClassGroup, class: &str, b: [f32; 4]) -> Detection {
         score: 0.87,
         box_in_image: BoxXyxy::new(b[0], b[1], b[2], b[3]),
         range: None,
+        track_id: None,
+        track_age_s: None,
     }
 }
 
@@ -84,6 +86,7 @@ fn detected(seq: u64, image: RgbImage, detections: Vec<Detection>) -> DetectedFr
             preprocess: 1.0,
             inference: 12.5,
             postprocess: 0.5,
+            track: 0.0,
         },
         stamps: FrameStamps::default(),
     }
@@ -459,9 +462,10 @@ fn no_display_child() {
 
 // ---------------------------------------------------------------- video
 
-/// ffmpeg and ffprobe, or `None` (a failure under CI) when not installed.
+/// ffmpeg and ffprobe as the CLI finds them, or `None` (a failure under CI) when not
+/// installed.
 fn ffmpeg_tools() -> Option<FfmpegTools> {
-    match FfmpegTools::from_env() {
+    match lookout::cli::args::ffmpeg_from_env().tools() {
         Ok(tools) => Some(tools),
         Err(e) if !in_ci() => {
             eprintln!("skipping: {e}");
@@ -716,7 +720,9 @@ fn missing_ffmpeg_child() {
     if !is_child() {
         return;
     }
-    let err: SinkError = VideoSink::create(Path::new("x.mp4"), 320, 240, 25.0)
+    // The CLI reads LOOKOUT_FFMPEG once and hands the setting to the sink.
+    let ffmpeg = lookout::cli::args::ffmpeg_from_env();
+    let err: SinkError = VideoSink::create_configured(&ffmpeg, Path::new("x.mp4"), 320, 240, 25.0)
         .err()
         .expect("LOOKOUT_FFMPEG points nowhere");
     let text = err.to_string();
