@@ -3,6 +3,8 @@
 //! them below `track_high_thresh`, for the second association), after the tracks are warm.
 //! Each size also prints one `µs per frame` line of its own.
 //!
+//! `privacy_10_people_720p` times `--privacy` covering 10 people in a 1280×720 frame.
+//!
 //!   cargo bench --bench tracker [-- FILTER]
 
 use std::time::Instant;
@@ -65,5 +67,43 @@ fn bench_trackers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_trackers);
+/// `--privacy`: covering 10 people (80×200 boxes, 10 % margin) in a 1280×720 frame.
+fn bench_privacy(c: &mut Criterion) {
+    use lookout::privacy::{Anonymiser, PrivacyMethod};
+    let mut group = c.benchmark_group("privacy_10_people_720p");
+    let frame = image::RgbImage::from_fn(1280, 720, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8])
+    });
+    let boxes: Vec<BoxXyxy> = (0..10)
+        .map(|i| {
+            let x = 40.0 + 120.0 * i as f32;
+            BoxXyxy::new(x, 300.0, x + 80.0, 500.0)
+        })
+        .collect();
+    for method in [PrivacyMethod::Blur, PrivacyMethod::Pixelate] {
+        let mut anonymiser = Anonymiser::new(method, 0.1);
+        let mut image = frame.clone();
+        let start = Instant::now();
+        for _ in 0..20 {
+            for b in &boxes {
+                anonymiser.cover(&mut image, b);
+            }
+        }
+        println!(
+            "privacy {}: {:.2} ms per 1280x720 frame with 10 people",
+            method.name(),
+            start.elapsed().as_secs_f64() * 1e3 / 20.0
+        );
+        group.bench_function(method.name(), |b| {
+            b.iter(|| {
+                for bx in &boxes {
+                    anonymiser.cover(&mut image, bx);
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_trackers, bench_privacy);
 criterion_main!(benches);

@@ -118,31 +118,81 @@ fn decode_other(bytes: &[u8]) -> image::ImageResult<RgbImage> {
     Ok(image.into_rgb8())
 }
 
+/// The most pixels an image may have (100 megapixels, 300 MB as RGB8): a header's size is
+/// checked against it before any buffer is sized from it, so that a damaged or hostile
+/// file cannot ask for gigabytes (a JPEG may claim 65535×65535).
+pub const MAX_IMAGE_PIXELS: u64 = 100_000_000;
+
+/// Refuses a `width`×`height` above [`MAX_IMAGE_PIXELS`], naming both.
+fn check_image_size(width: u64, height: u64) -> Result<(), String> {
+    if width == 0 || height == 0 {
+        return Err(format!("its header says {width}x{height} pixels"));
+    }
+    if width * height > MAX_IMAGE_PIXELS {
+        return Err(format!(
+            "its header says {width}x{height} pixels, above the limit of {MAX_IMAGE_PIXELS} pixels"
+        ));
+    }
+    Ok(())
+}
+
 /// libjpeg-turbo decode to RGB8 into a pooled buffer, with the orientation of the image's
-/// (last) EXIF segment. The `mozjpeg` crate turns libjpeg's fatal errors into `Err` (it
-/// unwinds out of the C error handler), so a corrupt file never aborts us.
+/// (last) EXIF segment. CMYK and YCCK JPEGs (print workflows, Photoshop) are read as CMYK
+/// by libjpeg-turbo and converted by [`cmyk_to_rgb`], as OpenCV's `imread` does. The
+/// `mozjpeg` crate turns libjpeg's fatal errors into `Err` (it unwinds out of the C error
+/// handler), so a corrupt file never aborts us.
 fn decode_jpeg_turbo(bytes: &[u8], pool: &FramePool) -> Result<(RgbImage, Orientation), String> {
-    let decoded = std::panic::catch_unwind(|| -> std::io::Result<(RgbImage, Orientation)> {
+    let corrupt = |e: std::io::Error| format!("corrupt JPEG: {e}");
+    let decoded = std::panic::catch_unwind(|| -> Result<(RgbImage, Orientation), String> {
         let decompress = mozjpeg::Decompress::builder()
             .with_markers(&[mozjpeg::Marker::APP(1)])
-            .from_mem(bytes)?;
+            .from_mem(bytes)
+            .map_err(corrupt)?;
         let orientation = decompress
             .markers()
             .filter_map(|m| m.data.strip_prefix(b"Exif\0\0"))
             .last()
             .and_then(Orientation::from_exif_chunk)
             .unwrap_or(Orientation::NoTransforms);
-        let mut started = decompress.rgb()?;
-        let (w, h) = (started.width() as u32, started.height() as u32);
-        let mut image = pool.take_image(w, h);
-        started.read_scanlines_into::<u8>(&mut image)?;
-        started.finish()?;
+        let (w, h) = decompress.size();
+        check_image_size(w as u64, h as u64)?;
+        use mozjpeg::ColorSpace::{JCS_CMYK, JCS_YCCK};
+        let image = if matches!(decompress.color_space(), JCS_CMYK | JCS_YCCK) {
+            // libjpeg-turbo converts YCCK to CMYK itself but not CMYK to RGB.
+            let mut started = decompress.to_colorspace(JCS_CMYK).map_err(corrupt)?;
+            let mut image = pool.take_image(w as u32, h as u32);
+            let mut row = vec![0u8; w * 4];
+            for rgb in image.chunks_exact_mut(w * 3) {
+                started
+                    .read_scanlines_into::<u8>(&mut row)
+                    .map_err(corrupt)?;
+                cmyk_to_rgb(&row, rgb);
+            }
+            started.finish().map_err(corrupt)?;
+            image
+        } else {
+            let mut started = decompress.rgb().map_err(corrupt)?;
+            let mut image = pool.take_image(w as u32, h as u32);
+            started
+                .read_scanlines_into::<u8>(&mut image)
+                .map_err(corrupt)?;
+            started.finish().map_err(corrupt)?;
+            image
+        };
         Ok((image, orientation))
     });
-    match decoded {
-        Ok(Ok(ok)) => Ok(ok),
-        Ok(Err(e)) => Err(format!("corrupt JPEG: {e}")),
-        Err(_) => Err("corrupt JPEG".to_string()),
+    decoded.unwrap_or_else(|_| Err("corrupt JPEG".to_string()))
+}
+
+/// CMYK as libjpeg gives it (Adobe's inverted form: 255 = no ink, which is what Photoshop
+/// and ImageMagick write) → RGB, with OpenCV's integer formula (`icvCvt_CMYK2BGR_8u_C4C3R`,
+/// used by `imread`): `r = k − ((255 − c)·k >> 8)`, likewise g from m and b from y.
+pub fn cmyk_to_rgb(cmyk: &[u8], rgb: &mut [u8]) {
+    for (px, out) in cmyk.chunks_exact(4).zip(rgb.chunks_exact_mut(3)) {
+        let k = i32::from(px[3]);
+        for (o, &ink) in out.iter_mut().zip(&px[..3]) {
+            *o = (k - (((255 - i32::from(ink)) * k) >> 8)) as u8;
+        }
     }
 }
 
@@ -322,6 +372,68 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("none.jpg"), "{err}");
+    }
+
+    /// A flat `w`×`h` JPEG of one CMYK colour (inverted, as Adobe writes it), as
+    /// libjpeg-turbo encodes CMYK: stored as given, with an Adobe marker.
+    fn cmyk_jpeg(w: u32, h: u32, cmyk: [u8; 4]) -> Vec<u8> {
+        let mut comp = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_CMYK);
+        comp.set_size(w as usize, h as usize);
+        comp.set_quality(100.0);
+        let mut started = comp.start_compress(Vec::new()).unwrap();
+        let pixels: Vec<u8> = (0..w * h).flat_map(|_| cmyk).collect();
+        started.write_scanlines(&pixels).unwrap();
+        started.finish().unwrap()
+    }
+
+    /// Issue 12 item 6: a valid CMYK JPEG was called "corrupt". It decodes, converted as
+    /// OpenCV's `imread` converts it (flat colours: JPEG's DC error stays within ±2).
+    #[test]
+    fn cmyk_jpegs_decode_and_convert_like_opencv() {
+        // (inverted c, m, y, k) → OpenCV's RGB.
+        for (cmyk, want) in [
+            ([255, 255, 255, 255], [255, 255, 255]), // no ink: white
+            ([255, 255, 255, 0], [0, 0, 0]),         // full black
+            ([0, 255, 255, 255], [1, 255, 255]),     // full cyan
+            ([128, 64, 200, 180], [91, 46, 142]),
+        ] {
+            let mut rgb = [0u8; 3];
+            cmyk_to_rgb(&cmyk, &mut rgb);
+            assert_eq!(rgb, want, "{cmyk:?}");
+            let image = decode_rgb(&cmyk_jpeg(16, 16, cmyk), Path::new("c.jpg")).unwrap();
+            assert_eq!(image.dimensions(), (16, 16));
+            for px in image.pixels() {
+                for (got, want) in px.0.iter().zip(want) {
+                    assert!(got.abs_diff(want) <= 2, "{cmyk:?}: {:?} vs {want:?}", px.0);
+                }
+            }
+        }
+    }
+
+    /// Issue 12 item 2: no buffer is sized from a header without a check.
+    #[test]
+    fn image_sizes_are_checked_before_any_buffer_is_sized_from_them() {
+        assert!(check_image_size(10_000, 10_000).is_ok());
+        let err = check_image_size(65_535, 65_535).unwrap_err();
+        assert!(
+            err.contains("65535x65535") && err.contains("100000000"),
+            "{err}"
+        );
+        assert!(check_image_size(0, 5).is_err());
+        // A real header claiming 60000x60000: refused before decoding.
+        let mut jpeg = jpeg_with_orientation(16, 8, None);
+        let sof = jpeg
+            .windows(2)
+            .position(|w| w[0] == 0xFF && matches!(w[1], 0xC0..=0xC2))
+            .unwrap();
+        jpeg[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
+        let err = decode_rgb(&jpeg, Path::new("huge.jpg"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("60000x60000") && err.contains("limit"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod fixtures;
 pub mod imageio;
 pub mod metrics;
 pub mod pipeline;
+pub mod privacy;
 pub mod ranging;
 pub mod redact;
 pub mod render;

@@ -7,8 +7,8 @@ fn main() {
             eprintln!("{error}");
             std::process::exit(lookout::cli::EXIT_INPUT_ENDED_EARLY);
         }
-        // `{:#}` prints the whole context chain on one line, without a backtrace.
-        eprintln!("error: {error:#}");
+        // The whole context chain on one line, without a backtrace or a repeated cause.
+        eprintln!("error: {}", lookout::cli::one_line(&error));
         std::process::exit(1);
     }
 }

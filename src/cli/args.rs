@@ -10,7 +10,7 @@ use crate::detect::weights::resolve::{Resolver, DEFAULT_MODEL};
 use crate::detect::{DetectorConfig, DeviceSpec};
 use crate::drive::FrameFileFormat;
 use crate::pipeline::Pace;
-use crate::source::{CameraFormat, FfmpegConfig, SourceOptions, SourceSpec};
+use crate::source::{CameraFormat, FfmpegConfig, SourceOptions, SourceSpec, StreamOptions};
 use crate::track::{ByteTrackConfig, Tracker, TrackerKind};
 use crate::trackfile::TrackFormat;
 
@@ -82,8 +82,8 @@ impl DetectorArgs {
             None => ClassFilter::default(),
         };
         let device = DeviceSpec::parse(&self.device).map_err(anyhow::Error::msg)?;
-        if let Some(0) = self.threads {
-            bail!("--threads must be at least 1");
+        if let Some(n) = self.threads {
+            check_threads(n, available_cores())?;
         }
         let config = DetectorConfig {
             weights: PathBuf::new(),
@@ -101,9 +101,10 @@ impl DetectorArgs {
 
     /// Sizes the CPU thread pool (candle's kernels use rayon's global pool).
     pub fn apply_threads(&self) -> Result<usize> {
-        let n = self
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if let Some(n) = self.threads {
+            check_threads(n, available_cores())?;
+        }
+        let n = self.threads.unwrap_or_else(available_cores);
         // candle's gemm reads RAYON_NUM_THREADS through `get_num_threads`.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
         // candle runs its remaining element-wise CPU ops (concat, upsample, pools, adds) on a
@@ -119,6 +120,25 @@ impl DetectorArgs {
             .ok();
         Ok(n)
     }
+}
+
+/// The cores this process may run on (1 when unknown).
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `--threads` between 1 and the cores available: more threads than cores only make the
+/// kernels' spinning workers compete (issue 12: `--threads 1000` ran 150× slower).
+fn check_threads(n: usize, cores: usize) -> Result<()> {
+    if n == 0 {
+        bail!("--threads must be at least 1");
+    }
+    if n > cores {
+        bail!(
+            "--threads {n} is above the limit of {cores} (the CPU cores available here); more threads than cores only slow inference down"
+        );
+    }
+    Ok(())
 }
 
 /// `--source` and the flags that shape how it is opened.
@@ -146,6 +166,16 @@ pub struct SourceArgs {
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub camera_retry: f64,
 
+    /// Network streams: give up on a stream that does not answer, or sends no frame, for
+    /// this long, seconds (ffmpeg's -rw_timeout/-timeout and lookout's own watchdog).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub stream_timeout: f64,
+
+    /// Network streams: reconnect a stream that stalls or ends, with back-off, for up to
+    /// this long after it is lost, seconds; 0 never reconnects.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub reconnect: f64,
+
     /// Frame rate given to image folders and globs (they carry no timestamps).
     #[arg(long, default_value_t = 10.0, value_name = "FPS")]
     pub fps: f64,
@@ -159,6 +189,10 @@ impl SourceArgs {
             camera_size: self.camera_size,
             camera_fps: self.camera_fps,
             camera_retry_secs: self.camera_retry,
+            stream: StreamOptions {
+                timeout_secs: self.stream_timeout,
+                reconnect_secs: self.reconnect,
+            },
         };
         Ok(SourceSpec::parse(&self.source, &opts)?)
     }
@@ -317,5 +351,77 @@ impl TracksOutArgs {
             Some(TracksFormatArg::Mot) => TrackFormat::Mot,
             None => TrackFormat::for_path(path),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12 item 2: `--threads 1000` was accepted; it is refused, naming the limit.
+    #[test]
+    fn threads_are_bounded_by_the_cores_and_the_error_names_the_limit() {
+        assert!(check_threads(1, 2).is_ok() && check_threads(2, 2).is_ok());
+        assert!(check_threads(0, 2).is_err());
+        let err = check_threads(1000, 16).unwrap_err().to_string();
+        assert!(err.contains("1000") && err.contains("limit of 16"), "{err}");
+    }
+}
+
+/// `--privacy`: off, or how people are covered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrivacyArg {
+    Off,
+    Blur,
+    Pixelate,
+}
+
+/// The privacy flags (`run`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PrivacyArgs {
+    /// Anonymise people in every frame written or shown (drive, video, frames, window):
+    /// blur, pixelate or off. Raw frames are then never written.
+    #[arg(long, value_enum, default_value_t = PrivacyArg::Off)]
+    pub privacy: PrivacyArg,
+
+    /// What --privacy covers: class names, groups or ids, as --classes.
+    #[arg(long, default_value = "person", value_name = "LIST")]
+    pub privacy_classes: String,
+
+    /// Cover detections from this score (below --conf: a flicker never reveals a face).
+    #[arg(long, default_value_t = 0.15, value_name = "SCORE")]
+    pub privacy_conf: f32,
+
+    /// Grow each covered box by this fraction of its size on every side.
+    #[arg(long, default_value_t = 0.1, value_name = "FRACTION")]
+    pub privacy_margin: f32,
+}
+
+impl PrivacyArgs {
+    /// The checked settings; `None` for `--privacy off`.
+    pub fn plan(&self) -> Result<Option<crate::privacy::PrivacyConfig>> {
+        use crate::privacy::{PrivacyConfig, PrivacyMethod};
+        let method = match self.privacy {
+            PrivacyArg::Off => return Ok(None),
+            PrivacyArg::Blur => PrivacyMethod::Blur,
+            PrivacyArg::Pixelate => PrivacyMethod::Pixelate,
+        };
+        if !(0.0..=1.0).contains(&self.privacy_conf) {
+            bail!("--privacy-conf {} is outside [0, 1]", self.privacy_conf);
+        }
+        if !(0.0..=1.0).contains(&self.privacy_margin) {
+            bail!(
+                "--privacy-margin {} is outside [0, 1] (a fraction of the box's size)",
+                self.privacy_margin
+            );
+        }
+        let classes = ClassFilter::parse(&self.privacy_classes)
+            .map_err(|e| anyhow::anyhow!(e.replace("--classes", "--privacy-classes")))?;
+        Ok(Some(PrivacyConfig {
+            method,
+            classes,
+            min_score: self.privacy_conf,
+            margin: self.privacy_margin,
+        }))
     }
 }

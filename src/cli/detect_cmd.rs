@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::args::DetectorArgs;
@@ -59,6 +59,7 @@ pub struct ImageResult<'a> {
 pub fn run(args: &DetectArgs) -> Result<()> {
     // Every flag and the calibration checked before the model is read.
     args.detector.checked()?;
+    check_save_paths(args)?;
     let calibration = match &args.calib {
         Some(path) => Some(args.mounting.load(path)?),
         None => None,
@@ -74,66 +75,145 @@ pub fn run(args: &DetectArgs) -> Result<()> {
         stage = stage.with_undistort(Undistort::new(cal.clone()));
     }
     let mut overlay = Overlay::default();
+    // A bad image is reported and the others still run (issue 12 item 6); the exit
+    // status says that some failed.
+    let mut failed = 0usize;
     for (seq, path) in args.images.iter().enumerate() {
-        let image = read_rgb(path)?;
-        let (w, h) = image.dimensions();
-        // The same steps as `run`'s detect stage; ranging afresh for every image.
-        let mut ranging = calibration.as_ref().map(|cal| {
-            RangingStage::new(if args.undistort {
-                cal.without_distortion()
-            } else {
-                cal.clone()
-            })
-        });
-        let captured = Captured {
-            frame: Frame {
-                seq: seq as u64,
-                capture_mono_ns: mono_now_ns(),
-                capture_wall_ns: wall_now_ns(),
-                pts_ns: None,
-                image,
-            },
-            stamps: FrameStamps::default(),
-        };
-        let detected = stage
-            .process(captured)
-            .and_then(|d| match &mut ranging {
-                Some(r) => r.process(d),
-                None => Ok(d),
-            })
-            .with_context(|| format!("image {}", path.display()))?;
-        let DetectedFrame {
-            frame,
-            detections,
-            timings,
-            ..
-        } = detected;
-        let detections = &detections;
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
+        let one = detect_one(
+            args,
+            &mut stage,
+            calibration.as_ref(),
+            &mut overlay,
+            seq,
+            path,
         );
-        if args.json {
-            let result = ImageResult {
-                image: path.display().to_string(),
-                width: w,
-                height: h,
-                detections,
-                timing_ms: timings,
-            };
-            println!("{}", serde_json::to_string(&result)?);
+        match one {
+            // One image: its error is the command's.
+            Err(e) if args.images.len() == 1 => return Err(e),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {}", super::one_line(&e));
+            }
+            Ok(()) => {}
+        }
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} of {} images failed (each reported above); the others were processed",
+            args.images.len()
+        );
+    }
+    Ok(())
+}
+
+/// Where `--save` writes the annotated copy of `image`.
+fn saved_path(dir: &Path, image: &Path) -> PathBuf {
+    dir.join(Path::new(&display_name(image)).with_extension("jpg"))
+}
+
+fn display_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// `--save` may neither overwrite an input image (or the weights or calibration) nor save
+/// two images under one name (issue 12 item 3).
+fn check_save_paths(args: &DetectArgs) -> Result<()> {
+    use super::paths::{check_distinct, NamedPath};
+    let Some(dir) = &args.save else {
+        return Ok(());
+    };
+    let mut inputs: Vec<NamedPath> = args
+        .images
+        .iter()
+        .map(|image| NamedPath::new("IMAGE", image))
+        .collect();
+    inputs.extend(args.calib.iter().map(|p| NamedPath::new("--calib", p)));
+    inputs.extend(
+        args.detector
+            .weights
+            .iter()
+            .map(|p| NamedPath::new("--weights", p)),
+    );
+    let outputs: Vec<NamedPath> = args
+        .images
+        .iter()
+        .map(|image| {
+            NamedPath::new(
+                format!("--save (for {})", image.display()),
+                saved_path(dir, image),
+            )
+        })
+        .collect();
+    check_distinct(&inputs, &outputs)
+}
+
+/// One image through the detector, printed and, with `--save`, written.
+fn detect_one(
+    args: &DetectArgs,
+    stage: &mut DetectStage,
+    calibration: Option<&crate::calib::Calibration>,
+    overlay: &mut Overlay,
+    seq: usize,
+    path: &Path,
+) -> Result<()> {
+    let image = read_rgb(path)?;
+    let (w, h) = image.dimensions();
+    // The same steps as `run`'s detect stage; ranging afresh for every image.
+    let mut ranging = calibration.map(|cal| {
+        RangingStage::new(if args.undistort {
+            cal.without_distortion()
         } else {
-            println!("{}", summary_line(&name, w, h, detections, &timings));
-        }
-        if let Some(dir) = &args.save {
-            // The frame is not needed after this: draw on it, no copy.
-            let mut annotated = frame.image;
-            overlay.draw(&mut annotated, detections);
-            let out = dir.join(Path::new(&name).with_extension("jpg"));
-            annotated
-                .save(&out)
-                .with_context(|| format!("cannot write annotated image {}", out.display()))?;
-        }
+            cal.clone()
+        })
+    });
+    let captured = Captured {
+        frame: Frame {
+            seq: seq as u64,
+            capture_mono_ns: mono_now_ns(),
+            capture_wall_ns: wall_now_ns(),
+            pts_ns: None,
+            image,
+        },
+        stamps: FrameStamps::default(),
+    };
+    let detected = stage
+        .process(captured)
+        .and_then(|d| match &mut ranging {
+            Some(r) => r.process(d),
+            None => Ok(d),
+        })
+        .with_context(|| format!("image {}", path.display()))?;
+    let DetectedFrame {
+        frame,
+        detections,
+        timings,
+        ..
+    } = detected;
+    let detections = &detections;
+    let name = display_name(path);
+    if args.json {
+        let result = ImageResult {
+            image: path.display().to_string(),
+            width: w,
+            height: h,
+            detections,
+            timing_ms: timings,
+        };
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        println!("{}", summary_line(&name, w, h, detections, &timings));
+    }
+    if let Some(dir) = &args.save {
+        // The frame is not needed after this: draw on it, no copy.
+        let mut annotated = frame.image;
+        overlay.draw(&mut annotated, detections);
+        let out = saved_path(dir, path);
+        annotated
+            .save(&out)
+            .with_context(|| format!("cannot write annotated image {}", out.display()))?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod calib_cmd;
 pub mod cameras_cmd;
 pub mod detect_cmd;
 pub mod eval_track_cmd;
+pub mod paths;
 pub mod record_cmd;
 pub mod run_cmd;
 pub mod signals;
@@ -108,12 +109,34 @@ pub fn main() -> anyhow::Result<()> {
     }
 }
 
+/// An error and its causes on one line (`a: b: c`), as `{:#}` prints them, but without a
+/// cause that the message before it already ends with (issue 12: errors whose message
+/// includes their source printed "No such file or directory (os error 2)" twice).
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+    }
+    text
+}
+
+/// Warnings to stderr, coloured only on a terminal (issue 12: a pipe or log file got ANSI
+/// escapes) and never with `NO_COLOR` set.
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOOKOUT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .try_init();
 }
 
@@ -134,4 +157,30 @@ fn list_models() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read calibration file c.toml: {source}")]
+    struct Quoting {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let cause = io.to_string();
+        let error = anyhow::Error::new(Quoting { source: io }).context("run");
+        let line = one_line(&error);
+        assert_eq!(line.matches(&cause).count(), 1, "{line}");
+        assert!(
+            line.starts_with("run: cannot read calibration file"),
+            "{line}"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(one_line(&plain), "outer: inner");
+    }
 }

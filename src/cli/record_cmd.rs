@@ -43,6 +43,19 @@ pub struct RecordArgs {
 pub fn run(args: &RecordArgs) -> Result<()> {
     let spec = args.source.spec()?;
     check_new_folder(&args.out)?;
+    // The drive folder may not be the source or the calibration file (issue 12 item 3).
+    {
+        use super::paths::{check_distinct, NamedPath};
+        let mut inputs: Vec<NamedPath> = args
+            .calib
+            .iter()
+            .map(|c| NamedPath::new("--calib", c))
+            .collect();
+        if std::path::Path::new(&args.source.source).exists() {
+            inputs.push(NamedPath::new("--source", &args.source.source));
+        }
+        check_distinct(&inputs, &[NamedPath::new("--out", &args.out)])?;
+    }
     if let Some(secs) = args.duration {
         anyhow::ensure!(
             secs.is_finite() && secs > 0.0,
@@ -53,13 +66,15 @@ pub fn run(args: &RecordArgs) -> Result<()> {
         // Checked now rather than after the recording.
         crate::calib::Calibration::load(cal)?;
     }
-    let source = crate::source::open_with(&spec, &super::args::ffmpeg_from_env())?;
+    let stop = stop_on_ctrl_c();
+    let source = crate::source::open_with_stop(&spec, &super::args::ffmpeg_from_env(), &stop)?;
     let calibration = args.calib.clone().or_else(|| source.calibration_path());
     let sink = SinkSpec::Record {
         dir: args.out.clone(),
         source: spec.to_string(),
         frame_format: args.frame_format.into(),
         calibration,
+        privacy: None,
     };
     let stages = Stages {
         detect: Box::new(PassThrough::new(!spec.is_live())),
@@ -73,7 +88,7 @@ pub fn run(args: &RecordArgs) -> Result<()> {
     config.model = "record".into();
     config.keep_frame_records = false;
     config.progress = !spec.is_live();
-    config.stop = stop_on_ctrl_c();
+    config.stop = stop;
     let report = pipeline::run(source, stages, config)?;
     let f = &report.summary.frames;
     eprintln!(

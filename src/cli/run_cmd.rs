@@ -1,7 +1,7 @@
 //! `lookout run`: a source through the detector to a window and/or files, with latency
 //! metrics.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -91,8 +91,9 @@ pub struct RunArgs {
     pub hud: OnOff,
 
     /// Forward-collision warning below this time to collision, seconds (needs --calib).
-    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
-    pub ttc_warn: f64,
+    /// Default: 2.
+    #[arg(long, value_name = "SECS")]
+    pub ttc_warn: Option<f64>,
 
     #[command(flatten)]
     pub tracking: super::args::TrackerArgs,
@@ -103,6 +104,9 @@ pub struct RunArgs {
     /// A short trail behind each tracked object in the window and video.
     #[arg(long)]
     pub trails: bool,
+
+    #[command(flatten)]
+    pub privacy: super::args::PrivacyArgs,
 
     /// Show and detect on undistorted frames (needs --calib; a remap table built once).
     /// Not with --record: drives keep the camera's raw frames, undistort them on replay.
@@ -123,15 +127,40 @@ impl RunArgs {
     }
 }
 
-/// Whether to open a window (`--show`, or by default when a display is available), and
-/// whether `--show` was asked for without a display (said once the source is open).
-fn decide_show(args: &RunArgs) -> (bool, bool) {
+/// Whether to open a window (`--show`, or by default when a display is available), and,
+/// for `--show` without a usable display, why there is none (said once the source is open).
+fn decide_show(args: &RunArgs) -> (bool, Option<String>) {
     if args.headless {
-        return (false, false);
+        return (false, None);
     }
     let available = crate::sink::display_available();
-    (available, !available && args.show)
+    let why = (!available && args.show).then(|| {
+        no_display_reason(
+            std::env::var_os("DISPLAY").as_deref(),
+            std::env::var_os("WAYLAND_DISPLAY").is_some_and(|w| !w.is_empty()),
+        )
+    });
+    (available, why)
 }
+
+/// Why `--show` gets no window, naming the display that could not be opened (issue 12:
+/// `DISPLAY=:55` was reported as "DISPLAY unset").
+fn no_display_reason(display: Option<&std::ffi::OsStr>, wayland: bool) -> String {
+    let tail = "running headless; pass --headless to skip the window";
+    match display.filter(|d| !d.is_empty()) {
+        Some(name) => format!(
+            "cannot open X display `{}` (DISPLAY): is its server running and may this user connect (XAUTHORITY)? {tail}",
+            name.to_string_lossy()
+        ),
+        None if wayland => format!(
+            "DISPLAY is unset and the window needs X11 (XWayland under WAYLAND_DISPLAY): {tail}"
+        ),
+        None => format!("no display found (DISPLAY / WAYLAND_DISPLAY unset): {tail}"),
+    }
+}
+
+/// `--ttc-warn` when not given, seconds.
+pub const DEFAULT_TTC_WARN_S: f64 = 2.0;
 
 /// Everything `lookout run` was asked for, checked: built from the flags before a source is
 /// opened, a calibration applied or weights read, so that a bad flag costs no work and
@@ -145,8 +174,8 @@ pub struct RunPlan {
     pub calibration: Option<Calibration>,
     pub undistort: bool,
     pub show: bool,
-    /// `--show` without a display: run headless, and say so.
-    pub no_display: bool,
+    /// `--show` without a display: run headless, and say so (this says why).
+    pub no_display: Option<String>,
     /// Every output but the drive recording (which needs the opened source's calibration).
     pub outputs: Vec<SinkSpec>,
     pub record: Option<(PathBuf, FrameFileFormat)>,
@@ -156,6 +185,8 @@ pub struct RunPlan {
     pub ttc_warn_s: f64,
     /// The tracker, checked (`None` with `--tracker none`).
     pub tracking: Option<super::args::TrackingPlan>,
+    /// Anonymising, checked (`None` with `--privacy off`).
+    pub privacy: Option<crate::privacy::PrivacyConfig>,
     pub pace: Pace,
     pub max_frames: Option<u64>,
     pub keep_frame_records: bool,
@@ -165,7 +196,17 @@ impl RunArgs {
     /// Checks every flag and reads the calibration file; opens nothing else.
     pub fn plan(&self) -> Result<RunPlan> {
         let spec = self.source.spec()?;
-        anyhow::ensure!(self.ttc_warn > 0.0, "--ttc-warn must be positive");
+        self.check_output_paths()?;
+        let ttc_warn_s = self.ttc_warn.unwrap_or(DEFAULT_TTC_WARN_S);
+        anyhow::ensure!(ttc_warn_s > 0.0, "--ttc-warn must be positive");
+        // Times to collision come from distances, which need a calibration (issue 12).
+        anyhow::ensure!(
+            self.ttc_warn.is_none() || self.calib.is_some(),
+            "--ttc-warn needs --calib: time to collision comes from distances, which need the camera's calibration"
+        );
+        if let Some(path) = &self.plot {
+            crate::metrics::plot::plot_format(path)?;
+        }
         if let Some(dir) = &self.record {
             check_new_folder(dir)?;
         }
@@ -174,6 +215,14 @@ impl RunArgs {
         if let Some(tracking) = &tracking {
             // The tracker's second association needs the boxes below --conf.
             detector.conf = detector.conf.min(tracking.detector_conf());
+        }
+        let privacy = self.privacy.plan()?;
+        if let Some(privacy) = &privacy {
+            anyhow::ensure!(
+                tracking.is_some(),
+                "--privacy needs a tracker: it keeps covering a person the detector misses for a few frames with the track's predicted box; drop --tracker none"
+            );
+            detector.conf = detector.conf.min(privacy.min_score);
         }
         let calibration = match &self.calib {
             Some(path) => Some(self.mounting.load(path)?),
@@ -224,9 +273,10 @@ impl RunArgs {
                 .record
                 .as_ref()
                 .map(|dir| (dir.clone(), self.record_format.into())),
-            ttc_warn_s: self.ttc_warn,
+            ttc_warn_s,
             ffmpeg,
             tracking,
+            privacy,
             pace: self.pace.into(),
             max_frames: self.max_frames,
             keep_frame_records: self.metrics_csv.is_some() || self.plot.is_some(),
@@ -234,15 +284,46 @@ impl RunArgs {
     }
 }
 
+impl RunArgs {
+    /// Every output path against the inputs and each other: none may overwrite another.
+    fn check_output_paths(&self) -> Result<()> {
+        use super::paths::{check_distinct, NamedPath};
+        let mut inputs = Vec::new();
+        // A source that is a path (file or folder); cameras, URLs and globs name none.
+        if Path::new(&self.source.source).exists() {
+            inputs.push(NamedPath::new("--source", &self.source.source));
+        }
+        let named =
+            |flag: &str, path: &Option<PathBuf>| path.as_ref().map(|p| NamedPath::new(flag, p));
+        inputs.extend(named("--calib", &self.calib));
+        inputs.extend(named("--weights", &self.detector.weights));
+        inputs.extend(named("--tracker-config", &self.tracking.tracker_config));
+        let outputs: Vec<NamedPath> = [
+            named("--jsonl", &self.jsonl),
+            named("--save-video", &self.save_video),
+            named("--save-frames", &self.save_frames),
+            named("--metrics", &self.metrics),
+            named("--metrics-csv", &self.metrics_csv),
+            named("--plot", &self.plot),
+            named("--record", &self.record),
+            named("--save-tracks", &self.tracks.save_tracks),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        check_distinct(&inputs, &outputs)
+    }
+}
+
 pub fn run(args: &RunArgs) -> Result<()> {
     let plan = args.plan()?;
     // The source first: a missing camera or file is the error to report, before any
     // weights are looked up or downloaded.
-    let source = source::open_with(&plan.spec, &plan.ffmpeg)?;
-    if plan.no_display {
-        eprintln!(
-            "no display found (DISPLAY / WAYLAND_DISPLAY unset): running headless; pass --headless to skip the window"
-        );
+    // Ctrl-C from here on: a stream that does not answer is given up on at once.
+    let stop = stop_on_ctrl_c();
+    let source = source::open_with_stop(&plan.spec, &plan.ffmpeg, &stop)?;
+    if let Some(why) = &plan.no_display {
+        eprintln!("{why}");
     }
     let threads = args.detector.apply_threads()?;
     let mut config = args.detector.to_config()?;
@@ -252,6 +333,17 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let model_load_ms = load_start.elapsed().as_secs_f64() * 1e3;
     let device = format!("{} {}", plan.detector.device, detector.precision());
     let model = format!("{} on {device} ({threads} threads)", detector.variant());
+    // The privacy classes as one flag per class id of this model.
+    let privacy = match plan.privacy {
+        Some(p) => {
+            let mask = p
+                .classes
+                .mask(detector.classes())
+                .map_err(|e| anyhow::anyhow!(e.replace("--classes", "--privacy-classes")))?;
+            Some((p, mask))
+        }
+        None => None,
+    };
 
     let mut sinks = plan.outputs;
     if let Some((dir, frame_format)) = plan.record {
@@ -260,6 +352,13 @@ pub fn run(args: &RunArgs) -> Result<()> {
             source: plan.spec.to_string(),
             frame_format,
             calibration: args.calib.clone().or_else(|| source.calibration_path()),
+            privacy: privacy.as_ref().map(|(p, _)| crate::drive::PrivacyNote {
+                method: p.method.name().to_string(),
+                classes: args.privacy.privacy_classes.clone(),
+                min_score: p.min_score,
+                margin: p.margin,
+                model: detector.variant().to_string(),
+            }),
         });
     }
     let draw = sinks.iter().any(SinkSpec::needs_pixels);
@@ -274,9 +373,17 @@ pub fn run(args: &RunArgs) -> Result<()> {
         (Some(cal), false) => Some(RangingStage::new(cal)),
         (None, _) => None,
     };
-    let tracker = plan
-        .tracking
-        .map(|t| TrackStage::new(t.build(), args.detector.conf));
+    let tracker = plan.tracking.map(|t| {
+        let stage = TrackStage::new(t.build(), args.detector.conf);
+        match privacy {
+            Some((p, mask)) => stage.with_privacy(
+                crate::privacy::Anonymiser::new(p.method, p.margin),
+                mask,
+                p.min_score,
+            ),
+            None => stage,
+        }
+    });
     let detect: Box<dyn Stage<Captured, DetectedFrame>> = match (ranging, tracker) {
         (Some(r), Some(t)) => Box::new(detect_stage.then(r).then(t)),
         (Some(r), None) => Box::new(detect_stage.then(r)),
@@ -296,8 +403,20 @@ pub fn run(args: &RunArgs) -> Result<()> {
     pipeline_config.model_load_ms = model_load_ms;
     pipeline_config.keep_frame_records = plan.keep_frame_records;
     pipeline_config.progress = !plan.show && !plan.spec.is_live();
-    pipeline_config.stop = stop_on_ctrl_c();
-    let report = pipeline::run(source, stages, pipeline_config)?;
+    pipeline_config.stop = stop;
+    let report = match pipeline::run(source, stages, pipeline_config) {
+        Ok(report) => report,
+        Err(failed) => {
+            // The metrics up to the failure are written all the same; the run's own error
+            // is the one to report (a report that cannot be written is only logged).
+            if let Some(report) = &failed.report {
+                if let Err(e) = write_reports(args, report) {
+                    tracing::warn!("{e:#}");
+                }
+            }
+            return Err(failed.into());
+        }
+    };
     write_reports(args, &report)?;
     super::InputEndedEarly::check(&report)
 }
@@ -337,7 +456,7 @@ mod tests {
         assert_eq!(args.source.source, "camera:0");
         assert!(args.show && !args.headless);
         assert_eq!(args.pace, PaceArg::Max);
-        assert_eq!(args.ttc_warn, 2.0);
+        assert_eq!(args.ttc_warn, None);
     }
 
     #[test]
@@ -390,6 +509,66 @@ mod tests {
             Some(Command::Run(args)) => *args,
             _ => panic!("not a run"),
         }
+    }
+
+    /// Issue 12 item 6: a set but unreachable DISPLAY is named, not called unset.
+    #[test]
+    fn no_display_reason_names_the_display_that_could_not_be_opened() {
+        let why = no_display_reason(Some(std::ffi::OsStr::new(":55")), false);
+        assert!(why.contains("`:55`") && !why.contains("unset"), "{why}");
+        assert!(no_display_reason(None, false).contains("unset"));
+        assert!(no_display_reason(Some(std::ffi::OsStr::new("")), true).contains("X11"));
+    }
+
+    /// Issue 12 (should fix): `--ttc-warn` without `--calib` and `--plot x.gif` are refused.
+    #[test]
+    fn ttc_warn_needs_a_calibration_and_plot_names_its_format() {
+        let err = parse_run(&["--ttc-warn", "1.5"])
+            .plan()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("--ttc-warn needs --calib"), "{err}");
+        let err = parse_run(&["--plot", "p.gif"])
+            .plan()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("p.gif") && err.contains(".png or .jpg"),
+            "{err}"
+        );
+        let plan = parse_run(&["--plot", "p.jpg"]).plan().unwrap();
+        assert_eq!(plan.ttc_warn_s, DEFAULT_TTC_WARN_S);
+    }
+
+    /// Issue 12 item 3: outputs onto inputs or onto each other are refused by the plan.
+    #[test]
+    fn output_collisions_are_refused_by_the_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let x = dir.path().join("x.json");
+        let x = x.to_str().unwrap();
+        let err = parse_run(&["--jsonl", x, "--metrics", x])
+            .plan()
+            .err()
+            .unwrap();
+        let err = err.to_string();
+        assert!(
+            err.contains("--jsonl") && err.contains("--metrics"),
+            "{err}"
+        );
+        let calib = dir.path().join("cal.toml");
+        std::fs::write(&calib, "not read").unwrap();
+        let calib = calib.to_str().unwrap();
+        let err = parse_run(&["--calib", calib, "--metrics-csv", calib])
+            .plan()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("--metrics-csv") && err.contains("--calib"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -14,6 +14,11 @@ use super::weights::{NameScheme, Weights};
 use super::{yolov8::Yolov8, yolox::Yolox};
 use crate::types::Detection;
 
+/// The largest `--imgsz`: a 4096×4096 input already needs ~200 MB for the image alone and
+/// gigabytes of activations; larger sizes only exhaust memory (issue 12: `--imgsz 100000`
+/// aborted the process asking for 120 GB).
+pub const MAX_IMGSZ: usize = 4096;
+
 /// A validated detector configuration.
 #[derive(Debug, Clone)]
 pub struct DetectorConfig {
@@ -55,6 +60,11 @@ impl DetectorConfig {
         if let Some(s) = self.imgsz {
             if s == 0 || s % 32 != 0 {
                 return bad(format!("--imgsz {s} must be a positive multiple of 32"));
+            }
+            if s > MAX_IMGSZ {
+                return bad(format!(
+                    "--imgsz {s} is above the limit of {MAX_IMGSZ}; pick a multiple of 32 up to {MAX_IMGSZ}"
+                ));
             }
         }
         if self.half && self.device == DeviceSpec::Cpu {
@@ -98,6 +108,8 @@ pub struct Detector {
     output: Vec<f32>,
     /// How the last output in `output` is laid out.
     output_form: OutputForm,
+    /// A partly non-finite output was warned about (see [`Detector::check_finite`]).
+    warned_non_finite: bool,
 }
 
 /// How the network's last output was written into [`Detector`]'s buffer.
@@ -175,6 +187,7 @@ impl Detector {
             decoded: Vec::new(),
             output: Vec::new(),
             output_form: OutputForm::Full,
+            warned_non_finite: false,
         })
     }
 
@@ -319,6 +332,26 @@ impl Detector {
         Ok(raw)
     }
 
+    /// On a frame without candidates: an output that is all NaN/inf is an error; one that
+    /// is partly so is warned about once per detector.
+    fn check_finite(&mut self) -> Result<()> {
+        let bad = postprocess::count_non_finite(&self.output);
+        let total = self.output.len();
+        if bad == 0 {
+            return Ok(());
+        }
+        if bad == total {
+            return Err(DetectError::NonFiniteOutput { total });
+        }
+        if !self.warned_non_finite {
+            self.warned_non_finite = true;
+            tracing::warn!(
+                "{bad} of the model's {total} output values are NaN or infinite and this frame has no detections: the weights may be damaged"
+            );
+        }
+        Ok(())
+    }
+
     /// The last inference's output → detections in image pixels.
     pub fn postprocess(&mut self, image_from_model: &ImageFromModel) -> Result<Vec<Detection>> {
         let (w, h) = self.pre.model_size();
@@ -349,6 +382,9 @@ impl Detector {
             )
             .map_err(|e| DetectError::Config(format!("unexpected network output: {e}")))?,
         }
+        if self.candidates.is_empty() {
+            self.check_finite()?;
+        }
         postprocess::nms(
             &mut self.candidates,
             self.post.iou,
@@ -368,5 +404,22 @@ impl Detector {
                 track_age_s: None,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12 item 2: `--imgsz 100000` (a multiple of 32) reached the allocator and
+    /// aborted the process; it is refused, naming the limit.
+    #[test]
+    fn imgsz_is_bounded_and_the_error_names_the_limit() {
+        let mut cfg = DetectorConfig::new(PathBuf::from("w.safetensors"));
+        cfg.imgsz = Some(MAX_IMGSZ);
+        assert!(cfg.validate().is_ok());
+        cfg.imgsz = Some(100_000);
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("100000") && err.contains("4096"), "{err}");
     }
 }

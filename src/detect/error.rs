@@ -46,6 +46,10 @@ pub enum DetectError {
     )]
     Download { name: String, reason: String },
 
+    /// The network's output holds no finite number (issue 12: reported as "no detections").
+    #[error("the model's output is NaN or infinite in all {total} values: the weights are broken (NaN tensors in the file?) or the arithmetic overflowed (try without --half); no detections are possible")]
+    NonFiniteOutput { total: usize },
+
     #[error("bad detector option: {0}")]
     Config(String),
 

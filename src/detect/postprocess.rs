@@ -207,6 +207,14 @@ impl BestClass {
     }
 }
 
+/// How many of a network output's values are NaN or infinite. A broken checkpoint (NaN
+/// weights) or an f16 overflow gives such outputs, whose scores never pass `--conf`: the
+/// detector counts them when a frame has no candidates, so that "all NaN" is reported as
+/// such instead of as "no detections" (issue 12).
+pub fn count_non_finite(output: &[f32]) -> usize {
+    output.iter().filter(|v| !v.is_finite()).count()
+}
+
 /// Class-aware greedy NMS (torchvision semantics: IoU > `iou` suppresses), highest score
 /// first, at most `max_detections` kept. Sorts `candidates` in place by score.
 pub fn nms(candidates: &mut Vec<Candidate>, iou: f32, max_detections: usize) {
@@ -230,6 +238,12 @@ pub fn nms(candidates: &mut Vec<Candidate>, iou: f32, max_detections: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_values_are_counted() {
+        assert_eq!(count_non_finite(&[0.5, f32::NAN, f32::INFINITY, -1.0]), 2);
+        assert_eq!(count_non_finite(&[]), 0);
+    }
 
     fn cfg(conf: f32, classes: usize) -> PostprocessConfig {
         PostprocessConfig {

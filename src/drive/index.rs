@@ -66,9 +66,40 @@ impl IndexEntry {
     }
 }
 
+/// How many warnings of one kind a replay prints before it only counts them.
+pub const MAX_REPEATED_WARNINGS: usize = 5;
+
+/// `text` safe to print on a terminal: control characters (ESC, BEL, CR, …) and the
+/// bidirectional overrides that reorder what a terminal shows are written as `\x1b` /
+/// `\u{202e}`; a damaged index.csv then cannot colour, move or rewrite the user's
+/// terminal (issue 12).
+pub fn escape_control(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() && (c as u32) < 0x80 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else if c.is_control() || bidi {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            escape_control("a\u{1b}[31mred\u{7}\r\u{202e}x"),
+            "a\\x1b[31mred\\x07\\x0d\\u{202e}x"
+        );
+        assert_eq!(escape_control("frames/été.jpg"), "frames/été.jpg");
+    }
 
     #[test]
     fn lines_round_trip_with_and_without_pts() {

@@ -132,6 +132,25 @@ pub struct DriveManifest {
     /// Frames written, set when the writer finishes (absent after a crash; the index counts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frame_count: Option<u64>,
+    /// Set when the frames were anonymised before they were written (`--privacy`): no raw
+    /// frame is in the drive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacyNote>,
+}
+
+/// How an anonymised drive's frames were covered, so that a reader knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrivacyNote {
+    /// `blur` or `pixelate`.
+    pub method: String,
+    /// The `--privacy-classes` list.
+    pub classes: String,
+    /// Detections from this score were covered (`--privacy-conf`).
+    pub min_score: f32,
+    /// The padding around each box, as a fraction of its size.
+    pub margin: f32,
+    /// The detector that found them.
+    pub model: String,
 }
 
 impl DriveManifest {
@@ -154,6 +173,7 @@ impl DriveManifest {
             jpeg_quality: (frame_format == FrameFileFormat::Jpg).then_some(DEFAULT_JPEG_QUALITY),
             calibration: None,
             frame_count: None,
+            privacy: None,
         }
     }
 

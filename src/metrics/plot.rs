@@ -224,15 +224,61 @@ fn draw_line(image: &mut RgbImage, from: (i64, i64), to: (i64, i64), colour: Rgb
     }
 }
 
-/// Writes the plot as PNG.
-pub fn write_plot(records: &[FrameRecord], path: &Path) -> image::ImageResult<()> {
-    plot_image(records).save_with_format(path, image::ImageFormat::Png)
+/// Why a plot was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    #[error("{0}")]
+    Format(String),
+    #[error(transparent)]
+    Image(#[from] image::ImageError),
+}
+
+/// The image format of a plot file, by its extension: `.png` (or none) is PNG, `.jpg` /
+/// `.jpeg` JPEG; anything else is refused (issue 12: `--plot x.jpg` wrote a PNG).
+pub fn plot_format(path: &Path) -> Result<image::ImageFormat, PlotError> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    match ext.as_deref() {
+        None | Some("png") => Ok(image::ImageFormat::Png),
+        Some("jpg" | "jpeg") => Ok(image::ImageFormat::Jpeg),
+        Some(other) => Err(PlotError::Format(format!(
+            "--plot {}: `.{other}` is not a plot format; name it .png or .jpg",
+            path.display()
+        ))),
+    }
+}
+
+/// Writes the plot as PNG or JPEG, as its name says ([`plot_format`]).
+pub fn write_plot(records: &[FrameRecord], path: &Path) -> Result<(), PlotError> {
+    let format = plot_format(path)?;
+    plot_image(records).save_with_format(path, format)?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::types::FrameStamps;
+
+    /// Issue 12: `--plot x.jpg` wrote PNG bytes; it writes JPEG, and `.gif` is refused.
+    #[test]
+    fn the_plot_is_written_in_the_format_its_name_says() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, format) in [
+            ("p.png", image::ImageFormat::Png),
+            ("p.JPG", image::ImageFormat::Jpeg),
+            ("p.jpeg", image::ImageFormat::Jpeg),
+        ] {
+            let path = dir.path().join(name);
+            write_plot(&[], &path).unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(image::guess_format(&bytes).unwrap(), format, "{name}");
+        }
+        let err = write_plot(&[], &dir.path().join("p.gif")).unwrap_err();
+        assert!(err.to_string().contains(".png or .jpg"), "{err}");
+        assert!(!dir.path().join("p.gif").exists());
+    }
 
     #[test]
     fn plot_has_a_row_per_stage_and_draws_series_and_bars() {

@@ -44,7 +44,7 @@ pub use stage::{
 
 use crate::metrics::hud::HudWindow;
 use crate::metrics::latency::{Drops, FrameCounts, Hop, LatencyRecorder, QueueWaits, RunSummary};
-use crate::sink::{Sink, SinkContext, SinkControl, SinkFactory, SinkFrame};
+use crate::sink::{Sink, SinkContext, SinkControl, SinkError, SinkFactory, SinkFrame};
 use crate::source::{FrameSource, SourceInfo};
 use crate::types::{mono_now_ns, DetectedFrame, FramePool, FrameStamps};
 
@@ -52,6 +52,9 @@ use crate::types::{mono_now_ns, DetectedFrame, FramePool, FrameStamps};
 const POLL: Duration = Duration::from_millis(20);
 /// After a failure, how long the other stages get to wind down before the run returns.
 const ABORT_GRACE: Duration = Duration::from_millis(800);
+/// After a stop, how long a capture thread stuck in its source (which should have seen the
+/// stop: [`FrameSource::watch_stop`]) is waited for once every other stage is done.
+const STOP_GRACE: Duration = Duration::from_millis(500);
 
 /// How file sources are fed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +140,47 @@ pub struct RunReport {
     pub max_queue_depth: usize,
 }
 
+impl std::fmt::Debug for RunReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunReport")
+            .field("summary", &self.summary)
+            .field("stopped_by_user", &self.stopped_by_user)
+            .field("ended_early", &self.ended_early)
+            .field("max_queue_depth", &self.max_queue_depth)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A run that failed: why, and what it had done by then — every output it could finish is
+/// finished, and `report` (the metrics up to the failure) is there to be written. `None`
+/// only when the run never started (a thread could not be spawned).
+#[derive(Debug)]
+pub struct RunFailed {
+    pub error: PipelineError,
+    pub report: Option<Box<RunReport>>,
+}
+
+impl std::fmt::Display for RunFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for RunFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
+    }
+}
+
+impl From<PipelineError> for RunFailed {
+    fn from(error: PipelineError) -> Self {
+        Self {
+            error,
+            report: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error("stage `{stage}` failed")]
@@ -150,6 +194,16 @@ pub enum PipelineError {
         stage: &'static str,
         message: String,
     },
+    /// A sink failed (a full disk, a lost display): it was closed as well as it could be,
+    /// the run stopped, and every other output was finished.
+    #[error("sink `{sink}` failed{}; the run stopped there and every other output is complete", if *more > 0 { format!(" (and {more} more, see the metrics notes)") } else { String::new() })]
+    Sink {
+        sink: &'static str,
+        /// Further sinks that failed too.
+        more: usize,
+        #[source]
+        error: Box<SinkError>,
+    },
     #[error("cannot start the `{stage}` thread: {message}")]
     Spawn {
         stage: &'static str,
@@ -161,12 +215,16 @@ pub enum PipelineError {
 struct Control {
     stop: Arc<AtomicBool>,
     abort: AtomicBool,
+    /// A sink failed: the run winds down as on a user stop, the other sinks finishing.
+    sink_failed: AtomicBool,
     failure: Mutex<Option<PipelineError>>,
 }
 
 impl Control {
     fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed) || self.aborted()
+        self.stop.load(Ordering::Relaxed)
+            || self.sink_failed.load(Ordering::Relaxed)
+            || self.aborted()
     }
 
     fn aborted(&self) -> bool {
@@ -196,6 +254,8 @@ struct Counters {
     render: StageCounter,
     sink: StageCounter,
     max_queue_depth: AtomicU64,
+    /// Timestamp jumps the realtime pacer skipped.
+    pace_jumps: AtomicU64,
 }
 
 impl Counters {
@@ -279,7 +339,7 @@ pub fn run(
     mut source: Box<dyn FrameSource>,
     mut stages: Stages,
     config: PipelineConfig,
-) -> Result<RunReport, PipelineError> {
+) -> Result<RunReport, RunFailed> {
     mono_now_ns(); // starts the clock, so that no stamp is 0
     let info = source.info();
     // Every frame's pixels (and its annotated copy) go back here when the sinks are done,
@@ -287,10 +347,13 @@ pub fn run(
     // allocation per frame once warm.
     let pool = FramePool::new(FRAME_POOL_BUFFERS);
     source.use_pool(pool.clone());
+    // A source blocked on a stalled stream or a slow live rate gives up on a stop.
+    source.watch_stop(config.stop.clone());
     stages.render.use_pool(pool.clone());
     let ctl = Arc::new(Control {
         stop: config.stop.clone(),
         abort: AtomicBool::new(false),
+        sink_failed: AtomicBool::new(false),
         failure: Mutex::new(None),
     });
     let counters = Arc::new(Counters::default());
@@ -355,17 +418,17 @@ pub fn run(
     }
     let duration_s = started.elapsed().as_secs_f64();
 
-    if let Some(error) = ctl.failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        return Err(error);
-    }
-    // Every thread reported done: the joins return at once.
-    let final_info = capture.join().ok().flatten().unwrap_or(info);
-    let recorder = sink
-        .join()
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| LatencyRecorder::new(config.warmup_frames));
-    let _ = (detect.join(), render.join());
+    let failure = ctl.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+    // Without a failure every thread reported done and the joins return at once; after one,
+    // a stage stuck in a blocking call (a stalled stream) is left behind.
+    let join_by =
+        (failure.is_some() || ctl.stopping()).then(|| Instant::now() + Duration::from_millis(100));
+    let final_info = join_done(capture, join_by).unwrap_or(info);
+    let (recorder, sink_failures) = match join_done(sink, join_by) {
+        Some(done) => (done.recorder, done.failures),
+        None => (LatencyRecorder::new(config.warmup_frames), Vec::new()),
+    };
+    let _ = (join_done(detect, join_by), join_done(render, join_by));
 
     let drops = counters.drops(final_info.skipped_frames);
     let frames = FrameCounts {
@@ -387,6 +450,22 @@ pub fn run(
     if final_info.ended_early {
         summary.notes.push("the input ended early".into());
     }
+    match counters.pace_jumps.load(Ordering::Relaxed) {
+        0 => {}
+        jumps => summary.notes.push(format!(
+            "realtime pace: {jumps} timestamp jump(s) skipped (backwards, or longer than a few frame periods)"
+        )),
+    }
+    for failed in &sink_failures {
+        summary
+            .notes
+            .push(format!("failed: {}", failed.with_causes()));
+    }
+    if let Some(error) = &failure {
+        summary
+            .notes
+            .push(format!("failed: {}", with_causes(error)));
+    }
     let stopped_by_user = config.stop.load(Ordering::Relaxed);
     let ended_early = final_info.ended_early.then(|| {
         final_info
@@ -394,13 +473,53 @@ pub fn run(
             .clone()
             .unwrap_or_else(|| format!("{} stopped delivering frames", final_info.description))
     });
-    Ok(RunReport {
+    let report = RunReport {
         summary,
         recorder,
         stopped_by_user,
         ended_early,
         max_queue_depth: counters.max_queue_depth.load(Ordering::Relaxed) as usize,
+    };
+    let more = sink_failures.len().saturating_sub(1);
+    let error = match (failure, sink_failures.into_iter().next()) {
+        (Some(error), _) => error,
+        (None, Some(first)) => PipelineError::Sink {
+            sink: first.sink(),
+            more,
+            error: Box::new(first),
+        },
+        (None, None) => return Ok(report),
+    };
+    Err(RunFailed {
+        error,
+        report: Some(Box::new(report)),
     })
+}
+
+/// A thread's result: when `by` is `None` (every thread said it is done) at once, else only
+/// if the thread ends before `by`.
+fn join_done<T>(handle: std::thread::JoinHandle<Option<T>>, by: Option<Instant>) -> Option<T> {
+    if let Some(by) = by {
+        while !handle.is_finished() {
+            if Instant::now() >= by {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    handle.join().ok().flatten()
+}
+
+/// `error` and every cause after it on one line (`a: b: c`).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 /// Waits for every stage to finish, or, after a failure, for at most [`ABORT_GRACE`].
@@ -411,11 +530,20 @@ fn supervise(
     progress: Option<&indicatif::ProgressBar>,
 ) {
     let mut abort_seen: Option<Instant> = None;
+    let (mut stop_seen, mut done): (Option<Instant>, Vec<&str>) = (None, Vec::new());
     loop {
         match done_rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(_) => {}
+            Ok(stage) => done.push(stage),
             Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {}
+        }
+        if ctl.stopping() {
+            let since = *stop_seen.get_or_insert_with(Instant::now);
+            // Ctrl-C ends the run within a second whatever the source does: once every
+            // other stage has finished, a capture thread still blocked is left behind.
+            if done.len() == 3 && !done.contains(&"capture") && since.elapsed() > STOP_GRACE {
+                return;
+            }
         }
         if let Some(bar) = progress {
             bar.set_position(counters.sink.received.load(Ordering::Relaxed));
@@ -521,11 +649,21 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Plays file frames at their recorded times: sleeps until a frame is due and drops frames
 /// that are more than a frame period late.
+///
+/// A step between two frames' times that goes backwards or is longer than [`Pacer::max_step_ns`]
+/// (a damaged index: one `capture_mono_ns` of 9e18 would otherwise be waited for, forever) is
+/// a jump: the first is warned about, every one is counted, and the clock is re-anchored so
+/// that the frame is due one nominal period after the one before. No wait is ever longer
+/// than the largest step.
 struct Pacer {
-    /// (mono ns, pts ns) of the first frame released.
-    origin: Option<(u64, i64)>,
+    /// (mono ns, pts ns) that time the frames: a frame is due at `mono + (pts - pts0)`.
+    origin: Option<(i128, i128)>,
+    /// The previous frame's pts, to find jumps.
+    last_pts: Option<i128>,
     period_ns: i64,
     index: i64,
+    /// Jumps skipped so far.
+    jumps: u64,
 }
 
 enum Release {
@@ -542,22 +680,55 @@ impl Pacer {
             .unwrap_or(30.0);
         Self {
             origin: None,
-            period_ns: (1e9 / fps) as i64,
+            last_pts: None,
+            period_ns: ((1e9 / fps) as i64).max(1),
             index: 0,
+            jumps: 0,
         }
     }
 
+    /// The longest step between two frames that is played as recorded: a few frame periods,
+    /// or 1 s beyond one, whichever is longer (a camera that hiccuped for a second is
+    /// replayed faithfully).
+    fn max_step_ns(&self) -> i128 {
+        let period = i128::from(self.period_ns);
+        (4 * period).max(period + 1_000_000_000)
+    }
+
     fn release(&mut self, pts_ns: Option<i64>, stopping: impl Fn() -> bool) -> Release {
-        let pts = pts_ns.unwrap_or(self.index * self.period_ns);
+        let pts = i128::from(pts_ns.unwrap_or(self.index.saturating_mul(self.period_ns)));
         self.index += 1;
-        let now = mono_now_ns();
+        let now = i128::from(mono_now_ns());
         let (mono0, pts0) = *self.origin.get_or_insert((now, pts));
-        let due = mono0 as i64 + (pts - pts0);
-        if now as i64 > due + self.period_ns {
+        let mut due = mono0 + (pts - pts0);
+        if let Some(last) = self.last_pts.replace(pts) {
+            let step = pts - last;
+            if step < 0 || step > self.max_step_ns() {
+                self.jumps += 1;
+                if self.jumps == 1 {
+                    tracing::warn!(
+                        "realtime pace: frame {} jumps {:.3} s from the one before (pts {} ns after {} ns); \
+                         replaying it one frame period later instead (later jumps are counted in the summary)",
+                        self.index - 1,
+                        step as f64 / 1e9,
+                        pts,
+                        last
+                    );
+                }
+                // Re-anchor: this frame is due one period after the previous one.
+                let previous_due = mono0 + (last - pts0);
+                due = previous_due + i128::from(self.period_ns);
+                self.origin = Some((due, pts));
+            }
+        }
+        let period = i128::from(self.period_ns);
+        if now > due + period {
             return Release::Late;
         }
+        // Bounded whatever the times say: the step check above keeps `due` this close.
+        let due = due.min(now + self.max_step_ns());
         loop {
-            let now = mono_now_ns() as i64;
+            let now = i128::from(mono_now_ns());
             if now >= due {
                 return Release::OnTime(now as u64);
             }
@@ -609,7 +780,9 @@ fn capture_loop(
             ..FrameStamps::default()
         };
         if let Some(pacer) = &mut feed.pacer {
-            match pacer.release(frame.pts_ns, || ctl.stopping()) {
+            let release = pacer.release(frame.pts_ns, || ctl.stopping());
+            counters.pace_jumps.store(pacer.jumps, Ordering::Relaxed);
+            match release {
                 // A replayed frame is captured when it is due, as a camera's would be.
                 Release::OnTime(now) => (stamps.captured, stamps.decoded) = (now, now),
                 Release::Late => {
@@ -699,14 +872,23 @@ struct SinkSetup {
     pool: FramePool,
 }
 
+/// What the sink thread hands back: the latencies, and the sinks that failed (each closed as
+/// well as it could be when it failed, the others finished).
+struct SinksDone {
+    recorder: LatencyRecorder,
+    failures: Vec<SinkError>,
+}
+
 /// Builds the sinks on the first frame, writes every frame to each, stamps `presented`,
-/// records latencies, and finishes every sink however the run ends.
+/// records latencies, and finishes every sink however the run ends. A sink that fails is
+/// closed at once and left out; the run then winds down as after Ctrl-C, the other sinks
+/// taking the frames still in flight, and [`run`] reports the failure.
 fn sink_loop(
     setup: SinkSetup,
     rx: &Receiver<Timed<Rendered>>,
     ctl: &Control,
     counters: &Counters,
-) -> Result<LatencyRecorder, StageError> {
+) -> Result<SinksDone, StageError> {
     let SinkSetup {
         factories,
         fps,
@@ -723,9 +905,11 @@ fn sink_loop(
     } else {
         LatencyRecorder::without_frame_records(warmup_frames)
     };
+    let mut failures = Vec::new();
     let mut outputs = Outputs {
         factories: &mut factories,
         sinks: &mut sinks,
+        failures: &mut failures,
         fps,
         pool: &pool,
     };
@@ -743,19 +927,15 @@ fn sink_loop(
         }
     }
     // Finish every sink, even after a failure: files stay valid up to the last frame.
-    let mut first_error = result.err();
     for sink in &mut sinks {
         if let Err(e) = sink.finish() {
-            first_error.get_or_insert(StageError::Sink(e));
+            failures.push(e);
         }
     }
     if let Some(panic) = panic {
         std::panic::resume_unwind(panic);
     }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(recorder),
-    }
+    result.map(|()| SinksDone { recorder, failures })
 }
 
 fn build_sinks(
@@ -775,6 +955,8 @@ fn build_sinks(
 struct Outputs<'a> {
     factories: &'a mut Option<Vec<SinkFactory>>,
     sinks: &'a mut Vec<Box<dyn Sink>>,
+    /// Sinks that failed, already closed and taken out of `sinks`.
+    failures: &'a mut Vec<SinkError>,
     fps: f64,
     /// Where the frames' buffers go when every sink is done with them.
     pool: &'a FramePool,
@@ -802,14 +984,30 @@ fn write_frames(
         }
         let hud = hud_window.stats(detected.timings.inference, counters.dropped_so_far(), model);
         let mut quit = false;
-        for sink in outputs.sinks.iter_mut() {
-            let frame = SinkFrame {
-                detected: &detected,
-                annotated: annotated.as_ref(),
-                hud: &hud,
-            };
-            let control = sink.write(&frame)?;
-            quit |= control == SinkControl::Quit;
+        let frame = SinkFrame {
+            detected: &detected,
+            annotated: annotated.as_ref(),
+            hud: &hud,
+        };
+        let mut index = 0;
+        while index < outputs.sinks.len() {
+            match outputs.sinks[index].write(&frame) {
+                Ok(control) => {
+                    quit |= control == SinkControl::Quit;
+                    index += 1;
+                }
+                Err(error) => {
+                    // Closed now, as well as it can be (a video is finalised up to its last
+                    // good frame); the others go on with this frame and those in flight.
+                    let mut failed = outputs.sinks.remove(index);
+                    if let Err(also) = failed.finish() {
+                        // Most often the same cause again (a flush to the same full disk).
+                        tracing::debug!("{}", also.with_causes());
+                    }
+                    outputs.failures.push(error);
+                    ctl.sink_failed.store(true, Ordering::Relaxed);
+                }
+            }
         }
         detected.stamps.presented = mono_now_ns();
         let stamps = detected.stamps;

@@ -248,8 +248,7 @@ fn endless_live() -> SyntheticSource {
 
 /// The whole message of a run's error, its cause included (as the CLI prints it).
 /// The error and all its causes, as the CLI prints them (`a: b: c`).
-fn full_message(err: &PipelineError) -> String {
-    use std::error::Error;
+fn full_message(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();
     while let Some(e) = cause {
@@ -294,9 +293,7 @@ fn a_panicking_stage_ends_the_run_quickly_naming_it_and_sinks_finish() {
             source = Box::new(FaultySource::new(source, fault));
         }
         let t0 = Instant::now();
-        let err = run(source, run_stages, PipelineConfig::new(true))
-            .err()
-            .expect("the run fails");
+        let err = run(source, run_stages, PipelineConfig::new(true)).expect_err("the run fails");
         let took = t0.elapsed();
         assert!(took < Duration::from_secs(1), "{stage}: took {took:?}");
         let msg = full_message(&err);
@@ -342,11 +339,15 @@ fn a_failing_stage_leaves_whole_json_lines() {
             next: 0,
         };
         let err = run(Box::new(source), run_stages, PipelineConfig::new(false))
-            .err()
-            .expect("the run fails");
+            .expect_err("the run fails");
+        let named = match stage {
+            "sink" => "sink `jsonl` failed".to_string(),
+            _ => format!("stage `{stage}`"),
+        };
+        assert!(full_message(&err).contains(&named), "{err}");
         assert!(
-            full_message(&err).contains(&format!("stage `{stage}`")),
-            "{err}"
+            err.report.is_some(),
+            "{stage}: no report to write metrics from"
         );
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.lines().count() < 20, "{stage}: stopped early");
@@ -380,6 +381,64 @@ fn stop_flag_ends_a_live_run_gracefully() {
     assert!(t0.elapsed() < Duration::from_millis(900));
     assert!(report.stopped_by_user);
     assert!(report.summary.frames.shown > 5);
+    assert!(probe.finished.load(Ordering::SeqCst));
+}
+
+/// One frame, then a read that blocks for 30 s and ignores the stop flag (a driver call
+/// that never returns).
+struct StuckSource {
+    sent: bool,
+}
+
+impl FrameSource for StuckSource {
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        if self.sent {
+            std::thread::sleep(Duration::from_secs(30));
+            return Ok(None);
+        }
+        self.sent = true;
+        Ok(Some(Frame {
+            seq: 0,
+            capture_mono_ns: mono_now_ns(),
+            capture_wall_ns: 0,
+            pts_ns: None,
+            image: RgbImage::from_pixel(32, 24, image::Rgb([0, 0, 0])),
+        }))
+    }
+
+    fn info(&self) -> SourceInfo {
+        SourceInfo {
+            description: "stuck".into(),
+            size: Some((32, 24)),
+            live: true,
+            ..SourceInfo::default()
+        }
+    }
+}
+
+/// Regression (issue 12): Ctrl-C ends the run within a second even when the source is
+/// stuck in a read; the other stages and the sinks still finish.
+#[test]
+fn a_stop_ends_the_run_within_a_second_whatever_the_source_does() {
+    let config = PipelineConfig::new(true);
+    let stop = config.stop.clone();
+    let (probe, factory) = probe();
+    let t0 = Instant::now();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::SeqCst);
+    });
+    let report = run(
+        Box::new(StuckSource { sent: false }),
+        stages(Duration::from_millis(1), vec![factory]),
+        config,
+    )
+    .unwrap();
+    stopper.join().unwrap();
+    let after_stop = t0.elapsed().saturating_sub(Duration::from_millis(200));
+    assert!(after_stop < Duration::from_secs(1), "{after_stop:?}");
+    assert!(report.stopped_by_user);
+    assert_eq!(report.summary.frames.shown, 1);
     assert!(probe.finished.load(Ordering::SeqCst));
 }
 
@@ -453,4 +512,230 @@ fn max_frames_ends_a_file_run_after_that_many_frames() {
 fn seq_gaps_count_missing_frames() {
     let mut g = SeqGaps::default();
     assert_eq!([0, 1, 4, 5, 9].map(|s| g.observe(s)), [0, 0, 2, 0, 3]);
+}
+
+/// A file source whose frames carry the given `pts_ns`.
+struct TimedSource {
+    pts: Vec<i64>,
+    next: usize,
+}
+
+impl FrameSource for TimedSource {
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        let Some(&pts) = self.pts.get(self.next) else {
+            return Ok(None);
+        };
+        let seq = self.next as u64;
+        self.next += 1;
+        Ok(Some(Frame {
+            seq,
+            capture_mono_ns: mono_now_ns(),
+            capture_wall_ns: 0,
+            pts_ns: Some(pts),
+            image: RgbImage::from_pixel(32, 24, image::Rgb([seq as u8, 0, 0])),
+        }))
+    }
+
+    fn info(&self) -> SourceInfo {
+        SourceInfo {
+            description: "timed".into(),
+            nominal_fps: Some(100.0),
+            frame_count: Some(self.pts.len() as u64),
+            size: Some((32, 24)),
+            ..SourceInfo::default()
+        }
+    }
+}
+
+/// Issue 12, item 4: one absurd timestamp (a drive's `capture_mono_ns` of 9e18) stalled a
+/// realtime replay forever; now the jump (there and back) is skipped and counted.
+#[test]
+fn realtime_pace_skips_timestamp_jumps_and_never_waits_long() {
+    let ms = 1_000_000i64;
+    let mut pacer = Pacer::new(Some(100.0));
+    let t0 = Instant::now();
+    for pts in [
+        0,
+        10 * ms,
+        20 * ms,
+        9_000_000_000_000_000_000,
+        40 * ms,
+        30 * ms,
+        50 * ms,
+    ] {
+        assert!(matches!(
+            pacer.release(Some(pts), || false),
+            Release::OnTime(_) | Release::Late
+        ));
+    }
+    // Six steps of ~10 ms; the jumps replay one period after the frame before.
+    assert!(
+        t0.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t0.elapsed()
+    );
+    // There (9e18), back (40 ms), and backwards (30 ms after 40 ms).
+    assert_eq!(pacer.jumps, 3);
+    // A gap of one second more than a frame is replayed as recorded.
+    let mut pacer = Pacer::new(Some(100.0));
+    pacer.release(Some(0), || false);
+    let t0 = Instant::now();
+    pacer.release(Some(1_000 * ms), || false);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(990),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(pacer.jumps, 0);
+}
+
+#[test]
+fn a_timestamp_jump_in_a_realtime_replay_is_noted_and_every_frame_read() {
+    let ms = 1_000_000i64;
+    let mut pts: Vec<i64> = (0..20).map(|i| i * 10 * ms).collect();
+    pts[5] = 9_000_000_000_000_000_000;
+    let mut config = PipelineConfig::new(false);
+    config.pace = Pace::Realtime;
+    let (probe, factory) = probe();
+    let t0 = Instant::now();
+    let report = run(
+        Box::new(TimedSource { pts, next: 0 }),
+        stages(Duration::from_millis(1), vec![factory]),
+        config,
+    )
+    .unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_eq!(report.summary.frames.frames_in, 20);
+    assert!(probe.seqs.lock().unwrap().contains(&19));
+    assert!(
+        report
+            .summary
+            .notes
+            .iter()
+            .any(|n| n.contains("2 timestamp jump")),
+        "{:?}",
+        report.summary.notes
+    );
+}
+
+/// Issue 12, item 5: one failing sink ended the run without the others' outputs or the
+/// metrics. Now it is closed, the others take the frame and those in flight and are
+/// finished, and the error (with the report) names the sink.
+#[test]
+fn a_failing_sink_is_closed_and_the_others_finish_with_a_report() {
+    use super::fault::{Fault, FaultySink};
+    let (failing, failing_factory) = probe();
+    let failing_factory: SinkFactory = Box::new(move |ctx: &SinkContext| {
+        Ok(Box::new(FaultySink::new(failing_factory(ctx)?, Fault::error_at(5))) as Box<dyn Sink>)
+    });
+    let (other, other_factory) = probe();
+    let source = SyntheticSource {
+        live: false,
+        period: Duration::from_millis(2),
+        count: 200,
+        next: 0,
+    };
+    let t0 = Instant::now();
+    let failed = run(
+        Box::new(source),
+        stages(
+            Duration::from_millis(1),
+            vec![failing_factory, other_factory],
+        ),
+        PipelineConfig::new(false),
+    )
+    .expect_err("the run fails");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    let message = full_message(&failed);
+    assert!(
+        message.contains("sink `probe` failed") && message.contains("injected failure at frame 5"),
+        "{message}"
+    );
+    assert!(matches!(
+        failed.error,
+        PipelineError::Sink {
+            sink: "probe",
+            more: 0,
+            ..
+        }
+    ));
+    assert!(
+        failing.finished.load(Ordering::SeqCst),
+        "the failed sink is closed"
+    );
+    assert!(
+        other.finished.load(Ordering::SeqCst),
+        "the other sink is finished"
+    );
+    let report = failed.report.expect("a report to write the metrics from");
+    let seqs = other.seqs.lock().unwrap().clone();
+    // Every frame in order up to where the run stopped, the failing frame included.
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+    assert!(seqs.len() >= 5 && seqs.len() < 200, "{}", seqs.len());
+    assert_eq!(report.summary.frames.shown, seqs.len() as u64);
+    assert!(!report.stopped_by_user);
+    assert!(
+        report
+            .summary
+            .notes
+            .iter()
+            .any(|n| n.contains("injected failure")),
+        "{:?}",
+        report.summary.notes
+    );
+}
+
+/// Issue 12, item 5: a video sink that fails mid-run still leaves a playable video of
+/// every frame before the failure.
+#[test]
+fn a_video_sink_failing_mid_run_leaves_a_playable_file_up_to_its_last_good_frame() {
+    use super::fault::{Fault, FaultySink};
+    let tools = match crate::cli::args::ffmpeg_from_env().tools() {
+        Ok(tools) => tools,
+        Err(e) if std::env::var("CI").is_err() => {
+            eprintln!("skipping: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.mp4");
+    let video_path = path.clone();
+    let video_tools = tools.clone();
+    let factory: SinkFactory = Box::new(move |ctx: &SinkContext| {
+        let video = crate::sink::VideoSink::create_with(
+            &video_tools,
+            &video_path,
+            ctx.width,
+            ctx.height,
+            ctx.fps,
+        )?;
+        Ok(Box::new(FaultySink::new(Box::new(video), Fault::error_at(11))) as Box<dyn Sink>)
+    });
+    let source = SyntheticSource {
+        live: false,
+        period: Duration::from_millis(1),
+        count: 40,
+        next: 0,
+    };
+    let mut run_stages = stages(Duration::from_millis(1), vec![factory]);
+    run_stages.render = Box::new(RenderStage::new(true, 2.0));
+    let failed =
+        run(Box::new(source), run_stages, PipelineConfig::new(false)).expect_err("the run fails");
+    assert!(
+        full_message(&failed).contains("sink `video` failed"),
+        "{failed}"
+    );
+    let out = std::process::Command::new(&tools.ffprobe)
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10");
 }

@@ -172,6 +172,12 @@ pub enum SinkError {
         source: minifb::Error,
     },
 
+    #[error("{sink}: lost the connection to X display {display:?} (the X server ended or the connection broke); the window is closed")]
+    DisplayLost { sink: &'static str, display: String },
+
+    #[error("{sink}: the window's thread ended unexpectedly")]
+    WindowGone { sink: &'static str },
+
     #[error("{sink}: cannot draw the frame in the window")]
     WindowDraw {
         sink: &'static str,
@@ -226,6 +232,8 @@ impl SinkError {
             | SinkError::FfmpegPipe { sink, .. }
             | SinkError::WindowOpen { sink, .. }
             | SinkError::WindowDraw { sink, .. }
+            | SinkError::DisplayLost { sink, .. }
+            | SinkError::WindowGone { sink, .. }
             | SinkError::Drive { sink, .. }
             | SinkError::CalibrationName { sink, .. }
             | SinkError::CopyCalibration { sink, .. } => sink,

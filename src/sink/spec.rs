@@ -52,6 +52,8 @@ pub enum SinkSpec {
         frame_format: FrameFileFormat,
         /// A calibration file copied into the drive.
         calibration: Option<PathBuf>,
+        /// The frames are anonymised before they get here; the manifest says how.
+        privacy: Option<crate::drive::PrivacyNote>,
     },
 }
 
@@ -91,9 +93,11 @@ fn build(spec: SinkSpec, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkError> 
             source,
             frame_format,
             calibration,
+            privacy,
         } => {
             let mut manifest =
                 DriveManifest::new(&source, ctx.width, ctx.height, ctx.fps, frame_format);
+            manifest.privacy = privacy;
             let calibration = match calibration {
                 Some(path) => Some((calibration_file_name(&path)?, path)),
                 None => None,

@@ -7,12 +7,26 @@
 //!
 //! The display is the one libX11 connects to through `DISPLAY` (minifb cannot be given
 //! another), so `DISPLAY` is read here, at start only: to probe it ([`display_available`])
-//! and to name it when the window cannot open.
+//! and to name it when the window cannot open or is lost.
+//!
+//! Losing the display: when the X server goes away, libX11 calls its IO error handler and
+//! then exits the process — no metrics, no finished files. So the window lives on a thread
+//! of its own (the one exception to "only `pipeline/` spawns threads": the X connection
+//! needs a thread that can be given up), and the handler installed here, called on the
+//! thread whose Xlib call found the connection dead, marks that window lost and parks the
+//! thread for good instead of returning into Xlib. The sink, on the pipeline's thread, sees
+//! the mark and fails with [`SinkError::DisplayLost`] naming the display; the pipeline then
+//! finishes every other output and the run exits non-zero. The parked thread holds the
+//! dead connection (nobody touches it again) until the process exits.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CString, OsStr};
+use std::os::raw::c_int;
 use std::os::unix::ffi::OsStrExt;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use image::RgbImage;
@@ -27,6 +41,42 @@ const NAME: &str = "window";
 const MAX_WINDOW: (u32, u32) = (1600, 900);
 /// How often a paused window redraws and polls its keys.
 const PAUSED_POLL: Duration = Duration::from_millis(33);
+/// How often the sink looks whether its window thread lost the display while it waits.
+const LOST_POLL: Duration = Duration::from_millis(20);
+
+thread_local! {
+    /// On a window thread: the flag to raise when its display is lost.
+    static LOST_DISPLAY: Cell<Option<Arc<AtomicBool>>> = const { Cell::new(None) };
+}
+
+/// libX11's IO error handler (the connection to the X server is gone). On a window thread:
+/// marks the window lost and parks the thread forever, as returning would make Xlib exit
+/// the process. Elsewhere it returns, and Xlib exits as it always does.
+unsafe extern "C" fn on_display_lost(_display: *mut x11_dl::xlib::Display) -> c_int {
+    if let Some(lost) = LOST_DISPLAY.with(Cell::take) {
+        lost.store(true, Ordering::SeqCst);
+        loop {
+            std::thread::park();
+        }
+    }
+    eprintln!("lookout: lost the connection to the X display");
+    0
+}
+
+/// Installs [`on_display_lost`] once per process (before the first window opens).
+fn install_display_lost_handler() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let Ok(xlib) = x11_dl::xlib::Xlib::open() else {
+            return; // minifb cannot open a window either; it says so.
+        };
+        // SAFETY: XSetIOErrorHandler only stores the function pointer, which is 'static;
+        // x11-dl never unloads libX11 (dropping `xlib` closes nothing).
+        unsafe {
+            (xlib.XSetIOErrorHandler)(Some(on_display_lost));
+        }
+    });
+}
 
 /// Whether an X display can be opened (`$DISPLAY` set and the server accepting us).
 /// Decides between `--show` and a headless run before any window is created.
@@ -130,12 +180,8 @@ impl InputCallback for PressRecorder {
     }
 }
 
-/// Shows frames in a window; see the module docs.
-///
-/// `write` returns right after the frame is on screen (`update_with_buffer`), so the
-/// pipeline stamps `presented` when `write` returns; the sink itself cannot, as it only
-/// borrows the frame.
-pub struct WindowSink {
+/// The window itself, on its own thread: draws frames and reads keys.
+struct WindowView {
     /// `None` once finished (the window is closed).
     window: Option<Window>,
     view: ViewState,
@@ -146,10 +192,9 @@ pub struct WindowSink {
     with_hud: RgbImage,
 }
 
-impl WindowSink {
-    /// Opens a window for frames of `width`×`height` (the frames may differ; they are
-    /// scaled to the window).
-    pub fn open(title: &str, width: u32, height: u32) -> Result<WindowSink, SinkError> {
+impl WindowView {
+    /// Opens a window for frames of `width`×`height`.
+    fn open(title: &str, width: u32, height: u32, display: &str) -> Result<WindowView, SinkError> {
         let (window_w, window_h) = window_size(width, height);
         let options = WindowOptions {
             resize: true,
@@ -159,10 +204,7 @@ impl WindowSink {
         let mut window = Window::new(title, window_w as usize, window_h as usize, options)
             .map_err(|source| SinkError::WindowOpen {
                 sink: NAME,
-                // What libX11 itself read to connect (it reads DISPLAY, whatever we pass).
-                display: std::env::var_os("DISPLAY")
-                    .map(|d| d.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                display: display.to_string(),
                 source,
             })?;
         // No frame-rate cap from minifb: the pipeline sets the pace, and a sleep here
@@ -170,7 +212,7 @@ impl WindowSink {
         window.set_target_fps(0);
         let presses = Rc::new(RefCell::new(PressLog::default()));
         window.set_input_callback(Box::new(PressRecorder(Rc::clone(&presses))));
-        Ok(WindowSink {
+        Ok(WindowView {
             window: Some(window),
             view: ViewState::default(),
             presses,
@@ -179,14 +221,15 @@ impl WindowSink {
         })
     }
 
-    /// Starts with the HUD shown or hidden (`h` toggles it either way).
-    pub fn with_hud(mut self, on: bool) -> Self {
-        self.view.show_hud = on;
-        self
-    }
-
-    pub fn view(&self) -> ViewState {
-        self.view
+    /// Shows one frame (and waits while paused): what the old single-threaded `write` did.
+    fn present(&mut self, annotated: &RgbImage, hud: &HudStats) -> Result<SinkControl, SinkError> {
+        self.compose(annotated, hud);
+        let requests = self.show(annotated.width(), annotated.height())?;
+        match self.react(requests, annotated, hud) {
+            Next::Quit => Ok(SinkControl::Quit),
+            Next::Continue => Ok(SinkControl::Continue),
+            Next::Wait => self.wait_while_paused(annotated, hud),
+        }
     }
 
     /// Puts `annotated` (with the HUD when shown) into `buffer`.
@@ -285,6 +328,151 @@ impl ViewState {
     }
 }
 
+/// A frame on its way to the window thread, and back (its buffers are reused).
+struct Shown {
+    image: RgbImage,
+    hud: HudStats,
+    /// Set the HUD on or off before showing (the first frame after `with_hud`).
+    show_hud: Option<bool>,
+}
+
+/// The window thread's answer to one frame.
+struct Answer {
+    shown: Shown,
+    control: Result<SinkControl, SinkError>,
+    view: ViewState,
+}
+
+/// Shows frames in a window; see the module docs.
+///
+/// `write` returns right after the frame is on screen (`update_with_buffer`), so the
+/// pipeline stamps `presented` when `write` returns; the sink itself cannot, as it only
+/// borrows the frame.
+pub struct WindowSink {
+    /// Frames to the window thread; `None` once finished.
+    frames: Option<SyncSender<Shown>>,
+    replies: Receiver<Answer>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Raised by the IO error handler on the window thread.
+    lost: Arc<AtomicBool>,
+    /// `DISPLAY` at start, to name it.
+    display: String,
+    /// The view as of the last frame shown.
+    view: ViewState,
+    /// The HUD setting for the next frame, when changed by [`WindowSink::with_hud`].
+    pending_hud: Option<bool>,
+    /// The buffers of the last frame shown, reused for the next.
+    spare: Option<Shown>,
+}
+
+impl WindowSink {
+    /// Opens a window for frames of `width`×`height` (the frames may differ; they are
+    /// scaled to the window), on a thread of its own.
+    pub fn open(title: &str, width: u32, height: u32) -> Result<WindowSink, SinkError> {
+        // What libX11 itself reads to connect (it reads DISPLAY, whatever we pass).
+        let display = std::env::var_os("DISPLAY")
+            .map(|d| d.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        install_display_lost_handler();
+        let lost = Arc::new(AtomicBool::new(false));
+        // One frame at a time each way, in fixed-size channels (no allocation per frame).
+        let (frames, frames_rx) = mpsc::sync_channel::<Shown>(1);
+        let (replies_tx, replies) = mpsc::sync_channel::<Answer>(1);
+        let (opened_tx, opened) = mpsc::sync_channel::<Result<(), SinkError>>(1);
+        let thread = {
+            let (title, display, lost) = (title.to_string(), display.clone(), lost.clone());
+            std::thread::Builder::new()
+                .name("lookout-window".into())
+                .spawn(move || {
+                    LOST_DISPLAY.with(|flag| flag.set(Some(lost)));
+                    let mut view = match WindowView::open(&title, width, height, &display) {
+                        Ok(view) => view,
+                        Err(e) => {
+                            let _ = opened_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = opened_tx.send(Ok(()));
+                    for mut shown in frames_rx {
+                        if let Some(on) = shown.show_hud.take() {
+                            view.view.show_hud = on;
+                        }
+                        let control = view.present(&shown.image, &shown.hud);
+                        let reply = Answer {
+                            shown,
+                            control,
+                            view: view.view,
+                        };
+                        if replies_tx.send(reply).is_err() {
+                            break;
+                        }
+                    }
+                    // Closes the window (and the X connection) on this thread.
+                    drop(view);
+                })
+                .map_err(|_| SinkError::WindowGone { sink: NAME })?
+        };
+        let sink = WindowSink {
+            frames: Some(frames),
+            replies,
+            thread: Some(thread),
+            lost,
+            display,
+            view: ViewState::default(),
+            pending_hud: None,
+            spare: None,
+        };
+        sink.wait_for(&opened)??;
+        Ok(sink)
+    }
+
+    /// Starts with the HUD shown or hidden (`h` toggles it either way).
+    pub fn with_hud(mut self, on: bool) -> Self {
+        self.view.show_hud = on;
+        self.pending_hud = Some(on);
+        self
+    }
+
+    pub fn view(&self) -> ViewState {
+        self.view
+    }
+
+    /// The window thread's next answer on `rx`; an error if its display is lost (the
+    /// thread is parked for good) or the thread ended.
+    fn wait_for<T>(&self, rx: &Receiver<T>) -> Result<T, SinkError> {
+        loop {
+            let error = match rx.recv_timeout(LOST_POLL) {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            if self.lost.load(Ordering::SeqCst) {
+                return Err(SinkError::DisplayLost {
+                    sink: NAME,
+                    display: self.display.clone(),
+                });
+            }
+            if error == RecvTimeoutError::Disconnected {
+                return Err(SinkError::WindowGone { sink: NAME });
+            }
+        }
+    }
+}
+
+/// `dst` := `src`, keeping `dst`'s allocations (no per-frame allocation).
+fn copy_hud(dst: &mut HudStats, src: &HudStats) {
+    let HudStats {
+        fps,
+        e2e_p50_ms,
+        e2e_p99_ms,
+        inference_ms,
+        dropped,
+        model,
+    } = src;
+    (dst.fps, dst.e2e_p50_ms, dst.e2e_p99_ms) = (*fps, *e2e_p50_ms, *e2e_p99_ms);
+    (dst.inference_ms, dst.dropped) = (*inference_ms, *dropped);
+    dst.model.clone_from(model);
+}
+
 impl Sink for WindowSink {
     fn name(&self) -> &'static str {
         NAME
@@ -292,19 +480,50 @@ impl Sink for WindowSink {
 
     fn write(&mut self, frame: &SinkFrame<'_>) -> Result<SinkControl, SinkError> {
         let annotated = frame.require_annotated(NAME)?;
-        self.compose(annotated, frame.hud);
-        let requests = self.show(annotated.width(), annotated.height())?;
-        match self.react(requests, annotated, frame.hud) {
-            Next::Quit => Ok(SinkControl::Quit),
-            Next::Continue => Ok(SinkControl::Continue),
-            Next::Wait => self.wait_while_paused(annotated, frame.hud),
+        let frames = self.frames.as_ref().ok_or(SinkError::Closed {
+            sink: NAME,
+            what: "window",
+        })?;
+        let mut shown = self.spare.take().unwrap_or_else(|| Shown {
+            image: RgbImage::new(0, 0),
+            hud: HudStats::default(),
+            show_hud: None,
+        });
+        if shown.image.dimensions() == annotated.dimensions() {
+            shown.image.copy_from_slice(annotated.as_raw());
+        } else {
+            shown.image = annotated.clone();
         }
+        copy_hud(&mut shown.hud, frame.hud);
+        shown.show_hud = self.pending_hud.take();
+        if frames.send(shown).is_err() {
+            return Err(self
+                .wait_for(&self.replies)
+                .err()
+                .unwrap_or(SinkError::WindowGone { sink: NAME }));
+        }
+        let reply = self.wait_for(&self.replies)?;
+        self.view = reply.view;
+        self.spare = Some(reply.shown);
+        reply.control
     }
 
-    /// Closes the window.
+    /// Closes the window (the window thread closes it and ends); a lost display's thread
+    /// stays parked, holding the dead connection, until the process exits.
     fn finish(&mut self) -> Result<(), SinkError> {
-        self.window = None;
+        drop(self.frames.take());
+        if let Some(thread) = self.thread.take() {
+            if !self.lost.load(Ordering::SeqCst) {
+                let _ = thread.join();
+            }
+        }
         Ok(())
+    }
+}
+
+impl Drop for WindowSink {
+    fn drop(&mut self) {
+        let _ = self.finish();
     }
 }
 

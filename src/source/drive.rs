@@ -11,7 +11,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use super::{FrameSource, SourceError, SourceInfo};
-use crate::drive::index::{IndexEntry, INDEX_HEADER};
+use crate::drive::index::{escape_control, IndexEntry, INDEX_HEADER, MAX_REPEATED_WARNINGS};
 use crate::drive::{DriveError, DriveManifest, INDEX_FILE, MANIFEST_FILE, MANIFEST_JSON_FILE};
 use crate::types::{mono_now_ns, wall_now_ns, Frame, FramePool};
 
@@ -51,6 +51,8 @@ pub struct DriveReader {
     next_seq: u64,
     stats: DriveStats,
     last_skip: Option<String>,
+    /// Skipped frames warned about so far (see [`DriveReader::skip`]).
+    warned_skips: usize,
     /// Where decoded frames' buffers come from (and go back to, after the sinks).
     pool: FramePool,
     /// The encoded bytes of the frame file being read, reused between frames.
@@ -68,8 +70,18 @@ impl DriveReader {
             .map_err(|e| DriveError::io(format!("reading {}", index_path.display()), e))?;
         let mut stats = DriveStats::default();
         let (entries, problems) = parse_index(&String::from_utf8_lossy(&bytes), &mut stats);
-        for problem in problems {
+        // A few lines one by one, then a count: a damaged index does not flood the terminal.
+        for problem in problems.iter().take(MAX_REPEATED_WARNINGS) {
             tracing::warn!("{}: {problem}", index_path.display());
+        }
+        if problems.len() > MAX_REPEATED_WARNINGS {
+            tracing::warn!(
+                "{}: {} more damaged lines skipped, not listed ({} torn and {} bad index lines in all)",
+                index_path.display(),
+                problems.len() - MAX_REPEATED_WARNINGS,
+                stats.torn_index_lines,
+                stats.bad_index_lines
+            );
         }
         Ok(Self {
             first_mono_ns: entries.first().map(|e| e.capture_mono_ns),
@@ -80,6 +92,7 @@ impl DriveReader {
             next_seq: 0,
             stats,
             last_skip: None,
+            warned_skips: 0,
             pool: FramePool::default(),
             file_bytes: Vec::new(),
         })
@@ -98,8 +111,19 @@ impl DriveReader {
         self.stats.skipped()
     }
 
+    /// Says why a frame is skipped: the first few one by one, then once that the rest are
+    /// only counted (in the run's summary note).
     fn skip(&mut self, why: String) {
-        tracing::warn!("drive {}: {why}", self.dir.display());
+        let why = escape_control(&why);
+        match self.warned_skips.cmp(&MAX_REPEATED_WARNINGS) {
+            std::cmp::Ordering::Less => tracing::warn!("drive {}: {why}", self.dir.display()),
+            std::cmp::Ordering::Equal => tracing::warn!(
+                "drive {}: more frames skipped; not listed one by one, the summary counts them",
+                self.dir.display()
+            ),
+            std::cmp::Ordering::Greater => {}
+        }
+        self.warned_skips += 1;
         self.last_skip = Some(why);
     }
 
@@ -246,14 +270,18 @@ fn parse_index(text: &str, stats: &mut DriveStats) -> (Vec<IndexEntry>, Vec<Stri
         }
         if torn_tail && i + 1 == line_count {
             stats.torn_index_lines += 1;
-            problems.push(format!("line {}: torn last line `{line}` skipped", i + 1));
+            problems.push(format!(
+                "line {}: torn last line `{}` skipped",
+                i + 1,
+                escape_control(line)
+            ));
             continue;
         }
         match IndexEntry::parse(line) {
             Ok(entry) => entries.push(entry),
             Err(why) => {
                 stats.bad_index_lines += 1;
-                problems.push(format!("line {}: {why}; skipped", i + 1));
+                problems.push(format!("line {}: {}; skipped", i + 1, escape_control(&why)));
             }
         }
     }
@@ -311,6 +339,19 @@ mod tests {
         assert_eq!(stats.bad_index_lines, 1);
         assert_eq!(problems.len(), 2);
         assert!(problems[1].contains("torn"), "{problems:?}");
+    }
+
+    /// Issue 12: control bytes of a damaged index reached the terminal raw.
+    #[test]
+    fn index_problems_escape_control_bytes() {
+        let text = "0,10,20,,frames/a.png\n\u{1b}[2J\u{7},1,2,,f\n1,2,3,,x\u{1b}]0;owned";
+        let mut stats = DriveStats::default();
+        let (_, problems) = parse_index(text, &mut stats);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        for p in &problems {
+            assert!(!p.chars().any(char::is_control), "{p:?}");
+        }
+        assert!(problems[0].contains("\\x1b[2J\\x07"), "{problems:?}");
     }
 
     #[test]

@@ -44,6 +44,12 @@ pub enum SourceError {
         message: String,
     },
 
+    #[error("{source_desc} did not answer within {secs} s (--stream-timeout); check the URL and that the server is up, or raise --stream-timeout")]
+    StreamTimeout { source_desc: String, secs: f64 },
+
+    #[error("stopped while opening {source_desc}")]
+    Stopped { source_desc: String },
+
     #[error("{source_desc} has no video stream; pass a file or URL that carries video")]
     NoVideoStream { source_desc: String },
 

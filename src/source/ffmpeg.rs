@@ -13,12 +13,23 @@
 //! Which binaries run is an [`FfmpegConfig`] (`$LOOKOUT_FFMPEG`, `$LOOKOUT_FFPROBE`, `PATH`)
 //! that the CLI reads once and passes down; nothing here reads the environment. Frames are
 //! read straight into buffers from the pipeline's frame pool.
+//!
+//! Nothing here blocks past a stop or a stall: every read from ffmpeg's pipes polls in short
+//! slices, watching the run's stop flag and, on network streams, a deadline for the next
+//! frame (`--stream-timeout`); a stream that stalls or ends is restarted with back-off for
+//! `--reconnect` seconds. Children die with lookout (`PR_SET_PDEATHSIG`) and are killed and
+//! reaped on drop.
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use super::{FrameSource, SourceError, SourceInfo};
 use crate::redact::mask_credentials;
@@ -34,6 +45,161 @@ const KEPT_ERROR_LINES: usize = 8;
 
 /// Refuse frame sizes no camera or video produces rather than allocating gigabytes.
 const MAX_FRAME_SIDE: u32 = 16_384;
+
+/// How often a blocked read or wait looks at the stop flag and the stall deadline.
+const WATCH_SLICE: Duration = Duration::from_millis(25);
+
+/// First and longest wait between reconnection attempts of a lost stream.
+const RECONNECT_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(250), Duration::from_secs(4));
+
+/// How a network stream is watched: `--stream-timeout` and `--reconnect`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamOptions {
+    /// No answer to the probe, or no frame while playing, for this long: the stream stalled.
+    pub timeout_secs: f64,
+    /// A stream that stalls or ends is reopened, with back-off, for up to this long after it
+    /// was lost, until a frame comes again; 0 never reopens it.
+    pub reconnect_secs: f64,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 10.0,
+            reconnect_secs: 30.0,
+        }
+    }
+}
+
+impl StreamOptions {
+    fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout_secs)
+    }
+
+    /// ffmpeg's own socket timeouts for `url` (microseconds), a second later than our
+    /// watchdog's: a backstop, so that ffmpeg gives up by itself too.
+    fn ffmpeg_args(&self, url: &OsStr) -> Vec<String> {
+        let micros = ((self.timeout_secs + 1.0) * 1e6).round() as u64;
+        let mut args = vec!["-rw_timeout".to_string(), micros.to_string()];
+        let scheme = url
+            .to_string_lossy()
+            .split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase())
+            .unwrap_or_default();
+        // `-timeout` means a socket I/O timeout in µs only for these (rtmp reads it as a
+        // listen timeout in seconds).
+        if ["rtsp", "rtsps", "http", "https"].contains(&scheme.as_str()) {
+            args.extend(["-timeout".to_string(), micros.to_string()]);
+        }
+        args
+    }
+}
+
+/// Makes a child started from `command` die with this process (SIGKILL when lookout dies,
+/// however it dies), so that no ffmpeg outlives it. Linux only; elsewhere a no-op. The
+/// kernel ties this to the spawning *thread*: start children on a thread that outlives them
+/// (the main thread, or the capture thread that owns the source).
+pub fn die_with_parent(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getpid before the fork; in the child only async-signal-safe calls
+        // (prctl, getppid, _exit) run between fork and exec.
+        let parent = unsafe { libc::getpid() };
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent died before the prctl: nobody will read our output.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
+}
+
+/// What a blocked read from ffmpeg watches: the run's stop flag and, on a network stream,
+/// the time by which the next frame must have come.
+#[derive(Debug, Default)]
+struct Watch {
+    stop: OnceLock<Arc<AtomicBool>>,
+    /// `mono_now_ns` deadline for data; 0 for none.
+    deadline_ns: AtomicU64,
+}
+
+impl Watch {
+    fn stopped(&self) -> bool {
+        self.stop.get().is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+
+    fn set_deadline(&self, from_now: Option<Duration>) {
+        let ns = from_now.map_or(0, |d| mono_now_ns() + d.as_nanos() as u64);
+        self.deadline_ns.store(ns, Ordering::Relaxed);
+    }
+
+    fn overdue(&self) -> bool {
+        let deadline = self.deadline_ns.load(Ordering::Relaxed);
+        deadline != 0 && mono_now_ns() >= deadline
+    }
+
+    /// Sleeps `wait` in slices; false when stopped meanwhile.
+    fn sleep(&self, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        while !self.stopped() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(WATCH_SLICE));
+        }
+        false
+    }
+}
+
+/// A pipe from ffmpeg whose reads wait in [`WATCH_SLICE`] polls: a set stop flag fails a
+/// read with [`STOPPED`], a passed deadline with `TimedOut`, instead of blocking forever.
+struct WatchedPipe<R> {
+    inner: R,
+    watch: Arc<Watch>,
+}
+
+/// The message of the error a read fails with once the run is stopping.
+const STOPPED: &str = "stopped";
+
+impl<R: Read + AsRawFd> Read for WatchedPipe<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.watch.stopped() {
+                return Err(std::io::Error::other(STOPPED));
+            }
+            if self.watch.overdue() {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            let mut fd = libc::pollfd {
+                fd: self.inner.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, alive for the call.
+            let ready = unsafe { libc::poll(&mut fd, 1, WATCH_SLICE.as_millis() as libc::c_int) };
+            if ready > 0 {
+                // Readable, closed or failed: read does not block on any of them.
+                return self.inner.read(buf);
+            }
+            if ready < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
 
 /// Which ffmpeg and ffprobe to run, as the user configured it: the typed form of
 /// `$LOOKOUT_FFMPEG`, `$LOOKOUT_FFPROBE` and the `PATH` to search, read once by the CLI
@@ -273,15 +439,44 @@ enum End {
     StderrClosed,
     /// stdout ended inside a frame that stderr announced.
     StdoutClosed,
-    /// This reader gave up (bad frame line, read error): the child is killed.
+    /// This reader gave up (bad frame line, read error, stall): the child is killed.
     Abort,
+    /// The run is stopping: the child is killed, and that is no early end.
+    Stopped,
+}
+
+/// A network stream's settings and state, for the watchdog and reconnection.
+struct Link {
+    tools: FfmpegTools,
+    url: OsString,
+    options: StreamOptions,
+    /// When the last frame came (or the stream was opened).
+    last_frame: Instant,
+    /// When the stream was found stalled or ended, until a frame comes again.
+    lost_since: Option<Instant>,
+    /// The watchdog runs: from the first read (not from the opening: the model may take a
+    /// while to load in between).
+    armed: bool,
+    last_pts_ns: Option<i64>,
+    /// Added to every pts since the last reconnection, so that time keeps running forward.
+    pts_shift_ns: i64,
+    /// The next frame is the first after a reconnection.
+    rejoined: bool,
+    backoff: Duration,
+    /// Reconnections that brought frames back.
+    reconnects: u32,
+    /// Frames missed while the stream was away (estimated from the rate); skipped in `seq`.
+    lost_frames: u64,
 }
 
 /// Frames of a video file or network stream, decoded by an ffmpeg child process.
 pub struct VideoSource {
     child: Child,
-    stdout: ChildStdout,
-    stderr: BufReader<ChildStderr>,
+    stdout: WatchedPipe<ChildStdout>,
+    stderr: BufReader<WatchedPipe<ChildStderr>>,
+    watch: Arc<Watch>,
+    /// Network streams only.
+    link: Option<Link>,
     line: Vec<u8>,
     probe: ProbeInfo,
     live: bool,
@@ -318,62 +513,67 @@ impl VideoSource {
         // `file:` keeps a name like `a:b.mp4` from being read as protocol `a`.
         let mut input = OsString::from("file:");
         input.push(path.as_os_str());
-        Self::spawn(tools, &input, format!("video {}", path.display()), false)
+        Self::spawn(tools, &input, format!("video {}", path.display()), None)
     }
 
     pub fn open_stream_with(tools: &FfmpegTools, url: &str) -> Result<Self, SourceError> {
-        Self::spawn(
-            tools,
-            OsStr::new(url),
-            format!("stream {}", mask_credentials(url)),
-            true,
-        )
+        let never = Arc::new(AtomicBool::new(false));
+        Self::open_stream_until(tools, url, StreamOptions::default(), &never)
+    }
+
+    /// A network stream watched as `options` say; opening gives up with
+    /// [`SourceError::Stopped`] once `stop` is set, which later reads watch too.
+    pub fn open_stream_until(
+        tools: &FfmpegTools,
+        url: &str,
+        options: StreamOptions,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<Self, SourceError> {
+        let watch = Arc::new(Watch::default());
+        let _ = watch.stop.set(stop.clone());
+        let what = format!("stream {}", mask_credentials(url));
+        let stream = Some((options, watch));
+        Self::spawn(tools, OsStr::new(url), what, stream)
     }
 
     fn spawn(
         tools: &FfmpegTools,
         input: &OsStr,
         what: String,
-        live: bool,
+        stream: Option<(StreamOptions, Arc<Watch>)>,
     ) -> Result<Self, SourceError> {
-        let probe = run_ffprobe(tools, input, &what)?;
-        let mut command = Command::new(&tools.ffmpeg);
-        command
-            .args([
-                "-nostdin",
-                "-hide_banner",
-                "-nostats",
-                "-loglevel",
-                "level+info",
-            ])
-            .arg("-i")
-            .arg(input)
-            .args(["-map", "0:v:0", "-an", "-sn", "-dn"])
-            // format= before showinfo: the logged size and format are the bytes on stdout.
-            .args(["-vf", "format=rgb24,showinfo=checksum=0"])
-            .args(["-fps_mode", "passthrough", "-flush_packets", "1"])
-            .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .map_err(|e| spawn_error("ffmpeg", &tools.ffmpeg, FFMPEG_ENV, &what, e))?;
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            // Unreachable with Stdio::piped; reap the child rather than leak it.
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(SourceError::Ffmpeg {
-                program: "ffmpeg",
-                source_desc: what,
-                message: "no output pipes".into(),
-            });
-        };
+        let live = stream.is_some();
+        let (options, watch) = stream.unzip();
+        let watch = watch.unwrap_or_default();
+        let probe = run_ffprobe(tools, input, &what, options.as_ref(), &watch)?;
+        let (child, stdout, stderr) = start_ffmpeg(tools, input, &what, options.as_ref())?;
         let description = describe(&what, &probe);
+        let link = options.map(|options| Link {
+            tools: tools.clone(),
+            url: input.to_os_string(),
+            options,
+            last_frame: Instant::now(),
+            lost_since: None,
+            armed: false,
+            last_pts_ns: None,
+            pts_shift_ns: 0,
+            rejoined: false,
+            backoff: RECONNECT_BACKOFF.0,
+            reconnects: 0,
+            lost_frames: 0,
+        });
         Ok(Self {
             child,
-            stdout,
-            stderr: BufReader::new(stderr),
+            stdout: WatchedPipe {
+                inner: stdout,
+                watch: watch.clone(),
+            },
+            stderr: BufReader::new(WatchedPipe {
+                inner: stderr,
+                watch: watch.clone(),
+            }),
+            watch,
+            link,
             line: Vec::with_capacity(512),
             probe,
             live,
@@ -414,16 +614,35 @@ impl VideoSource {
         }
     }
 
-    fn read_frame(&mut self, width: u32, height: u32) -> Result<Option<image::RgbImage>, String> {
+    /// The pixels of one announced frame from stdout; `Err` is how the reading ended.
+    fn read_frame(&mut self, width: u32, height: u32) -> Result<image::RgbImage, End> {
         if width == 0 || height == 0 || width > MAX_FRAME_SIDE || height > MAX_FRAME_SIDE {
-            return Err(format!("ffmpeg announced a {width}x{height} frame"));
+            self.keep_error(&format!("ffmpeg announced a {width}x{height} frame"));
+            return Err(End::Abort);
         }
         let mut pixels = self.pool.take(width as usize * height as usize * 3);
         match self.stdout.read_exact(&mut pixels) {
-            Ok(()) => Ok(image::RgbImage::from_raw(width, height, pixels)),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
-            Err(e) => Err(format!("reading ffmpeg output: {e}")),
+            Ok(()) => image::RgbImage::from_raw(width, height, pixels).ok_or(End::Abort),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(End::StdoutClosed),
+            Err(e) => Err(self.read_failed(&e, "reading ffmpeg output", End::Abort)),
         }
+    }
+
+    /// How a failed read of either pipe ends the reading: stopped, stalled (no frame within
+    /// the stream timeout: kept as the error), or `otherwise`.
+    fn read_failed(&mut self, e: &std::io::Error, what: &str, otherwise: End) -> End {
+        if self.watch.stopped() {
+            return End::Stopped;
+        }
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            let secs = self.link.as_ref().map_or(0.0, |l| l.options.timeout_secs);
+            self.keep_error(&format!("no frame for {secs} s (--stream-timeout)"));
+            return End::Abort;
+        }
+        if otherwise == End::Abort {
+            self.keep_error(&format!("{what}: {e}"));
+        }
+        otherwise
     }
 
     fn keep_error(&mut self, line: &str) {
@@ -438,9 +657,15 @@ impl VideoSource {
         if self.finished {
             return;
         }
+        // However the reading ended, a stopping run is no early end of the input.
+        let end = if self.watch.stopped() {
+            End::Stopped
+        } else {
+            end
+        };
         self.finished = true;
-        if end == End::Abort {
-            // ffmpeg may be blocked writing a frame nobody will read.
+        if end != End::StderrClosed {
+            // ffmpeg may be blocked writing a frame nobody will read, or on a dead stream.
             let _ = self.child.kill();
         }
         // Drain stderr for ffmpeg's last messages; it is closed or about to be.
@@ -452,6 +677,9 @@ impl VideoSource {
             }
         }
         let exit_ok = self.child.wait().map(|s| s.success()).unwrap_or(false);
+        if end == End::Stopped {
+            return;
+        }
         let expected = if self.live {
             None
         } else {
@@ -495,16 +723,27 @@ impl VideoSource {
             },
         }
     }
-}
 
-impl FrameSource for VideoSource {
-    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+    /// The next frame from the running child; `None` once it is finished.
+    fn read_next(&mut self) -> Option<Frame> {
+        if let Some(link) = self.link.as_mut().filter(|l| !l.armed) {
+            link.armed = true;
+            link.last_frame = Instant::now();
+            self.watch.set_deadline(Some(link.options.timeout()));
+        }
         while !self.finished {
             self.line.clear();
-            let read = self.stderr.read_until(b'\n', &mut self.line);
-            if !matches!(read, Ok(n) if n > 0) {
-                self.finish(End::StderrClosed);
-                break;
+            match self.stderr.read_until(b'\n', &mut self.line) {
+                Ok(n) if n > 0 => {}
+                Ok(_) => {
+                    self.finish(End::StderrClosed);
+                    break;
+                }
+                Err(e) => {
+                    let end = self.read_failed(&e, "reading ffmpeg's log", End::StderrClosed);
+                    self.finish(end);
+                    break;
+                }
             }
             let text = String::from_utf8_lossy(&self.line).into_owned();
             match parse_log_line(&text) {
@@ -524,27 +763,141 @@ impl FrameSource for VideoSource {
                         break;
                     }
                     let image = match self.read_frame(width, height) {
-                        Ok(Some(image)) => image,
-                        Ok(None) => {
-                            self.finish(End::StdoutClosed);
-                            break;
-                        }
-                        Err(e) => {
-                            self.keep_error(&e);
-                            self.finish(End::Abort);
+                        Ok(image) => image,
+                        Err(end) => {
+                            self.finish(end);
                             break;
                         }
                     };
+                    let pts_ns = self.pts_ns(pts, pts_time_s);
                     let frame = Frame {
                         seq: self.delivered,
                         capture_mono_ns: mono_now_ns(),
                         capture_wall_ns: wall_now_ns(),
-                        pts_ns: self.pts_ns(pts, pts_time_s),
+                        pts_ns,
                         image,
                     };
                     self.delivered += 1;
-                    return Ok(Some(frame));
+                    return Some(self.through_link(frame));
                 }
+            }
+        }
+        None
+    }
+
+    /// A network stream's frame: the watchdog rearmed and, after a reconnection, the frames
+    /// missed skipped in `seq` (counted as drops) and pts continued from before the gap.
+    fn through_link(&mut self, mut frame: Frame) -> Frame {
+        let Some(link) = &mut self.link else {
+            return frame;
+        };
+        self.watch.set_deadline(Some(link.options.timeout()));
+        let gap = link.last_frame.elapsed();
+        if link.rejoined {
+            link.rejoined = false;
+            link.reconnects += 1;
+            let period_s = self.probe.fps.map_or(f64::INFINITY, |fps| 1.0 / fps);
+            let missed = (gap.as_secs_f64() / period_s).round() as u64;
+            link.lost_frames += missed.saturating_sub(1);
+            if let (Some(last), Some(pts)) = (link.last_pts_ns, frame.pts_ns) {
+                link.pts_shift_ns = last + gap.as_nanos() as i64 - pts;
+            }
+            tracing::info!(
+                "{}: back after {:.1} s ({} reconnection(s))",
+                self.description,
+                gap.as_secs_f64(),
+                link.reconnects
+            );
+        }
+        frame.seq += link.lost_frames;
+        frame.pts_ns = frame.pts_ns.map(|pts| pts + link.pts_shift_ns);
+        link.last_pts_ns = frame.pts_ns;
+        link.last_frame = Instant::now();
+        link.lost_since = None;
+        link.backoff = RECONNECT_BACKOFF.0;
+        frame
+    }
+
+    /// After a network stream stalled or ended: waits its back-off and starts ffmpeg on it
+    /// again; false once `--reconnect` seconds have passed since it was lost without a frame
+    /// coming back (or it is off, the run is stopping, or a finite stream played to its end).
+    fn reconnect(&mut self) -> bool {
+        let played_out = !self.ended_early
+            && self
+                .probe
+                .expected_frames()
+                .is_some_and(|n| self.delivered + 1 >= n);
+        let Some(link) = &mut self.link else {
+            return false;
+        };
+        if played_out || link.options.reconnect_secs <= 0.0 || self.watch.stopped() {
+            return false;
+        }
+        let window = Duration::from_secs_f64(link.options.reconnect_secs);
+        let away = link.lost_since.get_or_insert_with(Instant::now).elapsed();
+        if away >= window {
+            let why = self
+                .errors
+                .back()
+                .cloned()
+                .unwrap_or_else(|| "it ended".into());
+            self.note = Some(format!(
+                "{} was lost ({why}) and did not come back within {} s (--reconnect)",
+                self.description, link.options.reconnect_secs
+            ));
+            self.ended_early = true;
+            return false;
+        }
+        if link.backoff == RECONNECT_BACKOFF.0 {
+            tracing::warn!(
+                "{}: lost ({}); reconnecting for up to {} s",
+                self.description,
+                self.errors.back().map_or("it ended", String::as_str),
+                link.options.reconnect_secs
+            );
+        }
+        let wait = link.backoff.min(window - away);
+        link.backoff = (link.backoff * 2).min(RECONNECT_BACKOFF.1);
+        if !self.watch.sleep(wait) {
+            return false;
+        }
+        let started = start_ffmpeg(
+            &link.tools,
+            &link.url,
+            &self.description,
+            Some(&link.options),
+        );
+        match started {
+            Ok((child, stdout, stderr)) => {
+                // The old child was killed and reaped by finish(); this one replaces it.
+                self.child = child;
+                self.stdout.inner = stdout;
+                self.stderr = BufReader::new(WatchedPipe {
+                    inner: stderr,
+                    watch: self.watch.clone(),
+                });
+                link.rejoined = true;
+                self.watch.set_deadline(Some(link.options.timeout()));
+                self.time_base = None;
+                self.errors.clear();
+                self.finished = false;
+                self.ended_early = false;
+                self.note = None;
+            }
+            Err(e) => tracing::debug!("{}: reconnecting failed: {e}", self.description),
+        }
+        true
+    }
+}
+
+impl FrameSource for VideoSource {
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        loop {
+            if let Some(frame) = self.read_next() {
+                return Ok(Some(frame));
+            }
+            if !self.reconnect() {
+                break;
             }
         }
         if self.delivered == 0 && self.ended_early {
@@ -557,7 +910,22 @@ impl FrameSource for VideoSource {
         self.pool = pool;
     }
 
+    fn watch_stop(&mut self, stop: Arc<AtomicBool>) {
+        let _ = self.watch.stop.set(stop);
+    }
+
     fn info(&self) -> SourceInfo {
+        let mut note = self.note.clone();
+        if let Some(link) = self.link.as_ref().filter(|l| l.reconnects > 0) {
+            let line = format!(
+                "{} reconnected {} time(s); about {} frames lost while it was away",
+                self.description, link.reconnects, link.lost_frames
+            );
+            note = Some(match note {
+                Some(n) => format!("{n}; {line}"),
+                None => line,
+            });
+        }
         SourceInfo {
             description: self.description.clone(),
             nominal_fps: self.probe.fps,
@@ -570,7 +938,7 @@ impl FrameSource for VideoSource {
             live: self.live,
             ended_early: self.ended_early,
             skipped_frames: 0,
-            note: self.note.clone(),
+            note,
         }
     }
 }
@@ -582,6 +950,58 @@ impl Drop for VideoSource {
         }
         // Reap the child so that no zombie is left behind (a no-op when finish() waited).
         let _ = self.child.wait();
+    }
+}
+
+/// Starts the decoding ffmpeg on `input` (a network stream when `stream` is given); its
+/// stdout and stderr pipes.
+fn start_ffmpeg(
+    tools: &FfmpegTools,
+    input: &OsStr,
+    what: &str,
+    stream: Option<&StreamOptions>,
+) -> Result<(Child, ChildStdout, ChildStderr), SourceError> {
+    let mut command = Command::new(&tools.ffmpeg);
+    command.args([
+        "-nostdin",
+        "-hide_banner",
+        "-nostats",
+        "-loglevel",
+        "level+info",
+    ]);
+    if let Some(options) = stream {
+        command.args(options.ffmpeg_args(input));
+    }
+    command
+        .arg("-i")
+        .arg(input)
+        .args(["-map", "0:v:0", "-an", "-sn", "-dn"])
+        // format= before showinfo: the logged size and format are the bytes on stdout.
+        .args(["-vf", "format=rgb24,showinfo=checksum=0"])
+        .args(["-fps_mode", "passthrough", "-flush_packets", "1"])
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Its own process group: a terminal's Ctrl-C reaches lookout alone, which then ends
+    // the child itself (a child killed first would look like a damaged input).
+    command.process_group(0);
+    die_with_parent(&mut command);
+    let mut child = command
+        .spawn()
+        .map_err(|e| spawn_error("ffmpeg", &tools.ffmpeg, FFMPEG_ENV, what, e))?;
+    match (child.stdout.take(), child.stderr.take()) {
+        (Some(stdout), Some(stderr)) => Ok((child, stdout, stderr)),
+        _ => {
+            // Unreachable with Stdio::piped; reap the child rather than leak it.
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(SourceError::Ffmpeg {
+                program: "ffmpeg",
+                source_desc: what.to_string(),
+                message: "no output pipes".into(),
+            })
+        }
     }
 }
 
@@ -625,9 +1045,22 @@ fn spawn_error(
     }
 }
 
-fn run_ffprobe(tools: &FfmpegTools, input: &OsStr, what: &str) -> Result<ProbeInfo, SourceError> {
-    let output = Command::new(&tools.ffprobe)
-        .args(["-v", "error", "-select_streams", "v:0"])
+/// Runs ffprobe on `input`; on a network stream (`stream`) it gives up after the stream
+/// timeout, and on any input once the run is stopping.
+fn run_ffprobe(
+    tools: &FfmpegTools,
+    input: &OsStr,
+    what: &str,
+    stream: Option<&StreamOptions>,
+    watch: &Watch,
+) -> Result<ProbeInfo, SourceError> {
+    let mut command = Command::new(&tools.ffprobe);
+    command.args(["-v", "error"]);
+    if let Some(options) = stream {
+        command.args(options.ffmpeg_args(input));
+    }
+    command
+        .args(["-select_streams", "v:0"])
         .args([
             "-show_entries",
             "stream=width,height,avg_frame_rate,r_frame_rate,nb_frames,duration:format=duration",
@@ -635,10 +1068,59 @@ fn run_ffprobe(tools: &FfmpegTools, input: &OsStr, what: &str) -> Result<ProbeIn
         .args(["-of", "json", "-i"])
         .arg(input)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Its own process group: a terminal's Ctrl-C reaches lookout alone, which then ends
+    // the child itself (a child killed first would look like a damaged input).
+    command.process_group(0);
+    die_with_parent(&mut command);
+    let mut child = command
+        .spawn()
         .map_err(|e| spawn_error("ffprobe", &tools.ffprobe, FFPROBE_ENV, what, e))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
+    let started = Instant::now();
+    // ffprobe's output (one stream's entries, `-v error` messages) fits in the pipes'
+    // buffers: it is read once ffprobe has exited.
+    let status = loop {
+        let gave_up = if watch.stopped() {
+            Some(SourceError::Stopped {
+                source_desc: what.to_string(),
+            })
+        } else {
+            stream
+                .filter(|o| started.elapsed() >= o.timeout())
+                .map(|o| SourceError::StreamTimeout {
+                    source_desc: what.to_string(),
+                    secs: o.timeout_secs,
+                })
+        };
+        if let Some(error) = gave_up {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(error);
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(SourceError::Ffmpeg {
+                    program: "ffprobe",
+                    source_desc: what.to_string(),
+                    message: format!("cannot wait for it: {e}"),
+                });
+            }
+        }
+    };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    if let Some(mut pipe) = child.stdout.take() {
+        let _ = pipe.read_to_end(&mut stdout);
+    }
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_end(&mut stderr);
+    }
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&stderr);
         // ffprobe writes one message per line; errors print on one line.
         let message = stderr
             .lines()
@@ -650,13 +1132,13 @@ fn run_ffprobe(tools: &FfmpegTools, input: &OsStr, what: &str) -> Result<ProbeIn
             program: "ffprobe",
             source_desc: what.to_string(),
             message: if message.is_empty() {
-                format!("exited with {}", output.status)
+                format!("exited with {status}")
             } else {
                 mask_credentials(&message)
             },
         });
     }
-    parse_probe_json(&String::from_utf8_lossy(&output.stdout), what)
+    parse_probe_json(&String::from_utf8_lossy(&stdout), what)
 }
 
 #[cfg(test)]
@@ -761,6 +1243,94 @@ mod tests {
             FfmpegConfig::default(),
             "an empty variable is unset"
         );
+    }
+
+    #[test]
+    fn stream_timeouts_reach_ffmpeg_in_microseconds_where_they_mean_that() {
+        let options = StreamOptions {
+            timeout_secs: 2.0,
+            reconnect_secs: 0.0,
+        };
+        let rtsp = options.ffmpeg_args(OsStr::new("rtsp://h/x"));
+        assert_eq!(rtsp, ["-rw_timeout", "3000000", "-timeout", "3000000"]);
+        // rtmp reads -timeout as a listen timeout in seconds: only -rw_timeout.
+        assert_eq!(
+            options.ffmpeg_args(OsStr::new("rtmp://h/x")),
+            ["-rw_timeout", "3000000"]
+        );
+    }
+
+    /// Regression (issue 12): a read from a pipe nobody writes to blocked forever, through
+    /// Ctrl-C and past any timeout.
+    #[test]
+    fn a_watched_pipe_gives_up_on_its_deadline_and_on_a_stop() {
+        let mut silent = Command::new("sleep")
+            .arg("30")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let watch = Arc::new(Watch::default());
+        let mut pipe = WatchedPipe {
+            inner: silent.stdout.take().unwrap(),
+            watch: watch.clone(),
+        };
+        let mut byte = [0u8; 1];
+        watch.set_deadline(Some(Duration::from_millis(100)));
+        let start = Instant::now();
+        let err = pipe.read(&mut byte).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(
+            start.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            start.elapsed()
+        );
+
+        watch.set_deadline(None);
+        let stop = Arc::new(AtomicBool::new(false));
+        watch.stop.set(stop.clone()).unwrap();
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            stop.store(true, Ordering::Relaxed);
+        });
+        let start = Instant::now();
+        let err = pipe.read(&mut byte).unwrap_err();
+        assert_eq!(err.to_string(), STOPPED);
+        assert!(
+            start.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            start.elapsed()
+        );
+        setter.join().unwrap();
+        let _ = silent.kill();
+        let _ = silent.wait();
+    }
+
+    /// Children get SIGKILL when the process (here: the thread) that started them ends.
+    #[test]
+    fn children_die_with_their_parent() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // PR_SET_PDEATHSIG fires when the spawning thread exits.
+        std::thread::spawn(move || {
+            let mut command = Command::new("sleep");
+            command.arg("30");
+            die_with_parent(&mut command);
+            tx.send(command.spawn().unwrap()).unwrap();
+        })
+        .join()
+        .unwrap();
+        let mut child = rx.recv().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(!status.success(), "{status}");
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "the child outlived its parent"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]

@@ -21,12 +21,14 @@ mod spec;
 pub mod synthetic;
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 pub use crate::redact::mask_credentials;
 pub use camera::{list_cameras, CameraDevice, CameraFormat, CameraMode, PixelFormat};
 pub use drive::{DriveReader, DriveStats};
 pub use error::SourceError;
-pub use ffmpeg::FfmpegConfig;
+pub use ffmpeg::{FfmpegConfig, StreamOptions};
 pub use spec::{SourceOptions, SourceSpec};
 
 use crate::types::{Frame, FramePool};
@@ -68,6 +70,13 @@ pub trait FrameSource: Send {
     fn use_pool(&mut self, pool: FramePool) {
         let _ = pool;
     }
+
+    /// Give up waiting (return `Ok(None)` soon, well within a second) once `stop` is set:
+    /// a source that blocks (a stalled stream, a slow live rate) watches it while it waits.
+    /// The pipeline hands it the run's stop flag before the first frame.
+    fn watch_stop(&mut self, stop: Arc<AtomicBool>) {
+        let _ = stop;
+    }
 }
 
 /// Opens the source a spec names, running the `ffmpeg` and `ffprobe` the OS finds for
@@ -82,7 +91,17 @@ pub fn open_with(
     spec: &SourceSpec,
     ffmpeg_config: &FfmpegConfig,
 ) -> Result<Box<dyn FrameSource>, SourceError> {
-    Ok(match spec {
+    open_with_stop(spec, ffmpeg_config, &Arc::new(AtomicBool::new(false)))
+}
+
+/// [`open_with`], giving up with [`SourceError::Stopped`] when `stop` is set while a stream
+/// is being probed; the source then watches `stop` ([`FrameSource::watch_stop`]).
+pub fn open_with_stop(
+    spec: &SourceSpec,
+    ffmpeg_config: &FfmpegConfig,
+    stop: &Arc<AtomicBool>,
+) -> Result<Box<dyn FrameSource>, SourceError> {
+    let mut source: Box<dyn FrameSource> = match spec {
         SourceSpec::Camera {
             index,
             format,
@@ -101,9 +120,11 @@ pub fn open_with(
             &ffmpeg_config.tools()?,
             path,
         )?),
-        SourceSpec::Stream(url) => Box::new(ffmpeg::VideoSource::open_stream_with(
+        SourceSpec::Stream { url, options } => Box::new(ffmpeg::VideoSource::open_stream_until(
             &ffmpeg_config.tools()?,
             url,
+            *options,
+            stop,
         )?),
         SourceSpec::Drive(dir) => Box::new(DriveReader::open(dir)?),
         SourceSpec::KittiRaw(dir) => Box::new(kitti::open_kitti_raw(dir)?),
@@ -111,5 +132,7 @@ pub fn open_with(
             Box::new(images::ImageSequence::new(paths.clone(), *fps, "images")?)
         }
         SourceSpec::Synthetic(spec) => Box::new(synthetic::SyntheticSource::new(*spec)),
-    })
+    };
+    source.watch_stop(stop.clone());
+    Ok(source)
 }

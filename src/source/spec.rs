@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::camera::CameraFormat;
+use super::ffmpeg::StreamOptions;
 use super::synthetic::SyntheticSpec;
 use super::SourceError;
 use crate::redact::mask_credentials;
@@ -33,6 +34,8 @@ pub struct SourceOptions {
     pub camera_fps: Option<u32>,
     /// How long a camera that stops delivering is retried before the source ends.
     pub camera_retry_secs: f64,
+    /// Network streams: probe and read timeouts, and how long a lost stream is reconnected.
+    pub stream: StreamOptions,
 }
 
 impl Default for SourceOptions {
@@ -43,6 +46,7 @@ impl Default for SourceOptions {
             camera_size: None,
             camera_fps: None,
             camera_retry_secs: 10.0,
+            stream: StreamOptions::default(),
         }
     }
 }
@@ -59,8 +63,11 @@ pub enum SourceSpec {
         retry_secs: f64,
     },
     Video(PathBuf),
-    /// `rtsp://`, `http(s)://`, ... (may hold credentials: print it through `Display`).
-    Stream(String),
+    /// `rtsp://`, `http(s)://`, ... (the URL may hold credentials: print it through `Display`).
+    Stream {
+        url: String,
+        options: StreamOptions,
+    },
     Drive(PathBuf),
     KittiRaw(PathBuf),
     Images {
@@ -97,7 +104,7 @@ impl SourceSpec {
             });
         }
         if let Some((scheme, _)) = s.split_once("://") {
-            return parse_url(s, scheme);
+            return parse_url(s, scheme, opts);
         }
         if is_glob(s) {
             let paths = expand_glob(Path::new(s))?;
@@ -108,7 +115,7 @@ impl SourceSpec {
 
     /// Cameras and network streams: frames come at their own pace and cannot be replayed.
     pub fn is_live(&self) -> bool {
-        matches!(self, SourceSpec::Camera { .. } | SourceSpec::Stream(_))
+        matches!(self, SourceSpec::Camera { .. } | SourceSpec::Stream { .. })
             || matches!(self, SourceSpec::Synthetic(spec) if spec.live)
     }
 }
@@ -131,9 +138,10 @@ impl fmt::Debug for SourceSpec {
                 .field("retry_secs", retry_secs)
                 .finish(),
             SourceSpec::Video(p) => f.debug_tuple("Video").field(p).finish(),
-            SourceSpec::Stream(url) => f
-                .debug_tuple("Stream")
-                .field(&mask_credentials(url))
+            SourceSpec::Stream { url, options } => f
+                .debug_struct("Stream")
+                .field("url", &mask_credentials(url))
+                .field("options", options)
                 .finish(),
             SourceSpec::Drive(p) => f.debug_tuple("Drive").field(p).finish(),
             SourceSpec::KittiRaw(p) => f.debug_tuple("KittiRaw").field(p).finish(),
@@ -152,7 +160,7 @@ impl fmt::Display for SourceSpec {
         match self {
             SourceSpec::Camera { index, .. } => write!(f, "camera:{index}"),
             SourceSpec::Video(p) => write!(f, "video {}", p.display()),
-            SourceSpec::Stream(url) => write!(f, "stream {}", mask_credentials(url)),
+            SourceSpec::Stream { url, .. } => write!(f, "stream {}", mask_credentials(url)),
             SourceSpec::Drive(p) => write!(f, "drive {}", p.display()),
             SourceSpec::KittiRaw(p) => write!(f, "KITTI raw {}", p.display()),
             SourceSpec::Images { paths, fps } => {
@@ -187,10 +195,28 @@ fn camera_index(s: &str) -> Result<Option<u32>, SourceError> {
         .map_err(|_| bad_spec(s, "camera index must be a number, e.g. camera:0"))
 }
 
-fn parse_url(s: &str, scheme: &str) -> Result<SourceSpec, SourceError> {
+fn parse_url(s: &str, scheme: &str, opts: &SourceOptions) -> Result<SourceSpec, SourceError> {
     let scheme = scheme.to_ascii_lowercase();
     if STREAM_SCHEMES.contains(&scheme.as_str()) {
-        Ok(SourceSpec::Stream(s.to_string()))
+        let StreamOptions {
+            timeout_secs,
+            reconnect_secs,
+        } = opts.stream;
+        if !(timeout_secs.is_finite() && timeout_secs > 0.0) {
+            return Err(bad_spec(
+                s,
+                &format!(
+                    "--stream-timeout must be a positive number of seconds, got {timeout_secs}"
+                ),
+            ));
+        }
+        if !(reconnect_secs.is_finite() && reconnect_secs >= 0.0) {
+            return Err(bad_spec(s, &format!("--reconnect must be 0 (never) or a positive number of seconds, got {reconnect_secs}")));
+        }
+        Ok(SourceSpec::Stream {
+            url: s.to_string(),
+            options: opts.stream,
+        })
     } else {
         Err(bad_spec(
             s,
@@ -391,8 +417,22 @@ mod tests {
         );
         assert!(matches!(
             parse("https://x/y.m3u8").unwrap(),
-            SourceSpec::Stream(_)
+            SourceSpec::Stream { .. }
         ));
+        let bad = |timeout_secs, reconnect_secs| {
+            let opts = SourceOptions {
+                stream: StreamOptions {
+                    timeout_secs,
+                    reconnect_secs,
+                },
+                ..SourceOptions::default()
+            };
+            SourceSpec::parse("rtsp://h/x", &opts)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad(0.0, 1.0).contains("--stream-timeout must be"));
+        assert!(bad(1.0, -1.0).contains("--reconnect must be"));
         let err = parse("gopher://u:pw@host/x").unwrap_err().to_string();
         assert!(err.contains("unknown URL scheme `gopher`"), "{err}");
         assert!(!err.contains("pw"), "{err}");

@@ -6,6 +6,8 @@
 //! wall clock like a camera's, and the pipeline's latest-wins hand-overs drop what it cannot
 //! keep up with. The input never ends: stop it with `--max-frames`, `--duration` or Ctrl-C.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use image::RgbImage;
@@ -15,6 +17,8 @@ use crate::types::{mono_now_ns, wall_now_ns, Frame, FramePool};
 
 /// Frame rate when the spec names none.
 pub const DEFAULT_FPS: f64 = 30.0;
+/// The longest a live wait sleeps before looking at the stop flag again.
+const STOP_POLL: Duration = Duration::from_millis(20);
 /// Largest accepted side, pixels (a typo like 12800x7200 would allocate gigabytes).
 const MAX_SIDE: u32 = 8192;
 
@@ -83,6 +87,8 @@ pub struct SyntheticSource {
     /// Mono time the next live frame is due; `None` before the first.
     next_due_ns: Option<u64>,
     pool: FramePool,
+    /// The run's stop flag: a live wait (20 s at 0.05 fps) ends when it is set.
+    stop: Arc<AtomicBool>,
 }
 
 impl SyntheticSource {
@@ -92,6 +98,7 @@ impl SyntheticSource {
             next_seq: 0,
             next_due_ns: None,
             pool: FramePool::default(),
+            stop: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -101,11 +108,18 @@ impl SyntheticSource {
 
     /// Sleeps until the next live frame is due; a consumer that is late gets a frame at
     /// once and the schedule restarts from now, as a camera's would (no burst of catch-up).
-    fn wait_for_due(&mut self) {
-        let now = mono_now_ns();
-        let due = *self.next_due_ns.get_or_insert(now);
-        if due > now {
-            std::thread::sleep(Duration::from_nanos(due - now));
+    /// False when the run stopped meanwhile.
+    fn wait_for_due(&mut self) -> bool {
+        let due = *self.next_due_ns.get_or_insert_with(mono_now_ns);
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            let now = mono_now_ns();
+            if due <= now {
+                break;
+            }
+            std::thread::sleep(Duration::from_nanos(due - now).min(STOP_POLL));
         }
         let period = self.period_ns();
         let next = due + period;
@@ -114,6 +128,7 @@ impl SyntheticSource {
         } else {
             next
         });
+        true
     }
 }
 
@@ -162,8 +177,8 @@ fn fill_rect(image: &mut RgbImage, x0: u32, y0: u32, w: u32, h: u32, color: [u8;
 
 impl FrameSource for SyntheticSource {
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
-        if self.spec.live {
-            self.wait_for_due();
+        if self.spec.live && !self.wait_for_due() {
+            return Ok(None);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -180,6 +195,10 @@ impl FrameSource for SyntheticSource {
 
     fn use_pool(&mut self, pool: FramePool) {
         self.pool = pool;
+    }
+
+    fn watch_stop(&mut self, stop: Arc<AtomicBool>) {
+        self.stop = stop;
     }
 
     fn info(&self) -> SourceInfo {
@@ -251,5 +270,27 @@ mod tests {
             start.elapsed()
         );
         assert!(source.info().live);
+    }
+
+    /// Regression (issue 12): at 0.05 fps a stop waited for the next frame, 20 s away.
+    #[test]
+    fn a_slow_live_source_ends_soon_after_the_stop() {
+        let spec = SyntheticSpec::parse("16x16@0.05:live").unwrap();
+        let mut source = SyntheticSource::new(spec);
+        let stop = Arc::new(AtomicBool::new(false));
+        source.watch_stop(stop.clone());
+        source.next_frame().unwrap().unwrap();
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            stop.store(true, Ordering::Relaxed);
+        });
+        let start = std::time::Instant::now();
+        assert!(source.next_frame().unwrap().is_none());
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            start.elapsed()
+        );
+        setter.join().unwrap();
     }
 }

@@ -67,6 +67,8 @@ pub struct ByteTracker {
     high: Vec<usize>,
     low: Vec<usize>,
     pool: Vec<usize>,
+    high_left: Vec<usize>,
+    unmatched_tracked: Vec<usize>,
     cost: Vec<f32>,
     row_match: Vec<Option<usize>>,
     col_match: Vec<Option<usize>>,
@@ -85,6 +87,8 @@ impl ByteTracker {
             high: Vec::new(),
             low: Vec::new(),
             pool: Vec::new(),
+            high_left: Vec::new(),
+            unmatched_tracked: Vec::new(),
             cost: Vec::new(),
             row_match: Vec::new(),
             col_match: Vec::new(),
@@ -159,6 +163,15 @@ impl Tracker for ByteTracker {
         self.tracks.len()
     }
 
+    fn coasting(&self, out: &mut Vec<(usize, BoxXyxy)>) {
+        out.extend(
+            self.tracks
+                .iter()
+                .filter(|t| t.state == State::Lost)
+                .map(|t| (t.class_id, t.box_now)),
+        );
+    }
+
     fn update(&mut self, time_s: f64, inputs: &[TrackInput], assigned: &mut Vec<Option<Assigned>>) {
         let cfg = self.config;
         self.frames += 1;
@@ -192,14 +205,16 @@ impl Tracker for ByteTracker {
         pool.extend((0..self.tracks.len()).filter(|&t| self.tracks[t].confirmed));
         let high = std::mem::take(&mut self.high);
         self.matching(&pool, &high, inputs, cfg.fuse_score, cfg.match_thresh);
-        let mut high_left: Vec<usize> = Vec::new();
+        let mut high_left = std::mem::take(&mut self.high_left);
+        high_left.clear();
         for (k, &d) in high.iter().enumerate() {
             if self.col_match[k].is_none() {
                 high_left.push(d);
             }
         }
         let first_rows = std::mem::take(&mut self.row_match);
-        let mut unmatched_tracked: Vec<usize> = Vec::new();
+        let mut unmatched_tracked = std::mem::take(&mut self.unmatched_tracked);
+        unmatched_tracked.clear();
         for (k, &t) in pool.iter().enumerate() {
             match first_rows[k] {
                 Some(c) => self.observe(t, high[c], inputs, time_s),
@@ -312,6 +327,8 @@ impl Tracker for ByteTracker {
         self.pool = pool;
         self.high = high;
         self.low = low;
+        self.high_left = high_left;
+        self.unmatched_tracked = unmatched_tracked;
     }
 }
 

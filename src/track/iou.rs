@@ -54,6 +54,7 @@ pub struct IouTracker {
     next_id: u64,
     pairs: Vec<(f32, usize, usize)>,
     track_used: Vec<bool>,
+    det_track: Vec<Option<usize>>,
 }
 
 impl IouTracker {
@@ -64,6 +65,7 @@ impl IouTracker {
             next_id: 1,
             pairs: Vec::new(),
             track_used: Vec::new(),
+            det_track: Vec::new(),
         }
     }
 }
@@ -75,6 +77,15 @@ impl Tracker for IouTracker {
 
     fn live_tracks(&self) -> usize {
         self.tracks.len()
+    }
+
+    fn coasting(&self, out: &mut Vec<(usize, BoxXyxy)>) {
+        out.extend(
+            self.tracks
+                .iter()
+                .filter(|t| t.missed_frames > 0)
+                .map(|t| (t.class_id, t.box_in_image)),
+        );
     }
 
     fn update(&mut self, time_s: f64, inputs: &[TrackInput], assigned: &mut Vec<Option<Assigned>>) {
@@ -97,7 +108,9 @@ impl Tracker for IouTracker {
         let old_tracks = self.tracks.len();
         self.track_used.clear();
         self.track_used.resize(old_tracks, false);
-        let mut det_track: Vec<Option<usize>> = vec![None; inputs.len()];
+        let mut det_track = std::mem::take(&mut self.det_track);
+        det_track.clear();
+        det_track.resize(inputs.len(), None);
         for &(_, i, t) in &self.pairs {
             if det_track[i].is_none() && !self.track_used[t] {
                 det_track[i] = Some(t);
@@ -143,6 +156,7 @@ impl Tracker for IouTracker {
             })
         }));
         self.tracks.retain(|t| t.missed_frames <= MAX_MISSED_FRAMES);
+        self.det_track = det_track;
     }
 }
 

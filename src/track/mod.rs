@@ -56,6 +56,9 @@ pub trait Tracker: Send {
     fn update(&mut self, time_s: f64, inputs: &[TrackInput], assigned: &mut Vec<Option<Assigned>>);
     /// Tracks held (tracked, tentative and lost).
     fn live_tracks(&self) -> usize;
+    /// Appends `(class_id, predicted box)` of every track that was not seen in the last
+    /// update but is still held (lost, waiting to be found again).
+    fn coasting(&self, out: &mut Vec<(usize, BoxXyxy)>);
 }
 
 /// Which tracker a run uses (`--tracker`).

@@ -1,11 +1,15 @@
 //! The tracker as a pipeline stage after the detector (and the distances): gives each
 //! detection of a confirmed track its identity and age, keeps what the detector found below
 //! `--conf` only where it continues a confirmed track, and, with distances, each track's
-//! smoothed distance, closing speed and time to collision.
+//! smoothed distance, closing speed and time to collision. With `--privacy` it also covers
+//! the privacy classes in the frame's pixels ([`crate::privacy`]): the detector's boxes down
+//! to `--privacy-conf`, and the predicted boxes of lost tracks.
 
 use super::closing::{ClosingConfig, ClosingSpeeds, DistanceSample};
 use super::{Assigned, TrackInput, Tracker};
 use crate::pipeline::{Stage, StageError};
+use crate::privacy::Anonymiser;
+use crate::types::BoxXyxy;
 use crate::types::{mono_now_ns, DetectedFrame, Frame};
 
 pub struct TrackStage {
@@ -15,6 +19,44 @@ pub struct TrackStage {
     closing: ClosingSpeeds,
     inputs: Vec<TrackInput>,
     assigned: Vec<Option<Assigned>>,
+    privacy: Option<PrivacyCover>,
+}
+
+/// What `--privacy` covers: classes by id, from a score, with the anonymiser's buffers.
+struct PrivacyCover {
+    anonymiser: Anonymiser,
+    /// One flag per class id of the model.
+    classes: Vec<bool>,
+    min_score: f32,
+    coasting: Vec<(usize, BoxXyxy)>,
+}
+
+impl PrivacyCover {
+    fn covers(&self, class_id: usize) -> bool {
+        self.classes.get(class_id).copied().unwrap_or(false)
+    }
+
+    /// Covers this frame's detections of the classes, and the lost tracks' predicted boxes.
+    fn cover(
+        &mut self,
+        image: &mut image::RgbImage,
+        detections: &[crate::types::Detection],
+        tracker: &dyn Tracker,
+    ) {
+        for d in detections {
+            if d.score >= self.min_score && self.covers(d.class_id) {
+                self.anonymiser.cover(image, &d.box_in_image);
+            }
+        }
+        self.coasting.clear();
+        tracker.coasting(&mut self.coasting);
+        for i in 0..self.coasting.len() {
+            let (class_id, b) = self.coasting[i];
+            if self.covers(class_id) {
+                self.anonymiser.cover(image, &b);
+            }
+        }
+    }
 }
 
 impl TrackStage {
@@ -27,7 +69,25 @@ impl TrackStage {
             closing: ClosingSpeeds::new(ClosingConfig::default()),
             inputs: Vec::new(),
             assigned: Vec::new(),
+            privacy: None,
         }
+    }
+
+    /// Covers the classes flagged in `classes` (one flag per class id) in every frame's
+    /// pixels: detections at or above `min_score` and lost tracks' predicted boxes.
+    pub fn with_privacy(
+        mut self,
+        anonymiser: Anonymiser,
+        classes: Vec<bool>,
+        min_score: f32,
+    ) -> Self {
+        self.privacy = Some(PrivacyCover {
+            anonymiser,
+            classes,
+            min_score,
+            coasting: Vec::new(),
+        });
+        self
     }
 
     pub fn tracker_name(&self) -> &'static str {
@@ -46,6 +106,13 @@ impl TrackStage {
             }));
         self.tracker
             .update(time_s, &self.inputs, &mut self.assigned);
+        if let Some(privacy) = &mut self.privacy {
+            privacy.cover(
+                &mut detected.frame.image,
+                &detected.detections,
+                &*self.tracker,
+            );
+        }
         let mut index = 0;
         let (assigned, min_score) = (&self.assigned, self.min_score_shown);
         detected.detections.retain_mut(|d| {
@@ -150,5 +217,53 @@ mod tests {
         assert_eq!(out.detections.len(), 1);
         assert_eq!(out.detections[0].track_id, Some(1));
         assert!((out.detections[0].track_age_s.unwrap() - 0.1).abs() < 1e-9);
+    }
+
+    /// Issue 18: a person detected in frames 1–5 and 7–10 but not 6 stays covered in 6.
+    #[test]
+    fn privacy_covers_a_person_the_detector_misses_for_a_frame() {
+        use crate::privacy::{Anonymiser, PrivacyMethod};
+        let checker = image::RgbImage::from_fn(320, 240, |x, y| {
+            let v = if (x / 2 + y / 2) % 2 == 0 { 250 } else { 5 };
+            image::Rgb([v, v, v])
+        });
+        let person = |f: u64| Detection {
+            class_id: 0,
+            class: "person".into(),
+            group: ClassGroup::Pedestrian,
+            score: if f == 8 { 0.2 } else { 0.9 },
+            box_in_image: BoxXyxy::new(100.0 + 3.0 * f as f32, 60.0, 150.0 + 3.0 * f as f32, 200.0),
+            range: None,
+            track_id: None,
+            track_age_s: None,
+        };
+        let tracker = build(TrackerKind::Bytetrack, ByteTrackConfig::default()).unwrap();
+        // Class 0 (person) covered from score 0.15; shown from 0.5.
+        let mut stage = TrackStage::new(tracker, 0.5).with_privacy(
+            Anonymiser::new(PrivacyMethod::Blur, 0.1),
+            vec![true, false],
+            0.15,
+        );
+        for f in 1..=10u64 {
+            let mut detected = frame(f, &[]);
+            detected.frame.image = checker.clone();
+            if f != 6 {
+                detected.detections.push(person(f));
+            }
+            let out = stage.process(detected).unwrap();
+            // The centre of where the person is (or is predicted to be) has lost its detail.
+            let cx = 125 + 3 * f as u32;
+            let (a, b) = (
+                out.frame.image.get_pixel(cx, 130).0[0],
+                out.frame.image.get_pixel(cx + 1, 130).0[0],
+            );
+            assert!(
+                (a as i32 - b as i32).abs() < 40,
+                "frame {f}: {a} next to {b}: not covered"
+            );
+        }
+        // Nothing outside the padded box was touched.
+        let out = stage.process(frame(11, &[])).unwrap();
+        assert_eq!(out.frame.image.dimensions(), (1, 1));
     }
 }

@@ -116,7 +116,65 @@ fn read_raw(path: &Path) -> Result<RawTensors> {
             reason: "a legacy (pre-1.6, non-zip) PyTorch pickle; re-save it with `torch.save(obj, f)` from a current PyTorch, or convert it to safetensors".into(),
         });
     }
+    if !looks_like_safetensors(&bytes) {
+        return Err(DetectError::NotAModel {
+            path: path.to_path_buf(),
+            reason: describe_unknown(&bytes),
+        });
+    }
     read_safetensors(&bytes, path)
+}
+
+/// safetensors starts with its JSON header's length (8 bytes, little-endian, within the
+/// file), then the header's `{`.
+fn looks_like_safetensors(bytes: &[u8]) -> bool {
+    let Some((len, rest)) = bytes.split_first_chunk::<8>() else {
+        return false;
+    };
+    let len = u64::from_le_bytes(*len);
+    len >= 2 && len <= rest.len() as u64 && rest.first() == Some(&b'{')
+}
+
+/// What a file that is none of the weights formats looks like: its first bytes, in hex
+/// and as text, a guess where the bytes are telling, and the formats tried (issue 12: a
+/// garbage `.pth` was described as a bad safetensors header).
+pub fn describe_unknown(bytes: &[u8]) -> String {
+    const TRIED: &str = "tried a PyTorch zip checkpoint (starts `PK\\x03\\x04`), a legacy PyTorch pickle (starts 0x80) and safetensors (an 8-byte header length, then `{`)";
+    if bytes.is_empty() {
+        return format!("the file is empty; {TRIED}");
+    }
+    let head = &bytes[..bytes.len().min(16)];
+    let hex = head
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let text: String = head
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                char::from(b)
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    let guess = if bytes.starts_with(b"version https://git-lfs") {
+        " (a Git LFS pointer, not the file: run `git lfs pull`)"
+    } else if head.iter().take(15).any(|&b| b == b'<') && text.to_ascii_lowercase().contains("html")
+    {
+        " (an HTML page: a failed download?)"
+    } else if bytes.starts_with(&[0x1f, 0x8b]) {
+        " (gzip: unpack it first)"
+    } else if bytes.starts_with(b"\x08") && bytes.windows(7).take(64).any(|w| w == b"pytorch") {
+        " (an ONNX model: lookout reads the PyTorch or safetensors weights, not ONNX)"
+    } else {
+        ""
+    };
+    format!(
+        "its first {} bytes are {hex} (\"{text}\"){guess}; {TRIED}",
+        head.len()
+    )
 }
 
 fn read_safetensors(bytes: &[u8], path: &Path) -> Result<RawTensors> {
@@ -260,6 +318,24 @@ mod tests {
         let diff = (reference - folded)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(diff < 1e-4, "max diff {diff}");
         Ok(())
+    }
+
+    /// Issue 12 item 6: a garbage `.pth` names its first bytes and the formats tried.
+    #[test]
+    fn unknown_files_are_described_by_their_first_bytes_and_the_formats_tried() {
+        let why = describe_unknown(b"GARBAGE!\x00\x01 and more bytes");
+        assert!(why.contains("47 41 52 42 41 47 45 21 00 01"), "{why}");
+        assert!(why.contains("\"GARBAGE!.. and m\""), "{why}");
+        assert!(why.contains("zip") && why.contains("pickle") && why.contains("safetensors"));
+        assert!(describe_unknown(b"").contains("empty"));
+        assert!(
+            describe_unknown(b"version https://git-lfs.github.com/spec/v1\n").contains("git lfs")
+        );
+        assert!(describe_unknown(b"<!DOCTYPE html><html>").contains("HTML"));
+        let mut st = 2u64.to_le_bytes().to_vec();
+        st.extend_from_slice(b"{}");
+        assert!(looks_like_safetensors(&st));
+        assert!(!looks_like_safetensors(b"GARBAGE!{}"));
     }
 
     #[test]
