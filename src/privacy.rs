@@ -5,7 +5,7 @@
 //! [`Anonymiser`] covers boxes in an image: each box is padded by a margin, then blurred
 //! (three box-blur passes, a close approximation of a Gaussian, radius scaled to the box) or
 //! pixelated (blocks scaled to the box). Its buffers are kept between frames. Which boxes to
-//! cover is decided with the tracker (`crate::track::TrackStage`): the detector's boxes of
+//! cover is decided with the tracker, in the track stage: the detector's boxes of
 //! those classes down to `--privacy-conf`, and the predicted boxes of lost tracks, so that a
 //! person the detector misses for a few frames stays covered.
 

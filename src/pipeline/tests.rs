@@ -690,7 +690,8 @@ fn a_failing_sink_is_closed_and_the_others_finish_with_a_report() {
 #[test]
 fn a_video_sink_failing_mid_run_leaves_a_playable_file_up_to_its_last_good_frame() {
     use super::fault::{Fault, FaultySink};
-    let tools = match crate::cli::args::ffmpeg_from_env().tools() {
+    let tools = match crate::source::FfmpegConfig::from_vars(|name| std::env::var_os(name)).tools()
+    {
         Ok(tools) => tools,
         Err(e) if std::env::var("CI").is_err() => {
             eprintln!("skipping: {e}");
