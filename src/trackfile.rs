@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use crate::types::BoxXyxy;
 
-/// A tracking text format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A tracking text format (also `--tracks-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum TrackFormat {
     /// MOTChallenge: `frame,id,x,y,w,h,conf,...`, frames from 1, (x, y) the top-left corner.
     Mot,

@@ -321,15 +321,6 @@ impl TrackerArgs {
     }
 }
 
-/// Track files' format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TracksFormatArg {
-    /// MOTChallenge: `frame,id,x,y,w,h,score,-1,-1,-1`, frames from 1.
-    Mot,
-    /// KITTI tracking: `frame id type -1 -1 -10 x1 y1 x2 y2 -1 -1 -1 -1000 -1000 -1000 -10 score`.
-    Kitti,
-}
-
 /// Where tracks are written (`run`, `track`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct TracksOutArgs {
@@ -340,17 +331,14 @@ pub struct TracksOutArgs {
 
     /// Format of --save-tracks: mot or kitti.
     #[arg(long, value_enum, requires = "save_tracks")]
-    pub tracks_format: Option<TracksFormatArg>,
+    pub tracks_format: Option<TrackFormat>,
 }
 
 impl TracksOutArgs {
     /// `--tracks-format`, else by the file's name (`.kitti`, `.kitti.txt`), else MOTChallenge.
     pub fn format(&self, path: &Path) -> TrackFormat {
-        match self.tracks_format {
-            Some(TracksFormatArg::Kitti) => TrackFormat::Kitti,
-            Some(TracksFormatArg::Mot) => TrackFormat::Mot,
-            None => TrackFormat::for_path(path),
-        }
+        self.tracks_format
+            .unwrap_or_else(|| TrackFormat::for_path(path))
     }
 }
 

@@ -983,13 +983,7 @@ fn start_ffmpeg(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // Its own process group: a terminal's Ctrl-C reaches lookout alone, which then ends
-    // the child itself (a child killed first would look like a damaged input).
-    command.process_group(0);
-    die_with_parent(&mut command);
-    let mut child = command
-        .spawn()
-        .map_err(|e| spawn_error("ffmpeg", &tools.ffmpeg, FFMPEG_ENV, what, e))?;
+    let mut child = spawn_child(command, "ffmpeg", &tools.ffmpeg, FFMPEG_ENV, what)?;
     match (child.stdout.take(), child.stderr.take()) {
         (Some(stdout), Some(stderr)) => Ok((child, stdout, stderr)),
         _ => {
@@ -1015,6 +1009,23 @@ fn describe(what: &str, probe: &ProbeInfo) -> String {
     }
     text.push(')');
     text
+}
+
+/// Starts ffmpeg or ffprobe in its own process group (a terminal's Ctrl-C reaches lookout
+/// alone, which then ends the child itself: a child killed first would look like a damaged
+/// input), dying with lookout.
+fn spawn_child(
+    mut command: Command,
+    program: &'static str,
+    binary: &Path,
+    env_var: &'static str,
+    what: &str,
+) -> Result<Child, SourceError> {
+    command.process_group(0);
+    die_with_parent(&mut command);
+    command
+        .spawn()
+        .map_err(|e| spawn_error(program, binary, env_var, what, e))
 }
 
 fn spawn_error(
@@ -1070,13 +1081,7 @@ fn run_ffprobe(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // Its own process group: a terminal's Ctrl-C reaches lookout alone, which then ends
-    // the child itself (a child killed first would look like a damaged input).
-    command.process_group(0);
-    die_with_parent(&mut command);
-    let mut child = command
-        .spawn()
-        .map_err(|e| spawn_error("ffprobe", &tools.ffprobe, FFPROBE_ENV, what, e))?;
+    let mut child = spawn_child(command, "ffprobe", &tools.ffprobe, FFPROBE_ENV, what)?;
     let started = Instant::now();
     // ffprobe's output (one stream's entries, `-v error` messages) fits in the pipes'
     // buffers: it is read once ffprobe has exited.

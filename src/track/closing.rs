@@ -107,11 +107,7 @@ impl ClosingSpeeds {
             .retain(|_, h| h.back().is_some_and(|(t, _)| time_s - t <= window + 1e-9));
     }
 
-    /// Tracks with a history.
-    pub fn len(&self) -> usize {
-        self.histories.len()
-    }
-
+    /// No track has a history.
     pub fn is_empty(&self) -> bool {
         self.histories.is_empty()
     }
