@@ -12,6 +12,7 @@ pub mod detect;
 pub mod drive;
 pub mod fixtures;
 pub mod imageio;
+pub mod live;
 pub mod metrics;
 pub mod pipeline;
 pub mod privacy;

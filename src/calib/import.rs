@@ -177,12 +177,7 @@ impl YamlDoc<'_> {
     }
 
     fn invalid(&self, field: &str, value: &str, reason: &str) -> CalibError {
-        CalibError::InvalidField {
-            origin: self.origin.to_string(),
-            field: field.to_string(),
-            value: value.to_string(),
-            reason: reason.to_string(),
-        }
+        invalid(self.origin, field, value, reason)
     }
 
     fn size(&self, keys: &[&str]) -> Result<u32, CalibError> {
@@ -246,50 +241,110 @@ impl YamlDoc<'_> {
     }
 
     fn distortion(&self, model: Option<&str>, d: &[f64]) -> Result<Distortion, CalibError> {
-        let model = model.unwrap_or("plumb_bob");
-        let coefficient = |n: usize| d.get(n).copied().unwrap_or(0.0);
-        match model {
-            "plumb_bob" | "radtan" | "radial_tangential" | "rational_polynomial" => {
-                if let Some(n) = (5..d.len()).find(|n| d[*n] != 0.0) {
-                    return Err(self.invalid(
-                        &format!("distortion_coefficients.data[{n}]"),
-                        &d[n].to_string(),
-                        "only k1 k2 p1 p2 k3 are supported (rational/thin-prism terms must be 0); recalibrate without them",
-                    ));
-                }
-                if d.iter().all(|c| *c == 0.0) {
-                    return Ok(Distortion::None);
-                }
-                Ok(Distortion::RadialTangential {
-                    k1: coefficient(0),
-                    k2: coefficient(1),
-                    p1: coefficient(2),
-                    p2: coefficient(3),
-                    k3: coefficient(4),
-                })
-            }
-            "equidistant" | "fisheye" => {
-                if d.len() > 4 && d[4..].iter().any(|c| *c != 0.0) {
-                    return Err(self.invalid(
-                        "distortion_coefficients",
-                        &format!("{d:?}"),
-                        "the fisheye model has 4 coefficients k1..k4",
-                    ));
-                }
-                Ok(Distortion::Fisheye {
-                    k1: coefficient(0),
-                    k2: coefficient(1),
-                    k3: coefficient(2),
-                    k4: coefficient(3),
-                })
-            }
-            other => Err(self.invalid(
-                "distortion_model",
-                other,
-                "expected plumb_bob, rational_polynomial or equidistant",
-            )),
-        }
+        ros_distortion(self.origin, model, d)
     }
+}
+
+/// A ROS `distortion_model` and its `D` coefficients as a [`Distortion`].
+fn ros_distortion(origin: &str, model: Option<&str>, d: &[f64]) -> Result<Distortion, CalibError> {
+    let model = model.unwrap_or("plumb_bob");
+    let coefficient = |n: usize| d.get(n).copied().unwrap_or(0.0);
+    match model {
+        "plumb_bob" | "radtan" | "radial_tangential" | "rational_polynomial" => {
+            if let Some(n) = (5..d.len()).find(|n| d[*n] != 0.0) {
+                return Err(invalid(origin,
+                    &format!("distortion_coefficients.data[{n}]"),
+                    &d[n].to_string(),
+                    "only k1 k2 p1 p2 k3 are supported (rational/thin-prism terms must be 0); recalibrate without them",
+                ));
+            }
+            if d.iter().all(|c| *c == 0.0) {
+                return Ok(Distortion::None);
+            }
+            Ok(Distortion::RadialTangential {
+                k1: coefficient(0),
+                k2: coefficient(1),
+                p1: coefficient(2),
+                p2: coefficient(3),
+                k3: coefficient(4),
+            })
+        }
+        "equidistant" | "fisheye" => {
+            if d.len() > 4 && d[4..].iter().any(|c| *c != 0.0) {
+                return Err(invalid(
+                    origin,
+                    "distortion_coefficients",
+                    &format!("{d:?}"),
+                    "the fisheye model has 4 coefficients k1..k4",
+                ));
+            }
+            Ok(Distortion::Fisheye {
+                k1: coefficient(0),
+                k2: coefficient(1),
+                k3: coefficient(2),
+                k4: coefficient(3),
+            })
+        }
+        other => Err(invalid(
+            origin,
+            "distortion_model",
+            other,
+            "expected plumb_bob, rational_polynomial or equidistant",
+        )),
+    }
+}
+
+fn invalid(origin: &str, field: &str, value: &str, reason: &str) -> CalibError {
+    CalibError::InvalidField {
+        origin: origin.to_string(),
+        field: field.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// A camera from the fields of a ROS `CameraInfo` or a `foxglove.CameraCalibration` message
+/// (an MCAP file's calibration topic): image size, row-major K, distortion model and D. The
+/// mounting is not in the message: level at [`ASSUMED_YAML_MOUNTING_HEIGHT_M`], flagged as
+/// assumed (`--camera-height` / `--camera-pitch` set it).
+pub fn from_camera_info(
+    origin: &str,
+    size: (u32, u32),
+    k: &[f64],
+    distortion_model: &str,
+    d: &[f64],
+) -> Result<Calibration, CalibError> {
+    if k.len() != 9 || k[1] != 0.0 || k[3] != 0.0 || k[6] != 0.0 || k[7] != 0.0 || k[8] != 1.0 {
+        return Err(invalid(
+            origin,
+            "K",
+            &format!("{k:?}"),
+            "expected [fx 0 cx; 0 fy cy; 0 0 1] (9 values, no skew)",
+        ));
+    }
+    let intrinsics = Intrinsics {
+        fx: k[0],
+        fy: k[4],
+        cx: k[2],
+        cy: k[5],
+    };
+    let model = match distortion_model {
+        "" => None,
+        // Foxglove's name for OpenCV's fisheye model.
+        "kannala_brandt" => Some("equidistant"),
+        other => Some(other),
+    };
+    let distortion = ros_distortion(origin, model, d)?;
+    let mounting = Mounting::level(ASSUMED_YAML_MOUNTING_HEIGHT_M);
+    Ok(Calibration::new(
+        origin,
+        "camera_info",
+        size,
+        intrinsics,
+        distortion,
+        mounting,
+    )?
+    .with_assumed_mounting())
 }
 
 fn number(value: &Value) -> Option<f64> {

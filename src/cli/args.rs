@@ -144,8 +144,8 @@ fn check_threads(n: usize, cores: usize) -> Result<()> {
 /// `--source` and the flags that shape how it is opened.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SourceArgs {
-    /// camera:N (or N), a video file, a stream URL (rtsp://, http://, ...), a drive folder, a
-    /// KITTI raw folder, an image folder or glob (`dir/*.jpg`), or synthetic:WxH[@FPS][:live]
+    /// camera:N (or N), a video file, a stream URL (rtsp://, http://, ...), a drive folder, an
+    /// MCAP file, a KITTI raw folder, an image folder or glob (`dir/*.jpg`), or synthetic:WxH[@FPS][:live]
     /// (a moving test pattern for load tests; endless: stop it with --max-frames).
     #[arg(long, default_value = "camera:0", value_name = "SRC")]
     pub source: String,
@@ -179,6 +179,10 @@ pub struct SourceArgs {
     /// Frame rate given to image folders and globs (they carry no timestamps).
     #[arg(long, default_value_t = 10.0, value_name = "FPS")]
     pub fps: f64,
+
+    /// MCAP sources: the image topic to replay (default: the file's only image topic).
+    #[arg(long, value_name = "NAME")]
+    pub topic: Option<String>,
 }
 
 impl SourceArgs {
@@ -193,6 +197,7 @@ impl SourceArgs {
                 timeout_secs: self.stream_timeout,
                 reconnect_secs: self.reconnect,
             },
+            topic: self.topic.clone(),
         };
         Ok(SourceSpec::parse(&self.source, &opts)?)
     }
@@ -202,6 +207,19 @@ impl SourceArgs {
 /// the CLI, video sources and the video sink are handed this setting, never the environment.
 pub fn ffmpeg_from_env() -> FfmpegConfig {
     FfmpegConfig::from_vars(|name| std::env::var_os(name))
+}
+
+/// `HOST:PORT` (an address or a name this machine resolves) as the address to bind, for
+/// `flag`'s error message.
+pub fn socket_addr(flag: &str, text: &str) -> Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let bad = || {
+        format!("{flag} `{text}` is not HOST:PORT (e.g. 127.0.0.1:8765, or 0.0.0.0:8765 for every interface)")
+    };
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", bad()))?;
+    addrs.next().ok_or_else(|| anyhow::anyhow!(bad()))
 }
 
 /// `1280x720` → (1280, 720).

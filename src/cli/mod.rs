@@ -112,6 +112,32 @@ pub fn main() -> anyhow::Result<()> {
 /// An error and its causes on one line (`a: b: c`), as `{:#}` prints them, but without a
 /// cause that the message before it already ends with (issue 12: errors whose message
 /// includes their source printed "No such file or directory (os error 2)" twice).
+/// The SHA-256 of a file, lower-case hex (the weights in an MCAP file's metadata).
+pub fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// This process's command line, arguments quoted where they hold spaces.
+pub fn command_line() -> String {
+    std::env::args()
+        .map(|a| {
+            if a.contains(char::is_whitespace) {
+                format!("'{a}'")
+            } else {
+                a
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub fn one_line(error: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in error.chain() {

@@ -1,4 +1,4 @@
-//! `lookout record`: a source into a drive folder, no detector.
+//! `lookout record`: a source into a drive folder or an MCAP file, no detector.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,9 +15,14 @@ pub struct RecordArgs {
     #[command(flatten)]
     pub source: SourceArgs,
 
-    /// New drive folder (must not exist or be empty).
-    #[arg(long, value_name = "DIR")]
+    /// New drive folder (must not exist or be empty), or the MCAP file with --format mcap.
+    #[arg(long, value_name = "DIR|FILE")]
     pub out: PathBuf,
+
+    /// drive (a folder of frame files with an index) or mcap (one MCAP file, as `run --mcap`
+    /// writes it, with no detections).
+    #[arg(long, value_enum, default_value_t = RecordFormat::Drive)]
+    pub format: RecordFormat,
 
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
@@ -31,7 +36,7 @@ pub struct RecordArgs {
     #[arg(long, value_enum, default_value_t = PaceArg::Max)]
     pub pace: PaceArg,
 
-    /// Frame files: jpg or png.
+    /// Frame files (or --format mcap images): jpg or png.
     #[arg(long, value_enum, default_value_t = FrameFormatArg::Jpg)]
     pub frame_format: FrameFormatArg,
 
@@ -40,9 +45,18 @@ pub struct RecordArgs {
     pub calib: Option<PathBuf>,
 }
 
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecordFormat {
+    Drive,
+    Mcap,
+}
+
 pub fn run(args: &RecordArgs) -> Result<()> {
     let spec = args.source.spec()?;
-    check_new_folder(&args.out)?;
+    if args.format == RecordFormat::Drive {
+        check_new_folder(&args.out)?;
+    }
     // The drive folder may not be the source or the calibration file (issue 12 item 3).
     {
         use super::paths::{check_distinct, NamedPath};
@@ -62,19 +76,40 @@ pub fn run(args: &RecordArgs) -> Result<()> {
             "--duration must be positive"
         );
     }
-    if let Some(cal) = &args.calib {
-        // Checked now rather than after the recording.
-        crate::calib::Calibration::load(cal)?;
-    }
+    // Checked now rather than after the recording.
+    let loaded = match &args.calib {
+        Some(cal) => Some(crate::calib::Calibration::load(cal)?),
+        None => None,
+    };
     let stop = stop_on_ctrl_c();
     let source = crate::source::open_with_stop(&spec, &super::args::ffmpeg_from_env(), &stop)?;
     let calibration = args.calib.clone().or_else(|| source.calibration_path());
-    let sink = SinkSpec::Record {
-        dir: args.out.clone(),
-        source: spec.to_string(),
-        frame_format: args.frame_format.into(),
-        calibration,
-        privacy: None,
+    let sink = match args.format {
+        RecordFormat::Drive => SinkSpec::Record {
+            dir: args.out.clone(),
+            source: spec.to_string(),
+            frame_format: args.frame_format.into(),
+            calibration,
+            privacy: None,
+        },
+        RecordFormat::Mcap => {
+            let calibration = match (loaded, calibration) {
+                (Some(cal), _) => Some(cal),
+                (None, Some(path)) => Some(crate::calib::Calibration::load(&path)?),
+                (None, None) => source.embedded_calibration(),
+            };
+            let mut metadata = std::collections::BTreeMap::new();
+            metadata.insert("lookout_version".into(), env!("CARGO_PKG_VERSION").into());
+            metadata.insert("source".into(), spec.to_string());
+            metadata.insert("model".into(), "none (lookout record)".into());
+            metadata.insert("command_line".into(), super::command_line());
+            SinkSpec::Mcap {
+                path: args.out.clone(),
+                image_format: args.frame_format.into(),
+                calibration,
+                metadata,
+            }
+        }
     };
     let stages = Stages {
         detect: Box::new(PassThrough::new(!spec.is_live())),

@@ -108,6 +108,23 @@ pub struct RunArgs {
     #[command(flatten)]
     pub privacy: super::args::PrivacyArgs,
 
+    /// The run as one MCAP file (the frames as JPEG, the calibration, the boxes as image
+    /// annotations, the detections and stage times as JSON) for Foxglove, Lichtblick or
+    /// rerun; `lookout run --source FILE.mcap` replays it.
+    #[arg(long, value_name = "FILE")]
+    pub mcap: Option<PathBuf>,
+
+    /// Images of --mcap: jpg (small, fast) or png (lossless: a replay of the file gives
+    /// exactly this run's detections).
+    #[arg(long, value_enum, default_value_t = FrameFormatArg::Jpg)]
+    pub mcap_images: FrameFormatArg,
+
+    /// Serve the same channels live to Foxglove (open ws://HOST:PORT in it) on HOST:PORT,
+    /// default 127.0.0.1:8765. No authentication: bind to a trusted network only, or reach it
+    /// through an SSH tunnel.
+    #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = DEFAULT_FOXGLOVE_ADDR)]
+    pub foxglove: Option<String>,
+
     /// Show and detect on undistorted frames (needs --calib; a remap table built once).
     /// Not with --record: drives keep the camera's raw frames, undistort them on replay.
     #[arg(long, requires = "calib", conflicts_with = "record")]
@@ -159,6 +176,9 @@ fn no_display_reason(display: Option<&std::ffi::OsStr>, wayland: bool) -> String
     }
 }
 
+/// `--foxglove` without an address: this machine only (a tunnel reaches it from a laptop).
+pub const DEFAULT_FOXGLOVE_ADDR: &str = "127.0.0.1:8765";
+
 /// `--ttc-warn` when not given, seconds.
 pub const DEFAULT_TTC_WARN_S: f64 = 2.0;
 
@@ -190,6 +210,10 @@ pub struct RunPlan {
     pub pace: Pace,
     pub max_frames: Option<u64>,
     pub keep_frame_records: bool,
+    /// `--mcap`.
+    pub mcap: Option<PathBuf>,
+    /// `--foxglove`, resolved.
+    pub foxglove: Option<std::net::SocketAddr>,
 }
 
 impl RunArgs {
@@ -261,6 +285,10 @@ impl RunArgs {
                 format: self.tracks.format(path),
             });
         }
+        let foxglove = match &self.foxglove {
+            Some(addr) => Some(super::args::socket_addr("--foxglove", addr)?),
+            None => None,
+        };
         Ok(RunPlan {
             spec,
             detector,
@@ -280,6 +308,8 @@ impl RunArgs {
             pace: self.pace.into(),
             max_frames: self.max_frames,
             keep_frame_records: self.metrics_csv.is_some() || self.plot.is_some(),
+            mcap: self.mcap.clone(),
+            foxglove,
         })
     }
 }
@@ -307,6 +337,7 @@ impl RunArgs {
             named("--plot", &self.plot),
             named("--record", &self.record),
             named("--save-tracks", &self.tracks.save_tracks),
+            named("--mcap", &self.mcap),
         ]
         .into_iter()
         .flatten()
@@ -345,7 +376,36 @@ pub fn run(args: &RunArgs) -> Result<()> {
         None => None,
     };
 
+    // The camera: --calib, else the input's own (an MCAP file's calibration topic).
+    let calibration = match plan.calibration {
+        Some(cal) => Some(cal),
+        None => source
+            .embedded_calibration()
+            .map(|cal| {
+                let m = &args.mounting;
+                cal.with_mounting_override(m.camera_height, m.camera_pitch)
+            })
+            .transpose()?,
+    };
     let mut sinks = plan.outputs;
+    let mut services = Vec::new();
+    if let Some(path) = &plan.mcap {
+        sinks.push(SinkSpec::Mcap {
+            path: path.clone(),
+            image_format: args.mcap_images.into(),
+            calibration: calibration.clone(),
+            metadata: run_metadata(&plan.spec, &config.weights, &model, args),
+        });
+    }
+    let live = match plan.foxglove {
+        Some(addr) => {
+            let (sink, service, hub) = live_server(addr, calibration.as_ref())?;
+            sinks.push(sink);
+            services.push(service);
+            Some(hub)
+        }
+        None => None,
+    };
     if let Some((dir, frame_format)) = plan.record {
         sinks.push(SinkSpec::Record {
             dir,
@@ -365,7 +425,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     // The detector; the distances when there is a calibration (undistorted first with
     // --undistort: the ranging then sees a camera without distortion); the tracker.
     let mut detect_stage = DetectStage::new(detector);
-    let ranging = match (plan.calibration, plan.undistort) {
+    let ranging = match (calibration, plan.undistort) {
         (Some(cal), true) => {
             detect_stage = detect_stage.with_undistort(Undistort::new(cal.clone()));
             Some(RangingStage::new(cal.without_distortion()))
@@ -404,9 +464,18 @@ pub fn run(args: &RunArgs) -> Result<()> {
     pipeline_config.keep_frame_records = plan.keep_frame_records;
     pipeline_config.progress = !plan.show && !plan.spec.is_live();
     pipeline_config.stop = stop;
-    let report = match pipeline::run(source, stages, pipeline_config) {
-        Ok(report) => report,
-        Err(failed) => {
+    pipeline_config.services = services;
+    let result = pipeline::run(source, stages, pipeline_config);
+    let foxglove = live.map(|hub| hub.stats());
+    let report = match result {
+        Ok(mut report) => {
+            report.summary.foxglove = foxglove;
+            report
+        }
+        Err(mut failed) => {
+            if let Some(report) = &mut failed.report {
+                report.summary.foxglove = foxglove;
+            }
             // The metrics up to the failure are written all the same; the run's own error
             // is the one to report (a report that cannot be written is only logged).
             if let Some(report) = &failed.report {
@@ -419,6 +488,64 @@ pub fn run(args: &RunArgs) -> Result<()> {
     };
     write_reports(args, &report)?;
     super::InputEndedEarly::check(&report)
+}
+
+/// The `lookout` metadata record of an MCAP file: what made it.
+fn run_metadata(
+    spec: &SourceSpec,
+    weights: &Path,
+    model: &str,
+    args: &RunArgs,
+) -> std::collections::BTreeMap<String, String> {
+    let mut metadata = std::collections::BTreeMap::new();
+    metadata.insert("lookout_version".into(), env!("CARGO_PKG_VERSION").into());
+    metadata.insert("source".into(), spec.to_string());
+    metadata.insert("model".into(), model.to_string());
+    metadata.insert("weights".into(), weights.display().to_string());
+    match super::file_sha256(weights) {
+        Ok(hash) => metadata.insert("weights_sha256".into(), hash),
+        Err(e) => metadata.insert("weights_sha256".into(), format!("unreadable: {e}")),
+    };
+    metadata.insert("tracker".into(), args.tracking.tracker.name().to_string());
+    // Like a drive's [privacy] table: whether the stored frames are anonymised, and how.
+    let p = &args.privacy;
+    let privacy = match p.privacy {
+        super::args::PrivacyArg::Off => "off".to_string(),
+        method => format!(
+            "{} classes={} conf={} margin={}",
+            format!("{method:?}").to_lowercase(),
+            p.privacy_classes,
+            p.privacy_conf,
+            p.privacy_margin
+        ),
+    };
+    metadata.insert("privacy".into(), privacy);
+    metadata.insert("command_line".into(), super::command_line());
+    metadata
+}
+
+/// Binds the live Foxglove server now (a busy port fails before any work), and gives the
+/// sink that publishes to it and the service that serves it.
+fn live_server(
+    addr: std::net::SocketAddr,
+    calibration: Option<&Calibration>,
+) -> Result<(SinkSpec, pipeline::Service, crate::live::LiveHub)> {
+    let channels = crate::sink::live::live_channels(calibration.is_some());
+    let server = crate::live::LiveServer::bind(addr, "lookout", channels)?;
+    eprintln!(
+        "foxglove: serving ws://{} (open it in Foxglove: Open connection → Foxglove WebSocket); no authentication, keep it on a trusted network",
+        server.local_addr()
+    );
+    let hub = server.hub();
+    let sink = SinkSpec::Foxglove {
+        hub: hub.clone(),
+        calibration: calibration.cloned(),
+    };
+    let service = pipeline::Service {
+        name: "foxglove",
+        run: Box::new(move |stop| server.serve(stop).map_err(|e| e.to_string())),
+    };
+    Ok((sink, service, hub))
 }
 
 /// The table on stderr and the files asked for.

@@ -102,6 +102,14 @@ impl FrameFileFormat {
             FrameFileFormat::Png => "png",
         }
     }
+
+    /// The `format` of a `foxglove.CompressedImage` in this format.
+    pub fn foxglove_name(self) -> &'static str {
+        match self {
+            FrameFileFormat::Jpg => "jpeg",
+            FrameFileFormat::Png => "png",
+        }
+    }
 }
 
 /// When a drive was created: RFC 3339 text as written, or Unix seconds in hand-made drives.

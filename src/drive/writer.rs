@@ -4,9 +4,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::{ExtendedColorType, ImageEncoder};
-
 use super::index::{IndexEntry, INDEX_HEADER};
 use super::{
     is_plain_file_name, write_atomically, DriveError, DriveManifest, FrameFileFormat,
@@ -105,13 +102,23 @@ impl DriveWriter {
     pub fn write_frame(&mut self, frame: &Frame) -> Result<(), DriveError> {
         self.check_frame(frame)?;
         self.encode(frame)?;
+        let encoded = std::mem::take(&mut self.encoded);
+        let written = self.write_encoded(frame, &encoded);
+        self.encoded = encoded;
+        written
+    }
+
+    /// [`DriveWriter::write_frame`] with the frame already encoded in the drive's format
+    /// (the JPEG another sink of the run encoded too: see `sink::SourceJpeg`).
+    pub fn write_encoded(&mut self, frame: &Frame, encoded: &[u8]) -> Result<(), DriveError> {
+        self.check_frame(frame)?;
         let file = format!(
             "{FRAMES_DIR}/{:08}.{}",
             frame.seq,
             self.manifest.frame_format.extension()
         );
         let path = self.dir.join(&file);
-        write_atomically(&path, &self.encoded).map_err(|e| {
+        write_atomically(&path, encoded).map_err(|e| {
             DriveError::io(
                 format!(
                     "writing frame {} to {} (the drive keeps its first {} frames)",
@@ -200,14 +207,10 @@ impl DriveWriter {
                 crate::imageio::encode_jpeg_into(pixels, w, h, quality, &mut self.encoded)
                     .map_err(|e| e.to_string())
             }
-            // Fast compression: still lossless, and keeps up with a live camera.
-            FrameFileFormat::Png => PngEncoder::new_with_quality(
-                &mut self.encoded,
-                CompressionType::Fast,
-                FilterType::Adaptive,
-            )
-            .write_image(pixels, w, h, ExtendedColorType::Rgb8)
-            .map_err(|e| e.to_string()),
+            FrameFileFormat::Png => {
+                crate::imageio::encode_png_fast_into(pixels, w, h, &mut self.encoded)
+                    .map_err(|e| e.to_string())
+            }
         };
         result.map_err(|reason| DriveError::Encode {
             seq: frame.seq,

@@ -384,6 +384,10 @@ pub struct RunSummary {
     /// Why the input ended early, what the source skipped.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The live Foxglove server's clients and messages (`--foxglove`): `dropped` counts
+    /// messages a slow client lost (latest wins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub foxglove: Option<crate::live::LiveStats>,
 }
 
 impl RunSummary {

@@ -95,7 +95,26 @@ pub struct PipelineConfig {
     pub progress: bool,
     /// Set by Ctrl-C (or anyone) to stop gracefully; the pipeline sets it on a window quit.
     pub stop: Arc<AtomicBool>,
+    /// Work beside the stages for the whole run (the live server).
+    pub services: Vec<Service>,
 }
+
+/// Work that runs beside the stages for the whole run on a thread of its own (the live
+/// Foxglove server's accept-and-send loop). `run` returns soon after its flag is set,
+/// which happens once every sink is finished.
+pub struct Service {
+    pub name: &'static str,
+    pub run: ServiceBody,
+}
+
+/// What a [`Service`] runs: until its flag is set; an error is logged.
+pub type ServiceBody = Box<dyn FnOnce(&AtomicBool) -> Result<(), String> + Send>;
+
+/// A started service: its stop flag and thread.
+type Running = (Arc<AtomicBool>, std::thread::JoinHandle<()>);
+
+/// How long a service has to return after it is told to stop.
+const SERVICE_STOP: Duration = Duration::from_secs(1);
 
 impl PipelineConfig {
     /// Defaults for a source: lossless unless live, pace max, no limits.
@@ -112,6 +131,7 @@ impl PipelineConfig {
             model_load_ms: 0.0,
             progress: false,
             stop: Arc::new(AtomicBool::new(false)),
+            services: Vec::new(),
         }
     }
 
@@ -338,7 +358,7 @@ const FRAME_POOL_BUFFERS: usize = 12;
 pub fn run(
     mut source: Box<dyn FrameSource>,
     mut stages: Stages,
-    config: PipelineConfig,
+    mut config: PipelineConfig,
 ) -> Result<RunReport, RunFailed> {
     mono_now_ns(); // starts the clock, so that no stamp is 0
     let info = source.info();
@@ -364,6 +384,7 @@ pub fn run(
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<&'static str>();
     let started = Instant::now();
 
+    let services = start_services(std::mem::take(&mut config.services))?;
     let capture = {
         let (c, counters) = (ctl.clone(), counters.clone());
         let feed = CaptureFeed {
@@ -429,6 +450,7 @@ pub fn run(
         None => (LatencyRecorder::new(config.warmup_frames), Vec::new()),
     };
     let _ = (join_done(detect, join_by), join_done(render, join_by));
+    stop_services(services);
 
     let drops = counters.drops(final_info.skipped_frames);
     let frames = FrameCounts {
@@ -494,6 +516,50 @@ pub fn run(
         error,
         report: Some(Box::new(report)),
     })
+}
+
+/// Starts each service on its thread, with its own stop flag.
+fn start_services(services: Vec<Service>) -> Result<Vec<Running>, PipelineError> {
+    let mut started = Vec::new();
+    for Service { name, run } in services {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                if let Err(e) = run(&flag) {
+                    tracing::warn!("{name}: {e}");
+                }
+            })
+            .map_err(|e| PipelineError::Spawn {
+                stage: name,
+                message: e.to_string(),
+            });
+        match handle {
+            Ok(handle) => started.push((stop, handle)),
+            Err(e) => {
+                stop_services(started);
+                return Err(e);
+            }
+        }
+    }
+    Ok(started)
+}
+
+/// Tells every service to stop and waits [`SERVICE_STOP`] for each at most.
+fn stop_services(services: Vec<Running>) {
+    for (stop, _) in &services {
+        stop.store(true, Ordering::Relaxed);
+    }
+    let by = Instant::now() + SERVICE_STOP;
+    for (_, handle) in services {
+        while !handle.is_finished() && Instant::now() < by {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if handle.is_finished() {
+            let _ = handle.join();
+        }
+    }
 }
 
 /// A thread's result: when `by` is `None` (every thread said it is done) at once, else only
@@ -973,6 +1039,8 @@ fn write_frames(
     let counter = &counters.sink;
     let mut gaps = SeqGaps::default();
     let mut hud_window = HudWindow::default();
+    // The source frame's JPEG, encoded once per frame for every sink that stores it.
+    let jpeg = crate::sink::SourceJpeg::default();
     while let Some((timed, waits)) = receive(Hop::ToSink, rx, ctl, counter, &mut gaps) {
         let Rendered {
             mut detected,
@@ -988,6 +1056,7 @@ fn write_frames(
             detected: &detected,
             annotated: annotated.as_ref(),
             hud: &hud,
+            jpeg: &jpeg,
         };
         let mut index = 0;
         while index < outputs.sinks.len() {

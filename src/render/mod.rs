@@ -97,7 +97,6 @@ impl Overlay {
     /// Every box (in its track's colour when tracked), the trails, then the labels, most
     /// confident first (they get the preferred places).
     pub fn draw(&mut self, image: &mut RgbImage, detections: &[Detection]) {
-        use std::fmt::Write;
         let thickness = line_thickness(image.height());
         if let Some(trails) = &mut self.trails {
             trails.update(detections);
@@ -117,11 +116,7 @@ impl Overlay {
         for &i in &self.order {
             let d = &detections[i];
             self.label.clear();
-            if let Some(id) = d.track_id {
-                let _ = write!(self.label, "#{id} ");
-            }
-            let _ = write!(self.label, "{} {:.2}", d.class, d.score);
-            write_range_label(&mut self.label, d);
+            write_label(&mut self.label, d);
             let (tw, th) = text_size(&self.label, px);
             let (w, h) = (tw as i64 + 2 * margin, th as i64);
             let Some(r) = self.placer.place(&d.box_in_image, w, h, frame_w, frame_h) else {
@@ -144,6 +139,17 @@ impl Overlay {
     pub fn label_rects(&self) -> &[LabelRect] {
         self.placer.placed()
     }
+}
+
+/// A detection's label as drawn and as the Foxglove annotations carry it:
+/// `#12 person 0.91 · 14.2 m · TTC 1.8 s` (track, distance and TTC where known).
+pub fn write_label(out: &mut String, d: &Detection) {
+    use std::fmt::Write;
+    if let Some(id) = d.track_id {
+        let _ = write!(out, "#{id} ");
+    }
+    let _ = write!(out, "{} {:.2}", d.class, d.score);
+    write_range_label(out, d);
 }
 
 /// Appends ` · 14.2 m` (and ` · TTC 1.8 s`) for a detection with a range.

@@ -119,6 +119,7 @@ mod tests {
                 detected: &d,
                 annotated: Some(&annotated),
                 hud: &hud,
+                jpeg: &Default::default(),
             };
             sink.write(&frame).unwrap();
         }
@@ -150,6 +151,7 @@ mod tests {
             detected: &d,
             annotated: None,
             hud: &hud,
+            jpeg: &Default::default(),
         };
         let err = sink.write(&frame).unwrap_err().to_string();
         assert!(

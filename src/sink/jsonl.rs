@@ -157,6 +157,7 @@ mod tests {
                 detected: &d,
                 annotated: None,
                 hud: &hud,
+                jpeg: &Default::default(),
             };
             assert_eq!(sink.write(&frame).unwrap(), SinkControl::Continue);
             let text = std::fs::read_to_string(&path).unwrap();

@@ -7,24 +7,30 @@
 //! fine. `write` returns [`SinkControl::Quit`] when the user asks to stop (window closed,
 //! `q`/Esc); `finish` flushes and closes files, and is called exactly once at the end.
 
+pub mod channels;
 pub mod frames;
 pub mod jsonl;
+pub mod live;
+pub mod mcap;
 pub mod record;
 pub mod spec;
 pub mod tracks;
 pub mod video;
 pub mod window;
 
+use std::cell::{Cell, Ref, RefCell};
 use std::path::PathBuf;
 use std::process::ExitStatus;
 
 use image::RgbImage;
 
 use crate::drive::DriveError;
-use crate::types::{DetectedFrame, HudStats};
+use crate::types::{DetectedFrame, Frame, HudStats};
 
 pub use frames::FramesSink;
 pub use jsonl::{JsonlRecord, JsonlSink};
+pub use live::LiveSink;
+pub use mcap::McapSink;
 pub use record::RecordSink;
 pub use spec::{SinkContext, SinkFactory, SinkSpec};
 pub use video::VideoSink;
@@ -37,6 +43,38 @@ pub struct SinkFrame<'a> {
     /// The frame with boxes and labels drawn; `None` when no sink of the run needs pixels.
     pub annotated: Option<&'a RgbImage>,
     pub hud: &'a HudStats,
+    /// The source frame as JPEG, encoded on first use and shared by every sink that stores
+    /// it (a JPEG drive, the MCAP file, the live server).
+    pub jpeg: &'a SourceJpeg,
+}
+
+/// The source frame of the frame being written as JPEG, encoded at most once per frame
+/// and quality however many sinks ask (`--record` and `--mcap` together encode once).
+/// The buffer is reused between frames.
+#[derive(Debug, Default)]
+pub struct SourceJpeg {
+    bytes: RefCell<Vec<u8>>,
+    /// The frame (`seq`) and quality `bytes` holds.
+    holds: Cell<Option<(u64, u8)>>,
+}
+
+impl SourceJpeg {
+    /// The JPEG of `frame` at `quality`, encoded now unless it already is.
+    pub fn get(&self, frame: &Frame, quality: u8) -> std::io::Result<Ref<'_, Vec<u8>>> {
+        if self.holds.get() != Some((frame.seq, quality)) {
+            self.holds.set(None);
+            let mut bytes = self.bytes.borrow_mut();
+            crate::imageio::encode_jpeg_into(
+                frame.image.as_raw(),
+                frame.width(),
+                frame.height(),
+                quality,
+                &mut bytes,
+            )?;
+            self.holds.set(Some((frame.seq, quality)));
+        }
+        Ok(self.bytes.borrow())
+    }
 }
 
 /// Whether the run goes on after a sink has taken a frame.
@@ -205,6 +243,23 @@ pub enum SinkError {
         source: std::io::Error,
     },
 
+    #[error("{sink}: writing {} failed; check the free space and permissions there (a file cut short still replays up to its last complete chunk)", path.display())]
+    Mcap {
+        sink: &'static str,
+        path: PathBuf,
+        #[source]
+        source: ::mcap::McapError,
+    },
+
+    #[error("{sink}: the calibration does not fit the {width}x{height} frames")]
+    Calibration {
+        sink: &'static str,
+        width: u32,
+        height: u32,
+        #[source]
+        source: crate::calib::CalibError,
+    },
+
     /// The track file (`--save-tracks`) could not be written; the source names it.
     #[error("tracks: writing the track file failed; check the free space and permissions there")]
     Tracks(#[from] crate::trackfile::TrackFileError),
@@ -236,6 +291,8 @@ impl SinkError {
             | SinkError::WindowGone { sink, .. }
             | SinkError::Drive { sink, .. }
             | SinkError::CalibrationName { sink, .. }
+            | SinkError::Mcap { sink, .. }
+            | SinkError::Calibration { sink, .. }
             | SinkError::CopyCalibration { sink, .. } => sink,
         }
     }
@@ -254,7 +311,7 @@ impl SinkError {
     }
 }
 
-impl SinkFrame<'_> {
+impl<'a> SinkFrame<'a> {
     /// The annotated pixels, or an error saying that `sink` needs them: the pipeline must
     /// render whenever a window, video or frames sink is part of the run.
     pub fn require_annotated(&self, sink: &'static str) -> Result<&RgbImage, SinkError> {
@@ -262,6 +319,23 @@ impl SinkFrame<'_> {
             sink,
             seq: self.detected.frame.seq,
         })
+    }
+
+    /// The source frame as JPEG at `quality` ([`SourceJpeg`]), for `sink`.
+    pub fn source_jpeg(
+        &self,
+        sink: &'static str,
+        quality: u8,
+    ) -> Result<Ref<'a, Vec<u8>>, SinkError> {
+        let frame = &self.detected.frame;
+        self.jpeg
+            .get(frame, quality)
+            .map_err(|source| SinkError::Encode {
+                sink,
+                seq: frame.seq,
+                format: "jpeg",
+                source,
+            })
     }
 }
 

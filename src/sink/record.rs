@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Sink, SinkControl, SinkError, SinkFrame};
-use crate::drive::{DriveError, DriveManifest, DriveWriter};
+use crate::drive::{DriveError, DriveManifest, DriveWriter, FrameFileFormat, DEFAULT_JPEG_QUALITY};
 
 const NAME: &str = "record";
 
@@ -44,9 +44,17 @@ impl Sink for RecordSink {
             sink: NAME,
             what: "drive",
         })?;
-        writer
-            .write_frame(&frame.detected.frame)
-            .map_err(|e| drive_error(&self.dir, e))?;
+        let manifest = writer.manifest();
+        let written = match manifest.frame_format {
+            // The JPEG the MCAP file or the live server of the run may need as well.
+            FrameFileFormat::Jpg => {
+                let quality = manifest.jpeg_quality.unwrap_or(DEFAULT_JPEG_QUALITY);
+                let jpeg = frame.source_jpeg(NAME, quality)?;
+                writer.write_encoded(&frame.detected.frame, &jpeg)
+            }
+            FrameFileFormat::Png => writer.write_frame(&frame.detected.frame),
+        };
+        written.map_err(|e| drive_error(&self.dir, e))?;
         Ok(SinkControl::Continue)
     }
 
@@ -81,7 +89,6 @@ fn drive_error(dir: &Path, source: DriveError) -> SinkError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::drive::FrameFileFormat;
     use crate::source::DriveReader;
     use crate::source::FrameSource;
     use crate::types::HudStats;
@@ -115,6 +122,7 @@ mod tests {
                 detected: &d,
                 annotated: None,
                 hud: &hud,
+                jpeg: &Default::default(),
             };
             sink.write(&frame).unwrap();
         }

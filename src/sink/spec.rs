@@ -45,6 +45,22 @@ pub enum SinkSpec {
         path: PathBuf,
         format: crate::trackfile::TrackFormat,
     },
+    /// The run as one MCAP file: images, calibration, annotations, detections, latency.
+    Mcap {
+        path: PathBuf,
+        /// JPEG (shared with a JPEG drive) or lossless PNG images.
+        image_format: FrameFileFormat,
+        /// Adds `/camera/calibration` (scaled to the frames).
+        calibration: Option<crate::calib::Calibration>,
+        /// The `lookout` metadata record: version, model, weights hash, command line.
+        metadata: std::collections::BTreeMap<String, String>,
+    },
+    /// The same channels live to the clients of a Foxglove WebSocket server (already bound,
+    /// served on a thread of the pipeline's).
+    Foxglove {
+        hub: crate::live::LiveHub,
+        calibration: Option<crate::calib::Calibration>,
+    },
     /// Frames into a drive folder; `source` is the description stored in its manifest.
     Record {
         dir: PathBuf,
@@ -85,6 +101,23 @@ fn build(spec: SinkSpec, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkError> 
         ),
         SinkSpec::Frames { dir } => Box::new(FramesSink::create(&dir)?),
         SinkSpec::Jsonl { path } => Box::new(JsonlSink::create(&path)?),
+        SinkSpec::Mcap {
+            path,
+            image_format,
+            calibration,
+            metadata,
+        } => Box::new(super::mcap::McapSink::create(
+            &path,
+            image_format,
+            calibration.as_ref(),
+            &metadata,
+            (ctx.width, ctx.height),
+        )?),
+        SinkSpec::Foxglove { hub, calibration } => Box::new(super::live::LiveSink::new(
+            hub,
+            calibration.as_ref(),
+            (ctx.width, ctx.height),
+        )?),
         SinkSpec::Tracks { path, format } => {
             Box::new(super::tracks::TracksSink::create(&path, format)?)
         }

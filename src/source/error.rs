@@ -64,6 +64,10 @@ pub enum SourceError {
     #[error("KITTI raw folder {}: {reason}", path.display())]
     Kitti { path: PathBuf, reason: String },
 
+    /// An MCAP file that cannot be replayed; `reason` says why and what to do.
+    #[error("MCAP file {} {reason}", path.display())]
+    Mcap { path: PathBuf, reason: String },
+
     #[error(transparent)]
     Drive(#[from] DriveError),
 }

@@ -1,5 +1,5 @@
-//! Frame sources: cameras, video files and network streams, recorded drives, KITTI raw
-//! folders, image sequences and a synthetic test pattern (load and soak runs), all behind one blocking [`FrameSource`] trait.
+//! Frame sources: cameras, video files and network streams, recorded drives, MCAP files,
+//! KITTI raw folders, image sequences and a synthetic test pattern (load and soak runs), all behind one blocking [`FrameSource`] trait.
 //!
 //! The `--source` string is parsed once into a typed [`SourceSpec`] ([`SourceSpec::parse`]);
 //! [`open_with`] turns a spec into a source, with the [`FfmpegConfig`] the CLI read from the
@@ -17,6 +17,7 @@ mod error;
 pub mod ffmpeg;
 pub mod images;
 pub mod kitti;
+pub mod mcap;
 mod spec;
 pub mod synthetic;
 
@@ -61,6 +62,11 @@ pub trait FrameSource: Send {
 
     /// A camera calibration file that came with the input (drive or KITTI folder).
     fn calibration_path(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// A camera calibration carried inside the input (an MCAP file's calibration topic).
+    fn embedded_calibration(&self) -> Option<crate::calib::Calibration> {
         None
     }
 
@@ -128,6 +134,9 @@ pub fn open_with_stop(
         )?),
         SourceSpec::Drive(dir) => Box::new(DriveReader::open(dir)?),
         SourceSpec::KittiRaw(dir) => Box::new(kitti::open_kitti_raw(dir)?),
+        SourceSpec::Mcap { path, topic } => {
+            Box::new(mcap::McapSource::open(path, topic.as_deref())?)
+        }
         SourceSpec::Images { paths, fps } => {
             Box::new(images::ImageSequence::new(paths.clone(), *fps, "images")?)
         }

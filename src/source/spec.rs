@@ -36,6 +36,8 @@ pub struct SourceOptions {
     pub camera_retry_secs: f64,
     /// Network streams: probe and read timeouts, and how long a lost stream is reconnected.
     pub stream: StreamOptions,
+    /// MCAP files: the image topic to read (default: the only one).
+    pub topic: Option<String>,
 }
 
 impl Default for SourceOptions {
@@ -47,6 +49,7 @@ impl Default for SourceOptions {
             camera_fps: None,
             camera_retry_secs: 10.0,
             stream: StreamOptions::default(),
+            topic: None,
         }
     }
 }
@@ -69,6 +72,11 @@ pub enum SourceSpec {
         options: StreamOptions,
     },
     Drive(PathBuf),
+    /// An MCAP file; `topic` is `--topic` (default: its only image topic).
+    Mcap {
+        path: PathBuf,
+        topic: Option<String>,
+    },
     KittiRaw(PathBuf),
     Images {
         paths: Vec<PathBuf>,
@@ -144,6 +152,11 @@ impl fmt::Debug for SourceSpec {
                 .field("options", options)
                 .finish(),
             SourceSpec::Drive(p) => f.debug_tuple("Drive").field(p).finish(),
+            SourceSpec::Mcap { path, topic } => f
+                .debug_struct("Mcap")
+                .field("path", path)
+                .field("topic", topic)
+                .finish(),
             SourceSpec::KittiRaw(p) => f.debug_tuple("KittiRaw").field(p).finish(),
             SourceSpec::Images { paths, fps } => f
                 .debug_struct("Images")
@@ -162,6 +175,10 @@ impl fmt::Display for SourceSpec {
             SourceSpec::Video(p) => write!(f, "video {}", p.display()),
             SourceSpec::Stream { url, .. } => write!(f, "stream {}", mask_credentials(url)),
             SourceSpec::Drive(p) => write!(f, "drive {}", p.display()),
+            SourceSpec::Mcap { path, topic } => match topic {
+                Some(topic) => write!(f, "mcap {} topic {topic}", path.display()),
+                None => write!(f, "mcap {}", path.display()),
+            },
             SourceSpec::KittiRaw(p) => write!(f, "KITTI raw {}", p.display()),
             SourceSpec::Images { paths, fps } => {
                 write!(f, "{} images at {fps} fps", paths.len())
@@ -239,6 +256,10 @@ fn parse_path(path: &Path, opts: &SourceOptions) -> Result<SourceSpec, SourceErr
     }
     match extension_lowercase(path).as_deref() {
         Some(ext) if VIDEO_EXTENSIONS.contains(&ext) => Ok(SourceSpec::Video(path.to_path_buf())),
+        Some("mcap") => Ok(SourceSpec::Mcap {
+            path: path.to_path_buf(),
+            topic: opts.topic.clone(),
+        }),
         Some(ext) if IMAGE_EXTENSIONS.contains(&ext) => {
             images_spec(vec![path.to_path_buf()], opts, &path.display().to_string())
         }

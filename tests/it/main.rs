@@ -9,6 +9,7 @@ mod faults_input;
 mod faults_sinks;
 mod faults_stream;
 mod fuzz;
+mod mcap_files;
 mod pipeline;
 mod privacy;
 mod sink;

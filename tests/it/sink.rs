@@ -253,6 +253,7 @@ fn show_frame_then_close(w: u32, h: u32) {
         detected: &d,
         annotated: Some(&annotated),
         hud: &hud,
+        jpeg: &Default::default(),
     };
     let mut sink = WindowSink::open("lookout test", w, h).unwrap();
     assert_eq!(sink.name(), "window");
@@ -398,6 +399,7 @@ fn window_keys_child() {
         detected: &d,
         annotated: Some(&annotated),
         hud: &hud,
+        jpeg: &Default::default(),
     };
     let mut sink = WindowSink::open("lookout keys", w, h).unwrap();
     let gap = Duration::from_millis(1000);
@@ -495,6 +497,7 @@ fn write_video(sink: &mut VideoSink, frames: u32, w: u32, h: u32) {
             detected: &d,
             annotated: Some(&annotated),
             hud: &hud,
+            jpeg: &Default::default(),
         };
         assert_eq!(sink.write(&frame).unwrap(), SinkControl::Continue);
     }
@@ -637,6 +640,7 @@ fn video_frames_of_another_size_or_without_pixels_are_refused() {
         detected: &d,
         annotated: Some(&wrong),
         hud: &hud,
+        jpeg: &Default::default(),
     };
     let err = sink.write(&frame).unwrap_err().to_string();
     assert!(err.contains("64x48") && err.contains("320x240"), "{err}");
@@ -673,6 +677,7 @@ fn an_unwritable_video_path_fails_with_ffmpegs_reason() {
         detected: &d,
         annotated: Some(&annotated),
         hud: &hud,
+        jpeg: &Default::default(),
     };
     let mut result = Ok(SinkControl::Continue);
     for _ in 0..50 {
@@ -753,6 +758,7 @@ fn jsonl_lines_are_readable_before_finish_and_round_trip() {
             detected: d,
             annotated: None,
             hud: &hud,
+            jpeg: &Default::default(),
         };
         sink.write(&frame).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -783,6 +789,7 @@ fn frames_sink_writes_one_jpeg_per_frame_named_by_seq() {
             detected: &d,
             annotated: Some(&annotated),
             hud: &hud,
+            jpeg: &Default::default(),
         };
         sink.write(&frame).unwrap();
     }
@@ -811,6 +818,7 @@ fn recorded_drive_replays_every_frame() {
             detected: d,
             annotated: Some(&annotated),
             hud: &hud,
+            jpeg: &Default::default(),
         };
         sink.write(&frame).unwrap();
     }
