@@ -10,6 +10,7 @@ pub mod civil;
 pub mod cli;
 pub mod detect;
 pub mod drive;
+pub mod explain;
 pub mod fixtures;
 pub mod imageio;
 pub mod live;

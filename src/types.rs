@@ -51,6 +51,47 @@ pub struct DetectedFrame {
     pub detections: Vec<Detection>,
     pub timings: DetectTimings,
     pub stamps: FrameStamps,
+    /// The detector's score map over the frame (`--explain`), from the same inference.
+    pub heat: Option<HeatMap>,
+}
+
+/// Values in `[0, 1]` on a grid over an image: cell `(x, y)` covers image pixels
+/// `[x·cell, (x+1)·cell) × [y·cell, (y+1)·cell)` (the explain module draws them).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeatMap {
+    pub cell: u32,
+    pub cols: u32,
+    pub rows: u32,
+    /// Row-major, `cols × rows`.
+    pub values: Vec<f32>,
+}
+
+impl HeatMap {
+    /// The value at image pixel `(x, y)`.
+    pub fn at(&self, x: u32, y: u32) -> f32 {
+        let (c, r) = (
+            (x / self.cell).min(self.cols - 1),
+            (y / self.cell).min(self.rows - 1),
+        );
+        self.values[(r * self.cols + c) as usize]
+    }
+
+    /// The image pixel (centre of the cell) with the highest value.
+    pub fn argmax(&self) -> (u32, u32) {
+        let (i, _) =
+            self.values
+                .iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                    if v > best.1 {
+                        (i, v)
+                    } else {
+                        best
+                    }
+                });
+        let (c, r) = (i as u32 % self.cols, i as u32 / self.cols);
+        (c * self.cell + self.cell / 2, r * self.cell + self.cell / 2)
+    }
 }
 
 /// Nanoseconds on the process's monotonic clock (zero at first use).

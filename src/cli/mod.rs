@@ -7,6 +7,7 @@ pub mod calib_cmd;
 pub mod cameras_cmd;
 pub mod detect_cmd;
 pub mod eval_track_cmd;
+pub mod explain_cmd;
 pub mod paths;
 pub mod record_cmd;
 pub mod run_cmd;
@@ -37,6 +38,9 @@ pub enum Command {
     Cameras,
     /// Detect objects in still images.
     Detect(detect_cmd::DetectArgs),
+    /// Where the detector's scores are high on an image, and which pixels one detection
+    /// depends on (occlusion).
+    Explain(explain_cmd::ExplainArgs),
     /// Time pre-processing, inference and post-processing of a model.
     Bench(bench_cmd::BenchArgs),
     /// List the models `--model` knows, and where each is found.
@@ -100,6 +104,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Record(args) => record_cmd::run(args),
         Command::Cameras => cameras_cmd::run(),
         Command::Detect(args) => detect_cmd::run(args),
+        Command::Explain(args) => explain_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Models => list_models(),
         Command::Calib(CalibCommand::Show(args)) => calib_cmd::run_calib_show(args),
@@ -109,9 +114,6 @@ pub fn main() -> anyhow::Result<()> {
     }
 }
 
-/// An error and its causes on one line (`a: b: c`), as `{:#}` prints them, but without a
-/// cause that the message before it already ends with (issue 12: errors whose message
-/// includes their source printed "No such file or directory (os error 2)" twice).
 /// The SHA-256 of a file, lower-case hex (the weights in an MCAP file's metadata).
 pub fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
     use sha2::Digest;
@@ -138,6 +140,9 @@ pub fn command_line() -> String {
         .join(" ")
 }
 
+/// An error and its causes on one line (`a: b: c`), as `{:#}` prints them, but without a
+/// cause that the message before it already ends with (issue 12: errors whose message
+/// includes their source printed "No such file or directory (os error 2)" twice).
 pub fn one_line(error: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in error.chain() {

@@ -3,12 +3,16 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::args::{check_new_folder, FrameFormatArg, PaceArg, SourceArgs};
 use super::signals::stop_on_ctrl_c;
-use crate::pipeline::{self, PassThrough, PipelineConfig, RenderStage, Stages};
+use crate::pipeline::{
+    self, Captured, DetectStage, PassThrough, PipelineConfig, RenderStage, Retime, Stage, StageExt,
+    Stages,
+};
 use crate::sink::SinkSpec;
+use crate::types::DetectedFrame;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RecordArgs {
@@ -43,6 +47,17 @@ pub struct RecordArgs {
     /// A calibration file copied into the drive (default: the source's own, if it has one).
     #[arg(long, value_name = "FILE")]
     pub calib: Option<PathBuf>,
+
+    /// Anonymise people before anything is written (runs the detector and the tracker:
+    /// the detector options below apply); the drive's manifest and the MCAP metadata say how.
+    #[command(flatten)]
+    pub privacy: super::args::PrivacyArgs,
+
+    #[command(flatten)]
+    pub detector: super::args::DetectorArgs,
+
+    #[command(flatten)]
+    pub tracking: super::args::TrackerArgs,
 }
 
 /// `--format`.
@@ -81,8 +96,54 @@ pub fn run(args: &RecordArgs) -> Result<()> {
         Some(cal) => Some(crate::calib::Calibration::load(cal)?),
         None => None,
     };
+    let privacy = args.privacy.plan()?;
+    let tracking = args.tracking.plan()?;
+    let mut detector_config = None;
+    if let Some(p) = &privacy {
+        let tracking = tracking.as_ref().context(
+            "--privacy needs a tracker: it keeps covering a person the detector misses for a few frames; drop --tracker none",
+        )?;
+        let checked = args.detector.checked()?;
+        detector_config = Some(checked.conf.min(tracking.detector_conf()).min(p.min_score));
+    }
     let stop = stop_on_ctrl_c();
     let source = crate::source::open_with_stop(&spec, &super::args::ffmpeg_from_env(), &stop)?;
+    // --privacy: detector, tracker and anonymiser before the sink; otherwise no detector.
+    let (detect, privacy_note): (Box<dyn Stage<Captured, DetectedFrame>>, _) =
+        match (privacy, tracking, detector_config) {
+            (Some(p), Some(tracking), Some(conf)) => {
+                args.detector.apply_threads()?;
+                let mut config = args.detector.to_config()?;
+                config.conf = conf;
+                let detector = crate::detect::Detector::load(&config)?;
+                let mask = p
+                    .classes
+                    .mask(detector.classes())
+                    .map_err(|e| anyhow::anyhow!(e.replace("--classes", "--privacy-classes")))?;
+                let note = crate::drive::PrivacyNote {
+                    method: p.method.name().to_string(),
+                    classes: args.privacy.privacy_classes.clone(),
+                    min_score: p.min_score,
+                    margin: p.margin,
+                    model: detector.variant().to_string(),
+                };
+                let track = crate::track::TrackStage::new(tracking.build(), args.detector.conf)
+                    .with_privacy(
+                        crate::privacy::Anonymiser::new(p.method, p.margin),
+                        mask,
+                        p.min_score,
+                    );
+                (
+                    Box::new(
+                        Retime::new(!spec.is_live())
+                            .then(DetectStage::new(detector))
+                            .then(track),
+                    ),
+                    Some(note),
+                )
+            }
+            _ => (Box::new(PassThrough::new(!spec.is_live())), None),
+        };
     let calibration = args.calib.clone().or_else(|| source.calibration_path());
     let sink = match args.format {
         RecordFormat::Drive => SinkSpec::Record {
@@ -90,7 +151,7 @@ pub fn run(args: &RecordArgs) -> Result<()> {
             source: spec.to_string(),
             frame_format: args.frame_format.into(),
             calibration,
-            privacy: None,
+            privacy: privacy_note.clone(),
         },
         RecordFormat::Mcap => {
             let calibration = match (loaded, calibration) {
@@ -102,6 +163,14 @@ pub fn run(args: &RecordArgs) -> Result<()> {
             metadata.insert("lookout_version".into(), env!("CARGO_PKG_VERSION").into());
             metadata.insert("source".into(), spec.to_string());
             metadata.insert("model".into(), "none (lookout record)".into());
+            let privacy = match &privacy_note {
+                Some(p) => format!(
+                    "{} classes={} conf={} margin={} model={}",
+                    p.method, p.classes, p.min_score, p.margin, p.model
+                ),
+                None => "off".into(),
+            };
+            metadata.insert("privacy".into(), privacy);
             metadata.insert("command_line".into(), super::command_line());
             SinkSpec::Mcap {
                 path: args.out.clone(),
@@ -112,7 +181,7 @@ pub fn run(args: &RecordArgs) -> Result<()> {
         }
     };
     let stages = Stages {
-        detect: Box::new(PassThrough::new(!spec.is_live())),
+        detect,
         render: Box::new(RenderStage::new(false, f64::INFINITY)),
         sinks: vec![sink.factory()],
     };

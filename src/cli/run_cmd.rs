@@ -125,6 +125,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = DEFAULT_FOXGLOVE_ADDR)]
     pub foxglove: Option<String>,
 
+    /// The detector's score map over the frame in the window (`e` toggles it): the
+    /// per-anchor scores of the shown classes from the same inference, as a heat map.
+    #[arg(long)]
+    pub explain: bool,
+
+    /// The class whose score map --explain shows (a name, group or id, as --classes).
+    /// Default: the classes --classes reports.
+    #[arg(long, value_name = "CLASS", requires = "explain")]
+    pub explain_class: Option<String>,
+
     /// Show and detect on undistorted frames (needs --calib; a remap table built once).
     /// Not with --record: drives keep the camera's raw frames, undistort them on replay.
     #[arg(long, requires = "calib", conflicts_with = "record")]
@@ -253,6 +263,10 @@ impl RunArgs {
             None => None,
         };
         let (show, no_display) = decide_show(self);
+        anyhow::ensure!(
+            !self.explain || !self.headless,
+            "--explain draws the score map in the window: drop --headless, or run `lookout explain IMAGE --out heat.png` for a picture"
+        );
         let ffmpeg = super::args::ffmpeg_from_env();
         let hud = self.hud == OnOff::On;
         let mut outputs = Vec::new();
@@ -260,6 +274,7 @@ impl RunArgs {
             outputs.push(SinkSpec::Window {
                 title: format!("lookout: {spec}"),
                 hud,
+                explain: self.explain,
             });
         }
         if let Some(path) = &self.save_video {
@@ -424,7 +439,25 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let draw = sinks.iter().any(SinkSpec::needs_pixels);
     // The detector; the distances when there is a calibration (undistorted first with
     // --undistort: the ranging then sees a camera without distortion); the tracker.
+    // --explain: the score map of the shown classes (or --explain-class) on every frame.
+    let explain = match (args.explain, &args.explain_class) {
+        (false, _) => None,
+        (true, Some(class)) => Some(
+            crate::detect::classes::ClassFilter::parse(class)
+                .and_then(|f| f.mask(detector.classes()))
+                .map_err(|e| anyhow::anyhow!("--explain-class: {e}"))?,
+        ),
+        (true, None) => Some(
+            plan.detector
+                .classes
+                .mask(detector.classes())
+                .map_err(|e| anyhow::anyhow!(e))?,
+        ),
+    };
     let mut detect_stage = DetectStage::new(detector);
+    if let Some(classes) = explain {
+        detect_stage = detect_stage.with_explain(classes);
+    }
     let ranging = match (calibration, plan.undistort) {
         (Some(cal), true) => {
             detect_stage = detect_stage.with_undistort(Undistort::new(cal.clone()));
@@ -694,6 +727,16 @@ mod tests {
             .to_string();
         assert!(
             err.contains("--metrics-csv") && err.contains("--calib"),
+            "{err}"
+        );
+    }
+
+    /// Issue 18: --explain draws into the window, so a headless run refuses it.
+    #[test]
+    fn explain_needs_the_window() {
+        let err = parse_run(&["--explain"]).plan().err().unwrap().to_string();
+        assert!(
+            err.contains("--explain") && err.contains("lookout explain"),
             "{err}"
         );
     }

@@ -112,6 +112,25 @@ pub struct Detector {
     warned_non_finite: bool,
 }
 
+/// Per-anchor class scores of one inference, one grid per detection level
+/// ([`Detector::score_maps`]), in model-input pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreMaps {
+    pub model_width: usize,
+    pub model_height: usize,
+    pub levels: Vec<ScoreLevel>,
+}
+
+/// One level's grid: anchor (x, y) covers model pixels `[x·stride, (x+1)·stride)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreLevel {
+    pub stride: usize,
+    pub grid_w: usize,
+    pub grid_h: usize,
+    /// Row-major, `grid_w × grid_h`, in `[0, 1]`.
+    pub scores: Vec<f32>,
+}
+
 /// How the network's last output was written into [`Detector`]'s buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OutputForm {
@@ -350,6 +369,74 @@ impl Detector {
             );
         }
         Ok(())
+    }
+
+    /// Each anchor's score of the last inference for the classes flagged in `classes` (the
+    /// highest of them), level by level (strides 8, 16, 32), as the decode sees it: YOLOv8's
+    /// class score, YOLOX's objectness × class probability. Read from the output the
+    /// detections came from: no second inference. Where the classes were already reduced to
+    /// the best one on the GPU, an anchor counts when its best class is flagged.
+    pub fn score_maps(&self, classes: &[bool]) -> ScoreMaps {
+        let (w, h) = self.pre.model_size();
+        let levels: Vec<(usize, usize, usize)> = postprocess::STRIDES
+            .iter()
+            .map(|&s| (s, w / s, h / s))
+            .collect();
+        let anchors: usize = levels.iter().map(|(_, gw, gh)| gw * gh).sum();
+        let out = &self.output;
+        let wanted = |c: usize| classes.get(c).copied().unwrap_or(false);
+        let mut scores = vec![0f32; anchors];
+        if anchors > 0 && !out.is_empty() {
+            let columns = out.len() / anchors;
+            for (n, score) in scores.iter_mut().enumerate() {
+                let best = |values: &mut dyn Iterator<Item = (usize, f32)>| {
+                    values
+                        .filter(|&(c, _)| wanted(c))
+                        .map(|(_, v)| v)
+                        .fold(0f32, f32::max)
+                };
+                *score = match (&self.network, self.output_form) {
+                    (Network::Yolov8(_), OutputForm::Full) => {
+                        best(&mut (0..columns - 4).map(|c| (c, out[(4 + c) * anchors + n])))
+                    }
+                    (Network::Yolov8(_), OutputForm::Executor) => {
+                        let row = &out[n * columns..(n + 1) * columns];
+                        best(&mut row[4..].iter().copied().enumerate())
+                    }
+                    (Network::Yolov8(_), OutputForm::Reduced) => {
+                        let class = out[5 * anchors + n] as usize;
+                        best(&mut std::iter::once((class, out[4 * anchors + n])))
+                    }
+                    (Network::Yolox(_), OutputForm::Reduced) => {
+                        let row = &out[n * columns..(n + 1) * columns];
+                        best(&mut std::iter::once((row[6] as usize, row[4] * row[5])))
+                    }
+                    (Network::Yolox(_), _) => {
+                        let row = &out[n * columns..(n + 1) * columns];
+                        best(&mut row[5..].iter().map(|p| row[4] * p).enumerate())
+                    }
+                };
+            }
+        }
+        let mut offset = 0;
+        let levels = levels
+            .into_iter()
+            .map(|(stride, grid_w, grid_h)| {
+                let level = ScoreLevel {
+                    stride,
+                    grid_w,
+                    grid_h,
+                    scores: scores[offset..offset + grid_w * grid_h].to_vec(),
+                };
+                offset += grid_w * grid_h;
+                level
+            })
+            .collect();
+        ScoreMaps {
+            model_width: w,
+            model_height: h,
+            levels,
+        }
     }
 
     /// The last inference's output → detections in image pixels.

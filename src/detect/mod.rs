@@ -17,6 +17,6 @@ pub mod weights;
 pub mod yolov8;
 pub mod yolox;
 
-pub use detector::{Detector, DetectorConfig, ModelInput, MAX_IMGSZ};
+pub use detector::{Detector, DetectorConfig, ModelInput, ScoreLevel, ScoreMaps, MAX_IMGSZ};
 pub use device::{CudaFault, DeviceSpec};
 pub use error::{DetectError, Result};

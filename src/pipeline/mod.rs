@@ -38,8 +38,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 pub use slot::{hop, Handed, HopSender, LatestSlot};
 pub use stage::{
-    Captured, DetectStage, PassThrough, RenderStage, Rendered, Sequenced, Stage, StageError,
-    StageExt, Then,
+    Captured, DetectStage, PassThrough, RenderStage, Rendered, Retime, Sequenced, Stage,
+    StageError, StageExt, Then,
 };
 
 use crate::metrics::hud::HudWindow;

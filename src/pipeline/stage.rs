@@ -123,6 +123,8 @@ impl<In, Mid, S: Stage<In, Mid>> StageExt<In, Mid> for S {}
 pub struct DetectStage {
     detector: Detector,
     undistort: Option<Undistort>,
+    /// `--explain`: the classes whose score map each frame carries.
+    explain: Option<Vec<bool>>,
 }
 
 impl DetectStage {
@@ -130,6 +132,7 @@ impl DetectStage {
         Self {
             detector,
             undistort: None,
+            explain: None,
         }
     }
 
@@ -143,6 +146,13 @@ impl DetectStage {
     /// should use `Calibration::without_distortion`.
     pub fn with_undistort(mut self, undistort: Undistort) -> Self {
         self.undistort = Some(undistort);
+        self
+    }
+
+    /// Every frame carries the score map of `classes` (one flag per class id) from its own
+    /// inference (`--explain`).
+    pub fn with_explain(mut self, classes: Vec<bool>) -> Self {
+        self.explain = Some(classes);
         self
     }
 }
@@ -163,6 +173,11 @@ impl Stage<Captured, DetectedFrame> for DetectStage {
         self.detector.infer(&input)?;
         stamps.inferred = mono_now_ns();
         let detections = self.detector.postprocess(&image_from_model)?;
+        // From the output the detections came from: no second inference.
+        let heat = self.explain.as_ref().map(|classes| {
+            let maps = self.detector.score_maps(classes);
+            crate::explain::score_heat(&maps, &image_from_model, EXPLAIN_CELL_PX)
+        });
         stamps.postprocessed = mono_now_ns();
         let ms = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e6;
         let timings = DetectTimings {
@@ -176,27 +191,46 @@ impl Stage<Captured, DetectedFrame> for DetectStage {
             detections,
             timings,
             stamps,
+            heat,
         })
+    }
+}
+
+/// Cell of the `--explain` score map in image pixels (sampled once per cell).
+const EXPLAIN_CELL_PX: u32 = 8;
+
+/// A frame that has a presentation time gets a capture time of the first frame's plus its
+/// `pts_ns`, so that a drive recorded from a file at full speed still replays at the
+/// file's own timing.
+#[derive(Debug, Default)]
+pub struct SourceTiming {
+    /// (capture ns, pts ns) of the first frame.
+    origin: Option<(u64, i64)>,
+}
+
+impl SourceTiming {
+    pub fn apply(&mut self, frame: &mut Frame) {
+        if let Some(pts) = frame.pts_ns {
+            let (mono0, pts0) = *self.origin.get_or_insert((frame.capture_mono_ns, pts));
+            frame.capture_mono_ns = (mono0 as i64 + (pts - pts0)).max(0) as u64;
+        }
     }
 }
 
 /// No detector (recording): the frame goes on with no detections.
 ///
-/// With `keep_source_timing`, a frame that has a presentation time gets a capture time of
-/// the first frame's plus its `pts_ns`, so that a drive recorded from a file at full speed
-/// still replays at the file's own timing.
+/// With `keep_source_timing`, capture times follow the file's timestamps ([`SourceTiming`]).
 #[derive(Debug, Default)]
 pub struct PassThrough {
     pub keep_source_timing: bool,
-    /// (capture ns, pts ns) of the first frame.
-    origin: Option<(u64, i64)>,
+    timing: SourceTiming,
 }
 
 impl PassThrough {
     pub fn new(keep_source_timing: bool) -> Self {
         Self {
             keep_source_timing,
-            origin: None,
+            timing: SourceTiming::default(),
         }
     }
 }
@@ -207,9 +241,8 @@ impl Stage<Captured, DetectedFrame> for PassThrough {
             mut frame,
             mut stamps,
         } = input;
-        if let (true, Some(pts)) = (self.keep_source_timing, frame.pts_ns) {
-            let (mono0, pts0) = *self.origin.get_or_insert((frame.capture_mono_ns, pts));
-            frame.capture_mono_ns = (mono0 as i64 + (pts - pts0)).max(0) as u64;
+        if self.keep_source_timing {
+            self.timing.apply(&mut frame);
         }
         let now = mono_now_ns();
         (stamps.preprocessed, stamps.inferred, stamps.postprocessed) = (now, now, now);
@@ -218,7 +251,34 @@ impl Stage<Captured, DetectedFrame> for PassThrough {
             detections: Vec::new(),
             timings: DetectTimings::default(),
             stamps,
+            heat: None,
         })
+    }
+}
+
+/// [`SourceTiming`] as a step before the detector (`record --privacy` of a file); a live
+/// source (`keep_source_timing` false) keeps its capture times.
+#[derive(Debug, Default)]
+pub struct Retime {
+    pub keep_source_timing: bool,
+    timing: SourceTiming,
+}
+
+impl Retime {
+    pub fn new(keep_source_timing: bool) -> Self {
+        Self {
+            keep_source_timing,
+            timing: SourceTiming::default(),
+        }
+    }
+}
+
+impl Stage<Captured, Captured> for Retime {
+    fn process(&mut self, mut input: Captured) -> Result<Captured, StageError> {
+        if self.keep_source_timing {
+            self.timing.apply(&mut input.frame);
+        }
+        Ok(input)
     }
 }
 
@@ -315,6 +375,7 @@ mod tests {
             }],
             timings: DetectTimings::default(),
             stamps: FrameStamps::default(),
+            heat: None,
         }
     }
 

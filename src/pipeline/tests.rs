@@ -66,6 +66,7 @@ impl Stage<Captured, DetectedFrame> for SlowStage {
             detections: vec![],
             timings: DetectTimings::default(),
             stamps,
+            heat: None,
         })
     }
 }

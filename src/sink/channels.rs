@@ -418,6 +418,7 @@ mod tests {
                 .collect(),
             timings: Default::default(),
             stamps: Default::default(),
+            heat: None,
         }
     }
 

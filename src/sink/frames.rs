@@ -103,6 +103,7 @@ mod tests {
             detections: Vec::new(),
             timings: DetectTimings::default(),
             stamps: FrameStamps::default(),
+            heat: None,
         }
     }
 

@@ -142,6 +142,7 @@ mod tests {
                 track: 0.0,
             },
             stamps: FrameStamps::default(),
+            heat: None,
         }
     }
 

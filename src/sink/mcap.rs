@@ -191,6 +191,7 @@ mod tests {
             detections: Vec::new(),
             timings: Default::default(),
             stamps: Default::default(),
+            heat: None,
         }
     }
 

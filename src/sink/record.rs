@@ -106,6 +106,7 @@ mod tests {
             detections: Vec::new(),
             timings: DetectTimings::default(),
             stamps: FrameStamps::default(),
+            heat: None,
         }
     }
 

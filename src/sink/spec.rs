@@ -26,6 +26,8 @@ pub enum SinkSpec {
         title: String,
         /// The latency HUD shown at start (`h` toggles it).
         hud: bool,
+        /// The score map shown at start (`--explain`; `e` toggles it).
+        explain: bool,
     },
     Video {
         path: PathBuf,
@@ -92,9 +94,15 @@ fn build(spec: SinkSpec, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkError> 
     use super::{frames::FramesSink, jsonl::JsonlSink, record::RecordSink};
     use super::{video::VideoSink, window::WindowSink};
     Ok(match spec {
-        SinkSpec::Window { title, hud } => {
-            Box::new(WindowSink::open(&title, ctx.width, ctx.height)?.with_hud(hud))
-        }
+        SinkSpec::Window {
+            title,
+            hud,
+            explain,
+        } => Box::new(
+            WindowSink::open(&title, ctx.width, ctx.height)?
+                .with_hud(hud)
+                .with_explain(explain),
+        ),
         SinkSpec::Video { path, hud, ffmpeg } => Box::new(
             VideoSink::create_configured(&ffmpeg, &path, ctx.width, ctx.height, ctx.fps)?
                 .with_hud(hud),

@@ -114,6 +114,8 @@ pub fn display_available_for(display: Option<&OsStr>) -> bool {
 pub struct ViewState {
     pub show_hud: bool,
     pub paused: bool,
+    /// The detector's score map over the frame (`--explain`; `e` toggles it).
+    pub show_explain: bool,
 }
 
 impl Default for ViewState {
@@ -121,6 +123,7 @@ impl Default for ViewState {
         Self {
             show_hud: true,
             paused: false,
+            show_explain: false,
         }
     }
 }
@@ -130,6 +133,7 @@ impl Default for ViewState {
 pub struct KeyRequests {
     pub quit: bool,
     pub toggle_hud: bool,
+    pub toggle_explain: bool,
     pub toggle_pause: bool,
     /// Show one more frame, then pause.
     pub step: bool,
@@ -142,6 +146,7 @@ impl KeyRequests {
             match key {
                 Key::Q | Key::Escape => requests.quit = true,
                 Key::H => requests.toggle_hud = !requests.toggle_hud,
+                Key::E => requests.toggle_explain = !requests.toggle_explain,
                 Key::Space => requests.toggle_pause = !requests.toggle_pause,
                 Key::Period | Key::Right => requests.step = true,
                 _ => {}
@@ -314,6 +319,9 @@ impl ViewState {
         if requests.toggle_hud {
             self.show_hud = !self.show_hud;
         }
+        if requests.toggle_explain {
+            self.show_explain = !self.show_explain;
+        }
         if requests.toggle_pause {
             self.paused = !self.paused;
         } else if requests.step {
@@ -334,6 +342,8 @@ struct Shown {
     hud: HudStats,
     /// Set the HUD on or off before showing (the first frame after `with_hud`).
     show_hud: Option<bool>,
+    /// Likewise the score map (`with_explain`).
+    show_explain: Option<bool>,
 }
 
 /// The window thread's answer to one frame.
@@ -361,6 +371,8 @@ pub struct WindowSink {
     view: ViewState,
     /// The HUD setting for the next frame, when changed by [`WindowSink::with_hud`].
     pending_hud: Option<bool>,
+    /// The score-map setting for the next frame ([`WindowSink::with_explain`]).
+    pending_explain: Option<bool>,
     /// The buffers of the last frame shown, reused for the next.
     spare: Option<Shown>,
 }
@@ -397,6 +409,9 @@ impl WindowSink {
                         if let Some(on) = shown.show_hud.take() {
                             view.view.show_hud = on;
                         }
+                        if let Some(on) = shown.show_explain.take() {
+                            view.view.show_explain = on;
+                        }
                         let control = view.present(&shown.image, &shown.hud);
                         let reply = Answer {
                             shown,
@@ -420,6 +435,7 @@ impl WindowSink {
             display,
             view: ViewState::default(),
             pending_hud: None,
+            pending_explain: None,
             spare: None,
         };
         sink.wait_for(&opened)??;
@@ -430,6 +446,14 @@ impl WindowSink {
     pub fn with_hud(mut self, on: bool) -> Self {
         self.view.show_hud = on;
         self.pending_hud = Some(on);
+        self
+    }
+
+    /// Starts with the score map shown (`--explain`; `e` toggles it). Frames carry a map
+    /// only when the detect stage makes one.
+    pub fn with_explain(mut self, on: bool) -> Self {
+        self.view.show_explain = on;
+        self.pending_explain = Some(on);
         self
     }
 
@@ -488,14 +512,20 @@ impl Sink for WindowSink {
             image: RgbImage::new(0, 0),
             hud: HudStats::default(),
             show_hud: None,
+            show_explain: None,
         });
         if shown.image.dimensions() == annotated.dimensions() {
             shown.image.copy_from_slice(annotated.as_raw());
         } else {
             shown.image = annotated.clone();
         }
+        // The view as of the last frame: `e` shows or hides the map from the next one.
+        if let (true, Some(heat)) = (self.view.show_explain, &frame.detected.heat) {
+            crate::explain::draw_heat(&mut shown.image, heat, 0.6, "score");
+        }
         copy_hud(&mut shown.hud, frame.hud);
         shown.show_hud = self.pending_hud.take();
+        shown.show_explain = self.pending_explain.take();
         if frames.send(shown).is_err() {
             return Err(self
                 .wait_for(&self.replies)
@@ -590,13 +620,20 @@ mod tests {
         assert!(KeyRequests::from_keys(&[Key::Space]).toggle_pause);
         assert!(KeyRequests::from_keys(&[Key::Period]).step);
         assert!(KeyRequests::from_keys(&[Key::Right]).step);
+        assert!(KeyRequests::from_keys(&[Key::E]).toggle_explain);
         assert_eq!(
             ViewState::default(),
             ViewState {
                 show_hud: true,
-                paused: false
+                paused: false,
+                show_explain: false,
             }
         );
+        let mut view = ViewState::default();
+        view.apply(keys(&[Key::E]));
+        assert!(view.show_explain, "`e` shows the score map");
+        view.apply(keys(&[Key::E]));
+        assert!(!view.show_explain, "and hides it again");
     }
 
     fn keys(keys: &[Key]) -> KeyRequests {

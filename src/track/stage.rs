@@ -194,6 +194,7 @@ mod tests {
                 .collect(),
             timings: DetectTimings::default(),
             stamps: FrameStamps::default(),
+            heat: None,
         }
     }
 

@@ -4,6 +4,7 @@
 mod calib;
 mod common;
 mod detect;
+mod explain;
 mod faults;
 mod faults_input;
 mod faults_sinks;

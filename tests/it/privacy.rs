@@ -30,6 +30,25 @@ fn detail(image: &RgbImage, b: &BoxXyxy) -> f64 {
     sum / n
 }
 
+/// The boxes of the people of a JSON-lines record at score ≥ 0.3.
+fn people(record: &Value) -> Vec<BoxXyxy> {
+    record["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["class"] == "person" && d["score"].as_f64().unwrap() >= 0.3)
+        .map(|d| {
+            let b: Vec<f32> = d["box_xyxy"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            BoxXyxy::new(b[0], b[1], b[2], b[3])
+        })
+        .collect()
+}
+
 fn run(image: &Path, weights: &Path, extra: &[&str], out: &Path) -> Vec<Value> {
     let jsonl = out.join("run.jsonl");
     let mut cmd = lookout();
@@ -85,21 +104,7 @@ fn every_person_is_covered_in_a_private_recording() {
                 .unwrap()
                 .path();
             let written = image::open(&frame_file).unwrap().to_rgb8();
-            let people: Vec<BoxXyxy> = reference[0]["detections"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|d| d["class"] == "person" && d["score"].as_f64().unwrap() >= 0.3)
-                .map(|d| {
-                    let b: Vec<f32> = d["box_xyxy"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|v| v.as_f64().unwrap() as f32)
-                        .collect();
-                    BoxXyxy::new(b[0], b[1], b[2], b[3])
-                })
-                .collect();
+            let people = people(&reference[0]);
             assert!(!people.is_empty(), "{}: no person found", image.display());
             for b in &people {
                 let (before, after) = (detail(&original, b), detail(&written, b));
@@ -141,4 +146,61 @@ fn privacy_without_a_tracker_is_refused_before_any_work() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--privacy needs a tracker"), "{err}");
+}
+
+/// `record --privacy` runs the detector and tracker before anything is written: the drive
+/// and the MCAP file hold covered people and say how they were anonymised.
+#[test]
+fn record_with_privacy_writes_covered_frames_and_says_so() {
+    let (Some(bus), Some(weights)) = (
+        require("images/bus.jpg"),
+        require("models/yolox_nano.safetensors"),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let reference = run(&bus, &weights, &["--tracker", "none"], dir.path());
+    let person = people(&reference[0])[0];
+    let original = lookout::imageio::read_rgb(&bus).unwrap();
+    let drive = dir.path().join("drive");
+    let mcap = dir.path().join("private.mcap");
+    for (format, out) in [("drive", &drive), ("mcap", &mcap)] {
+        let mut cmd = lookout();
+        cmd.args(["record", "--privacy", "blur", "--frame-format", "png"])
+            .args(["--format", format, "--weights"])
+            .arg(&weights)
+            .arg("--source")
+            .arg(&bus)
+            .arg("--out")
+            .arg(out);
+        succeed(cmd);
+    }
+    let frame = std::fs::read_dir(drive.join("frames"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let written = image::open(&frame).unwrap().to_rgb8();
+    let (before, after) = (detail(&original, &person), detail(&written, &person));
+    assert!(after < 0.35 * before, "detail {before:.1} -> {after:.1}");
+    let manifest = std::fs::read_to_string(drive.join("drive.toml")).unwrap();
+    assert!(manifest.contains("method = \"blur\""), "{manifest}");
+    // The MCAP file's metadata says the same, and its image is the covered frame.
+    let bytes = std::fs::read(&mcap).unwrap();
+    let summary = mcap::Summary::read(&bytes).unwrap().unwrap();
+    let index = &summary.metadata_indexes[0];
+    let start = index.offset as usize;
+    let record = &bytes[start..start + index.length as usize];
+    let text = String::from_utf8_lossy(record);
+    assert!(text.contains("blur classes=person"), "{text}");
+    let image = mcap::MessageStream::new(&bytes)
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|m| m.channel.topic == "/camera/image")
+        .unwrap();
+    let image: foxglove::schemas::CompressedImage =
+        prost::Message::decode(&image.data[..]).unwrap();
+    let stored = image::load_from_memory(&image.data).unwrap().to_rgb8();
+    assert!(detail(&stored, &person) < 0.35 * before);
 }

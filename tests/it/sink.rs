@@ -89,6 +89,7 @@ fn detected(seq: u64, image: RgbImage, detections: Vec<Detection>) -> DetectedFr
             track: 0.0,
         },
         stamps: FrameStamps::default(),
+        heat: None,
     }
 }
 
@@ -230,6 +231,68 @@ fn window_child_shows_frame_then_closes() {
     // 720p opens a window of its size; 1080p one of 1600x900 with the frame scaled down.
     show_frame_then_close(1280, 720);
     show_frame_then_close(1920, 1080);
+    score_map_shows_only_with_explain();
+}
+
+/// Issue 18: a frame's score map is blended over it when the window shows it (`--explain`,
+/// `e`), and the frame is untouched otherwise.
+fn score_map_shows_only_with_explain() {
+    let (w, h) = (640, 360);
+    let dir = tempfile::tempdir().unwrap();
+    let shot_path = dir.path().join("root.png");
+    let annotated = RgbImage::from_pixel(w, h, BACKGROUND);
+    let mut d = detected(1, RgbImage::new(w, h), Vec::new());
+    // 8-px cells: the left half of the frame scores 1, the right half 0.
+    let (cols, rows) = (w / 8, h / 8);
+    let heat = lookout::types::HeatMap {
+        cell: 8,
+        cols,
+        rows,
+        values: (0..rows * cols)
+            .map(|i| if i % cols < cols / 2 { 1.0 } else { 0.0 })
+            .collect(),
+    };
+    let mut expected = annotated.clone();
+    lookout::explain::draw_heat(&mut expected, &heat, 0.6, "score");
+    let hot = *expected.get_pixel(w / 4, h / 2);
+    assert_ne!(hot, BACKGROUND);
+    d.heat = Some(heat);
+    let hud = hud();
+    let frame = SinkFrame {
+        detected: &d,
+        annotated: Some(&annotated),
+        hud: &hud,
+        jpeg: &Default::default(),
+    };
+    for explain in [true, false] {
+        let mut sink = WindowSink::open("lookout explain test", w, h)
+            .unwrap()
+            .with_hud(false)
+            .with_explain(explain);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (shot, right) = loop {
+            assert_eq!(sink.write(&frame).unwrap(), SinkControl::Continue);
+            std::thread::sleep(Duration::from_millis(100));
+            let shot = screenshot(&shot_path);
+            // The background's box: the right half with the map, the whole frame without.
+            if let Some(b) = bbox_of(&shot, BACKGROUND).filter(|b| b.2 - b.0 >= w / 2 - 2) {
+                break (shot, b);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the frame never appeared on screen"
+            );
+        };
+        let left = if explain { right.0 - w / 2 } else { right.0 };
+        let (x, y) = (f64::from(left + w / 4), f64::from(right.1 + h / 2));
+        let want = if explain { hot } else { BACKGROUND };
+        assert!(
+            colour_near(&shot, x, y, want),
+            "explain {explain}: ({x}, {y}) is {:?}, not {want:?}",
+            shot.get_pixel(x as u32, y as u32)
+        );
+        sink.finish().unwrap();
+    }
 }
 
 fn show_frame_then_close(w: u32, h: u32) {
