@@ -196,9 +196,16 @@ impl FrameSource for DriveReader {
                     .unwrap_or_default()
             )
         });
+        // An anonymised drive says so wherever the source is named (the summary, metrics.json):
+        // people in it are covered, and detections on them are detections on covered pixels.
+        let anonymised = m
+            .privacy
+            .as_ref()
+            .map(|p| format!(", anonymised: {} of {} by {}", p.method, p.classes, p.model))
+            .unwrap_or_default();
         SourceInfo {
             description: format!(
-                "drive {} ({}x{}, {} fps, {} frames, recorded from {})",
+                "drive {} ({}x{}, {} fps, {} frames, recorded from {}{anonymised})",
                 self.dir.display(),
                 m.width,
                 m.height,
