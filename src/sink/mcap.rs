@@ -29,7 +29,7 @@ const CHUNK_BYTES: u64 = 4 << 20;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// The metadata record's name.
-pub const METADATA_NAME: &str = "lookout";
+pub const METADATA_NAME: &str = crate::source::mcap::LOOKOUT_METADATA;
 
 /// Writes every frame's messages into an MCAP file.
 pub struct McapSink {

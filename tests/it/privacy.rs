@@ -186,22 +186,26 @@ fn record_with_privacy_writes_covered_frames_and_says_so() {
     assert!(after < 0.35 * before, "detail {before:.1} -> {after:.1}");
     let manifest = std::fs::read_to_string(drive.join("drive.toml")).unwrap();
     assert!(manifest.contains("method = \"blur\""), "{manifest}");
-    // A replay of it reports its detections as on an anonymised input.
-    let metrics = dir.path().join("metrics.json");
-    let mut cmd = lookout();
-    cmd.args(["run", "--headless", "--weights"])
-        .arg(&weights)
-        .arg("--source")
-        .arg(&drive)
-        .arg("--metrics")
-        .arg(&metrics);
-    succeed(cmd);
-    let metrics: Value = serde_json::from_str(&std::fs::read_to_string(&metrics).unwrap()).unwrap();
-    let source = metrics["source"].as_str().unwrap();
-    assert!(
-        source.contains("anonymised: blur of person by yolox-nano"),
-        "{source}"
-    );
+    // A replay of the drive, and of the MCAP file, reports its detections as on an
+    // anonymised input.
+    let metrics_path = dir.path().join("metrics.json");
+    for (input, expected) in [
+        (&drive, "anonymised: blur of person by yolox-nano"),
+        (&mcap, "anonymised: blur classes=person"),
+    ] {
+        let mut cmd = lookout();
+        cmd.args(["run", "--headless", "--weights"])
+            .arg(&weights)
+            .arg("--source")
+            .arg(input)
+            .arg("--metrics")
+            .arg(&metrics_path);
+        succeed(cmd);
+        let metrics: Value =
+            serde_json::from_str(&std::fs::read_to_string(&metrics_path).unwrap()).unwrap();
+        let source = metrics["source"].as_str().unwrap();
+        assert!(source.contains(expected), "{source}");
+    }
     // The MCAP file's metadata says the same, and its image is the covered frame.
     let bytes = std::fs::read(&mcap).unwrap();
     let summary = mcap::Summary::read(&bytes).unwrap().unwrap();

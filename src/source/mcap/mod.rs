@@ -25,6 +25,9 @@ use crate::drive::index::MAX_REPEATED_WARNINGS;
 use crate::types::{mono_now_ns, Frame, FramePool};
 use pixels::RawEncoding;
 
+/// The name of the metadata record lookout writes (`--mcap`): what made the file.
+pub const LOOKOUT_METADATA: &str = "lookout";
+
 /// Messages read at open, at most, to find the channels of a file without a summary and the
 /// first calibration message.
 const SCAN_MESSAGES: usize = 10_000;
@@ -111,6 +114,8 @@ pub struct McapSource {
     nominal_fps: Option<f64>,
     size: Option<(u32, u32)>,
     calibration: Option<Calibration>,
+    /// How the images were anonymised, from a lookout file's metadata (`--privacy`).
+    anonymised: Option<String>,
     first_log_time: Option<u64>,
     next_seq: u64,
     pool: FramePool,
@@ -144,10 +149,12 @@ impl McapSource {
             .metadata()
             .map_err(|source| io_error(path, source))?
             .len();
-        let topics = match read_summary(&mut file, size) {
-            Some(summary) => summary_topics(&summary),
+        let summary = read_summary(&mut file, size);
+        let topics = match &summary {
+            Some(summary) => summary_topics(summary),
             None => scan_topics(path)?,
         };
+        let anonymised = summary.as_ref().and_then(|s| lookout_privacy(&mut file, s));
         let (topic, info) = pick_topic(&topics, topic).map_err(mcap_error)?;
         let kind = info.kind.expect("pick_topic returns image topics only");
         let calibration = match topics
@@ -170,6 +177,7 @@ impl McapSource {
             nominal_fps,
             size: calibration.as_ref().map(Calibration::image_size),
             calibration,
+            anonymised,
             first_log_time: None,
             next_seq: 0,
             pool: FramePool::default(),
@@ -337,11 +345,15 @@ impl FrameSource for McapSource {
         };
         SourceInfo {
             description: format!(
-                "mcap {} topic {}{}",
+                "mcap {} topic {}{}{}",
                 self.path.display(),
                 self.topic,
                 self.frame_count
                     .map(|n| format!(" ({n} frames)"))
+                    .unwrap_or_default(),
+                self.anonymised
+                    .as_ref()
+                    .map(|p| format!(", anonymised: {p}"))
                     .unwrap_or_default()
             ),
             nominal_fps: self.nominal_fps,
@@ -392,6 +404,28 @@ fn read_summary(file: &mut File, size: u64) -> Option<mcap::Summary> {
         }
     }
     reader.finish()
+}
+
+/// The `privacy` entry of a lookout file's `lookout` metadata record, unless `off`.
+fn lookout_privacy(file: &mut File, summary: &mcap::Summary) -> Option<String> {
+    use std::io::SeekFrom;
+    let index = summary
+        .metadata_indexes
+        .iter()
+        .find(|m| m.name == LOOKOUT_METADATA)?;
+    // The whole record: opcode, length, body; a lookout record is small.
+    let length = usize::try_from(index.length)
+        .ok()
+        .filter(|&n| n > 9 && n < 1 << 20)?;
+    let mut record = vec![0u8; length];
+    file.seek(SeekFrom::Start(index.offset)).ok()?;
+    file.read_exact(&mut record).ok()?;
+    match mcap::parse_record(record[0], &record[9..]).ok()? {
+        mcap::records::Record::Metadata(m) => {
+            m.metadata.get("privacy").filter(|p| *p != "off").cloned()
+        }
+        _ => None,
+    }
 }
 
 fn summary_topics(summary: &mcap::Summary) -> BTreeMap<String, TopicInfo> {
