@@ -34,6 +34,10 @@ pub struct DetectorArgs {
     #[arg(long, default_value_t = 0.45)]
     pub iou: f32,
 
+    /// At most this many detections per image, the highest scoring (ultralytics' max_det).
+    #[arg(long, default_value_t = 300, value_name = "N")]
+    pub max_det: usize,
+
     /// Classes to report: `all`, or a comma list of class names, groups (pedestrian,
     /// vehicle, sign, other) and class ids. Default: pedestrian,vehicle,sign.
     #[arg(long, value_name = "LIST")]
@@ -93,7 +97,7 @@ impl DetectorArgs {
             classes,
             device,
             half: self.half,
-            max_detections: 300,
+            max_detections: self.max_det,
         };
         config.validate()?;
         Ok(config)

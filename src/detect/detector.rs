@@ -19,6 +19,9 @@ use crate::types::Detection;
 /// aborted the process asking for 120 GB).
 pub const MAX_IMGSZ: usize = 4096;
 
+/// The most `--max-det` may ask for (ultralytics keeps at most 30 000 boxes into NMS).
+pub const MAX_DETECTIONS: usize = 30_000;
+
 /// A validated detector configuration.
 #[derive(Debug, Clone)]
 pub struct DetectorConfig {
@@ -56,6 +59,12 @@ impl DetectorConfig {
         }
         if !(0.0..=1.0).contains(&self.iou) {
             return bad(format!("--iou {} is outside 0..1", self.iou));
+        }
+        if !(1..=MAX_DETECTIONS).contains(&self.max_detections) {
+            return bad(format!(
+                "--max-det {} must be between 1 and {MAX_DETECTIONS}",
+                self.max_detections
+            ));
         }
         if let Some(s) = self.imgsz {
             if s == 0 || s % 32 != 0 {
@@ -508,5 +517,15 @@ mod tests {
         cfg.imgsz = Some(100_000);
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("100000") && err.contains("4096"), "{err}");
+    }
+
+    #[test]
+    fn max_det_is_checked() {
+        let mut cfg = DetectorConfig::new(PathBuf::from("w.safetensors"));
+        cfg.max_detections = 0;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("--max-det 0"), "{err}");
+        cfg.max_detections = MAX_DETECTIONS;
+        assert!(cfg.validate().is_ok());
     }
 }

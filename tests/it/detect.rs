@@ -183,6 +183,41 @@ fn detect_cli_prints_a_summary_line_and_saves_annotated_images() {
     assert_eq!((saved.width(), saved.height()), (810, 1080));
 }
 
+/// `--max-det N` keeps the N highest-scoring detections (issue 15: a real option for every
+/// family).
+#[test]
+fn max_det_keeps_the_highest_scoring_detections() {
+    let (Some(weights), Some(bus)) = (
+        require("models/yolox_nano.safetensors"),
+        require("images/bus.jpg"),
+    ) else {
+        return;
+    };
+    let detections = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let out = crate::common::succeed(
+            lookout()
+                .args(["detect", "--json", "--weights"])
+                .arg(&weights)
+                .arg(&bus)
+                .args(extra),
+        );
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        line["detections"].as_array().unwrap().clone()
+    };
+    let all = detections(&[]);
+    assert!(all.len() > 2, "{}", all.len());
+    let two = detections(&["--max-det", "2"]);
+    assert_eq!(two.as_slice(), &all[..2]);
+    let bad = lookout()
+        .args(["detect", "--max-det", "0", "--weights"])
+        .arg(&weights)
+        .arg(&bus)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--max-det 0"));
+}
+
 fn detect_error(weights: &Path) -> String {
     let bus = lookout::fixtures::root().join("images/bus.jpg");
     let out = lookout()
