@@ -95,6 +95,11 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
     let mut config = args.detector.to_config()?;
     let shown_conf = checked.conf;
     config.conf = OCCLUSION_CONF;
+    if let Some(class) = &args.class {
+        // The detections explained are of the mapped class, whatever --classes says.
+        config.classes = crate::detect::classes::ClassFilter::parse(class)
+            .map_err(|e| anyhow::anyhow!("--class: {e}"))?;
+    }
     let mut detector = Detector::load(&config)?;
     let mapped = match &args.class {
         Some(class) => crate::detect::classes::ClassFilter::parse(class)
@@ -129,12 +134,9 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
     save(&picture, &args.out)?;
     let occlusion = match args.detection {
         Some(k) => {
-            let target = detections.get(k).with_context(|| {
-                format!(
-                    "--detection {k}: the image has {} detections (0..{})",
-                    detections.len(),
-                    detections.len().saturating_sub(1)
-                )
+            let target = detections.get(k).with_context(|| match detections.len() {
+                0 => format!("--detection {k}: the image has no detection of the mapped classes above --conf"),
+                n => format!("--detection {k}: the image has {n} detections (0..{})", n - 1),
             })?;
             let bar = indicatif::ProgressBar::new(0);
             let map = explain::occlusion(

@@ -162,7 +162,12 @@ pub fn run(args: &RecordArgs) -> Result<()> {
             let mut metadata = std::collections::BTreeMap::new();
             metadata.insert("lookout_version".into(), env!("CARGO_PKG_VERSION").into());
             metadata.insert("source".into(), spec.to_string());
-            metadata.insert("model".into(), "none (lookout record)".into());
+            let model = privacy_note
+                .as_ref()
+                .map_or("none (lookout record)".to_string(), |p| {
+                    format!("{} (anonymising only)", p.model)
+                });
+            metadata.insert("model".into(), model);
             let privacy = match &privacy_note {
                 Some(p) => format!(
                     "{} classes={} conf={} margin={} model={}",

@@ -402,19 +402,27 @@ pub fn run(args: &RunArgs) -> Result<()> {
             })
             .transpose()?,
     };
+    // With --undistort the stored and shown frames are undistorted: their camera has none.
+    let stored_camera = calibration.as_ref().map(|cal| {
+        if plan.undistort {
+            cal.without_distortion()
+        } else {
+            cal.clone()
+        }
+    });
     let mut sinks = plan.outputs;
     let mut services = Vec::new();
     if let Some(path) = &plan.mcap {
         sinks.push(SinkSpec::Mcap {
             path: path.clone(),
             image_format: args.mcap_images.into(),
-            calibration: calibration.clone(),
+            calibration: stored_camera.clone(),
             metadata: run_metadata(&plan.spec, &config.weights, &model, args),
         });
     }
     let live = match plan.foxglove {
         Some(addr) => {
-            let (sink, service, hub) = live_server(addr, calibration.as_ref())?;
+            let (sink, service, hub) = live_server(addr, stored_camera.as_ref())?;
             sinks.push(sink);
             services.push(service);
             Some(hub)

@@ -113,6 +113,15 @@ pub type ServiceBody = Box<dyn FnOnce(&AtomicBool) -> Result<(), String> + Send>
 /// A started service: its stop flag and thread.
 type Running = (Arc<AtomicBool>, std::thread::JoinHandle<()>);
 
+/// The started services; dropping it stops them (also when a stage thread fails to start).
+struct Services(Vec<Running>);
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        stop_services(std::mem::take(&mut self.0));
+    }
+}
+
 /// How long a service has to return after it is told to stop.
 const SERVICE_STOP: Duration = Duration::from_secs(1);
 
@@ -384,7 +393,7 @@ pub fn run(
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<&'static str>();
     let started = Instant::now();
 
-    let services = start_services(std::mem::take(&mut config.services))?;
+    let services = Services(start_services(std::mem::take(&mut config.services))?);
     let capture = {
         let (c, counters) = (ctl.clone(), counters.clone());
         let feed = CaptureFeed {
@@ -450,7 +459,7 @@ pub fn run(
         None => (LatencyRecorder::new(config.warmup_frames), Vec::new()),
     };
     let _ = (join_done(detect, join_by), join_done(render, join_by));
-    stop_services(services);
+    drop(services);
 
     let drops = counters.drops(final_info.skipped_frames);
     let frames = FrameCounts {

@@ -173,12 +173,13 @@ impl Stage<Captured, DetectedFrame> for DetectStage {
         self.detector.infer(&input)?;
         stamps.inferred = mono_now_ns();
         let detections = self.detector.postprocess(&image_from_model)?;
-        // From the output the detections came from: no second inference.
+        stamps.postprocessed = mono_now_ns();
+        // From the output the detections came from: no second inference. After the
+        // post-processing stamp, so that its time is not counted as post-processing.
         let heat = self.explain.as_ref().map(|classes| {
             let maps = self.detector.score_maps(classes);
             crate::explain::score_heat(&maps, &image_from_model, EXPLAIN_CELL_PX)
         });
-        stamps.postprocessed = mono_now_ns();
         let ms = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e6;
         let timings = DetectTimings {
             preprocess: ms(t0, stamps.preprocessed),

@@ -159,3 +159,35 @@ fn lookout_explain_writes_the_maps_and_their_json() {
         "some patch matters"
     );
 }
+
+/// Review of #18: `--class` outside the default `--classes` (a tie is "other") found no
+/// detection to explain.
+#[test]
+fn explain_class_explains_a_class_outside_the_default_classes() {
+    let (Some(weights), Some((zidane, _))) =
+        (lookout::fixtures::require(WEIGHTS), image("zidane.jpg"))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = lookout();
+    cmd.arg("explain")
+        .arg(&zidane)
+        .arg("--weights")
+        .arg(weights)
+        .arg("--out")
+        .arg(dir.path().join("tie.png"))
+        .args([
+            "--class",
+            "tie",
+            "--detection",
+            "0",
+            "--patch",
+            "640",
+            "--stride",
+            "640",
+        ]);
+    let run = succeed(cmd);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("0: tie"), "{stderr}");
+}

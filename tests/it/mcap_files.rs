@@ -707,3 +707,36 @@ fn a_busy_foxglove_port_is_refused_before_the_run() {
         "{stderr}"
     );
 }
+
+/// Review of #14: with `--undistort` the stored frames are undistorted, so the file's camera
+/// must have no distortion (it had the lens's, and a replay applied it twice).
+#[test]
+fn an_undistorted_run_stores_a_camera_without_distortion() {
+    let Some(clip) = lookout::fixtures::require(CLIP) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mcap = dir.path().join("u.mcap");
+    let calib = repo("calibration/webcam-generic.toml");
+    let extra = [
+        "--imgsz",
+        "128",
+        "--max-frames",
+        "2",
+        "--undistort",
+        "--calib",
+        s(&calib),
+        "--mcap",
+        s(&mcap),
+    ];
+    let Some(cmd) = run_cmd(s(&clip), &extra) else {
+        return;
+    };
+    succeed(cmd);
+    let Some(summary) = tool_json(&["summary", s(&mcap)]) else {
+        return;
+    };
+    let d = summary["calibration"][0]["D"].as_array().unwrap().clone();
+    assert!(d.iter().all(|v| v.as_f64() == Some(0.0)), "{d:?}");
+    assert_eq!(summary["calibration"][0]["K"][0], 910.0);
+}

@@ -119,8 +119,6 @@ pub struct McapSource {
     first_log_time: Option<u64>,
     next_seq: u64,
     pool: FramePool,
-    /// Raw pixels converted to RGB here before they move into a pooled frame.
-    rgb: Vec<u8>,
     /// Base64 of JSON images decoded here.
     bytes: Vec<u8>,
     skipped: u64,
@@ -157,11 +155,8 @@ impl McapSource {
         let anonymised = summary.as_ref().and_then(|s| lookout_privacy(&mut file, s));
         let (topic, info) = pick_topic(&topics, topic).map_err(mcap_error)?;
         let kind = info.kind.expect("pick_topic returns image topics only");
-        let calibration = match topics
-            .iter()
-            .find(|(_, t)| t.kind.is_some_and(|k| !k.is_image()))
-        {
-            Some((name, _)) => first_calibration(path, name)?,
+        let calibration = match calibration_topic(&topics, topic) {
+            Some(name) => first_calibration(path, name)?,
             None => None,
         };
         let nominal_fps = info.span.and_then(|(first, last)| {
@@ -181,7 +176,6 @@ impl McapSource {
             first_log_time: None,
             next_seq: 0,
             pool: FramePool::default(),
-            rgb: Vec::new(),
             bytes: Vec::new(),
             skipped: 0,
             last_skip: None,
@@ -270,11 +264,12 @@ impl McapSource {
                 ),
             });
         };
-        if let Err(e) = pixels::to_rgb(enc, width, height, step, big_endian, data, &mut self.rgb) {
+        // Straight into a pooled frame buffer (to_rgb sizes it; a pooled one has the size).
+        let mut buf = self.pool.take(0);
+        if let Err(e) = pixels::to_rgb(enc, width, height, step, big_endian, data, &mut buf) {
+            self.pool.put(buf);
             return Ok(Err(e.to_string()));
         }
-        let mut buf = self.pool.take(self.rgb.len());
-        buf.copy_from_slice(&self.rgb);
         Ok(Ok(image::RgbImage::from_raw(width, height, buf)
             .expect("to_rgb wrote width × height × 3 bytes")))
     }
@@ -437,7 +432,11 @@ fn summary_topics(summary: &mcap::Summary) -> BTreeMap<String, TopicInfo> {
     let mut topics = BTreeMap::new();
     for (id, channel) in &summary.channels {
         let count = counts.get(id).copied().unwrap_or(0);
-        let span = summary.chunk_indexes.iter().fold(None, |span, c| {
+        // The span of the chunks that hold this channel's messages (not the file's).
+        let chunks = summary.chunk_indexes.iter().filter(|c| {
+            c.message_index_offsets.is_empty() || c.message_index_offsets.contains_key(id)
+        });
+        let span = chunks.fold(None, |span, c| {
             let (start, end) = (c.message_start_time, c.message_end_time);
             Some(span.map_or((start, end), |(s, e): (u64, u64)| {
                 (s.min(start), e.max(end))
@@ -526,6 +525,38 @@ fn pick_topic<'a>(
                 list(several)
             )),
         },
+    }
+}
+
+/// The calibration topic of image topic `image`: the only one, or the one in the image's
+/// namespace (`/front/camera_info` for `/front/image_raw`); none when that is ambiguous.
+fn calibration_topic<'a>(topics: &'a BTreeMap<String, TopicInfo>, image: &str) -> Option<&'a str> {
+    let calibrations: Vec<&str> = topics
+        .iter()
+        .filter(|(_, t)| t.kind.is_some_and(|k| !k.is_image()))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let namespace = |name: &str| name.rsplit_once('/').map_or("", |(ns, _)| ns).to_string();
+    match calibrations.as_slice() {
+        [] => None,
+        [one] => Some(one),
+        several => {
+            let mine: Vec<&str> = several
+                .iter()
+                .copied()
+                .filter(|c| image.starts_with(&format!("{}/", namespace(c))))
+                .collect();
+            match mine.as_slice() {
+                [one] => Some(one),
+                _ => {
+                    tracing::warn!(
+                        "several calibration topics ({}) and none in the namespace of {image}: no calibration taken; pass --calib",
+                        several.join(", ")
+                    );
+                    None
+                }
+            }
+        }
     }
 }
 
@@ -682,6 +713,42 @@ mod tests {
         assert!(err.contains("is not an image topic"), "{err}");
         let err = pick_topic(&topics, Some("/side")).unwrap_err();
         assert!(err.contains("has no topic `/side`"), "{err}");
+    }
+
+    /// Review of #14: a two-camera file took the calibration topic that sorts first.
+    #[test]
+    fn the_calibration_is_the_image_topics_own_or_none() {
+        let mut topics = BTreeMap::new();
+        topics.insert(
+            "/front/image_raw".to_string(),
+            topic("sensor_msgs/msg/Image", "cdr"),
+        );
+        topics.insert(
+            "/rear/image_raw".to_string(),
+            topic("sensor_msgs/msg/Image", "cdr"),
+        );
+        topics.insert(
+            "/front/camera_info".to_string(),
+            topic("sensor_msgs/msg/CameraInfo", "cdr"),
+        );
+        // The only calibration topic is taken.
+        assert_eq!(
+            calibration_topic(&topics, "/rear/image_raw"),
+            Some("/front/camera_info")
+        );
+        topics.insert(
+            "/rear/camera_info".to_string(),
+            topic("sensor_msgs/msg/CameraInfo", "cdr"),
+        );
+        assert_eq!(
+            calibration_topic(&topics, "/rear/image_raw"),
+            Some("/rear/camera_info")
+        );
+        assert_eq!(
+            calibration_topic(&topics, "/front/image_raw"),
+            Some("/front/camera_info")
+        );
+        assert_eq!(calibration_topic(&topics, "/side/image"), None);
     }
 
     #[test]

@@ -262,7 +262,7 @@ pub fn to_rgb(
         return Err(too_large);
     };
 
-    out.clear();
+    // Every byte is written below: a buffer of the right size is not cleared first.
     out.resize(out_len, 0);
     match encoding {
         RawEncoding::Rgb8 => rows(data, step, min_row, out, out_row, |s, d| {
