@@ -176,24 +176,9 @@ impl Drop for McapSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::record::tests::detected;
     use crate::sink::SourceJpeg;
-    use crate::types::{DetectedFrame, Frame, HudStats};
-
-    fn detected(seq: u64) -> DetectedFrame {
-        DetectedFrame {
-            frame: Frame {
-                seq,
-                capture_mono_ns: seq * 1_000,
-                capture_wall_ns: 1_700_000_000_000_000_000 + seq * 33_000_000,
-                pts_ns: None,
-                image: image::RgbImage::from_pixel(32, 24, image::Rgb([seq as u8 * 40, 0, 0])),
-            },
-            detections: Vec::new(),
-            timings: Default::default(),
-            stamps: Default::default(),
-            heat: None,
-        }
-    }
+    use crate::types::HudStats;
 
     #[test]
     fn a_finished_file_has_every_message_its_summary_and_the_metadata() {

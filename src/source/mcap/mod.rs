@@ -90,6 +90,20 @@ struct TopicInfo {
 }
 
 impl TopicInfo {
+    /// A topic first seen on `channel`, with no message counted yet.
+    fn of(channel: &mcap::Channel<'_>, span: Option<(u64, u64)>) -> TopicInfo {
+        TopicInfo {
+            schema: channel
+                .schema
+                .as_ref()
+                .map_or(String::new(), |s| s.name.clone()),
+            message_encoding: channel.message_encoding.clone(),
+            kind: Kind::of(channel),
+            count: 0,
+            span,
+        }
+    }
+
     fn describe(name: &str, t: &TopicInfo) -> String {
         format!("{name} ({} in {})", or_none(&t.schema), t.message_encoding)
     }
@@ -442,16 +456,9 @@ fn summary_topics(summary: &mcap::Summary) -> BTreeMap<String, TopicInfo> {
                 (s.min(start), e.max(end))
             }))
         });
-        let entry = topics.entry(channel.topic.clone()).or_insert(TopicInfo {
-            schema: channel
-                .schema
-                .as_ref()
-                .map_or(String::new(), |s| s.name.clone()),
-            message_encoding: channel.message_encoding.clone(),
-            kind: Kind::of(channel),
-            count: 0,
-            span,
-        });
+        let entry = topics
+            .entry(channel.topic.clone())
+            .or_insert_with(|| TopicInfo::of(channel, span));
         entry.count += count;
     }
     topics
@@ -466,16 +473,7 @@ fn scan_topics(path: &Path) -> Result<BTreeMap<String, TopicInfo>, SourceError> 
         let channel = &message.channel;
         let entry = topics
             .entry(channel.topic.clone())
-            .or_insert_with(|| TopicInfo {
-                schema: channel
-                    .schema
-                    .as_ref()
-                    .map_or(String::new(), |s| s.name.clone()),
-                message_encoding: channel.message_encoding.clone(),
-                kind: Kind::of(channel),
-                count: 0,
-                span: None,
-            });
+            .or_insert_with(|| TopicInfo::of(channel, None));
         entry.count += 1;
     }
     // Counts of a scan are not the file's: no frame count, no rate.
