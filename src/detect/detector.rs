@@ -2,16 +2,17 @@
 
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::classes::{ClassFilter, ClassNames};
 use super::cpu::graph::OpTime;
 use super::device::DeviceSpec;
 use super::error::{DetectError, Result};
-use super::postprocess::{self, BestClass, Candidate, PostprocessConfig, Yolov8Layout};
+use super::families;
+use super::family::{Family, OutputForm, Selection, STRIDES};
+use super::postprocess::{self, Candidate, PostprocessConfig};
 use super::preprocess::{self as pre, ImageFromModel, InputLayout, Preprocessor};
-use super::weights::{NameScheme, Weights};
-use super::{yolov8::Yolov8, yolox::Yolox};
+use super::weights::Weights;
 use crate::types::Detection;
 
 /// The largest `--imgsz`: a 4096×4096 input already needs ~200 MB for the image alone and
@@ -94,15 +95,9 @@ pub enum ModelInput {
     Tensor(Tensor),
 }
 
-enum Network {
-    Yolov8(Box<Yolov8>),
-    Yolox(Box<Yolox>),
-}
-
 /// A loaded model with its pre- and post-processing state.
 pub struct Detector {
-    network: Network,
-    variant: &'static str,
+    network: Box<dyn Family>,
     classes: ClassNames,
     device: Device,
     dtype: DType,
@@ -111,9 +106,7 @@ pub struct Detector {
     bgr: Tensor,
     pre: Preprocessor,
     post: PostprocessConfig,
-    best: BestClass,
     candidates: Vec<Candidate>,
-    decoded: Vec<super::yolox::YoloxCandidate>,
     output: Vec<f32>,
     /// How the last output in `output` is laid out.
     output_form: OutputForm,
@@ -140,17 +133,6 @@ pub struct ScoreLevel {
     pub scores: Vec<f32>,
 }
 
-/// How the network's last output was written into [`Detector`]'s buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OutputForm {
-    /// As the reference gives it (candle's ops).
-    Full,
-    /// By the CPU executor: YOLOv8 anchor by anchor (YOLOX as the reference).
-    Executor,
-    /// Class scores reduced to the best class where the network ran (a GPU).
-    Reduced,
-}
-
 impl Detector {
     pub fn load(cfg: &DetectorConfig) -> Result<Detector> {
         cfg.validate()?;
@@ -169,35 +151,20 @@ impl Detector {
                 scheme.describe()
             ),
         };
-        let (network, layout, default_size, num_classes, variant) = match scheme {
-            NameScheme::CandleYolov8 | NameScheme::UltralyticsYolov8 => {
-                let m = Yolov8::load(vb).map_err(model_error)?;
-                let (nc, v) = (m.num_classes(), m.variant());
-                (
-                    Network::Yolov8(Box::new(m)),
-                    InputLayout::Yolov8,
-                    640,
-                    nc,
-                    v,
-                )
-            }
-            NameScheme::Yolox => {
-                let m = Yolox::load(vb).map_err(model_error)?;
-                let (nc, v, size) = (m.num_classes(), m.variant(), m.default_input_size());
-                (Network::Yolox(Box::new(m)), InputLayout::Yolox, size, nc, v)
-            }
-        };
-        let classes = ClassNames::for_model(num_classes, &path, &metadata).map_err(|reason| {
-            DetectError::BadWeights {
-                path: path.clone(),
-                reason,
-            }
-        })?;
+        let network = families::load(scheme, vb).map_err(model_error)?;
+        let input = network.input();
+        let (layout, default_size) = (input.layout, input.default_size);
+        let classes =
+            ClassNames::for_model(network.num_classes(), &path, &metadata).map_err(|reason| {
+                DetectError::BadWeights {
+                    path: path.clone(),
+                    reason,
+                }
+            })?;
         let class_mask = cfg.classes.mask(&classes).map_err(DetectError::Config)?;
         let size = cfg.imgsz.unwrap_or(default_size);
         Ok(Detector {
             network,
-            variant,
             classes,
             bgr: Tensor::new(&[2u32, 1, 0], &device)?,
             device,
@@ -210,9 +177,7 @@ impl Detector {
                 max_detections: cfg.max_detections,
                 class_mask,
             },
-            best: BestClass::default(),
             candidates: Vec::new(),
-            decoded: Vec::new(),
             output: Vec::new(),
             output_form: OutputForm::Full,
             warned_non_finite: false,
@@ -221,7 +186,7 @@ impl Detector {
 
     /// `yolov8n`, `yolox-nano`, …
     pub fn variant(&self) -> &'static str {
-        self.variant
+        self.network.variant()
     }
 
     pub fn classes(&self) -> &ClassNames {
@@ -281,11 +246,10 @@ impl Detector {
                 // The CPU executor writes the output straight into the buffer.
                 let (w, h) = self.pre.model_size();
                 let image = self.pre.input();
-                let done = match &self.network {
-                    Network::Yolov8(m) => m.forward_cpu_image(image, h, w, &mut self.output)?,
-                    Network::Yolox(m) => m.forward_cpu_image(image, h, w, &mut self.output)?,
-                };
-                if done {
+                if self
+                    .network
+                    .forward_cpu_image(image, h, w, &mut self.output)?
+                {
                     self.output_form = OutputForm::Executor;
                     return Ok(());
                 }
@@ -293,23 +257,18 @@ impl Detector {
             }
         };
         // candle's ops (the executor, where it applies, was tried above).
-        // On a GPU the class scores are reduced there: YOLOv8 sends 6 rows back, not 4 + nc,
-        // YOLOX 7 columns, not 5 + nc.
+        // On a GPU the class scores are reduced there (YOLOv8 sends 6 rows back, not 4 + nc).
         let reduce = !self.device.is_cpu();
         self.output_form = if reduce {
             OutputForm::Reduced
         } else {
             OutputForm::Full
         };
-        let raw = match &self.network {
-            Network::Yolov8(m) if reduce => {
-                postprocess::reduce_yolov8_on_device(&m.forward_candle(&tensor)?)?
-            }
-            Network::Yolov8(m) => m.forward_candle(&tensor)?,
-            Network::Yolox(m) if reduce => {
-                super::yolox::reduce_on_device(&m.forward_candle(&tensor)?)?
-            }
-            Network::Yolox(m) => m.forward_candle(&tensor)?,
+        let raw = self.network.forward_candle(&tensor)?;
+        let raw = if reduce {
+            self.network.reduce_on_device(&raw)?
+        } else {
+            raw
         };
         let flat = raw
             .to_dtype(DType::F32)?
@@ -344,20 +303,12 @@ impl Detector {
         };
         let (w, h) = self.pre.model_size();
         let image = self.pre.input();
-        let times = match &self.network {
-            Network::Yolov8(m) => m.profile_cpu(image, h, w)?,
-            Network::Yolox(m) => m.profile_cpu(image, h, w)?,
-        };
-        Ok(times)
+        Ok(self.network.profile_cpu(image, h, w)?)
     }
 
     /// The raw network output, as the reference implementations give it (for parity tests).
     pub fn forward_raw(&self, input: &Tensor) -> Result<Tensor> {
-        let raw = match &self.network {
-            Network::Yolov8(m) => m.forward(input)?,
-            Network::Yolox(m) => m.forward(input)?,
-        };
-        Ok(raw)
+        Ok(self.network.forward(input)?)
     }
 
     /// On a frame without candidates: an output that is all NaN/inf is an error; one that
@@ -387,44 +338,17 @@ impl Detector {
     /// the best one on the GPU, an anchor counts when its best class is flagged.
     pub fn score_maps(&self, classes: &[bool]) -> ScoreMaps {
         let (w, h) = self.pre.model_size();
-        let levels: Vec<(usize, usize, usize)> = postprocess::STRIDES
-            .iter()
-            .map(|&s| (s, w / s, h / s))
-            .collect();
+        let levels: Vec<(usize, usize, usize)> =
+            STRIDES.iter().map(|&s| (s, w / s, h / s)).collect();
         let anchors: usize = levels.iter().map(|(_, gw, gh)| gw * gh).sum();
         let out = &self.output;
         let wanted = |c: usize| classes.get(c).copied().unwrap_or(false);
         let mut scores = vec![0f32; anchors];
         if anchors > 0 && !out.is_empty() {
-            let columns = out.len() / anchors;
             for (n, score) in scores.iter_mut().enumerate() {
-                let best = |values: &mut dyn Iterator<Item = (usize, f32)>| {
-                    values
-                        .filter(|&(c, _)| wanted(c))
-                        .map(|(_, v)| v)
-                        .fold(0f32, f32::max)
-                };
-                *score = match (&self.network, self.output_form) {
-                    (Network::Yolov8(_), OutputForm::Full) => {
-                        best(&mut (0..columns - 4).map(|c| (c, out[(4 + c) * anchors + n])))
-                    }
-                    (Network::Yolov8(_), OutputForm::Executor) => {
-                        let row = &out[n * columns..(n + 1) * columns];
-                        best(&mut row[4..].iter().copied().enumerate())
-                    }
-                    (Network::Yolov8(_), OutputForm::Reduced) => {
-                        let class = out[5 * anchors + n] as usize;
-                        best(&mut std::iter::once((class, out[4 * anchors + n])))
-                    }
-                    (Network::Yolox(_), OutputForm::Reduced) => {
-                        let row = &out[n * columns..(n + 1) * columns];
-                        best(&mut std::iter::once((row[6] as usize, row[4] * row[5])))
-                    }
-                    (Network::Yolox(_), _) => {
-                        let row = &out[n * columns..(n + 1) * columns];
-                        best(&mut row[5..].iter().map(|p| row[4] * p).enumerate())
-                    }
-                };
+                *score = self
+                    .network
+                    .anchor_score(out, self.output_form, anchors, n, &wanted);
             }
         }
         let mut offset = 0;
@@ -450,42 +374,25 @@ impl Detector {
 
     /// The last inference's output → detections in image pixels.
     pub fn postprocess(&mut self, image_from_model: &ImageFromModel) -> Result<Vec<Detection>> {
-        let (w, h) = self.pre.model_size();
-        match self.network {
-            Network::Yolov8(_) => {
-                let anchors = postprocess::STRIDES.iter().map(|s| (w / s) * (h / s)).sum();
-                postprocess::yolov8_candidates(
-                    &self.output,
-                    anchors,
-                    match self.output_form {
-                        OutputForm::Full => Yolov8Layout::ClassRows,
-                        OutputForm::Executor => Yolov8Layout::AnchorRows,
-                        OutputForm::Reduced => Yolov8Layout::BestClassRows,
-                    },
-                    &self.post,
-                    &mut self.best,
-                    &mut self.candidates,
-                );
-            }
-            Network::Yolox(_) => postprocess::yolox_candidates(
+        self.network
+            .candidates(
                 &self.output,
-                w,
-                h,
-                self.output_form == OutputForm::Reduced,
+                self.output_form,
+                self.pre.model_size(),
                 &self.post,
-                &mut self.decoded,
                 &mut self.candidates,
             )
-            .map_err(|e| DetectError::Config(format!("unexpected network output: {e}")))?,
-        }
+            .map_err(|e| DetectError::Config(format!("unexpected network output: {e}")))?;
         if self.candidates.is_empty() {
             self.check_finite()?;
         }
-        postprocess::nms(
-            &mut self.candidates,
-            self.post.iou,
-            self.post.max_detections,
-        );
+        if self.network.selection() == Selection::Nms {
+            postprocess::nms(
+                &mut self.candidates,
+                self.post.iou,
+                self.post.max_detections,
+            );
+        }
         Ok(self
             .candidates
             .iter()

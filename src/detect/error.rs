@@ -17,6 +17,9 @@ pub enum DetectError {
     #[error("{path} is not a model file ({reason}); expected .safetensors, a PyTorch .pt/.pth checkpoint, or a known --model name")]
     NotAModel { path: PathBuf, reason: String },
 
+    #[error("{path} is {what}; lookout runs {}", super::weights::names::SUPPORTED)]
+    UnsupportedModel { path: PathBuf, what: String },
+
     #[error("weights file {path}: {reason}")]
     BadWeights { path: PathBuf, reason: String },
 

@@ -215,3 +215,149 @@ impl Module for ConvBlock {
             .unwrap_or_else(|| self.forward_candle(xs))
     }
 }
+
+/// A depthwise convolution (groups = channels, optional SiLU: YOLOX's and ultralytics'
+/// `DWConv`, YOLO11's positional conv) computed as the sum of k² shifted views of the
+/// padded input, each scaled per channel.
+///
+/// candle runs a grouped `conv2d` as one convolution per group, i.e. thousands of small
+/// convolutions (and kernel launches) per YOLOX-Nano frame; this is 2·k² element-wise ops
+/// per layer on any device and dtype. On the CPU in f32 the fused depthwise kernel runs
+/// instead (BatchNorm folded, like [`ConvBlock`]).
+#[derive(Debug, Clone)]
+pub struct DepthwiseConv {
+    /// The same weights as a grouped [`ConvBlock`], used only for its CPU kernel.
+    fused: ConvBlock,
+    /// `kernel²` per-channel weights `[1, C, 1, 1]`, tap `(i, j)` at `i * kernel + j`.
+    taps: Vec<Tensor>,
+    bias: Tensor,
+    kernel: usize,
+    stride: usize,
+    silu: bool,
+}
+
+impl DepthwiseConv {
+    /// Loads `{vb}.conv.weight` `[C, 1, k, k]` and `{vb}.conv.bias` `[C]`.
+    pub fn load(
+        vb: VarBuilder,
+        channels: usize,
+        kernel: usize,
+        stride: usize,
+        silu: bool,
+    ) -> Result<Self> {
+        let vb = vb.pp("conv");
+        let weight = get_with_rank(&vb, "weight", 4)?;
+        if weight.dims() != [channels, 1, kernel, kernel] {
+            candle_core::bail!(
+                "tensor `{}` has shape {:?}, expected [{channels}, 1, {kernel}, {kernel}] (a depthwise convolution)",
+                full_name(&vb, "weight"),
+                weight.dims()
+            );
+        }
+        let bias = get_with_rank(&vb, "bias", 1)?;
+        if bias.dims() != [channels] {
+            candle_core::bail!(
+                "tensor `{}` has shape {:?}, expected [{channels}]",
+                full_name(&vb, "bias"),
+                bias.dims()
+            );
+        }
+        let fused = ConvBlock::from_tensors(weight.clone(), bias.clone(), stride, channels, silu)?;
+        let mut taps = Vec::with_capacity(kernel * kernel);
+        for i in 0..kernel {
+            for j in 0..kernel {
+                let tap = weight.narrow(2, i, 1)?.narrow(3, j, 1)?;
+                taps.push(tap.reshape((1, channels, 1, 1))?);
+            }
+        }
+        Ok(Self {
+            fused,
+            taps,
+            bias: bias.reshape((1, channels, 1, 1))?,
+            kernel,
+            stride,
+            silu,
+        })
+    }
+}
+
+impl Module for DepthwiseConv {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if let Some(ys) = self.fused.forward_cpu(xs) {
+            return ys;
+        }
+        let (batch, channels, height, width) = xs.dims4()?;
+        let (k, s, pad) = (self.kernel, self.stride, self.kernel / 2);
+        if height + 2 * pad < k || width + 2 * pad < k {
+            candle_core::bail!(
+                "depthwise conv: input {height}x{width} is smaller than its {k}x{k} kernel"
+            );
+        }
+        let out_h = (height + 2 * pad - k) / s + 1;
+        let out_w = (width + 2 * pad - k) / s + 1;
+        // Pad (zeros, as PyTorch) to a multiple of the stride and split into s×s phase
+        // planes [B, C, s, s, H/s, W/s]: input row `s·y + i` is row `y + i / s` of phase
+        // `i % s`, so every tap reads a window with contiguous rows. The extra padding rows
+        // are never read.
+        let padded_h = (height + 2 * pad).div_ceil(s) * s;
+        let padded_w = (width + 2 * pad).div_ceil(s) * s;
+        let padded = xs
+            .pad_with_zeros(2, pad, padded_h - height - pad)?
+            .pad_with_zeros(3, pad, padded_w - width - pad)?;
+        let (plane_h, plane_w) = (padded_h / s, padded_w / s);
+        let planes = if s == 1 {
+            padded.reshape((batch, channels, 1, 1, plane_h, plane_w))?
+        } else {
+            padded
+                .reshape((batch, channels, plane_h, s, plane_w, s))?
+                .permute((0, 1, 3, 5, 2, 4))?
+                .contiguous()?
+        };
+        let mut sum = self
+            .bias
+            .broadcast_as((batch, channels, out_h, out_w))?
+            .contiguous()?;
+        for i in 0..k {
+            for j in 0..k {
+                // Copying the window first keeps the multiply on candle's contiguous fast
+                // path (a strided operand falls back to per-element indexing on the CPU).
+                let window = planes
+                    .narrow(2, i % s, 1)?
+                    .narrow(3, j % s, 1)?
+                    .narrow(4, i / s, out_h)?
+                    .narrow(5, j / s, out_w)?
+                    .reshape((batch, channels, out_h, out_w))?;
+                sum = (sum + window.broadcast_mul(&self.taps[i * k + j])?)?;
+            }
+        }
+        if self.silu {
+            candle_nn::ops::silu(&sum)
+        } else {
+            Ok(sum)
+        }
+    }
+}
+
+impl DepthwiseConv {
+    pub fn channels(&self) -> usize {
+        self.fused.out_channels()
+    }
+
+    /// Shape and weights for the CPU executor.
+    pub fn cpu_params(&self) -> std::result::Result<ConvParams<'_>, PlanError> {
+        self.fused.cpu_params()
+    }
+}
+
+/// Stride-1 max-pool with padding `k / 2`, equal to PyTorch's `MaxPool2d(k, 1, k // 2)`,
+/// whose padding is implicitly −∞ (never selected). candle's pool has no padding, and zero
+/// padding would wrongly win over negative activations at the border. Padding with copies
+/// of the edge row/column gives exactly the −∞ result: every window that reaches into the
+/// padding also contains the edge element that was copied, so the copy never changes the
+/// maximum. It needs no dtype-specific constant, so f16/bf16 behave the same.
+pub fn same_size_max_pool(xs: &Tensor, kernel: usize) -> Result<Tensor> {
+    let pad = kernel / 2;
+    xs.pad_with_same(2, pad, pad)?
+        .pad_with_same(3, pad, pad)?
+        .max_pool2d_with_stride(kernel, 1)
+}

@@ -1,15 +1,19 @@
-//! Object detection: models (YOLOv8, YOLOX) on candle, their pre- and post-processing,
-//! weights loading and the class map.
+//! Object detection: model families (YOLOv8, YOLOX) on candle, their pre- and
+//! post-processing, weights loading and the class map.
 //!
-//! `Detector` ties them together: `weights` reads and BN-folds a file, the model is built
-//! from it (`yolov8`, `yolox`), `preprocess` prepares an image the way the model's
-//! reference does, `postprocess` turns the output into boxes in image pixels.
+//! `Detector` ties them together: `weights` reads and BN-folds a file, `families` picks
+//! the family from its tensor names and builds it (a folder per family, each a
+//! [`family::Family`]), `preprocess` prepares an image the way the model's reference does,
+//! `postprocess` turns the output into boxes in image pixels.
 
 pub mod classes;
 pub mod cpu;
 mod detector;
 pub mod device;
+pub mod dfl;
 pub mod error;
+pub mod families;
+pub mod family;
 pub mod layers;
 pub mod postprocess;
 pub mod preprocess;

@@ -9,9 +9,6 @@
 use super::yolox;
 use crate::types::BoxXyxy;
 
-/// Strides of the three detection levels of both families.
-pub const STRIDES: [usize; 3] = [8, 16, 32];
-
 /// A box that passed the confidence threshold, in model-input pixels.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candidate {
@@ -172,8 +169,40 @@ pub fn yolox_candidates(
     Ok(())
 }
 
+/// Anchor `n`'s highest score over the classes `wanted` in a YOLOv8-style output (any
+/// [`Yolov8Layout`]; for `BestClassRows` the best class counts when it is wanted), 0 when
+/// none is.
+pub fn yolov8_anchor_score(
+    output: &[f32],
+    num_anchors: usize,
+    layout: Yolov8Layout,
+    n: usize,
+    wanted: &dyn Fn(usize) -> bool,
+) -> f32 {
+    let columns = output.len() / num_anchors;
+    let best = |values: &mut dyn Iterator<Item = (usize, f32)>| {
+        values
+            .filter(|&(c, _)| wanted(c))
+            .map(|(_, v)| v)
+            .fold(0f32, f32::max)
+    };
+    match layout {
+        Yolov8Layout::ClassRows => {
+            best(&mut (0..columns - 4).map(|c| (c, output[(4 + c) * num_anchors + n])))
+        }
+        Yolov8Layout::AnchorRows => {
+            let row = &output[n * columns..(n + 1) * columns];
+            best(&mut row[4..].iter().copied().enumerate())
+        }
+        Yolov8Layout::BestClassRows => {
+            let class = output[5 * num_anchors + n] as usize;
+            best(&mut std::iter::once((class, output[4 * num_anchors + n])))
+        }
+    }
+}
+
 /// Per-anchor best class, kept between frames so that it is not reallocated.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct BestClass {
     class: Vec<usize>,
     score: Vec<f32>,

@@ -38,15 +38,21 @@ impl Weights {
     /// Reads, translates and BN-folds the weights at `path`.
     pub fn read(path: &Path) -> Result<Weights> {
         let (tensors, metadata) = read_raw(path)?;
-        let file_scheme = NameScheme::detect(tensors.keys().map(String::as_str)).ok_or_else(|| {
-            DetectError::NotAModel {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "none of its {} tensors has a YOLOv8 (`net.*` or `model.N.*`) or YOLOX (`backbone.backbone.*`) name",
-                    tensors.len()
-                ),
-            }
-        })?;
+        let width = |name: &str| tensors.get(name).and_then(|t| t.dims().first().copied());
+        let file_scheme = NameScheme::detect(tensors.keys().map(String::as_str), width)
+            .map_err(|why| match why {
+                names::Unrecognised::NoModel => DetectError::NotAModel {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "none of its {} tensors has a YOLOv8/YOLO11/YOLO26 (`net.*` or `model.N.*`) or YOLOX (`backbone.backbone.*`) name",
+                        tensors.len()
+                    ),
+                },
+                names::Unrecognised::Unsupported(what) => DetectError::UnsupportedModel {
+                    path: path.to_path_buf(),
+                    what,
+                },
+            })?;
         let (scheme, tensors) = match file_scheme {
             NameScheme::UltralyticsYolov8 => {
                 let translated = tensors

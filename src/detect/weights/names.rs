@@ -5,40 +5,138 @@
 //! `bottleneck.K`; the `lmz/candle-yolo-v8` files). Models here are written against the
 //! candle names, so ultralytics names are translated through [`ULTRALYTICS_TO_CANDLE`].
 
-/// How the tensors of a weights file are named, detected from the names themselves.
+/// How the tensors of a weights file are named, detected from the names themselves; each
+/// scheme is one family's (YOLOv8 has two).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NameScheme {
     /// candle-examples YOLOv8 (`net.*`, `fpn.*`, `head.*`).
     CandleYolov8,
-    /// ultralytics YOLOv8 (`model.N.*`).
+    /// ultralytics YOLOv8 (`model.N.*`, the detect head at layer 22).
     UltralyticsYolov8,
+    /// ultralytics YOLO11 (`model.N.*`: C2PSA at layer 10, the DFL detect head at 23).
+    Yolo11,
+    /// ultralytics YOLO26 (`model.N.*`: C2PSA at layer 10, the end-to-end head at 23 with
+    /// its one-to-one branch `one2one_cv2`/`one2one_cv3`, no DFL).
+    Yolo26,
     /// Megvii YOLOX (`backbone.backbone.*`, `backbone.C3_*`, `head.*`).
     Yolox,
 }
 
+/// Why no scheme applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unrecognised {
+    /// No tensor has a name of a known model.
+    NoModel,
+    /// A model lookout recognises but does not run: what it is.
+    Unsupported(String),
+}
+
+/// What lookout runs, for the errors.
+pub const SUPPORTED: &str = "detection checkpoints of YOLOv8, YOLO11 and YOLO26 (ultralytics `.pt` or safetensors) and YOLOX (Megvii)";
+
 impl NameScheme {
-    /// Detects the scheme from tensor names; `None` when no known model is recognised.
-    pub fn detect<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<NameScheme> {
-        let mut scheme = None;
-        for name in names {
-            if name.starts_with("backbone.backbone.") {
-                return Some(NameScheme::Yolox);
-            }
-            if name.starts_with("net.b1.") {
-                scheme = Some(NameScheme::CandleYolov8);
-            } else if name.starts_with("model.0.") && scheme.is_none() {
-                scheme = Some(NameScheme::UltralyticsYolov8);
-            }
+    /// Detects the scheme from tensor names (and, for ultralytics heads, the width of a
+    /// branch: `width(name)` gives a tensor's first dimension).
+    pub fn detect<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+        width: impl Fn(&str) -> Option<usize>,
+    ) -> Result<NameScheme, Unrecognised> {
+        let names: Vec<&str> = names.into_iter().collect();
+        let has = |part: &str| names.iter().any(|n| n.contains(part));
+        if names.iter().any(|n| n.starts_with("backbone.backbone.")) {
+            return Ok(NameScheme::Yolox);
         }
-        scheme
+        if names.iter().any(|n| n.starts_with("net.b1.")) {
+            return Ok(NameScheme::CandleYolov8);
+        }
+        if !names.iter().any(|n| n.starts_with("model.0.")) {
+            return Err(Unrecognised::NoModel);
+        }
+        ultralytics_scheme(&names, &has, &width)
     }
 
     pub fn describe(&self) -> &'static str {
         match self {
             NameScheme::CandleYolov8 => "YOLOv8, candle names (net.*/fpn.*/head.*)",
             NameScheme::UltralyticsYolov8 => "YOLOv8, ultralytics names (model.N.*)",
+            NameScheme::Yolo11 => "YOLO11, ultralytics names (model.N.*)",
+            NameScheme::Yolo26 => "YOLO26, ultralytics names (model.N.*)",
             NameScheme::Yolox => "YOLOX, Megvii names (backbone.*/head.*)",
         }
+    }
+}
+
+/// The layer index of `model.N.{rest}` names containing `part`.
+fn layer_with(names: &[&str], part: &str) -> Option<usize> {
+    names.iter().find(|n| n.contains(part)).and_then(|n| {
+        n.strip_prefix("model.")?
+            .split_once('.')
+            .and_then(|(i, _)| i.parse().ok())
+    })
+}
+
+/// An ultralytics checkpoint (`model.N.*`): which architecture and task. Detection heads
+/// are told apart by what their tensors hold: segmentation has mask prototypes (`proto`),
+/// pose and oriented boxes an extra branch `cv4` (keypoints, or one angle), classification
+/// a `linear` layer; YOLO26 has the one-to-one branch and no DFL, YOLOv10 the one-to-one
+/// branch with DFL; YOLO11 and YOLO26 have C2PSA attention at layer 10.
+fn ultralytics_scheme(
+    names: &[&str],
+    has: &dyn Fn(&str) -> bool,
+    width: &dyn Fn(&str) -> Option<usize>,
+) -> Result<NameScheme, Unrecognised> {
+    let attention = names
+        .iter()
+        .any(|n| n.starts_with("model.10.m.0.attn.qkv."));
+    let one2one = has(".one2one_cv2.");
+    let dfl = has(".dfl.conv.weight");
+    let base = match (attention, one2one, dfl) {
+        (_, true, true) => "YOLOv10",
+        (true, _, false) => "YOLO26",
+        (true, _, true) => "YOLO11",
+        _ => "YOLOv8",
+    };
+    let unsupported = |what: String| Err(Unrecognised::Unsupported(what));
+    if has(".proto.") {
+        return unsupported(format!(
+            "a {base} segmentation checkpoint (a Segment head with mask prototypes)"
+        ));
+    }
+    if let Some(layer) = layer_with(names, ".cv4.0.") {
+        let branch = names
+            .iter()
+            .find(|n| n.starts_with(&format!("model.{layer}.cv4.0.2.")) && n.ends_with("weight"))
+            .and_then(|n| width(n));
+        let task = match branch {
+            Some(1) => "oriented-box (OBB) checkpoint (a head with an angle branch `cv4`)",
+            _ => "pose checkpoint (a head with a keypoint branch `cv4`)",
+        };
+        return unsupported(format!("a {base} {task}"));
+    }
+    if has(".linear.weight") {
+        return unsupported(format!(
+            "a {base} classification checkpoint (a Classify head, no boxes)"
+        ));
+    }
+    if base == "YOLOv10" {
+        return unsupported(
+            "a YOLOv10 checkpoint (one-to-one head with DFL and C2fCIB blocks)".into(),
+        );
+    }
+    let head = layer_with(names, ".cv2.0.2.weight");
+    match (base, head) {
+        ("YOLO26", Some(23)) if one2one => Ok(NameScheme::Yolo26),
+        ("YOLO26", Some(23)) => unsupported(
+            "a YOLO26 checkpoint without its one-to-one head (`model.23.one2one_cv2`/`one2one_cv3`): ultralytics predicts with that head, and so does lookout; export the model from its training checkpoint (`best.pt`)".into(),
+        ),
+        ("YOLO11", Some(23)) => Ok(NameScheme::Yolo11),
+        (_, Some(22)) if !attention && dfl => Ok(NameScheme::UltralyticsYolov8),
+        (_, Some(layer)) => unsupported(format!(
+            "an ultralytics architecture lookout does not know (a {base} detect head at layer {layer}; YOLOv8 has it at 22, YOLO11 and YOLO26 at 23)"
+        )),
+        (_, None) => unsupported(
+            "an ultralytics checkpoint without a detect head (no `model.N.cv2.0.2.weight`)".into(),
+        ),
     }
 }
 
@@ -110,20 +208,104 @@ mod tests {
         assert_eq!(ultralytics_to_candle("model.x.conv.weight"), None);
     }
 
+    /// With pose's keypoint branch (17 keypoints × 3) as `cv4`'s width.
+    fn detect(names: &[&str]) -> Result<NameScheme, Unrecognised> {
+        detect_with_cv4(names, 51)
+    }
+
+    fn detect_with_cv4(names: &[&str], cv4: usize) -> Result<NameScheme, Unrecognised> {
+        NameScheme::detect(names.iter().copied(), |n| {
+            n.contains(".cv4.0.2.").then_some(cv4)
+        })
+    }
+
+    fn unsupported(names: &[&str]) -> String {
+        unsupported_with_cv4(names, 51)
+    }
+
+    fn unsupported_with_cv4(names: &[&str], cv4: usize) -> String {
+        match detect_with_cv4(names, cv4) {
+            Err(Unrecognised::Unsupported(what)) => what,
+            other => panic!("{names:?}: {other:?}"),
+        }
+    }
+
     #[test]
     fn detects_each_scheme() {
+        let v8 = [
+            "model.0.conv.weight",
+            "model.22.cv2.0.2.weight",
+            "model.22.dfl.conv.weight",
+        ];
+        assert_eq!(detect(&v8), Ok(NameScheme::UltralyticsYolov8));
+        let v11 = [
+            "model.0.conv.weight",
+            "model.10.m.0.attn.qkv.conv.weight",
+            "model.23.cv2.0.2.weight",
+            "model.23.dfl.conv.weight",
+        ];
+        assert_eq!(detect(&v11), Ok(NameScheme::Yolo11));
+        let v26 = [
+            "model.0.conv.weight",
+            "model.10.m.0.attn.qkv.conv.weight",
+            "model.23.cv2.0.2.weight",
+            "model.23.one2one_cv2.0.2.weight",
+        ];
+        assert_eq!(detect(&v26), Ok(NameScheme::Yolo26));
         assert_eq!(
-            NameScheme::detect(["model.0.conv.weight", "model.22.dfl.conv.weight"]),
-            Some(NameScheme::UltralyticsYolov8)
+            detect(&["net.b1.0.conv.weight"]),
+            Ok(NameScheme::CandleYolov8)
         );
         assert_eq!(
-            NameScheme::detect(["net.b1.0.conv.weight"]),
-            Some(NameScheme::CandleYolov8)
+            detect(&["backbone.backbone.stem.conv.conv.weight"]),
+            Ok(NameScheme::Yolox)
         );
         assert_eq!(
-            NameScheme::detect(["backbone.backbone.stem.conv.conv.weight"]),
-            Some(NameScheme::Yolox)
+            detect(&["encoder.layer.0.weight"]),
+            Err(Unrecognised::NoModel)
         );
-        assert_eq!(NameScheme::detect(["encoder.layer.0.weight"]), None);
+    }
+
+    /// Other ultralytics tasks and architectures are named, not mistaken for YOLOv8.
+    #[test]
+    fn names_unsupported_tasks_and_architectures() {
+        let seg = unsupported(&[
+            "model.0.conv.weight",
+            "model.10.m.0.attn.qkv.conv.weight",
+            "model.23.proto.cv1.conv.weight",
+            "model.23.dfl.conv.weight",
+        ]);
+        assert!(seg.contains("YOLO11 segmentation"), "{seg}");
+        let pose = unsupported(&[
+            "model.0.conv.weight",
+            "model.22.cv4.0.2.weight",
+            "model.22.dfl.conv.weight",
+        ]);
+        assert!(pose.contains("pose"), "{pose}");
+        let obb = unsupported_with_cv4(&["model.0.conv.weight", "model.22.cv4.0.2.weight"], 1);
+        assert!(obb.contains("oriented-box"), "{obb}");
+        let cls = unsupported(&["model.0.conv.weight", "model.9.linear.weight"]);
+        assert!(cls.contains("classification"), "{cls}");
+        let v10 = unsupported(&[
+            "model.0.conv.weight",
+            "model.23.one2one_cv2.0.2.weight",
+            "model.23.dfl.conv.weight",
+        ]);
+        assert!(v10.contains("YOLOv10"), "{v10}");
+        let no_one2one = unsupported(&[
+            "model.0.conv.weight",
+            "model.10.m.0.attn.qkv.conv.weight",
+            "model.23.cv2.0.2.weight",
+        ]);
+        assert!(
+            no_one2one.contains("without its one-to-one head"),
+            "{no_one2one}"
+        );
+        let other = unsupported(&[
+            "model.0.conv.weight",
+            "model.28.cv2.0.2.weight",
+            "model.28.dfl.conv.weight",
+        ]);
+        assert!(other.contains("layer 28"), "{other}");
     }
 }

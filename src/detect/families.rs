@@ -1,0 +1,31 @@
+//! The registry of detector families: which family a checkpoint is, told apart by its
+//! tensor names ([`NameScheme`], each family's weight-name table), and its loader.
+//!
+//! Adding a family is its folder (a [`Family`] implementation), its names in
+//! [`super::weights::names`] and one line in [`FAMILIES`].
+
+use candle_core::Result;
+use candle_nn::VarBuilder;
+
+use super::family::Family;
+use super::weights::NameScheme;
+use super::{yolov8::Yolov8, yolox::Yolox};
+
+/// A family's loader: BN-folded weights in its name scheme → the model.
+type Loader = fn(VarBuilder) -> Result<Box<dyn Family>>;
+
+/// Every family, by the name scheme its checkpoints are read into.
+const FAMILIES: &[(NameScheme, Loader)] = &[
+    (NameScheme::CandleYolov8, |vb| {
+        Ok(Box::new(Yolov8::load(vb)?))
+    }),
+    (NameScheme::Yolox, |vb| Ok(Box::new(Yolox::load(vb)?))),
+];
+
+/// Builds the model of a checkpoint read in `scheme`.
+pub fn load(scheme: NameScheme, vb: VarBuilder) -> Result<Box<dyn Family>> {
+    let Some((_, load)) = FAMILIES.iter().find(|(s, _)| *s == scheme) else {
+        candle_core::bail!("no model family reads {}", scheme.describe());
+    };
+    load(vb)
+}
