@@ -18,6 +18,7 @@ pub mod layers;
 pub mod postprocess;
 pub mod preprocess;
 pub mod weights;
+pub mod yolo11;
 pub mod yolov8;
 pub mod yolox;
 

@@ -13,6 +13,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::attention::Attention;
 use super::blocked::{Lanes, Layout, View, BORDER, LANES};
 use super::conv::{ConvError, ConvSpec};
 use super::direct::DirectConv;
@@ -140,6 +141,14 @@ enum Op {
     },
     Copy {
         src: Act,
+        dst: Act,
+    },
+    /// Adds into `dst` (which holds its first term): reads q, k, v and dst.
+    Attention {
+        attn: Attention,
+        q: Act,
+        k: Act,
+        v: Act,
         dst: Act,
     },
 }
@@ -384,6 +393,63 @@ impl Graph {
         Ok(out)
     }
 
+    /// Multi-head self-attention over all pixels (ultralytics `Attention` without its
+    /// convs): for head h, pixel i and channel c of that head,
+    /// `dst[h·head_dim + c, i] += Σ_j softmax_j(scale · Σ_d q[h·key_dim + d, i] · k[h·key_dim + d, j]) · v[h·head_dim + c, j]`.
+    /// `dst` (heads·head_dim channels, H×W) already holds what the sum is added to (the
+    /// positional conv of v). `q` and `k` hold heads·key_dim channels (head h at
+    /// h·key_dim..), `v` heads·head_dim; key_dim and head_dim must be whole blocks of 16.
+    pub fn attention_add(
+        &mut self,
+        q: Act,
+        k: Act,
+        v: Act,
+        heads: usize,
+        scale: f32,
+        dst: Act,
+    ) -> Result<(), PlanError> {
+        if heads == 0 || !q.channels().is_multiple_of(heads) || !v.channels().is_multiple_of(heads)
+        {
+            return unsupported(format!(
+                "attention with {heads} heads over {} query and {} value channels",
+                q.channels(),
+                v.channels()
+            ));
+        }
+        let (key_dim, head_dim) = (q.channels() / heads, v.channels() / heads);
+        if !key_dim.is_multiple_of(LANES) || !head_dim.is_multiple_of(LANES) || key_dim == 0 {
+            return unsupported(format!(
+                "attention with key_dim {key_dim} and head_dim {head_dim} (not whole blocks of {LANES})"
+            ));
+        }
+        if k.channels() != q.channels() || dst.channels() != v.channels() {
+            return unsupported(format!(
+                "attention with {} query, {} key, {} value and {} output channels",
+                q.channels(),
+                k.channels(),
+                v.channels(),
+                dst.channels()
+            ));
+        }
+        let (h, w) = (q.height(), q.width());
+        if [k, v, dst]
+            .iter()
+            .any(|a| (a.height(), a.width()) != (h, w))
+            || h * w == 0
+        {
+            return unsupported("attention over maps of different sizes".into());
+        }
+        if [q, k, v, dst].iter().any(|a| a.layout.pixel != LANES) {
+            return unsupported("attention over the packed image".into());
+        }
+        for read in [&q, &k, &v] {
+            disjoint(read, &dst)?;
+        }
+        let attn = Attention::new(heads, key_dim, head_dim, scale, h, w);
+        self.ops.push(Op::Attention { attn, q, k, v, dst });
+        Ok(())
+    }
+
     /// Forces every kernel to `isa` (lowered to what this CPU runs): tests compare the
     /// portable and AVX2 builds with the AVX-512 one.
     pub fn set_isa(&mut self, isa: Isa) {
@@ -570,6 +636,9 @@ impl Graph {
                     }
                     Op::Upsample2 { src, dst } => lanewise::upsample2(view(src), view(dst)),
                     Op::Copy { src, dst } => lanewise::copy_blocks(view(src), view(dst)),
+                    Op::Attention { attn, q, k, v, dst } => {
+                        attn.run(isa, view(q), view(k), view(v), view(dst))
+                    }
                 }
             }
             after(op);
@@ -578,19 +647,21 @@ impl Graph {
 }
 
 impl Op {
-    /// (source, residual) and destination.
-    fn operands(&self) -> ([Option<Act>; 2], Act) {
+    /// What the op reads (the source first: (source, residual), or q, k, v) and its
+    /// destination (which attention reads too).
+    fn operands(&self) -> ([Option<Act>; 3], Act) {
         match *self {
             Op::Conv {
                 src, dst, residual, ..
             }
             | Op::DepthwisePointwise {
                 src, dst, residual, ..
-            } => ([Some(src), residual], dst),
+            } => ([Some(src), residual, None], dst),
             Op::Depthwise { src, dst, .. }
             | Op::MaxPool { src, dst, .. }
             | Op::Upsample2 { src, dst }
-            | Op::Copy { src, dst } => ([Some(src), None], dst),
+            | Op::Copy { src, dst } => ([Some(src), None, None], dst),
+            Op::Attention { q, k, v, dst, .. } => ([Some(q), Some(k), Some(v)], dst),
         }
     }
 
@@ -612,6 +683,7 @@ impl Op {
                 let (dw, pw) = conv.specs();
                 dw.flops(src.height(), src.width()) + pw.flops(dst.height(), dst.width())
             }
+            Op::Attention { attn, .. } => attn.flops(),
             _ => 0.0,
         }
     }
@@ -663,6 +735,13 @@ impl Op {
             }
             Op::Upsample2 { src, .. } => format!("upsample2 {} {}", src.channels(), at(src)),
             Op::Copy { src, .. } => format!("copy {} {}", src.channels(), at(src)),
+            Op::Attention { attn, q, .. } => format!(
+                "attention {}x({}+{}) {}",
+                attn.heads(),
+                attn.key_dim(),
+                attn.head_dim(),
+                at(q)
+            ),
         }
     }
 }
@@ -1182,6 +1261,260 @@ mod tests {
             g.max_pool(5, a, Some(a)),
             Err(PlanError::Unsupported(_))
         ));
+    }
+
+    /// The attention core in f64 on NCHW data: `prefill` plus, per head, the softmax of
+    /// scaled query·key products weighting the values.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_reference(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        prefill: &[f32],
+        heads: usize,
+        (key_dim, head_dim): (usize, usize),
+        n: usize,
+        scale: f32,
+    ) -> Vec<f32> {
+        let mut out: Vec<f64> = prefill.iter().map(|&x| x as f64).collect();
+        for h in 0..heads {
+            for i in 0..n {
+                let scores: Vec<f64> = (0..n)
+                    .map(|j| {
+                        let dot: f64 = (0..key_dim)
+                            .map(|d| {
+                                let c = h * key_dim + d;
+                                q[c * n + i] as f64 * k[c * n + j] as f64
+                            })
+                            .sum();
+                        dot * scale as f64
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                for c in 0..head_dim {
+                    let ch = h * head_dim + c;
+                    let weighted: f64 = (0..n).map(|j| e[j] / sum * v[ch * n + j] as f64).sum();
+                    out[ch * n + i] += weighted;
+                }
+            }
+        }
+        out.into_iter().map(|x| x as f32).collect()
+    }
+
+    /// Attention on written q, k, v and a prefilled dst, every ISA, against the reference.
+    fn check_attention(heads: usize, key_dim: usize, head_dim: usize, (h, w): (usize, usize)) {
+        let n = h * w;
+        let seed = (heads * 1000 + h * 31 + w) as u64;
+        // Queries ×3: peaked softmax rows as well as flat ones.
+        let q: Vec<f32> = noise(heads * key_dim * n, seed)
+            .iter()
+            .map(|x| 3.0 * x)
+            .collect();
+        let k = noise(heads * key_dim * n, seed + 1);
+        let v = noise(heads * head_dim * n, seed + 2);
+        let prefill = noise(heads * head_dim * n, seed + 3);
+        let scale = (key_dim as f32).powf(-0.5);
+        let mut g = Graph::new();
+        let (qa, ka) = (
+            g.alloc(heads * key_dim, h, w),
+            g.alloc(heads * key_dim, h, w),
+        );
+        let va = g.alloc(heads * head_dim, h, w);
+        let dst = g.alloc(heads * head_dim, h, w);
+        g.attention_add(qa, ka, va, heads, scale, dst).unwrap();
+        let want = attention_reference(&q, &k, &v, &prefill, heads, (key_dim, head_dim), n, scale);
+        for isa in Isa::all_supported() {
+            g.set_isa(isa);
+            let mut ws = g.workspace();
+            for (act, data) in [(&qa, &q), (&ka, &k), (&va, &v), (&dst, &prefill)] {
+                write_nchw(&mut ws, act, data);
+            }
+            g.run(&mut ws);
+            let err = max_diff(&read_nchw(&ws, &dst), &want);
+            assert!(
+                err < 1e-5,
+                "{isa:?} {heads}x({key_dim}+{head_dim}) {h}x{w}: max error {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn attention_matches_a_reference() {
+        check_attention(2, 32, 64, (20, 20));
+        check_attention(1, 16, 16, (3, 5));
+        check_attention(4, 32, 64, (7, 9));
+    }
+
+    #[test]
+    fn attention_over_odd_widths() {
+        // 65 and 13 pixels: partial query tiles and key vectors; a single pixel.
+        check_attention(2, 16, 32, (5, 13));
+        check_attention(1, 32, 16, (1, 13));
+        check_attention(3, 16, 16, (1, 1));
+    }
+
+    #[test]
+    fn attention_describes_itself() {
+        let mut g = Graph::new();
+        let (q, k) = (g.alloc(64, 20, 20), g.alloc(64, 20, 20));
+        let (v, dst) = (g.alloc(128, 20, 20), g.alloc(128, 20, 20));
+        g.attention_add(q, k, v, 2, 32f32.powf(-0.5), dst).unwrap();
+        let op = &g.ops[0];
+        assert_eq!(op.describe(), "attention 2x(32+64) @20x20");
+        assert_eq!(op.flops(), 2.0 * 2.0 * 400.0 * 400.0 * 96.0);
+        assert!(!op.reads_border());
+        assert_eq!(op.operands(), ([Some(q), Some(k), Some(v)], dst));
+    }
+
+    /// A C2PSA-like block in shared memory: q, k and v from their own 1×1 convolutions,
+    /// dst from a depthwise conv of v, attention, then a 1×1 projection of dst. q must
+    /// outlive the convolutions that write k and v, dst lives from its conv to the
+    /// projection.
+    #[test]
+    fn attention_in_a_shared_workspace_matches_a_reference() {
+        let (c, heads, key_dim, head_dim, h, w) = (32, 2, 16, 32, 6, 7);
+        let n = h * w;
+        let (cq, cv) = (heads * key_dim, heads * head_dim);
+        let input = noise(c * n, 1);
+        let conv1 = |c_out: usize, seed: u64| {
+            (
+                spec(c, c_out, 1, 1, 1),
+                noise(c_out * c, seed),
+                noise(c_out, seed + 1),
+            )
+        };
+        let (q_conv, k_conv, v_conv) = (conv1(cq, 10), conv1(cq, 20), conv1(cv, 30));
+        let mut pe = spec(cv, cv, 3, 1, cv);
+        pe.silu = false;
+        let (pe_w, pe_b) = (noise(cv * 9, 40), noise(cv, 41));
+        let proj = spec(cv, 16, 1, 1, 1);
+        let (proj_w, proj_b) = (noise(16 * cv, 50), noise(16, 51));
+        let scale = (key_dim as f32).powf(-0.5);
+
+        let mut g = Graph::new();
+        let src = g.alloc(c, h, w);
+        let [q, k, v] = [&q_conv, &k_conv, &v_conv]
+            .map(|(s, wt, b)| g.conv(*s, wt, b, src, None, None).unwrap());
+        let dst = g.conv(pe, &pe_w, &pe_b, v, None, None).unwrap();
+        g.attention_add(q, k, v, heads, scale, dst).unwrap();
+        let out = g.conv(proj, &proj_w, &proj_b, dst, None, None).unwrap();
+        let prepared = g.prepare(src, vec![out]);
+        assert!(
+            prepared.workspace.slots.len() < prepared.graph.buffers.len(),
+            "buffers share memory"
+        );
+
+        let run_conv = |(s, wt, b): &(ConvSpec, Vec<f32>, Vec<f32>), x: &[f32]| {
+            candle_conv(s, x, (1, h, w), wt, b, None).0
+        };
+        let (qr, kr, vr) = (
+            run_conv(&q_conv, &input),
+            run_conv(&k_conv, &input),
+            run_conv(&v_conv, &input),
+        );
+        let (pe_r, _) = candle_conv(&pe, &vr, (1, h, w), &pe_w, &pe_b, None);
+        let attended =
+            attention_reference(&qr, &kr, &vr, &pe_r, heads, (key_dim, head_dim), n, scale);
+        let (want, _) = candle_conv(&proj, &attended, (1, h, w), &proj_w, &proj_b, None);
+        let Prepared {
+            graph,
+            mut workspace,
+            input: src,
+            outputs,
+        } = prepared;
+        for _ in 0..2 {
+            write_nchw(&mut workspace, &src, &input);
+            graph.run(&mut workspace);
+            let err = max_diff(&read_nchw(&workspace, &outputs[0]), &want);
+            assert!(err < 1e-4, "max error {err}");
+        }
+    }
+
+    #[test]
+    fn unsupported_attention_is_refused() {
+        let refused = |r: Result<(), PlanError>| matches!(r, Err(PlanError::Unsupported(_)));
+        let mut g = Graph::new();
+        let (q, k) = (g.alloc(32, 4, 4), g.alloc(32, 4, 4));
+        let (v, dst) = (g.alloc(64, 4, 4), g.alloc(64, 4, 4));
+        // key_dim 8 (4 heads over 32 channels), head_dim 8, heads not dividing.
+        assert!(refused(g.attention_add(q, k, v, 4, 1.0, dst)));
+        let v16 = g.alloc(32, 4, 4);
+        let dst16 = g.alloc(32, 4, 4);
+        assert!(refused(g.attention_add(q, k, v16, 4, 1.0, dst16)));
+        assert!(refused(g.attention_add(q, k, v, 3, 1.0, dst)));
+        assert!(refused(g.attention_add(q, k, v, 0, 1.0, dst)));
+        // Mismatched sizes and channel counts.
+        let small_v = g.alloc(64, 4, 3);
+        assert!(refused(g.attention_add(q, k, small_v, 2, 1.0, dst)));
+        let small_dst = g.alloc(64, 3, 4);
+        assert!(refused(g.attention_add(q, k, v, 2, 1.0, small_dst)));
+        let wide_k = g.alloc(64, 4, 4);
+        assert!(refused(g.attention_add(q, wide_k, v, 2, 1.0, dst)));
+        assert!(refused(g.attention_add(q, k, v, 2, 1.0, small_dst)));
+        // The packed image, and a dst over what it reads.
+        // (A packed image has at most 15 channels: never whole blocks of 16.)
+        let image = g.input(3, 4, 4);
+        assert!(refused(g.attention_add(image, k, v, 2, 1.0, dst)));
+        let qkv = g.alloc(128, 4, 4);
+        let (q2, k2) = (qkv.narrow(0, 32).unwrap(), qkv.narrow(32, 32).unwrap());
+        let v2 = qkv.narrow(64, 64).unwrap();
+        assert!(refused(g.attention_add(q2, k2, v2, 2, 1.0, v2)));
+        assert!(refused(g.attention_add(
+            q2,
+            k2,
+            v,
+            2,
+            1.0,
+            qkv.narrow(32, 64).unwrap()
+        )));
+        assert!(g.ops.is_empty());
+        // The same buffer, disjoint blocks: fine.
+        g.attention_add(q2, k2, v, 2, 1.0, qkv.narrow(64, 64).unwrap())
+            .unwrap();
+    }
+
+    /// `cargo test --release --lib attention_timing -- --ignored --nocapture`: median of 50
+    /// runs of yolo11n's C2PSA attention at 640×640 (2 heads, 32 + 64, 20×20).
+    #[test]
+    #[ignore]
+    fn attention_timing() {
+        for (heads, key_dim, head_dim, h, w) in [
+            (2, 32, 64, 20, 20),
+            (4, 32, 64, 20, 20),
+            (2, 32, 64, 40, 40),
+        ] {
+            let mut g = Graph::new();
+            let (q, k) = (
+                g.alloc(heads * key_dim, h, w),
+                g.alloc(heads * key_dim, h, w),
+            );
+            let (v, dst) = (
+                g.alloc(heads * head_dim, h, w),
+                g.alloc(heads * head_dim, h, w),
+            );
+            g.attention_add(q, k, v, heads, 0.17, dst).unwrap();
+            let mut ws = g.workspace();
+            for act in [&q, &k, &v] {
+                write_nchw(&mut ws, act, &noise(act.channels() * h * w, 3));
+            }
+            let mut times: Vec<f64> = (0..60)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    in_pool(|| g.run(&mut ws));
+                    start.elapsed().as_secs_f64() * 1e3
+                })
+                .skip(10)
+                .collect();
+            times.sort_by(f64::total_cmp);
+            let ms = times[times.len() / 2];
+            let gflops = g.ops[0].flops() / ms / 1e6;
+            println!(
+                "attention {heads}x({key_dim}+{head_dim}) @{h}x{w}: {ms:.3} ms median, {gflops:.1} GFLOP/s, {} threads",
+                rayon::current_num_threads()
+            );
+        }
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //!   layout (16-channel blocks, zero border), then runs them every frame inside the rayon
 //!   pool without allocating: `direct` convolutions (AVX-512 register tiles of 2 blocks ×
 //!   12 pixels, bias + SiLU + residual fused), `lanewise` depthwise / max-pool / upsample /
-//!   copy. Concats are block ranges written in place; buffers with disjoint lifetimes
-//!   share memory.
+//!   copy, `attention` the multi-head self-attention core of C2PSA. Concats are block
+//!   ranges written in place; buffers with disjoint lifetimes share memory.
 //! - Per layer, for what the executor does not hold (channel counts off the 16-block grid,
 //!   batches > 1): `conv` runs a convolution + bias + SiLU on NCHW as tiled im2col + GEMM
 //!   (`microkernel`'s AVX-512 kernel on packed weights, else the `gemm` crate), `depthwise`
@@ -17,6 +17,7 @@
 //! of the loops at run time (every flavour is tested against candle), `pool` the parallel
 //! loops. Other devices (CUDA) and dtypes keep candle's own ops.
 
+pub mod attention;
 pub mod blocked;
 pub mod conv;
 mod depthwise;
