@@ -9,7 +9,7 @@ use candle_nn::VarBuilder;
 
 use super::family::Family;
 use super::weights::NameScheme;
-use super::{yolo11::Yolo11, yolov8::Yolov8, yolox::Yolox};
+use super::{yolo11::Yolo11, yolo26::Yolo26, yolov8::Yolov8, yolox::Yolox};
 
 /// A family's loader: BN-folded weights in its name scheme → the model.
 type Loader = fn(VarBuilder) -> Result<Box<dyn Family>>;
@@ -21,6 +21,7 @@ const FAMILIES: &[(NameScheme, Loader)] = &[
     }),
     (NameScheme::Yolox, |vb| Ok(Box::new(Yolox::load(vb)?))),
     (NameScheme::Yolo11, |vb| Ok(Box::new(Yolo11::load(vb)?))),
+    (NameScheme::Yolo26, |vb| Ok(Box::new(Yolo26::load(vb)?))),
 ];
 
 /// Builds the model of a checkpoint read in `scheme`.

@@ -19,6 +19,7 @@ pub mod postprocess;
 pub mod preprocess;
 pub mod weights;
 pub mod yolo11;
+pub mod yolo26;
 pub mod yolov8;
 pub mod yolox;
 
