@@ -2,8 +2,10 @@
 //!
 //! COCO-80 is the default. A model trained on other classes names them in its
 //! safetensors metadata (`names`: a JSON list, or an ultralytics-style `{"0": "car"}`
-//! map) or in a sidecar file beside the weights, `<weights stem>.names`: one class name
-//! per line in class-id order, blank lines and `#` comments ignored.
+//! map), in its ultralytics `.pt` checkpoint (`model.names`, which the weights reader
+//! passes on as metadata `names`) or in a sidecar file beside the weights,
+//! `<weights stem>.names`: one class name per line in class-id order, blank lines and `#`
+//! comments ignored.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -128,15 +130,22 @@ impl ClassNames {
     }
 
     /// Names for a model with `num_classes` outputs whose weights are at `weights_path`:
-    /// metadata `names`, else the `.names` sidecar, else COCO-80 when the count is 80.
+    /// metadata `names` (unless they are [placeholders](are_placeholders)), else the
+    /// `.names` sidecar, else COCO-80 when the count is 80.
     pub fn for_model(
         num_classes: usize,
         weights_path: &Path,
         metadata: &HashMap<String, String>,
     ) -> Result<Self, String> {
-        let names = if let Some(raw) = metadata.get("names") {
-            parse_metadata_names(raw)
-                .map_err(|e| format!("metadata `names` of {}: {e}", weights_path.display()))?
+        let given = match metadata.get("names") {
+            Some(raw) => Some(
+                parse_metadata_names(raw)
+                    .map_err(|e| format!("metadata `names` of {}: {e}", weights_path.display()))?,
+            ),
+            None => None,
+        };
+        let names = if let Some(names) = given.filter(|n| !are_placeholders(n)) {
+            names
         } else {
             let sidecar = weights_path.with_extension("names");
             if sidecar.is_file() {
@@ -192,6 +201,16 @@ impl ClassNames {
     fn id_of(&self, name: &str) -> Option<usize> {
         self.names.iter().position(|n| n.eq_ignore_ascii_case(name))
     }
+}
+
+/// Whether `names` are ultralytics' placeholders, every class named by its id (`"0"`,
+/// `"1"`, …: a model built from a yaml and never trained on a dataset), or empty: they
+/// name nothing, so the defaults apply as if there were none.
+pub fn are_placeholders(names: &[String]) -> bool {
+    names
+        .iter()
+        .enumerate()
+        .all(|(i, name)| *name == i.to_string())
 }
 
 fn parse_metadata_names(raw: &str) -> Result<Vec<String>, String> {
@@ -363,6 +382,26 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("80"), "{err}");
         assert!(ClassFilter::parse("car,,bus").is_err());
+    }
+
+    /// ultralytics names a model built from a yaml `{0: "0", 1: "1", …}`: those name
+    /// nothing, so a sidecar or COCO-80 applies as without names (the fixtures' YOLO11 and
+    /// YOLO26 files carry them).
+    #[test]
+    fn placeholder_names_count_as_none() {
+        let map: serde_json::Map<String, serde_json::Value> = (0..80)
+            .map(|i| (i.to_string(), serde_json::Value::String(i.to_string())))
+            .collect();
+        let metadata = HashMap::from([(
+            "names".to_string(),
+            serde_json::Value::Object(map).to_string(),
+        )]);
+        let names =
+            ClassNames::for_model(80, Path::new("/nowhere/m.safetensors"), &metadata).unwrap();
+        assert_eq!((names.name(0), names.name(2)), ("person", "car"));
+        let real = HashMap::from([("names".to_string(), r#"["0", "tram"]"#.to_string())]);
+        let names = ClassNames::for_model(2, Path::new("/nowhere/m.safetensors"), &real).unwrap();
+        assert_eq!(names.name(1), "tram");
     }
 
     #[test]

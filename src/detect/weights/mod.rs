@@ -30,7 +30,8 @@ pub struct Weights {
     /// Scheme the file itself used (before translation).
     pub file_scheme: NameScheme,
     pub tensors: HashMap<String, Tensor>,
-    /// safetensors `__metadata__` (class names may be given there, see `classes`).
+    /// safetensors `__metadata__`, or for a PyTorch checkpoint its class names as `names`
+    /// (a JSON list; see `classes`).
     pub metadata: HashMap<String, String>,
 }
 
@@ -109,12 +110,12 @@ fn read_raw(path: &Path) -> Result<RawTensors> {
         }
     })?;
     if bytes.starts_with(b"PK\x03\x04") {
-        let tensors = pickle::read_checkpoint(path).map_err(|e| DetectError::BadWeights {
+        let contents = pickle::read_contents(path).map_err(|e| DetectError::BadWeights {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        let tensors = to_f32_map(tensors.into_iter(), path)?;
-        return Ok((tensors, HashMap::new()));
+        let tensors = to_f32_map(contents.tensors.into_iter(), path)?;
+        return Ok((tensors, checkpoint_metadata(contents.class_names)));
     }
     if bytes.starts_with(&[0x80]) {
         return Err(DetectError::NotAModel {
@@ -129,6 +130,19 @@ fn read_raw(path: &Path) -> Result<RawTensors> {
         });
     }
     read_safetensors(&bytes, path)
+}
+
+/// A checkpoint's class names as metadata `names`, a JSON list in class-id order (the
+/// form `classes` reads from safetensors metadata); none when the checkpoint has none.
+fn checkpoint_metadata(class_names: Option<Vec<String>>) -> HashMap<String, String> {
+    let mut metadata = HashMap::new();
+    if let Some(names) = class_names {
+        metadata.insert(
+            "names".to_string(),
+            serde_json::Value::from(names).to_string(),
+        );
+    }
+    metadata
 }
 
 /// safetensors starts with its JSON header's length (8 bytes, little-endian, within the

@@ -5,7 +5,10 @@
 //! refuses every global outside a short allow-list ([`policy`]), so a malicious checkpoint
 //! is reported, never run. The tensors found ([`state_dict`]) are then cut from their
 //! storages into CPU tensors in their stored dtype, named as `state_dict()` names them.
+//! An ultralytics checkpoint's class names (`model.names`) are read from the same data
+//! ([`class_names`]).
 
+mod class_names;
 mod policy;
 mod state_dict;
 mod value;
@@ -79,9 +82,26 @@ pub enum PickleError {
     TooLarge { path: PathBuf, reason: String },
 }
 
+/// What a checkpoint holds for inference.
+#[derive(Debug)]
+pub struct Contents {
+    /// As [`read_checkpoint`] returns them.
+    pub tensors: Vec<(String, Tensor)>,
+    /// The class names in class-id order, when the checkpoint names its classes (an
+    /// ultralytics model's `names`; not its placeholders `{0: "0", …}`).
+    pub class_names: Option<Vec<String>>,
+}
+
 /// Reads every tensor of a PyTorch checkpoint, named as `state_dict()` would name it, on
 /// the CPU in its stored dtype (tensors of dtypes candle lacks, such as int8, are skipped).
 pub fn read_checkpoint(path: &Path) -> Result<Vec<(String, Tensor)>, PickleError> {
+    read_contents(path).map(|contents| contents.tensors)
+}
+
+/// [`read_checkpoint`], plus the class names the checkpoint carries. Names that are
+/// absent or of an unexpected shape are `None`; a names dict whose ids are not `0..n` is
+/// also `None`, with a warning.
+pub fn read_contents(path: &Path) -> Result<Contents, PickleError> {
     let io = |source| PickleError::Io {
         path: path.to_path_buf(),
         source,
@@ -105,11 +125,48 @@ pub fn read_checkpoint(path: &Path) -> Result<Vec<(String, Tensor)>, PickleError
     let visit_budget = unpickled.ops.saturating_mul(2).saturating_add(1024);
     let named =
         state_dict::state_dict(&unpickled.root, visit_budget).map_err(|e| naming_error(path, e))?;
+    let class_names = match class_names::class_names(&unpickled.root) {
+        class_names::ClassNames::Found(names) => Some(names),
+        class_names::ClassNames::Absent => None,
+        class_names::ClassNames::BadIds(ids) => {
+            tracing::warn!(
+                path = %path.display(),
+                "ignoring the checkpoint's class names: their ids {} are not 0 to {} without gaps or repeats; the classes get lookout's default names",
+                describe_ids(&ids),
+                ids.len() - 1
+            );
+            None
+        }
+    };
     drop(unpickled);
     // Views may share storages, but together they may not need much more than the file
     // holds: a bound that stops one storage from being fanned out into terabytes.
     let byte_budget = file_len.saturating_mul(4).saturating_add(1 << 20);
-    checkpoint.materialize(named, byte_budget)
+    let tensors = checkpoint.materialize(named, byte_budget)?;
+    Ok(Contents {
+        tensors,
+        class_names,
+    })
+}
+
+/// Sorted ids for a message: all of them when few, else the first and last few.
+fn describe_ids(ids: &[i64]) -> String {
+    const SHOWN: usize = 6;
+    let join = |ids: &[i64]| {
+        ids.iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if ids.len() <= 2 * SHOWN {
+        format!("[{}]", join(ids))
+    } else {
+        format!(
+            "[{}, …, {}]",
+            join(&ids[..SHOWN]),
+            join(&ids[ids.len() - SHOWN..])
+        )
+    }
 }
 
 /// The archive's top folder: the one holding `data.pkl` (torch names it after the file).

@@ -626,3 +626,410 @@ fn fuzz_cases() -> u32 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200)
 }
+
+// ---- class names (`model.names`) ----
+
+/// `{'ema': None, 'model': DetectionModel}` as ultralytics saves it, the model holding the
+/// few tensors that make it a YOLOv8 (`model.0.conv.weight`, a detect head's
+/// `model.22.cv2.0.2.weight` and `model.22.dfl.conv.weight`) and, when `names` writes one, a `names` attribute.
+fn ultralytics_pickle(module_key: &str, names: impl FnOnce(&mut PickleBytes)) -> Vec<u8> {
+    let other = if module_key == "model" {
+        "ema"
+    } else {
+        "model"
+    };
+    let mut p = PickleBytes::new();
+    p.op(b"}(").str(other).op(b"N").str(module_key);
+    p.global("ultralytics.nn.tasks", "DetectionModel")
+        .op(b")\x81}(")
+        .str("_parameters")
+        .op(b"}(")
+        .str("model.0.conv.weight")
+        .tensor("FloatStorage", "0", 1, 0, &[1, 1, 1, 1], &[1, 1, 1, 1])
+        .str("model.22.cv2.0.2.weight")
+        .tensor("FloatStorage", "0", 1, 0, &[1, 1, 1, 1], &[1, 1, 1, 1])
+        .str("model.22.dfl.conv.weight")
+        .tensor("FloatStorage", "0", 1, 0, &[1, 1, 1, 1], &[1, 1, 1, 1])
+        .op(b"u");
+    names(&mut p);
+    p.op(b"ubu");
+    p.stop()
+}
+
+/// Writes `'names': {0: n0, 1: n1, …}` (ids as given) into the state being built.
+fn names_dict<'a>(ids_and_names: &'a [(i32, &'a str)]) -> impl FnOnce(&mut PickleBytes) + 'a {
+    move |p| {
+        p.str("names").op(b"}(");
+        for &(id, name) in ids_and_names {
+            p.int(id).str(name);
+        }
+        p.op(b"u");
+    }
+}
+
+fn class_names_of(pickle: &[u8]) -> Option<Vec<String>> {
+    let file = checkpoint_file(Some(pickle), &[("0", f32_bytes(&[1.0]))]);
+    let contents = read_contents(file.path()).unwrap();
+    assert!(!contents.tensors.is_empty());
+    contents.class_names
+}
+
+#[test]
+fn custom_names_are_read_from_the_model_object() {
+    let pickle = ultralytics_pickle("model", names_dict(&[(0, "stop sign"), (1, "tram")]));
+    assert_eq!(
+        class_names_of(&pickle),
+        Some(vec!["stop sign".to_string(), "tram".to_string()])
+    );
+    // Insertion order does not matter, the ids do.
+    let pickle = ultralytics_pickle("model", names_dict(&[(1, "tram"), (0, "stop sign")]));
+    assert_eq!(
+        class_names_of(&pickle),
+        Some(vec!["stop sign".to_string(), "tram".to_string()])
+    );
+}
+
+#[test]
+fn names_of_the_ema_module_are_used_when_model_is_none() {
+    let pickle = ultralytics_pickle("ema", names_dict(&[(0, "car"), (1, "van")]));
+    assert_eq!(
+        class_names_of(&pickle),
+        Some(vec!["car".to_string(), "van".to_string()])
+    );
+}
+
+#[test]
+fn yolov5_style_name_lists_and_string_ids_are_accepted() {
+    let pickle = ultralytics_pickle("model", |p| {
+        p.str("names").op(b"](").str("car").str("truck").op(b"e");
+    });
+    assert_eq!(
+        class_names_of(&pickle),
+        Some(vec!["car".to_string(), "truck".to_string()])
+    );
+    let pickle = ultralytics_pickle("model", |p| {
+        p.str("names")
+            .op(b"}(")
+            .str("1")
+            .str("b")
+            .str("0")
+            .str("a")
+            .op(b"u");
+    });
+    assert_eq!(
+        class_names_of(&pickle),
+        Some(vec!["a".to_string(), "b".to_string()])
+    );
+}
+
+#[test]
+fn names_under_the_model_yaml_are_a_fallback() {
+    let pickle = ultralytics_pickle("model", |p| {
+        p.str("yaml")
+            .op(b"}(")
+            .str("nc")
+            .int(1)
+            .str("names")
+            .op(b"]")
+            .str("sign")
+            .op(b"au");
+    });
+    assert_eq!(class_names_of(&pickle), Some(vec!["sign".to_string()]));
+}
+
+#[test]
+fn absent_placeholder_and_malformed_names_give_none() {
+    // No `names` at all.
+    assert_eq!(class_names_of(&ultralytics_pickle("model", |_| {})), None);
+    // ultralytics' placeholders for a model never trained on named data.
+    let placeholders = ultralytics_pickle("model", names_dict(&[(0, "0"), (1, "1"), (2, "2")]));
+    assert_eq!(class_names_of(&placeholders), None);
+    // Empty, not a dict, a name that is not a string, a key that is not an id.
+    assert_eq!(
+        class_names_of(&ultralytics_pickle("model", names_dict(&[]))),
+        None
+    );
+    let not_a_dict = ultralytics_pickle("model", |p| {
+        p.str("names").int(3);
+    });
+    assert_eq!(class_names_of(&not_a_dict), None);
+    let int_name = ultralytics_pickle("model", |p| {
+        p.str("names").op(b"}").int(0).int(7).op(b"s");
+    });
+    assert_eq!(class_names_of(&int_name), None);
+    let none_key = ultralytics_pickle("model", |p| {
+        p.str("names").op(b"}").op(b"N").str("car").op(b"s");
+    });
+    assert_eq!(class_names_of(&none_key), None);
+    // A plain state_dict has no names.
+    let state_dict = PickleBytes::new()
+        .op(b"}")
+        .str("w")
+        .tensor("FloatStorage", "0", 1, 0, &[1], &[1])
+        .op(b"s")
+        .stop();
+    assert_eq!(class_names_of(&state_dict), None);
+}
+
+#[test]
+fn names_with_gaps_in_their_ids_are_ignored() {
+    for ids in [
+        &[(0, "car"), (2, "truck")][..],
+        &[(1, "car"), (2, "truck")][..],
+        &[(-1, "car"), (0, "truck")][..],
+    ] {
+        let pickle = ultralytics_pickle("model", names_dict(ids));
+        let file = checkpoint_file(Some(&pickle), &[("0", f32_bytes(&[1.0]))]);
+        let (contents, log) = with_log(|| read_contents(file.path()).unwrap());
+        assert_eq!(contents.class_names, None, "{ids:?}");
+        assert!(
+            log.contains("WARN")
+                && log.contains(&file.path().display().to_string())
+                && log.contains("not 0 to 1 without gaps"),
+            "{log}"
+        );
+    }
+    // Absent names are no warning.
+    let file = checkpoint_file(
+        Some(&ultralytics_pickle("model", |_| {})),
+        &[("0", f32_bytes(&[1.0]))],
+    );
+    let (_, log) = with_log(|| read_contents(file.path()).unwrap());
+    assert!(log.is_empty(), "{log}");
+    let ids: Vec<i64> = (0..20).chain([25]).collect();
+    assert_eq!(
+        describe_ids(&ids),
+        "[0, 1, 2, 3, 4, 5, …, 15, 16, 17, 18, 19, 25]"
+    );
+    assert_eq!(describe_ids(&[0, 2]), "[0, 2]");
+}
+
+#[test]
+fn weights_read_gives_a_checkpoints_names_as_metadata() {
+    let pickle = ultralytics_pickle("model", names_dict(&[(0, "stop sign"), (1, "tram")]));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("best.pt");
+    let file = checkpoint_file(Some(&pickle), &[("0", f32_bytes(&[1.0]))]);
+    std::fs::copy(file.path(), &path).unwrap();
+    let weights = crate::detect::weights::Weights::read(&path).unwrap();
+    assert_eq!(weights.metadata.len(), 1);
+    assert_eq!(weights.metadata["names"], r#"["stop sign","tram"]"#);
+    let classes =
+        crate::detect::classes::ClassNames::for_model(2, &path, &weights.metadata).unwrap();
+    assert_eq!((classes.name(0), classes.name(1)), ("stop sign", "tram"));
+
+    // Without names the metadata stays empty, as before.
+    let pickle = ultralytics_pickle("model", |_| {});
+    let file = checkpoint_file(Some(&pickle), &[("0", f32_bytes(&[1.0]))]);
+    std::fs::copy(file.path(), &path).unwrap();
+    let weights = crate::detect::weights::Weights::read(&path).unwrap();
+    assert!(weights.metadata.is_empty(), "{:?}", weights.metadata);
+}
+
+/// Runs `f` with this thread's log events written to a string, which is returned too.
+fn with_log<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    (out, log)
+}
+
+const ULTRALYTICS_FIXTURES: [&str; 3] = [
+    "models/yolo11n-random.pt",
+    "models/yolo26n-random.pt",
+    "models/yolov8n-random.pt",
+];
+
+/// The fixtures were built from yaml, never trained on a dataset: their `names` are
+/// ultralytics' placeholders `{0: "0", …, 79: "79"}`, so they carry no names and get
+/// COCO-80 by default, exactly as before names were read from checkpoints.
+#[test]
+fn ultralytics_fixtures_with_placeholder_names_get_coco80() {
+    for fixture in ULTRALYTICS_FIXTURES {
+        let Some(pt) = crate::fixtures::require(fixture) else {
+            return;
+        };
+        let pickle = data_pkl(&pt);
+        let unpickled = vm::unpickle(&pickle).unwrap();
+        assert_eq!(
+            class_names::class_names(&unpickled.root),
+            class_names::ClassNames::Absent,
+            "{fixture}"
+        );
+        let placeholders: Vec<String> = (0..80).map(|i| i.to_string()).collect();
+        assert_eq!(fixture_names(&pickle), placeholders, "{fixture}");
+
+        let weights = crate::detect::weights::Weights::read(&pt).unwrap();
+        assert!(
+            weights.metadata.is_empty(),
+            "{fixture}: {:?}",
+            weights.metadata
+        );
+        let classes =
+            crate::detect::classes::ClassNames::for_model(80, &pt, &weights.metadata).unwrap();
+        assert_eq!(classes.len(), 80);
+        assert_eq!(
+            (classes.name(0), classes.name(1), classes.name(2)),
+            ("person", "bicycle", "car"),
+            "{fixture}"
+        );
+    }
+}
+
+/// The same genuine ultralytics checkpoints with their placeholders replaced by COCO's
+/// names, as a `yolo11n.pt` trained on COCO holds them: the names come from the file.
+#[test]
+fn ultralytics_fixtures_with_real_names_give_those_names() {
+    let coco: Vec<String> = crate::detect::classes::COCO80
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    for fixture in ULTRALYTICS_FIXTURES {
+        let Some(pt) = crate::fixtures::require(fixture) else {
+            return;
+        };
+        let renamed = dir.path().join("best.pt");
+        rewrite_data_pkl(&pt, &renamed, |pickle| {
+            rename_classes(pickle, |id| crate::detect::classes::COCO80[id].to_string())
+        });
+        let contents = read_contents(&renamed).unwrap();
+        assert_eq!(contents.class_names.as_ref(), Some(&coco), "{fixture}");
+        assert_eq!(
+            contents.tensors.len(),
+            read_checkpoint(&pt).unwrap().len(),
+            "{fixture}"
+        );
+
+        let weights = crate::detect::weights::Weights::read(&renamed).unwrap();
+        let classes =
+            crate::detect::classes::ClassNames::for_model(80, &renamed, &weights.metadata).unwrap();
+        assert_eq!(
+            (classes.name(0), classes.name(1), classes.name(2)),
+            ("person", "bicycle", "car"),
+            "{fixture}"
+        );
+        assert_eq!(classes.name(79), "toothbrush");
+
+        // Custom names reach the classes too (here: class 0 renamed).
+        rewrite_data_pkl(&pt, &renamed, |pickle| {
+            rename_classes(pickle, |id| {
+                if id == 0 {
+                    "pedestrian".to_string()
+                } else {
+                    format!("class {id}")
+                }
+            })
+        });
+        let weights = crate::detect::weights::Weights::read(&renamed).unwrap();
+        let classes =
+            crate::detect::classes::ClassNames::for_model(80, &renamed, &weights.metadata).unwrap();
+        assert_eq!(
+            (classes.name(0), classes.name(79)),
+            ("pedestrian", "class 79")
+        );
+    }
+}
+
+/// The top-level `data.pkl` of a checkpoint.
+fn data_pkl(path: &Path) -> Vec<u8> {
+    let mut archive = zip::ZipArchive::new(File::open(path).unwrap()).unwrap();
+    let top = find_top(&archive).unwrap();
+    let mut bytes = Vec::new();
+    archive
+        .by_name(&format!("{top}data.pkl"))
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
+    bytes
+}
+
+/// Copies the checkpoint at `from` to `to` with its `data.pkl` passed through `edit`.
+fn rewrite_data_pkl(from: &Path, to: &Path, edit: impl FnOnce(&[u8]) -> Vec<u8>) {
+    let edited = edit(&data_pkl(from));
+    let mut archive = zip::ZipArchive::new(File::open(from).unwrap()).unwrap();
+    let top = find_top(&archive).unwrap();
+    let mut out = zip::ZipWriter::new(File::create(to).unwrap());
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let pickle_name = format!("{top}data.pkl");
+    for index in 0..archive.len() {
+        let entry = archive.by_index_raw(index).unwrap();
+        if entry.name().unwrap() == pickle_name.as_str() {
+            drop(entry);
+            out.start_file(pickle_name.as_str(), options).unwrap();
+            out.write_all(&edited).unwrap();
+        } else {
+            out.raw_copy_file(entry).unwrap();
+        }
+    }
+    out.finish().unwrap();
+}
+
+/// The offset just past `'names'` `LONG_BINPUT`, `{`, `LONG_BINPUT`, `(` in a real
+/// ultralytics pickle: where its `{id: name}` entries start.
+fn names_entries_start(pickle: &[u8]) -> usize {
+    let key = b"X\x05\x00\x00\x00names";
+    let at = pickle
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("the pickle has a `names` key")
+        + key.len();
+    assert_eq!(pickle[at], b'r');
+    assert_eq!(&pickle[at + 5..at + 7], b"}r");
+    assert_eq!(pickle[at + 11], b'(');
+    at + 12
+}
+
+/// The fixture's class names as its pickle spells them: `K id`, `X len name`, `r memo`.
+fn fixture_names(pickle: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut at = names_entries_start(pickle);
+    while pickle[at] == b'K' {
+        let len = u32::from_le_bytes(pickle[at + 3..at + 7].try_into().unwrap()) as usize;
+        assert_eq!(
+            (pickle[at + 1] as usize, pickle[at + 2]),
+            (names.len(), b'X')
+        );
+        names.push(String::from_utf8(pickle[at + 7..at + 7 + len].to_vec()).unwrap());
+        assert_eq!(pickle[at + 7 + len], b'r');
+        at += 7 + len + 5;
+    }
+    assert_eq!(pickle[at], b'u');
+    names
+}
+
+/// The pickle with class `id` named `name(id)` instead of its placeholder.
+fn rename_classes(pickle: &[u8], name: impl Fn(usize) -> String) -> Vec<u8> {
+    let start = names_entries_start(pickle);
+    let mut out = pickle[..start].to_vec();
+    let mut at = start;
+    while pickle[at] == b'K' {
+        let id = pickle[at + 1] as usize;
+        let len = u32::from_le_bytes(pickle[at + 3..at + 7].try_into().unwrap()) as usize;
+        let new = name(id);
+        out.extend_from_slice(&pickle[at..at + 3]);
+        out.extend_from_slice(&(new.len() as u32).to_le_bytes());
+        out.extend_from_slice(new.as_bytes());
+        out.extend_from_slice(&pickle[at + 7 + len..at + 7 + len + 5]);
+        at += 7 + len + 5;
+    }
+    out.extend_from_slice(&pickle[at..]);
+    out
+}
