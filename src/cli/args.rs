@@ -16,12 +16,14 @@ use crate::trackfile::TrackFormat;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DetectorArgs {
-    /// Weights file: .safetensors (candle or ultralytics names, YOLOX names), an
-    /// ultralytics .pt checkpoint, or a YOLOX .pth checkpoint.
+    /// Weights file of YOLOv8, YOLO11, YOLO26 (an ultralytics .pt checkpoint, or
+    /// .safetensors with ultralytics or candle names) or YOLOX (.pth, or .safetensors with
+    /// Megvii's names); the family and size are read from the tensors.
     #[arg(long, value_name = "PATH", conflicts_with = "model")]
     pub weights: Option<PathBuf>,
 
-    /// A known model by name (yolov8n…yolov8x, yolox-nano…yolox-x), looked up in models/,
+    /// A known model by name (yolov8n…yolov8x, yolo11n…yolo11x, yolo26n…yolo26x,
+    /// yolox-nano…yolox-x), looked up in models/,
     /// $LOOKOUT_MODELS and the Hugging Face cache, downloaded if allowed. Default: yolox-nano.
     #[arg(long, value_name = "NAME")]
     pub model: Option<String>,

@@ -414,6 +414,9 @@ fn models_download_from_a_server_once_then_run_offline() {
     let Some(yolov8) = require("models/yolov8n-random.candle.safetensors") else {
         return;
     };
+    let Some(yolo26) = require("models/yolo26n-random.pt") else {
+        return;
+    };
     let Some(bus) = require("images/bus.jpg") else {
         return;
     };
@@ -421,6 +424,10 @@ fn models_download_from_a_server_once_then_run_offline() {
     files.insert(
         "/yolox_nano.pth".to_string(),
         std::fs::read(&yolox).unwrap(),
+    );
+    files.insert(
+        "/v8.4.0/yolo26n.pt".to_string(),
+        std::fs::read(&yolo26).unwrap(),
     );
     files.insert(
         "/lmz/candle-yolo-v8/resolve/main/yolov8n.safetensors".to_string(),
@@ -433,6 +440,7 @@ fn models_download_from_a_server_once_then_run_offline() {
         cmd.current_dir(dir.path())
             .env("LOOKOUT_OFFLINE", if offline { "1" } else { "0" })
             .env("LOOKOUT_YOLOX_URL", &base)
+            .env("LOOKOUT_ULTRALYTICS_URL", format!("{base}/v8.4.0"))
             .env("HF_ENDPOINT", &base)
             .env("HF_HOME", dir.path().join("hf"))
             .env("XDG_CACHE_HOME", dir.path().join("cache"))
@@ -463,6 +471,9 @@ fn models_download_from_a_server_once_then_run_offline() {
     );
     run("yolov8n", false);
     run("yolov8n", true);
+    let yolo26 = detections(run("yolo26n", false));
+    assert!(dir.path().join("cache/lookout/models/yolo26n.pt").is_file());
+    assert_eq!(detections(run("yolo26n", true)), yolo26);
 }
 
 /// A build without the `cuda` feature says how to get one, in one line, exit 1; `--half`

@@ -5,6 +5,7 @@ mod calib;
 mod common;
 mod detect;
 mod explain;
+mod families;
 mod faults;
 mod faults_input;
 mod faults_sinks;

@@ -4,8 +4,9 @@
 //! cache (`$HF_HOME`, default `~/.cache/huggingface`), lookout's own download cache
 //! (`$XDG_CACHE_HOME/lookout/models`, default `~/.cache/lookout/models`); then, unless
 //! offline (`--offline` / `LOOKOUT_OFFLINE=1`), a download: YOLOv8 through `hf-hub` from
-//! `lmz/candle-yolo-v8` (`HF_ENDPOINT` is honoured), YOLOX from Megvii's GitHub release
-//! (`LOOKOUT_YOLOX_URL` overrides the base URL, e.g. for a mirror).
+//! `lmz/candle-yolo-v8` (`HF_ENDPOINT` is honoured), YOLOX from Megvii's GitHub release,
+//! YOLO11 and YOLO26 from ultralytics' assets releases (`LOOKOUT_YOLOX_URL` and
+//! `LOOKOUT_ULTRALYTICS_URL` override those base URLs, e.g. for a mirror).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -17,8 +18,12 @@ use crate::detect::error::{DetectError, Result};
 pub enum ModelSource {
     /// A file of a Hugging Face repository.
     HuggingFace { repo: &'static str },
-    /// A file under a base URL (Megvii's GitHub release assets).
-    Url { base: &'static str },
+    /// A file under a base URL (GitHub release assets); `env` names the variable that
+    /// overrides the base (a mirror).
+    Url {
+        base: &'static str,
+        env: &'static str,
+    },
 }
 
 /// One model `--model` knows by name.
@@ -39,7 +44,30 @@ const CANDLE_YOLOV8: ModelSource = ModelSource::HuggingFace {
 };
 const MEGVII_RELEASE: ModelSource = ModelSource::Url {
     base: "https://github.com/Megvii-BaseDetection/YOLOX/releases/download/0.1.1rc0",
+    env: "LOOKOUT_YOLOX_URL",
 };
+/// YOLO11 was released with ultralytics 8.3.0, YOLO26 with 8.4.0.
+const ULTRALYTICS_V8_3: ModelSource = ModelSource::Url {
+    base: "https://github.com/ultralytics/assets/releases/download/v8.3.0",
+    env: "LOOKOUT_ULTRALYTICS_URL",
+};
+const ULTRALYTICS_V8_4: ModelSource = ModelSource::Url {
+    base: "https://github.com/ultralytics/assets/releases/download/v8.4.0",
+    env: "LOOKOUT_ULTRALYTICS_URL",
+};
+
+macro_rules! ultralytics {
+    ($name:literal, $pt:literal, $st:literal, $source:expr) => {
+        KnownModel {
+            name: $name,
+            file: $pt,
+            aliases: &[$st],
+            source: $source,
+            licence: "AGPL-3.0 (ultralytics)",
+            input_size: 640,
+        }
+    };
+}
 
 macro_rules! yolov8 {
     ($name:literal, $file:literal, $pt:literal) => {
@@ -90,6 +118,66 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
     yolox!("yolox-m", "yolox_m.pth", "yolox_m.safetensors", 640),
     yolox!("yolox-l", "yolox_l.pth", "yolox_l.safetensors", 640),
     yolox!("yolox-x", "yolox_x.pth", "yolox_x.safetensors", 640),
+    ultralytics!(
+        "yolo11n",
+        "yolo11n.pt",
+        "yolo11n.safetensors",
+        ULTRALYTICS_V8_3
+    ),
+    ultralytics!(
+        "yolo11s",
+        "yolo11s.pt",
+        "yolo11s.safetensors",
+        ULTRALYTICS_V8_3
+    ),
+    ultralytics!(
+        "yolo11m",
+        "yolo11m.pt",
+        "yolo11m.safetensors",
+        ULTRALYTICS_V8_3
+    ),
+    ultralytics!(
+        "yolo11l",
+        "yolo11l.pt",
+        "yolo11l.safetensors",
+        ULTRALYTICS_V8_3
+    ),
+    ultralytics!(
+        "yolo11x",
+        "yolo11x.pt",
+        "yolo11x.safetensors",
+        ULTRALYTICS_V8_3
+    ),
+    ultralytics!(
+        "yolo26n",
+        "yolo26n.pt",
+        "yolo26n.safetensors",
+        ULTRALYTICS_V8_4
+    ),
+    ultralytics!(
+        "yolo26s",
+        "yolo26s.pt",
+        "yolo26s.safetensors",
+        ULTRALYTICS_V8_4
+    ),
+    ultralytics!(
+        "yolo26m",
+        "yolo26m.pt",
+        "yolo26m.safetensors",
+        ULTRALYTICS_V8_4
+    ),
+    ultralytics!(
+        "yolo26l",
+        "yolo26l.pt",
+        "yolo26l.safetensors",
+        ULTRALYTICS_V8_4
+    ),
+    ultralytics!(
+        "yolo26x",
+        "yolo26x.pt",
+        "yolo26x.safetensors",
+        ULTRALYTICS_V8_4
+    ),
 ];
 
 /// The model lookout uses when none is named: Apache-2.0, real time on a laptop CPU.
@@ -182,8 +270,8 @@ impl Resolver {
                     .get(model.file)
                     .map_err(|e| fail(format!("{repo}/{}: {e}", model.file)))
             }
-            ModelSource::Url { base } => {
-                let base = std::env::var("LOOKOUT_YOLOX_URL").unwrap_or_else(|_| base.to_string());
+            ModelSource::Url { base, env } => {
+                let base = std::env::var(env).unwrap_or_else(|_| base.to_string());
                 let url = format!("{}/{}", base.trim_end_matches('/'), model.file);
                 download_to(&url, &self.download_dir.join(model.file)).map_err(fail)
             }

@@ -154,6 +154,30 @@ impl Body {
         Ok([l16, l19, l22])
     }
 
+    /// The backbone's layer outputs ultralytics' per-layer parity files hold (4, 6, 8, 9,
+    /// 10), then the head inputs (16, 19, 22), named `model.N`: for finding where a port
+    /// diverges.
+    #[cfg(test)]
+    pub fn layer_outputs(&self, xs: &Tensor) -> Result<Vec<(&'static str, Tensor)>> {
+        let x = self.l2.forward(&self.l1.forward(&self.l0.forward(xs)?)?)?;
+        let l4 = self.l4.forward(&self.l3.forward(&x)?)?;
+        let l6 = self.l6.forward(&self.l5.forward(&l4)?)?;
+        let l8 = self.l8.forward(&self.l7.forward(&l6)?)?;
+        let l9 = self.l9.forward(&l8)?;
+        let l10 = self.l10.forward(&l9)?;
+        let [l16, l19, l22] = self.forward(xs)?;
+        Ok(vec![
+            ("model.4", l4),
+            ("model.6", l6),
+            ("model.8", l8),
+            ("model.9", l9),
+            ("model.10", l10),
+            ("model.16", l16),
+            ("model.19", l19),
+            ("model.22", l22),
+        ])
+    }
+
     /// As [`Body::forward`]. The four concat buffers are allocated first and every part is
     /// produced in place (upsamples and downsampling convs the first part, the skips the
     /// second), so no concat is copied.

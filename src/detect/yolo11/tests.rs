@@ -106,27 +106,8 @@ fn intermediate_layers_match_ultralytics() {
     else {
         return;
     };
-    let b = &model.body;
-    let x =
-        b.l2.forward(&b.l1.forward(&b.l0.forward(&input).unwrap()).unwrap())
-            .unwrap();
-    let l4 = b.l4.forward(&b.l3.forward(&x).unwrap()).unwrap();
-    let l6 = b.l6.forward(&b.l5.forward(&l4).unwrap()).unwrap();
-    let l8 = b.l8.forward(&b.l7.forward(&l6).unwrap()).unwrap();
-    let l9 = b.l9.forward(&l8).unwrap();
-    let l10 = b.l10.forward(&l9).unwrap();
-    let [l16, l19, l22] = b.forward(&input).unwrap();
-    for (name, got) in [
-        ("model.4", &l4),
-        ("model.6", &l6),
-        ("model.8", &l8),
-        ("model.9", &l9),
-        ("model.10", &l10),
-        ("model.16", &l16),
-        ("model.19", &l19),
-        ("model.22", &l22),
-    ] {
-        let err = max_abs_diff(got, &layers[name]);
+    for (name, got) in model.body.layer_outputs(&input).unwrap() {
+        let err = max_abs_diff(&got, &layers[name]);
         eprintln!("{name}: max |Δ| {err:.2e}");
         assert!(err < 1e-3, "{name}: {err}");
     }
@@ -186,4 +167,35 @@ fn a_misshapen_tensor_is_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains(name), "{err}");
+}
+
+/// On the test device (`$LOOKOUT_TEST_DEVICE`: `scripts/gpu-check` sets a GPU) in f32 and
+/// f16: f32 within 1e-3 px and 1e-5 as above, f16 within 0.5 px and 1e-2 (f16 keeps 11
+/// significant bits: values near 640 px are 0.5 px apart), as YOLOv8's.
+#[test]
+fn matches_ultralytics_on_the_test_device_in_f32_and_f16() {
+    let (Some(path), Some(input), Some(parity)) = (
+        fixtures::require(WEIGHTS),
+        parity_input(),
+        load_tensors(PARITY),
+    ) else {
+        return;
+    };
+    for (dtype, box_tol, score_tol) in [(DType::F32, 1e-3, 1e-5), (DType::F16, 0.5, 1e-2)] {
+        let (_, device, output) = crate::detect::device::forward_on_test_device(
+            &path,
+            dtype,
+            Yolo11::load,
+            |m, xs| m.forward_candle(xs),
+            &input,
+        );
+        let (boxes, scores) = box_and_score_errors(&output, &parity["output.0"]);
+        eprintln!(
+            "parity yolo11n on {device} {dtype:?}: max |Δ| boxes {boxes:.3e} px, scores {scores:.3e}"
+        );
+        assert!(
+            boxes <= box_tol && scores <= score_tol,
+            "{dtype:?}: {boxes} {scores}"
+        );
+    }
 }
