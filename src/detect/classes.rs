@@ -130,8 +130,9 @@ impl ClassNames {
     }
 
     /// Names for a model with `num_classes` outputs whose weights are at `weights_path`:
-    /// metadata `names` (unless they are [placeholders](are_placeholders)), else the
-    /// `.names` sidecar, else COCO-80 when the count is 80.
+    /// metadata `names`, else the `.names` sidecar, else COCO-80 when the count is 80.
+    /// [Placeholder](are_placeholders) metadata names come last: after the sidecar and
+    /// COCO-80, before an error.
     pub fn for_model(
         num_classes: usize,
         weights_path: &Path,
@@ -144,7 +145,11 @@ impl ClassNames {
             ),
             None => None,
         };
-        let names = if let Some(names) = given.filter(|n| !are_placeholders(n)) {
+        let (given, placeholders) = match given {
+            Some(names) if are_placeholders(&names) => (None, Some(names)),
+            other => (other, None),
+        };
+        let names = if let Some(names) = given {
             names
         } else {
             let sidecar = weights_path.with_extension("names");
@@ -154,6 +159,8 @@ impl ClassNames {
                 parse_sidecar(&text)
             } else if num_classes == 80 {
                 return Ok(Self::coco80());
+            } else if let Some(names) = placeholders {
+                names
             } else {
                 return Err(format!(
                     "the model has {num_classes} classes but no names: add a `names` entry to the safetensors metadata or a file {} with one name per line",
@@ -399,6 +406,13 @@ mod tests {
         let names =
             ClassNames::for_model(80, Path::new("/nowhere/m.safetensors"), &metadata).unwrap();
         assert_eq!((names.name(0), names.name(2)), ("person", "car"));
+        let digits = HashMap::from([("names".to_string(), r#"["0", "1", "2"]"#.to_string())]);
+        let names = ClassNames::for_model(3, Path::new("/nowhere/m.safetensors"), &digits).unwrap();
+        assert_eq!(
+            names.name(2),
+            "2",
+            "no sidecar and not 80: the digits are the names"
+        );
         let real = HashMap::from([("names".to_string(), r#"["0", "tram"]"#.to_string())]);
         let names = ClassNames::for_model(2, Path::new("/nowhere/m.safetensors"), &real).unwrap();
         assert_eq!(names.name(1), "tram");

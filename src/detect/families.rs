@@ -1,8 +1,10 @@
 //! The registry of detector families: which family a checkpoint is, told apart by its
 //! tensor names ([`NameScheme`], each family's weight-name table), and its loader.
 //!
-//! Adding a family is its folder (a [`Family`] implementation), its names in
-//! [`super::weights::names`] and one line in [`FAMILIES`].
+//! Adding a family is its folder (a [`Family`] implementation, `pub mod` in
+//! `detect/mod.rs`), its names in [`super::weights::names`] (a [`NameScheme`] variant and
+//! its recognition rule) and one line in [`FAMILIES`]; `weights::resolve` lists the
+//! released checkpoints `--model` can fetch.
 
 use candle_core::Result;
 use candle_nn::VarBuilder;

@@ -55,8 +55,9 @@ pub enum OutputForm {
     Full,
     /// As the family's executor decode writes it ([`Family::decode_executor`]).
     Executor,
-    /// Class scores reduced to the best class where the network ran
-    /// ([`Family::reduce_on_device`], a GPU).
+    /// What [`Family::reduce_on_device`] left of it where the network ran (a GPU): the
+    /// best class per anchor, or the whole output for a family whose selection needs
+    /// every score (YOLO26).
     Reduced,
 }
 

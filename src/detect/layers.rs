@@ -100,7 +100,13 @@ impl ConvBlock {
     ) -> Result<Self> {
         let weight = get_with_rank(&vb, "weight", 4)?;
         let (out, per_group, kh, kw) = weight.dims4()?;
-        if per_group * groups != c_in || kh != kernel || kw != kernel || out % groups != 0 {
+        if out == 0
+            || per_group * groups != c_in
+            || c_in == 0
+            || kh != kernel
+            || kw != kernel
+            || out % groups != 0
+        {
             candle_core::bail!(
                 "tensor `{}` has shape {:?}, expected [_, {}, {kernel}, {kernel}]",
                 full_name(&vb, "weight"),
@@ -128,6 +134,12 @@ impl ConvBlock {
         silu: bool,
     ) -> Result<Self> {
         let (out, per_group, kernel, _) = weight.dims4()?;
+        if out == 0 || per_group == 0 || kernel == 0 {
+            candle_core::bail!(
+                "a convolution with an empty weight tensor {:?}",
+                weight.dims()
+            );
+        }
         let spec = ConvSpec::new(per_group * groups, out, kernel, stride, groups, silu);
         let cpu = if weight.device().is_cpu() && weight.dtype() == DType::F32 {
             let fused = FusedConv::new(spec, weight.flatten_all()?.to_vec1()?, bias.to_vec1()?)
@@ -339,10 +351,6 @@ impl Module for DepthwiseConv {
 }
 
 impl DepthwiseConv {
-    pub fn channels(&self) -> usize {
-        self.fused.out_channels()
-    }
-
     /// Shape and weights for the CPU executor.
     pub fn cpu_params(&self) -> std::result::Result<ConvParams<'_>, PlanError> {
         self.fused.cpu_params()

@@ -6,7 +6,6 @@
 //! class is chosen over all classes before the class filter applies, as ultralytics'
 //! `classes=` does.
 
-use super::yolox;
 use crate::types::BoxXyxy;
 
 /// A box that passed the confidence threshold, in model-input pixels.
@@ -125,48 +124,6 @@ pub fn yolov8_candidates(
             });
         }
     }
-}
-
-/// YOLOX output `[N, 5 + nc]` (or, `reduced`, [`yolox::reduce_on_device`]'s `[N, 7]`) for
-/// a `model_w`×`model_h` input, decoded by [`yolox::decode_outputs_into`] (score = objectness · best class probability, kept when
-/// `>= conf`), then filtered by class.
-pub fn yolox_candidates(
-    output: &[f32],
-    model_w: usize,
-    model_h: usize,
-    reduced: bool,
-    cfg: &PostprocessConfig,
-    decoded: &mut Vec<yolox::YoloxCandidate>,
-    out: &mut Vec<Candidate>,
-) -> Result<(), yolox::YoloxDecodeError> {
-    if reduced {
-        yolox::decode_reduced_into(output, model_h, model_w, cfg.conf, decoded)?;
-    } else {
-        let anchors = yolox::anchor_count(model_h, model_w).max(1);
-        yolox::decode_outputs_into(
-            output,
-            output.len() / anchors,
-            model_h,
-            model_w,
-            cfg.conf,
-            decoded,
-        )?;
-    }
-    out.clear();
-    out.extend(
-        decoded
-            .iter()
-            .filter(|c| cfg.class_mask.get(c.class_index).copied().unwrap_or(false))
-            .map(|c| {
-                let [cx, cy, w, h] = c.cxcywh_in_model;
-                Candidate {
-                    class_id: c.class_index,
-                    score: c.score,
-                    box_in_model: BoxXyxy::from_center(cx, cy, w, h),
-                }
-            }),
-    );
-    Ok(())
 }
 
 /// Anchor `n`'s highest score over the classes `wanted` in a YOLOv8-style output (any
@@ -376,50 +333,5 @@ mod tests {
             yolov8_candidates(output, 3, layout, &only1, &mut best, &mut got);
             assert_eq!(got.iter().map(|c| c.class_id).collect::<Vec<_>>(), vec![1]);
         }
-    }
-
-    #[test]
-    fn yolox_decodes_on_the_stride_grids() {
-        // 32×32 input: level 8 has 4×4 anchors, 16 has 2×2, 32 has 1×1 → 21 anchors.
-        let cols = 5 + 2;
-        let mut out = vec![0.0f32; 21 * cols];
-        // Anchor (gx=1, gy=2) on stride 8 is index 2*4+1 = 9.
-        let row = &mut out[9 * cols..10 * cols];
-        row.copy_from_slice(&[0.5, 0.25, 0.0, 1.0f32.ln(), 0.9, 0.2, 0.6]);
-        // The stride-32 anchor, exactly at the threshold: YOLOX keeps `>= conf`.
-        out[20 * cols..21 * cols].copy_from_slice(&[0.0, 0.0, 0.0, 0.0, 0.5, 0.6, 0.0]);
-        let mut got = vec![];
-        yolox_candidates(&out, 32, 32, false, &cfg(0.3, 2), &mut vec![], &mut got).unwrap();
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[0].class_id, 1);
-        assert!((got[0].score - 0.54).abs() < 1e-6);
-        let b = got[0].box_in_model;
-        assert_eq!(b, BoxXyxy::from_center(12.0, 18.0, 8.0, 8.0));
-        assert_eq!(
-            (got[1].class_id, got[1].box_in_model),
-            (0, BoxXyxy::from_center(0.0, 0.0, 32.0, 32.0))
-        );
-        // Reduced where the network runs (the test device: a GPU under scripts/gpu-check).
-        let dev = crate::detect::device::test_device();
-        let raw = candle_core::Tensor::from_slice(&out, (1, 21, cols), &dev).unwrap();
-        let reduced: Vec<f32> = yolox::reduce_on_device(&raw)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        assert_eq!(reduced.len(), 21 * yolox::REDUCED_COLUMNS);
-        let mut again = vec![];
-        yolox_candidates(
-            &reduced,
-            32,
-            32,
-            true,
-            &cfg(0.3, 2),
-            &mut vec![],
-            &mut again,
-        )
-        .unwrap();
-        assert_eq!(again, got);
     }
 }

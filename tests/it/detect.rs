@@ -440,7 +440,7 @@ fn models_download_from_a_server_once_then_run_offline() {
         cmd.current_dir(dir.path())
             .env("LOOKOUT_OFFLINE", if offline { "1" } else { "0" })
             .env("LOOKOUT_YOLOX_URL", &base)
-            .env("LOOKOUT_ULTRALYTICS_URL", format!("{base}/v8.4.0"))
+            .env("LOOKOUT_ULTRALYTICS_URL", &base)
             .env("HF_ENDPOINT", &base)
             .env("HF_HOME", dir.path().join("hf"))
             .env("XDG_CACHE_HOME", dir.path().join("cache"))

@@ -78,22 +78,32 @@ fn layer_with(names: &[&str], part: &str) -> Option<usize> {
 /// An ultralytics checkpoint (`model.N.*`): which architecture and task. Detection heads
 /// are told apart by what their tensors hold: segmentation has mask prototypes (`proto`),
 /// pose and oriented boxes an extra branch `cv4` (keypoints, or one angle), classification
-/// a `linear` layer; YOLO26 has the one-to-one branch and no DFL, YOLOv10 the one-to-one
-/// branch with DFL; YOLO11 and YOLO26 have C2PSA attention at layer 10.
+/// a `linear` layer, YOLO-World a contrastive `cv4` without a third conv; YOLO26 has the
+/// one-to-one branch and no DFL (a fused one has only that branch), YOLOv10 the one-to-one
+/// branch with DFL; YOLO11 and YOLO26 have C2PSA attention (at layer 10 in detection
+/// models); YOLOv9 has ELAN blocks (`cv4`, SPPELAN's `cv5`), YOLOv8 C2f blocks.
 fn ultralytics_scheme(
     names: &[&str],
     has: &dyn Fn(&str) -> bool,
     width: &dyn Fn(&str) -> Option<usize>,
 ) -> Result<NameScheme, Unrecognised> {
-    let attention = names
+    let attention = has(".m.0.attn.qkv.");
+    let c2psa_at_10 = names
         .iter()
         .any(|n| n.starts_with("model.10.m.0.attn.qkv."));
+    let elan = names
+        .iter()
+        .any(|n| n.ends_with(".cv4.conv.weight") || n.ends_with(".cv5.conv.weight"));
     let one2one = has(".one2one_cv2.");
     let dfl = has(".dfl.conv.weight");
+    let detect_head = has(".cv2.0.2.weight") || one2one;
     let base = match (attention, one2one, dfl) {
         (_, true, true) => "YOLOv10",
+        // Without a box head (classification) the DFL cannot tell them apart.
+        (true, _, false) if !detect_head => "YOLO11/YOLO26",
         (true, _, false) => "YOLO26",
         (true, _, true) => "YOLO11",
+        _ if elan => "YOLOv9",
         _ => "YOLOv8",
     };
     let unsupported = |what: String| Err(Unrecognised::Unsupported(what));
@@ -109,7 +119,8 @@ fn ultralytics_scheme(
             .and_then(|n| width(n));
         let task = match branch {
             Some(1) => "oriented-box (OBB) checkpoint (a head with an angle branch `cv4`)",
-            _ => "pose checkpoint (a head with a keypoint branch `cv4`)",
+            Some(_) => "pose checkpoint (a head with a keypoint branch `cv4`)",
+            None => "open-vocabulary (YOLO-World/YOLOE) checkpoint (a head with a contrastive branch `cv4`)",
         };
         return unsupported(format!("a {base} {task}"));
     }
@@ -123,14 +134,26 @@ fn ultralytics_scheme(
             "a YOLOv10 checkpoint (one-to-one head with DFL and C2fCIB blocks)".into(),
         );
     }
-    let head = layer_with(names, ".cv2.0.2.weight");
+    if base == "YOLOv9" {
+        return unsupported(
+            "a YOLOv9 checkpoint (GELAN: RepNCSPELAN4/ELAN1 blocks, SPPELAN)".into(),
+        );
+    }
+    // A fused end-to-end head keeps only its one-to-one branch.
+    let head = layer_with(names, ".cv2.0.2.weight")
+        .or_else(|| layer_with(names, ".one2one_cv2.0.2.weight"));
+    let c2f = names.iter().any(|n| n.starts_with("model.2.m.0.cv1."))
+        && !names.iter().any(|n| n.starts_with("model.2.cv3."));
     match (base, head) {
+        ("YOLO26" | "YOLO11", Some(23)) if !c2psa_at_10 => unsupported(format!(
+            "an ultralytics architecture lookout does not know (a {base}-like model without C2PSA at layer 10)"
+        )),
         ("YOLO26", Some(23)) if one2one => Ok(NameScheme::Yolo26),
         ("YOLO26", Some(23)) => unsupported(
             "a YOLO26 checkpoint without its one-to-one head (`model.23.one2one_cv2`/`one2one_cv3`): ultralytics predicts with that head, and so does lookout; export the model from its training checkpoint (`best.pt`)".into(),
         ),
         ("YOLO11", Some(23)) => Ok(NameScheme::Yolo11),
-        (_, Some(22)) if !attention && dfl => Ok(NameScheme::UltralyticsYolov8),
+        (_, Some(22)) if !attention && dfl && c2f => Ok(NameScheme::UltralyticsYolov8),
         (_, Some(layer)) => unsupported(format!(
             "an ultralytics architecture lookout does not know (a {base} detect head at layer {layer}; YOLOv8 has it at 22, YOLO11 and YOLO26 at 23)"
         )),
@@ -234,6 +257,7 @@ mod tests {
     fn detects_each_scheme() {
         let v8 = [
             "model.0.conv.weight",
+            "model.2.m.0.cv1.conv.weight",
             "model.22.cv2.0.2.weight",
             "model.22.dfl.conv.weight",
         ];
@@ -252,6 +276,9 @@ mod tests {
             "model.23.one2one_cv2.0.2.weight",
         ];
         assert_eq!(detect(&v26), Ok(NameScheme::Yolo26));
+        // Fused (`Detect.fuse()`): the one-to-many branch dropped.
+        let fused = [v26[0], v26[1], v26[3]];
+        assert_eq!(detect(&fused), Ok(NameScheme::Yolo26));
         assert_eq!(
             detect(&["net.b1.0.conv.weight"]),
             Ok(NameScheme::CandleYolov8)
@@ -301,6 +328,26 @@ mod tests {
             no_one2one.contains("without its one-to-one head"),
             "{no_one2one}"
         );
+        let v9 = unsupported(&[
+            "model.0.conv.weight",
+            "model.2.cv4.conv.weight",
+            "model.9.cv5.conv.weight",
+            "model.22.cv2.0.2.weight",
+            "model.22.dfl.conv.weight",
+        ]);
+        assert!(v9.contains("YOLOv9"), "{v9}");
+        let world = unsupported(&[
+            "model.0.conv.weight",
+            "model.22.cv4.0.bias",
+            "model.22.dfl.conv.weight",
+        ]);
+        assert!(world.contains("open-vocabulary"), "{world}");
+        let cls11 = unsupported(&[
+            "model.0.conv.weight",
+            "model.9.m.0.attn.qkv.conv.weight",
+            "model.10.linear.weight",
+        ]);
+        assert!(cls11.contains("YOLO11/YOLO26 classification"), "{cls11}");
         let other = unsupported(&[
             "model.0.conv.weight",
             "model.28.cv2.0.2.weight",

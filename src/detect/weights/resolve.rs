@@ -5,8 +5,9 @@
 //! (`$XDG_CACHE_HOME/lookout/models`, default `~/.cache/lookout/models`); then, unless
 //! offline (`--offline` / `LOOKOUT_OFFLINE=1`), a download: YOLOv8 through `hf-hub` from
 //! `lmz/candle-yolo-v8` (`HF_ENDPOINT` is honoured), YOLOX from Megvii's GitHub release,
-//! YOLO11 and YOLO26 from ultralytics' assets releases (`LOOKOUT_YOLOX_URL` and
-//! `LOOKOUT_ULTRALYTICS_URL` override those base URLs, e.g. for a mirror).
+//! YOLO11 and YOLO26 from ultralytics' assets releases (`LOOKOUT_YOLOX_URL` replaces
+//! Megvii's release URL, `LOOKOUT_ULTRALYTICS_URL` the `releases/download` root under which
+//! each tag is a folder: a mirror).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -18,10 +19,11 @@ use crate::detect::error::{DetectError, Result};
 pub enum ModelSource {
     /// A file of a Hugging Face repository.
     HuggingFace { repo: &'static str },
-    /// A file under a base URL (GitHub release assets); `env` names the variable that
-    /// overrides the base (a mirror).
+    /// `{base}/{dir}/{file}` (GitHub release assets; `dir` the release tag, or empty);
+    /// `env` names the variable that replaces `base` (a mirror).
     Url {
         base: &'static str,
+        dir: &'static str,
         env: &'static str,
     },
 }
@@ -44,15 +46,18 @@ const CANDLE_YOLOV8: ModelSource = ModelSource::HuggingFace {
 };
 const MEGVII_RELEASE: ModelSource = ModelSource::Url {
     base: "https://github.com/Megvii-BaseDetection/YOLOX/releases/download/0.1.1rc0",
+    dir: "",
     env: "LOOKOUT_YOLOX_URL",
 };
 /// YOLO11 was released with ultralytics 8.3.0, YOLO26 with 8.4.0.
 const ULTRALYTICS_V8_3: ModelSource = ModelSource::Url {
-    base: "https://github.com/ultralytics/assets/releases/download/v8.3.0",
+    base: "https://github.com/ultralytics/assets/releases/download",
+    dir: "v8.3.0",
     env: "LOOKOUT_ULTRALYTICS_URL",
 };
 const ULTRALYTICS_V8_4: ModelSource = ModelSource::Url {
-    base: "https://github.com/ultralytics/assets/releases/download/v8.4.0",
+    base: "https://github.com/ultralytics/assets/releases/download",
+    dir: "v8.4.0",
     env: "LOOKOUT_ULTRALYTICS_URL",
 };
 
@@ -270,9 +275,14 @@ impl Resolver {
                     .get(model.file)
                     .map_err(|e| fail(format!("{repo}/{}: {e}", model.file)))
             }
-            ModelSource::Url { base, env } => {
+            ModelSource::Url { base, dir, env } => {
                 let base = std::env::var(env).unwrap_or_else(|_| base.to_string());
-                let url = format!("{}/{}", base.trim_end_matches('/'), model.file);
+                let base = base.trim_end_matches('/');
+                let url = if dir.is_empty() {
+                    format!("{base}/{}", model.file)
+                } else {
+                    format!("{base}/{dir}/{}", model.file)
+                };
                 download_to(&url, &self.download_dir.join(model.file)).map_err(fail)
             }
         }

@@ -336,6 +336,11 @@ impl Attention {
     /// `heads` is not in the tensors (ultralytics computes it from the width: `c // 64`
     /// in C2PSA, at least 1 in YOLO26's C3k2): given by the caller.
     fn load(vb: VarBuilder, dim: usize, heads: usize) -> Result<Self> {
+        if dim == 0 || !dim.is_multiple_of(heads) {
+            candle_core::bail!(
+                "an attention of {dim} channels over {heads} heads (ultralytics takes width / 64 heads of 64 channels)",
+            );
+        }
         let head_dim = dim / heads;
         let key_dim = head_dim / 2;
         let qkv_vb = vb.pp("qkv").pp("conv");
@@ -371,9 +376,17 @@ impl Attention {
             1,
             false,
         )?;
+        let proj = ConvBlock::load(vb.pp("proj"), dim, 1, 1, 1, false)?;
+        if proj.out_channels() != dim {
+            candle_core::bail!(
+                "tensor `{}` has {} output channels, expected {dim} (the attention adds its input)",
+                full_name(&vb.pp("proj").pp("conv"), "weight"),
+                proj.out_channels()
+            );
+        }
         Ok(Self {
             qkv,
-            proj: ConvBlock::load(vb.pp("proj"), dim, 1, 1, 1, false)?,
+            proj,
             pe: DepthwiseConv::load(vb.pp("pe"), dim, 3, 1, false)?,
             heads,
             key_dim,

@@ -234,8 +234,8 @@ impl Scores<'_> {
 
 /// ultralytics `Detect.get_topk_index` (non-agnostic): the k = min(max_det, anchors)
 /// anchors with the highest best-class score, then the k highest (anchor, class) scores
-/// among those anchors. Ties go to the lower index (torch's `topk` on the CPU keeps the
-/// first of equal values), both steps. Buffers are kept between frames.
+/// among those anchors. Exact ties go to the lower index in both steps (torch promises no
+/// order among equal values; this one is deterministic). Buffers are kept between frames.
 #[derive(Debug, Clone, Default)]
 pub struct TopK {
     /// (best-class score, anchor) of every anchor, then the k best.

@@ -18,8 +18,9 @@ use super::family::{
     STRIDES,
 };
 use super::layers::{full_name, ConvBlock, DepthwiseConv};
-use super::postprocess::{self, Candidate, PostprocessConfig};
+use super::postprocess::{Candidate, PostprocessConfig};
 use super::preprocess::InputLayout;
+use crate::types::BoxXyxy;
 
 /// YOLOX's `Conv` choice: `DWConv` (depthwise k×k + pointwise 1×1) in depthwise models
 /// (nano), `BaseConv` otherwise.
@@ -733,7 +734,7 @@ impl Family for Yolox {
         post: &PostprocessConfig,
         out: &mut Vec<Candidate>,
     ) -> std::result::Result<(), String> {
-        postprocess::yolox_candidates(
+        candidates_into(
             output,
             w,
             h,
@@ -790,6 +791,48 @@ isa_kernel! {
             }
         }
     }
+}
+
+/// YOLOX output `[N, 5 + nc]` (or, `reduced`, [`reduce_on_device`]'s `[N, 7]`) for
+/// a `model_w`×`model_h` input, decoded by [`decode_outputs_into`] (score = objectness · best class probability, kept when
+/// `>= conf`), then filtered by class.
+fn candidates_into(
+    output: &[f32],
+    model_w: usize,
+    model_h: usize,
+    reduced: bool,
+    cfg: &PostprocessConfig,
+    decoded: &mut Vec<YoloxCandidate>,
+    out: &mut Vec<Candidate>,
+) -> std::result::Result<(), YoloxDecodeError> {
+    if reduced {
+        decode_reduced_into(output, model_h, model_w, cfg.conf, decoded)?;
+    } else {
+        let anchors = anchor_count(model_h, model_w).max(1);
+        decode_outputs_into(
+            output,
+            output.len() / anchors,
+            model_h,
+            model_w,
+            cfg.conf,
+            decoded,
+        )?;
+    }
+    out.clear();
+    out.extend(
+        decoded
+            .iter()
+            .filter(|c| cfg.class_mask.get(c.class_index).copied().unwrap_or(false))
+            .map(|c| {
+                let [cx, cy, w, h] = c.cxcywh_in_model;
+                Candidate {
+                    class_id: c.class_index,
+                    score: c.score,
+                    box_in_model: BoxXyxy::from_center(cx, cy, w, h),
+                }
+            }),
+    );
+    Ok(())
 }
 
 /// Where one row of the raw output sits: its grid cell on a level and that level's stride.

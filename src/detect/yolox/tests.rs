@@ -551,3 +551,57 @@ fn time_nano_forward_at_416_on_cpu() {
         ms[5], ms[0]
     );
 }
+
+fn post(conf: f32, classes: usize) -> PostprocessConfig {
+    PostprocessConfig {
+        conf,
+        iou: 0.45,
+        max_detections: 300,
+        class_mask: vec![true; classes],
+    }
+}
+
+#[test]
+fn yolox_decodes_on_the_stride_grids() {
+    // 32×32 input: level 8 has 4×4 anchors, 16 has 2×2, 32 has 1×1 → 21 anchors.
+    let cols = 5 + 2;
+    let mut out = vec![0.0f32; 21 * cols];
+    // Anchor (gx=1, gy=2) on stride 8 is index 2*4+1 = 9.
+    let row = &mut out[9 * cols..10 * cols];
+    row.copy_from_slice(&[0.5, 0.25, 0.0, 1.0f32.ln(), 0.9, 0.2, 0.6]);
+    // The stride-32 anchor, exactly at the threshold: YOLOX keeps `>= conf`.
+    out[20 * cols..21 * cols].copy_from_slice(&[0.0, 0.0, 0.0, 0.0, 0.5, 0.6, 0.0]);
+    let mut got = vec![];
+    candidates_into(&out, 32, 32, false, &post(0.3, 2), &mut vec![], &mut got).unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].class_id, 1);
+    assert!((got[0].score - 0.54).abs() < 1e-6);
+    let b = got[0].box_in_model;
+    assert_eq!(b, BoxXyxy::from_center(12.0, 18.0, 8.0, 8.0));
+    assert_eq!(
+        (got[1].class_id, got[1].box_in_model),
+        (0, BoxXyxy::from_center(0.0, 0.0, 32.0, 32.0))
+    );
+    // Reduced where the network runs (the test device: a GPU under scripts/gpu-check).
+    let dev = crate::detect::device::test_device();
+    let raw = candle_core::Tensor::from_slice(&out, (1, 21, cols), &dev).unwrap();
+    let reduced: Vec<f32> = reduce_on_device(&raw)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(reduced.len(), 21 * REDUCED_COLUMNS);
+    let mut again = vec![];
+    candidates_into(
+        &reduced,
+        32,
+        32,
+        true,
+        &post(0.3, 2),
+        &mut vec![],
+        &mut again,
+    )
+    .unwrap();
+    assert_eq!(again, got);
+}

@@ -13,7 +13,7 @@ use super::value::{Dict, Object, Value};
 pub enum ClassNames {
     /// Names in class-id order.
     Found(Vec<String>),
-    /// No names, placeholder names, or names of an unexpected shape.
+    /// No names, or names of an unexpected shape.
     Absent,
     /// A names dict whose integer keys are not exactly `0..n` (the keys, sorted).
     BadIds(Vec<i64>),
@@ -111,9 +111,10 @@ fn strings<'a>(items: impl Iterator<Item = &'a Value>) -> Option<Vec<String>> {
         .collect()
 }
 
-/// `Absent` for an empty list or ultralytics' placeholders (every name its own id).
+/// `Absent` for an empty list; placeholders (`"0"`, `"1"`, …) are kept: whether they name
+/// anything is [`crate::detect::classes::ClassNames::for_model`]'s call.
 fn real_names(names: Vec<String>) -> ClassNames {
-    if crate::detect::classes::are_placeholders(&names) {
+    if names.is_empty() {
         ClassNames::Absent
     } else {
         ClassNames::Found(names)

@@ -646,6 +646,8 @@ fn ultralytics_pickle(module_key: &str, names: impl FnOnce(&mut PickleBytes)) ->
         .op(b"}(")
         .str("model.0.conv.weight")
         .tensor("FloatStorage", "0", 1, 0, &[1, 1, 1, 1], &[1, 1, 1, 1])
+        .str("model.2.m.0.cv1.conv.weight")
+        .tensor("FloatStorage", "0", 1, 0, &[1, 1, 1, 1], &[1, 1, 1, 1])
         .str("model.22.cv2.0.2.weight")
         .tensor("FloatStorage", "0", 1, 0, &[1, 1, 1, 1], &[1, 1, 1, 1])
         .str("model.22.dfl.conv.weight")
@@ -741,9 +743,13 @@ fn names_under_the_model_yaml_are_a_fallback() {
 fn absent_placeholder_and_malformed_names_give_none() {
     // No `names` at all.
     assert_eq!(class_names_of(&ultralytics_pickle("model", |_| {})), None);
-    // ultralytics' placeholders for a model never trained on named data.
+    // ultralytics' placeholders for a model never trained on named data are read as they
+    // are (`ClassNames::for_model` decides what they are worth).
     let placeholders = ultralytics_pickle("model", names_dict(&[(0, "0"), (1, "1"), (2, "2")]));
-    assert_eq!(class_names_of(&placeholders), None);
+    assert_eq!(
+        class_names_of(&placeholders),
+        Some(vec!["0".to_string(), "1".to_string(), "2".to_string()])
+    );
     // Empty, not a dict, a name that is not a string, a key that is not an id.
     assert_eq!(
         class_names_of(&ultralytics_pickle("model", names_dict(&[]))),
@@ -857,8 +863,8 @@ const ULTRALYTICS_FIXTURES: [&str; 3] = [
 ];
 
 /// The fixtures were built from yaml, never trained on a dataset: their `names` are
-/// ultralytics' placeholders `{0: "0", …, 79: "79"}`, so they carry no names and get
-/// COCO-80 by default, exactly as before names were read from checkpoints.
+/// ultralytics' placeholders `{0: "0", …, 79: "79"}`, which name nothing: 80 classes get
+/// COCO-80, exactly as before names were read from checkpoints.
 #[test]
 fn ultralytics_fixtures_with_placeholder_names_get_coco80() {
     for fixture in ULTRALYTICS_FIXTURES {
@@ -867,20 +873,16 @@ fn ultralytics_fixtures_with_placeholder_names_get_coco80() {
         };
         let pickle = data_pkl(&pt);
         let unpickled = vm::unpickle(&pickle).unwrap();
+        let placeholders: Vec<String> = (0..80).map(|i| i.to_string()).collect();
         assert_eq!(
             class_names::class_names(&unpickled.root),
-            class_names::ClassNames::Absent,
+            class_names::ClassNames::Found(placeholders.clone()),
             "{fixture}"
         );
-        let placeholders: Vec<String> = (0..80).map(|i| i.to_string()).collect();
         assert_eq!(fixture_names(&pickle), placeholders, "{fixture}");
 
         let weights = crate::detect::weights::Weights::read(&pt).unwrap();
-        assert!(
-            weights.metadata.is_empty(),
-            "{fixture}: {:?}",
-            weights.metadata
-        );
+        assert!(weights.metadata.contains_key("names"), "{fixture}");
         let classes =
             crate::detect::classes::ClassNames::for_model(80, &pt, &weights.metadata).unwrap();
         assert_eq!(classes.len(), 80);
