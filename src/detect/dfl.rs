@@ -63,28 +63,6 @@ impl Dfl {
         probs.broadcast_mul(&bins)?.sum(D::Minus1)
     }
 
-    /// Raw head outputs (`box_dist` `[B, 4 · reg_max, N]`, `cls_logits` `[B, nc, N]`) of an
-    /// input `height × width` → ultralytics' inference tensor `[B, 4 + nc, N]`: cx, cy, w, h
-    /// in input pixels, then sigmoid class scores. Boxes are decoded in f32 whatever the
-    /// network's dtype: in f16 the DFL softmax and the anchor arithmetic (coordinates up to
-    /// 640) alone cost ~1 px, against ~0.07 px from the f16 network itself.
-    pub fn decode_candle(
-        &self,
-        box_dist: &Tensor,
-        cls_logits: &Tensor,
-        height: usize,
-        width: usize,
-    ) -> Result<Tensor> {
-        let device = box_dist.device();
-        let (centres, strides) = anchor_grid(height, width, DType::F32, device)?;
-        let distances = self.expected_distances(&box_dist.to_dtype(DType::F32)?)?;
-        let box_in_model = dist_to_cxcywh(&distances, &centres)?
-            .broadcast_mul(&strides)?
-            .to_dtype(box_dist.dtype())?;
-        let scores = candle_nn::ops::sigmoid(cls_logits)?;
-        Tensor::cat(&[box_in_model, scores], 1)
-    }
-
     /// The executor's decode reads one block of bins per side.
     pub fn check_plannable(&self) -> std::result::Result<(), PlanError> {
         if self.reg_max() != LANES {
@@ -97,9 +75,8 @@ impl Dfl {
     }
 
     /// The executor's head outputs (per level: DFL logits, class logits) → `out`
-    /// `[N, 4 + nc]`: [`Dfl::decode_candle`]'s values anchor by anchor
-    /// (`Yolov8Layout::AnchorRows`), so each pixel's 16 class scores are one contiguous
-    /// store. One grid row of one level per parallel item.
+    /// `[N, 4 + nc]`: [`decode_candle`]'s values anchor by anchor; see
+    /// [`decode_anchor_rows`].
     pub fn decode_executor(
         &self,
         ws: &Workspace,
@@ -110,21 +87,64 @@ impl Dfl {
         let bins: &[f32; LANES] = self.bin_values[..]
             .try_into()
             .expect("planned only with LANES bins");
-        let isa = Isa::detect();
-        graph::decode_levels(outputs, 2, 4 + num_classes, out, |level, y, anchor_rows| {
-            let (boxes, box_layout) = ws.read(&outputs[2 * level]);
-            let (classes, class_layout) = ws.read(&outputs[2 * level + 1]);
-            let row = DecodeRow {
-                boxes,
-                box_layout,
-                classes,
-                class_layout,
-                stride: STRIDES[level] as f32,
-                y,
-            };
-            decode_row(isa, &row, bins, anchor_rows);
-        });
+        decode_anchor_rows(ws, outputs, num_classes, Some(bins), out);
     }
+}
+
+/// Raw anchor-free head outputs (`boxes` `[B, 4 · reg_max, N]`, `cls_logits` `[B, nc, N]`)
+/// of an input `height × width` → ultralytics' inference tensor `[B, 4 + nc, N]`: cx, cy,
+/// w, h in input pixels, then sigmoid class scores. The distances are `dfl`'s expectation
+/// over the bins, or with `None` (`reg_max` 1, YOLO26) the box output itself. Boxes are
+/// decoded in f32 whatever the network's dtype: in f16 the DFL softmax and the anchor
+/// arithmetic (coordinates up to 640) alone cost ~1 px, against ~0.07 px from the f16
+/// network itself.
+pub fn decode_candle(
+    dfl: Option<&Dfl>,
+    boxes: &Tensor,
+    cls_logits: &Tensor,
+    height: usize,
+    width: usize,
+) -> Result<Tensor> {
+    let (centres, strides) = anchor_grid(height, width, DType::F32, boxes.device())?;
+    let boxes_f32 = boxes.to_dtype(DType::F32)?;
+    let distances = match dfl {
+        Some(dfl) => dfl.expected_distances(&boxes_f32)?,
+        None => boxes_f32,
+    };
+    let box_in_model = dist_to_cxcywh(&distances, &centres)?
+        .broadcast_mul(&strides)?
+        .to_dtype(boxes.dtype())?;
+    let scores = candle_nn::ops::sigmoid(cls_logits)?;
+    Tensor::cat(&[box_in_model, scores], 1)
+}
+
+/// The executor's anchor-free head outputs (per level: box output, class logits) → `out`
+/// `[N, 4 + nc]` anchor by anchor (`Yolov8Layout::AnchorRows`: cx, cy, w, h in input
+/// pixels, then sigmoid class scores), so each pixel's 16 class scores are one contiguous
+/// store. The box output is DFL logits, 16 bins per side (`bins` their values), or with
+/// `None` the four distances themselves (`reg_max` 1: ultralytics' DFL is the identity
+/// then, YOLO26). One grid row of one level per parallel item.
+pub fn decode_anchor_rows(
+    ws: &Workspace,
+    outputs: &[Act],
+    num_classes: usize,
+    bins: Option<&[f32; LANES]>,
+    out: &mut Vec<f32>,
+) {
+    let isa = Isa::detect();
+    graph::decode_levels(outputs, 2, 4 + num_classes, out, |level, y, anchor_rows| {
+        let (boxes, box_layout) = ws.read(&outputs[2 * level]);
+        let (classes, class_layout) = ws.read(&outputs[2 * level + 1]);
+        let row = DecodeRow {
+            boxes,
+            box_layout,
+            classes,
+            class_layout,
+            stride: STRIDES[level] as f32,
+            y,
+        };
+        decode_row(isa, &row, bins, anchor_rows);
+    });
 }
 
 /// One grid row of one level: where its head outputs are.
@@ -138,24 +158,30 @@ struct DecodeRow<'a> {
 }
 
 isa_kernel! {
-    /// For each anchor of one grid row: DFL (softmax expectation over 16 bins, one block
-    /// per side) + `dist2bbox` (cx, cy, w, h in input pixels), then the class sigmoids.
-    fn decode_row(row: &DecodeRow, bins: &[f32; LANES], anchor_rows: &mut [f32]) {
+    /// For each anchor of one grid row: the four distances (DFL: the softmax expectation
+    /// over 16 bins, one block per side; without bins lanes 0–3 of the box block) +
+    /// `dist2bbox` (cx, cy, w, h in input pixels), then the class sigmoids.
+    fn decode_row(row: &DecodeRow, bins: Option<&[f32; LANES]>, anchor_rows: &mut [f32]) {
         let (layout, cls, y) = (row.box_layout, row.class_layout, row.y);
         let columns = anchor_rows.len() / layout.width;
         for (x, out) in anchor_rows.chunks_exact_mut(columns).enumerate() {
             let mut dist = [0.0f32; 4];
-            for (side, d) in dist.iter_mut().enumerate() {
-                let at = layout.offset(side, y as isize, x as isize);
-                let logits: &[f32; LANES] = row.boxes[at..at + LANES].try_into().expect("a block");
-                let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let mut e = [0.0f32; LANES];
-                for (e, &v) in e.iter_mut().zip(logits) {
-                    *e = exp_approx(v - max);
+            if let Some(bins) = bins {
+                for (side, d) in dist.iter_mut().enumerate() {
+                    let at = layout.offset(side, y as isize, x as isize);
+                    let logits: &[f32; LANES] = row.boxes[at..at + LANES].try_into().expect("a block");
+                    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                    let mut e = [0.0f32; LANES];
+                    for (e, &v) in e.iter_mut().zip(logits) {
+                        *e = exp_approx(v - max);
+                    }
+                    let sum: f32 = e.iter().sum();
+                    let dot: f32 = e.iter().zip(bins).map(|(e, b)| e * b).sum();
+                    *d = dot / sum;
                 }
-                let sum: f32 = e.iter().sum();
-                let dot: f32 = e.iter().zip(bins).map(|(e, b)| e * b).sum();
-                *d = dot / sum;
+            } else {
+                let at = layout.offset(0, y as isize, x as isize);
+                dist.copy_from_slice(&row.boxes[at..at + 4]);
             }
             let (ax, ay) = (x as f32 + 0.5, y as f32 + 0.5);
             let (x1, y1, x2, y2) = (ax - dist[0], ay - dist[1], ax + dist[2], ay + dist[3]);

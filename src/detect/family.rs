@@ -12,7 +12,7 @@ use candle_core::{Device, Result, Tensor};
 
 use super::cpu::graph::{self, Act, Graph, OpTime, PlanCache, PlanError, Prepared, Workspace};
 use super::layers::with_cpu_image;
-use super::postprocess::{Candidate, PostprocessConfig};
+use super::postprocess::{Candidate, PostprocessConfig, Yolov8Layout};
 use super::preprocess::InputLayout;
 
 pub type PlanResult<T> = std::result::Result<T, PlanError>;
@@ -59,6 +59,17 @@ pub enum OutputForm {
     /// best class per anchor, or the whole output for a family whose selection needs
     /// every score (YOLO26).
     Reduced,
+}
+
+/// Where ultralytics-style outputs (YOLOv8, YOLO11, YOLO26) are in each form.
+impl From<OutputForm> for Yolov8Layout {
+    fn from(form: OutputForm) -> Self {
+        match form {
+            OutputForm::Full => Yolov8Layout::ClassRows,
+            OutputForm::Executor => Yolov8Layout::AnchorRows,
+            OutputForm::Reduced => Yolov8Layout::BestClassRows,
+        }
+    }
 }
 
 /// How candidates become detections.

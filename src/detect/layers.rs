@@ -369,3 +369,118 @@ pub fn same_size_max_pool(xs: &Tensor, kernel: usize) -> Result<Tensor> {
         .pad_with_same(3, pad, pad)?
         .max_pool2d_with_stride(kernel, 1)
 }
+
+/// SPPF's max-pool kernel (`k=5` in every ultralytics yaml).
+pub const SPPF_KERNEL: usize = 5;
+
+/// ultralytics `Bottleneck` with 3×3 kernels (C2f's and C3k's with expansion 1.0, C3k2's
+/// with 0.5: the hidden width is read); the shortcut, when asked for, needs equal widths.
+#[derive(Debug, Clone)]
+pub struct Bottleneck {
+    cv1: ConvBlock,
+    cv2: ConvBlock,
+    residual: bool,
+}
+
+impl Bottleneck {
+    pub fn load(vb: VarBuilder, channels: usize, shortcut: bool) -> Result<Self> {
+        let cv1 = ConvBlock::load(vb.pp("cv1"), channels, 3, 1, 1, true)?;
+        let cv2 = ConvBlock::load(vb.pp("cv2"), cv1.out_channels(), 3, 1, 1, true)?;
+        let residual = shortcut && cv2.out_channels() == channels;
+        Ok(Self { cv1, cv2, residual })
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.cv2.out_channels()
+    }
+
+    /// Plans into `dst` (new when `None`); the shortcut is fused into cv2.
+    pub fn plan(
+        &self,
+        g: &mut Graph,
+        xs: Act,
+        dst: Option<Act>,
+    ) -> std::result::Result<Act, PlanError> {
+        let hidden = self.cv1.plan(g, xs, None, None)?;
+        self.cv2.plan(g, hidden, dst, self.residual.then_some(xs))
+    }
+}
+
+impl Module for Bottleneck {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let ys = self.cv2.forward(&self.cv1.forward(xs)?)?;
+        if self.residual {
+            xs + ys
+        } else {
+            Ok(ys)
+        }
+    }
+}
+
+/// ultralytics `SPPF(c1, c2, k=5, n=3, shortcut)`: cv1 → n chained 5×5 stride-1 max-pools
+/// → concat → cv2 (+ the input with the shortcut). YOLOv8's and YOLO11's cv1 has SiLU and no shortcut;
+/// YOLO26's cv1 is linear (`act=False`) and the shortcut is on.
+#[derive(Debug, Clone)]
+pub struct Sppf {
+    cv1: ConvBlock,
+    cv2: ConvBlock,
+    pools: usize,
+    residual: bool,
+}
+
+impl Sppf {
+    pub fn load(vb: VarBuilder, c_in: usize, cv1_silu: bool, shortcut: bool) -> Result<Self> {
+        let cv1 = ConvBlock::load(vb.pp("cv1"), c_in, 1, 1, 1, cv1_silu)?;
+        let c = cv1.out_channels();
+        let cv2_in = get_with_rank(&vb.pp("cv2").pp("conv"), "weight", 4)?.dim(1)?;
+        if c == 0 || cv2_in % c != 0 || cv2_in / c < 2 {
+            candle_core::bail!(
+                "tensor `{}` takes {cv2_in} channels, expected (n + 1) x {c} (SPPF concatenates cv1 and n pools)",
+                full_name(&vb.pp("cv2").pp("conv"), "weight")
+            );
+        }
+        let cv2 = ConvBlock::load(vb.pp("cv2"), cv2_in, 1, 1, 1, true)?;
+        let residual = shortcut && cv2.out_channels() == c_in;
+        Ok(Self {
+            pools: cv2_in / c - 1,
+            cv1,
+            cv2,
+            residual,
+        })
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.cv2.out_channels()
+    }
+
+    pub fn plan(
+        &self,
+        g: &mut Graph,
+        xs: Act,
+        dst: Option<Act>,
+    ) -> std::result::Result<Act, PlanError> {
+        let c = self.cv1.out_channels();
+        let parts = g.alloc((self.pools + 1) * c, xs.height(), xs.width());
+        let mut last = self.cv1.plan(g, xs, Some(parts.narrow(0, c)?), None)?;
+        for k in 1..=self.pools {
+            last = g.max_pool(SPPF_KERNEL, last, Some(parts.narrow(k * c, c)?))?;
+        }
+        self.cv2.plan(g, parts, dst, self.residual.then_some(xs))
+    }
+}
+
+impl Module for Sppf {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut parts = vec![self.cv1.forward(xs)?];
+        for _ in 0..self.pools {
+            let last = parts.last().expect("cv1 is first");
+            parts.push(same_size_max_pool(last, SPPF_KERNEL)?);
+        }
+        let ys = self.cv2.forward(&Tensor::cat(&parts, 1)?)?;
+        if self.residual {
+            xs + ys
+        } else {
+            Ok(ys)
+        }
+    }
+}

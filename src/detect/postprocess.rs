@@ -66,6 +66,19 @@ pub fn reduce_yolov8_on_device(
     )
 }
 
+/// An `AnchorRows` output of one image (`[N, columns]`, the executor's) as the
+/// reference's `ClassRows` tensor `[1, columns, N]` on `device`.
+pub fn class_rows_from_anchor_rows(
+    anchor_rows: Vec<f32>,
+    anchors: usize,
+    columns: usize,
+    device: &candle_core::Device,
+) -> candle_core::Result<candle_core::Tensor> {
+    candle_core::Tensor::from_vec(anchor_rows, (1, anchors, columns), device)?
+        .transpose(1, 2)?
+        .contiguous()
+}
+
 /// YOLOv8 output (either [`Yolov8Layout`]) → candidates: the best class of each anchor,
 /// kept when its score is `> conf` and the class is reported.
 pub fn yolov8_candidates(
@@ -93,23 +106,7 @@ pub fn yolov8_candidates(
         }
         return;
     }
-    let num_classes = columns - 4;
-    best.reset(num_anchors);
-    match layout {
-        Yolov8Layout::ClassRows => {
-            // Row by row so that the scan over classes reads memory contiguously.
-            for c in 0..num_classes {
-                let row = &output[(4 + c) * num_anchors..(5 + c) * num_anchors];
-                best.update(c, row);
-            }
-        }
-        Yolov8Layout::AnchorRows => {
-            for (n, row) in output.chunks_exact(columns).enumerate() {
-                best.update_anchor(n, &row[4..]);
-            }
-        }
-        Yolov8Layout::BestClassRows => unreachable!("handled above"),
-    }
+    best.scan(output, num_anchors, layout);
     for n in 0..num_anchors {
         let (class_id, score) = (best.class[n], best.score[n]);
         if score > cfg.conf && cfg.class_mask.get(class_id).copied().unwrap_or(false) {
@@ -166,6 +163,36 @@ pub struct BestClass {
 }
 
 impl BestClass {
+    /// Each anchor's best class and score of a `ClassRows` or `AnchorRows` output (the
+    /// first maximum wins; NaN never does).
+    ///
+    /// # Panics
+    /// On `BestClassRows`: that output holds them already.
+    pub fn scan(&mut self, output: &[f32], num_anchors: usize, layout: Yolov8Layout) {
+        let columns = output.len() / num_anchors;
+        self.reset(num_anchors);
+        match layout {
+            Yolov8Layout::ClassRows => {
+                // Row by row so that the scan over classes reads memory contiguously.
+                for c in 0..columns - 4 {
+                    let row = &output[(4 + c) * num_anchors..(5 + c) * num_anchors];
+                    self.update(c, row);
+                }
+            }
+            Yolov8Layout::AnchorRows => {
+                for (n, row) in output.chunks_exact(columns).enumerate() {
+                    self.update_anchor(n, &row[4..]);
+                }
+            }
+            Yolov8Layout::BestClassRows => panic!("a best-class output has no classes to scan"),
+        }
+    }
+
+    /// The best score of each anchor of the last [`Self::scan`] (−∞ when all are NaN).
+    pub fn scores(&self) -> &[f32] {
+        &self.score
+    }
+
     fn reset(&mut self, n: usize) {
         self.class.clear();
         self.class.resize(n, 0);

@@ -8,12 +8,7 @@ use candle_nn::VarBuilder;
 
 use crate::detect::cpu::graph::{Act, Graph};
 use crate::detect::family::PlanResult;
-use crate::detect::layers::{
-    full_name, get_with_rank, same_size_max_pool, ConvBlock, DepthwiseConv,
-};
-
-/// SPPF's max-pool kernel (`k=5` in both yamls).
-const SPPF_KERNEL: usize = 5;
+use crate::detect::layers::{full_name, get_with_rank, Bottleneck, ConvBlock, DepthwiseConv};
 
 /// A 1×1 convolution with SiLU (ultralytics `Conv(c1, c2, 1)`).
 fn pointwise(vb: VarBuilder, c_in: usize) -> Result<ConvBlock> {
@@ -33,45 +28,6 @@ fn halves(vb: &VarBuilder, name: &str, conv: &ConvBlock) -> Result<usize> {
     Ok(hidden)
 }
 
-/// ultralytics `Bottleneck` with 3×3 kernels (`C3k2`'s with expansion 0.5, `C3k`'s with
-/// 1.0: the hidden width is read); the shortcut is on in both (it needs equal widths).
-#[derive(Debug, Clone)]
-pub struct Bottleneck {
-    cv1: ConvBlock,
-    cv2: ConvBlock,
-    residual: bool,
-}
-
-impl Bottleneck {
-    pub fn load(vb: VarBuilder, channels: usize) -> Result<Self> {
-        let cv1 = ConvBlock::load(vb.pp("cv1"), channels, 3, 1, 1, true)?;
-        let cv2 = ConvBlock::load(vb.pp("cv2"), cv1.out_channels(), 3, 1, 1, true)?;
-        let residual = cv2.out_channels() == channels;
-        Ok(Self { cv1, cv2, residual })
-    }
-
-    pub fn out_channels(&self) -> usize {
-        self.cv2.out_channels()
-    }
-
-    /// Plans into `dst` (new when `None`); the shortcut is fused into cv2.
-    pub fn plan(&self, g: &mut Graph, xs: Act, dst: Option<Act>) -> PlanResult<Act> {
-        let hidden = self.cv1.plan(g, xs, None, None)?;
-        self.cv2.plan(g, hidden, dst, self.residual.then_some(xs))
-    }
-}
-
-impl Module for Bottleneck {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = self.cv2.forward(&self.cv1.forward(xs)?)?;
-        if self.residual {
-            xs + ys
-        } else {
-            Ok(ys)
-        }
-    }
-}
-
 /// ultralytics `C3k`: `cv3(cat(m(cv1(x)), cv2(x)))` with a chain of bottlenecks `m`.
 #[derive(Debug, Clone)]
 pub struct C3k {
@@ -88,7 +44,11 @@ impl C3k {
         let hidden = cv1.out_channels();
         let mut m = Vec::new();
         while vb.contains_tensor(&format!("m.{}.cv1.conv.weight", m.len())) {
-            m.push(Bottleneck::load(vb.pp(format!("m.{}", m.len())), hidden)?);
+            m.push(Bottleneck::load(
+                vb.pp(format!("m.{}", m.len())),
+                hidden,
+                true,
+            )?);
         }
         let chained = m.last().map_or(hidden, Bottleneck::out_channels);
         let cv3 = pointwise(vb.pp("cv3"), chained + cv2.out_channels())?;
@@ -147,11 +107,11 @@ impl Inner {
         if vb.contains_tensor("cv3.conv.weight") {
             Ok(Self::C3k(C3k::load(vb, channels)?))
         } else if vb.contains_tensor("1.attn.qkv.conv.weight") {
-            let bottleneck = Bottleneck::load(vb.pp("0"), channels)?;
+            let bottleneck = Bottleneck::load(vb.pp("0"), channels, true)?;
             let psa = PsaBlock::load(vb.pp("1"), bottleneck.out_channels())?;
             Ok(Self::Attention(bottleneck, Box::new(psa)))
         } else {
-            Ok(Self::Bottleneck(Bottleneck::load(vb, channels)?))
+            Ok(Self::Bottleneck(Bottleneck::load(vb, channels, true)?))
         }
     }
 
@@ -248,69 +208,6 @@ impl Module for C3k2 {
             parts.push(block.forward(last)?);
         }
         self.cv2.forward(&Tensor::cat(&parts, 1)?)
-    }
-}
-
-/// ultralytics `SPPF(c1, c2, k=5, n=3, shortcut)`: cv1 → n chained 5×5 stride-1 max-pools
-/// → concat → cv2 (+ the input with the shortcut). YOLO11's cv1 has SiLU and no shortcut;
-/// YOLO26's cv1 is linear (`act=False`) and the shortcut is on.
-#[derive(Debug, Clone)]
-pub struct Sppf {
-    cv1: ConvBlock,
-    cv2: ConvBlock,
-    pools: usize,
-    residual: bool,
-}
-
-impl Sppf {
-    pub fn load(vb: VarBuilder, c_in: usize, cv1_silu: bool, shortcut: bool) -> Result<Self> {
-        let cv1 = ConvBlock::load(vb.pp("cv1"), c_in, 1, 1, 1, cv1_silu)?;
-        let c = cv1.out_channels();
-        let cv2_in = get_with_rank(&vb.pp("cv2").pp("conv"), "weight", 4)?.dim(1)?;
-        if c == 0 || cv2_in % c != 0 || cv2_in / c < 2 {
-            candle_core::bail!(
-                "tensor `{}` takes {cv2_in} channels, expected (n + 1) x {c} (SPPF concatenates cv1 and n pools)",
-                full_name(&vb.pp("cv2").pp("conv"), "weight")
-            );
-        }
-        let cv2 = pointwise(vb.pp("cv2"), cv2_in)?;
-        let residual = shortcut && cv2.out_channels() == c_in;
-        Ok(Self {
-            pools: cv2_in / c - 1,
-            cv1,
-            cv2,
-            residual,
-        })
-    }
-
-    pub fn out_channels(&self) -> usize {
-        self.cv2.out_channels()
-    }
-
-    pub fn plan(&self, g: &mut Graph, xs: Act, dst: Option<Act>) -> PlanResult<Act> {
-        let c = self.cv1.out_channels();
-        let parts = g.alloc((self.pools + 1) * c, xs.height(), xs.width());
-        let mut last = self.cv1.plan(g, xs, Some(parts.narrow(0, c)?), None)?;
-        for k in 1..=self.pools {
-            last = g.max_pool(SPPF_KERNEL, last, Some(parts.narrow(k * c, c)?))?;
-        }
-        self.cv2.plan(g, parts, dst, self.residual.then_some(xs))
-    }
-}
-
-impl Module for Sppf {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut parts = vec![self.cv1.forward(xs)?];
-        for _ in 0..self.pools {
-            let last = parts.last().expect("cv1 is first");
-            parts.push(same_size_max_pool(last, SPPF_KERNEL)?);
-        }
-        let ys = self.cv2.forward(&Tensor::cat(&parts, 1)?)?;
-        if self.residual {
-            xs + ys
-        } else {
-            Ok(ys)
-        }
     }
 }
 

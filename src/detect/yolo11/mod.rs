@@ -13,13 +13,13 @@ pub mod head;
 use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use self::blocks::{C2psa, C3k2, Sppf};
+use self::blocks::{C2psa, C3k2};
 use self::head::Branches;
 use super::cpu::graph::{Act, Graph, PlanCache, Workspace};
-use super::dfl::Dfl;
+use super::dfl::{decode_candle, Dfl};
 use super::family::{anchor_count, ExecutorInput, Family, InputSpec, OutputForm, PlanResult};
-use super::layers::ConvBlock;
-use super::postprocess::{self, BestClass, Candidate, PostprocessConfig, Yolov8Layout};
+use super::layers::{ConvBlock, Sppf};
+use super::postprocess::{self, BestClass, Candidate, PostprocessConfig};
 use super::preprocess::InputLayout;
 
 /// A 3×3 stride-2 convolution with SiLU (ultralytics `Conv(c, c2, 3, 2)`).
@@ -275,14 +275,6 @@ impl Yolo11 {
             best: BestClass::default(),
         })
     }
-
-    fn layout(form: OutputForm) -> Yolov8Layout {
-        match form {
-            OutputForm::Full => Yolov8Layout::ClassRows,
-            OutputForm::Executor => Yolov8Layout::AnchorRows,
-            OutputForm::Reduced => Yolov8Layout::BestClassRows,
-        }
-    }
 }
 
 impl Family for Yolo11 {
@@ -306,8 +298,7 @@ impl Family for Yolo11 {
         super::family::check_input("YOLO11", xs)?;
         let (_, _, height, width) = xs.dims4()?;
         let raw = self.head.forward_raw(&self.body.forward(xs)?)?;
-        self.dfl
-            .decode_candle(&raw.boxes, &raw.scores, height, width)
+        decode_candle(Some(&self.dfl), &raw.boxes, &raw.scores, height, width)
     }
 
     fn reduce_on_device(&self, raw: &Tensor) -> Result<Tensor> {
@@ -335,10 +326,7 @@ impl Family for Yolo11 {
         anchors: usize,
         device: &Device,
     ) -> Result<Tensor> {
-        let columns = 4 + self.head.num_classes();
-        Tensor::from_vec(out, (1, anchors, columns), device)?
-            .transpose(1, 2)?
-            .contiguous()
+        postprocess::class_rows_from_anchor_rows(out, anchors, self.num_classes() + 4, device)
     }
 
     fn candidates(
@@ -352,7 +340,7 @@ impl Family for Yolo11 {
         postprocess::yolov8_candidates(
             output,
             anchor_count(h, w),
-            Self::layout(form),
+            form.into(),
             post,
             &mut self.best,
             out,
@@ -368,7 +356,7 @@ impl Family for Yolo11 {
         n: usize,
         wanted: &dyn Fn(usize) -> bool,
     ) -> f32 {
-        postprocess::yolov8_anchor_score(output, anchors, Self::layout(form), n, wanted)
+        postprocess::yolov8_anchor_score(output, anchors, form.into(), n, wanted)
     }
 }
 

@@ -78,24 +78,30 @@ fn matches_ultralytics_on_candle_and_the_executor() {
     eprintln!("yolo11n candle vs ultralytics: boxes {boxes:.2e} px, scores {scores:.2e}");
     assert!(boxes <= 1e-3 && scores <= 1e-5, "{boxes} {scores}");
 
-    let image: Vec<f32> = input.flatten_all().unwrap().to_vec1().unwrap();
-    let (_, _, h, w) = input.dims4().unwrap();
     for isa in Isa::all_supported() {
-        let mut p = model.plan(h, w).unwrap();
-        p.graph.set_isa(isa);
-        graph::write_image(&mut p.workspace, &p.input, &image);
-        p.graph.run(&mut p.workspace);
-        let mut out = Vec::new();
-        model.decode_executor(&p.workspace, &p.outputs, &mut out);
-        let got = model
-            .executor_as_reference(out, anchor_count(h, w), &Device::Cpu)
-            .unwrap();
+        let got = executor_output(&model, &input, isa);
         let (boxes, scores) = box_and_score_errors(&got, want);
         eprintln!(
             "yolo11n executor {isa:?} vs ultralytics: boxes {boxes:.2e} px, scores {scores:.2e}"
         );
         assert!(boxes <= 1e-3 && scores <= 1e-5, "{isa:?}: {boxes} {scores}");
     }
+}
+
+/// `model` on the executor with every kernel forced to `isa` (lowered to what this CPU
+/// runs), as the reference's tensor.
+pub(crate) fn executor_output(model: &dyn Family, input: &Tensor, isa: Isa) -> Tensor {
+    let image: Vec<f32> = input.flatten_all().unwrap().to_vec1().unwrap();
+    let (_, _, h, w) = input.dims4().unwrap();
+    let mut p = model.plan(h, w).unwrap();
+    p.graph.set_isa(isa);
+    graph::write_image(&mut p.workspace, &p.input, &image);
+    p.graph.run(&mut p.workspace);
+    let mut out = Vec::new();
+    model.decode_executor(&p.workspace, &p.outputs, &mut out);
+    model
+        .executor_as_reference(out, anchor_count(h, w), &Device::Cpu)
+        .unwrap()
 }
 
 /// The layers ultralytics saved (C2PSA is layer 10), for finding where a port diverges.

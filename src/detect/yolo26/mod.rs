@@ -7,18 +7,15 @@
 //! values are the distances from the anchor centre, decoded to x1, y1, x2, y2. Detections
 //! are ultralytics' `Detect.postprocess` — a two-step top-k, **no NMS** ([`top_k`]).
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::cpu::blocked::{Layout, LANES};
-use super::cpu::epilogue::exp_approx;
-use super::cpu::graph::{self, Act, Graph, PlanCache, Workspace};
-use super::cpu::isa::{isa_kernel, Isa};
-use super::dfl::anchor_grid;
+use super::cpu::graph::{Act, Graph, PlanCache, Workspace};
+use super::dfl::{decode_anchor_rows, decode_candle};
 use super::family::{
-    anchor_count, ExecutorInput, Family, InputSpec, OutputForm, PlanResult, Selection, STRIDES,
+    anchor_count, ExecutorInput, Family, InputSpec, OutputForm, PlanResult, Selection,
 };
-use super::postprocess::{self, Candidate, PostprocessConfig, Yolov8Layout};
+use super::postprocess::{self, BestClass, Candidate, PostprocessConfig, Yolov8Layout};
 use super::preprocess::InputLayout;
 use super::yolo11::head::Branches;
 use super::yolo11::{Body, SppfKind};
@@ -64,11 +61,12 @@ impl Yolo26 {
         })
     }
 
+    /// Its layout in `form`: the device sends the whole output back (see
+    /// `reduce_on_device`), so `Reduced` is as `Full`.
     fn layout(form: OutputForm) -> Yolov8Layout {
         match form {
-            // The device sends the whole output back (see `reduce_on_device`).
-            OutputForm::Full | OutputForm::Reduced => Yolov8Layout::ClassRows,
-            OutputForm::Executor => Yolov8Layout::AnchorRows,
+            OutputForm::Reduced => Yolov8Layout::ClassRows,
+            other => other.into(),
         }
     }
 }
@@ -98,17 +96,7 @@ impl Family for Yolo26 {
         super::family::check_input("YOLO26", xs)?;
         let (_, _, height, width) = xs.dims4()?;
         let raw = self.head.forward_raw(&self.body.forward(xs)?)?;
-        // In f32, as YOLOv8's decode (coordinates up to the input size).
-        let (centres, strides) = anchor_grid(height, width, DType::F32, xs.device())?;
-        let dist = raw.boxes.to_dtype(DType::F32)?;
-        let x1y1 = centres.broadcast_sub(&dist.narrow(1, 0, 2)?)?;
-        let x2y2 = centres.broadcast_add(&dist.narrow(1, 2, 2)?)?;
-        let centre = ((&x1y1 + &x2y2)? / 2.0)?;
-        let size = (x2y2 - x1y1)?;
-        let boxes = Tensor::cat(&[centre, size], 1)?
-            .broadcast_mul(&strides)?
-            .to_dtype(xs.dtype())?;
-        Tensor::cat(&[boxes, candle_nn::ops::sigmoid(&raw.scores)?], 1)
+        decode_candle(None, &raw.boxes, &raw.scores, height, width)
     }
 
     /// Unreduced: the top-k needs every class score of the best anchors (one anchor may
@@ -129,21 +117,7 @@ impl Family for Yolo26 {
     /// Anchor rows `[N, 4 + nc]` (cx, cy, w, h, class scores), one grid row of one level
     /// per parallel item.
     fn decode_executor(&self, ws: &Workspace, outputs: &[Act], out: &mut Vec<f32>) {
-        let isa = Isa::detect();
-        let columns = 4 + self.head.num_classes();
-        graph::decode_levels(outputs, 2, columns, out, |level, y, anchor_rows| {
-            let (boxes, box_layout) = ws.read(&outputs[2 * level]);
-            let (classes, class_layout) = ws.read(&outputs[2 * level + 1]);
-            let row = Row {
-                boxes,
-                box_layout,
-                classes,
-                class_layout,
-                stride: STRIDES[level] as f32,
-                y,
-            };
-            decode_row(isa, &row, anchor_rows);
-        });
+        decode_anchor_rows(ws, outputs, self.head.num_classes(), None, out);
     }
 
     fn executor_as_reference(
@@ -152,10 +126,7 @@ impl Family for Yolo26 {
         anchors: usize,
         device: &Device,
     ) -> Result<Tensor> {
-        let columns = 4 + self.head.num_classes();
-        Tensor::from_vec(out, (1, anchors, columns), device)?
-            .transpose(1, 2)?
-            .contiguous()
+        postprocess::class_rows_from_anchor_rows(out, anchors, self.num_classes() + 4, device)
     }
 
     fn candidates(
@@ -238,6 +209,7 @@ impl Scores<'_> {
 /// order among equal values; this one is deterministic). Buffers are kept between frames.
 #[derive(Debug, Clone, Default)]
 pub struct TopK {
+    best_class: BestClass,
     /// (best-class score, anchor) of every anchor, then the k best.
     best: Vec<(f32, usize)>,
     /// (score, flat index into the k anchors × classes).
@@ -264,13 +236,11 @@ fn keep_top(items: &mut Vec<(f32, usize)>, k: usize) {
 impl TopK {
     fn select(&mut self, scores: &Scores, max_det: usize) {
         let k = max_det.min(scores.anchors);
+        self.best_class
+            .scan(scores.output, scores.anchors, scores.layout);
         self.best.clear();
-        self.best.extend((0..scores.anchors).map(|n| {
-            let best = (0..scores.classes)
-                .map(|c| scores.score(n, c))
-                .fold(f32::NEG_INFINITY, f32::max);
-            (best, n)
-        }));
+        self.best
+            .extend(self.best_class.scores().iter().copied().zip(0..));
         keep_top(&mut self.best, k);
         self.pairs.clear();
         for (slot, &(_, anchor)) in self.best.iter().enumerate() {
@@ -285,44 +255,6 @@ impl TopK {
             let anchor = self.best[flat / scores.classes].1;
             (score, anchor, flat % scores.classes)
         }));
-    }
-}
-
-/// One grid row of one level: where its head outputs are.
-struct Row<'a> {
-    boxes: &'a [f32],
-    box_layout: Layout,
-    classes: &'a [f32],
-    class_layout: Layout,
-    stride: f32,
-    y: usize,
-}
-
-isa_kernel! {
-    /// For each anchor of one grid row: the four distances (lanes 0–3 of the box block)
-    /// to cx, cy, w, h in input pixels, then the class sigmoids.
-    fn decode_row(row: &Row, anchor_rows: &mut [f32]) {
-        let (layout, cls, y) = (row.box_layout, row.class_layout, row.y);
-        let columns = anchor_rows.len() / layout.width;
-        for (x, out) in anchor_rows.chunks_exact_mut(columns).enumerate() {
-            let at = layout.offset(0, y as isize, x as isize);
-            let d = &row.boxes[at..at + 4];
-            let (ax, ay) = (x as f32 + 0.5, y as f32 + 0.5);
-            let (x1, y1, x2, y2) = (ax - d[0], ay - d[1], ax + d[2], ay + d[3]);
-            out[0] = (x1 + x2) / 2.0 * row.stride;
-            out[1] = (y1 + y2) / 2.0 * row.stride;
-            out[2] = (x2 - x1) * row.stride;
-            out[3] = (y2 - y1) * row.stride;
-            for (block, scores) in out[4..].chunks_mut(LANES).enumerate() {
-                let at = cls.offset(block, y as isize, x as isize);
-                let logits: &[f32; LANES] = row.classes[at..at + LANES].try_into().expect("a block");
-                let mut p = [0.0f32; LANES];
-                for (p, &v) in p.iter_mut().zip(logits) {
-                    *p = 1.0 / (1.0 + exp_approx(-v));
-                }
-                scores.copy_from_slice(&p[..scores.len()]);
-            }
-        }
     }
 }
 

@@ -6,7 +6,7 @@ use super::*;
 use crate::detect::cpu::isa::Isa;
 use crate::detect::weights::Weights;
 use crate::detect::yolo11::tests::{
-    box_and_score_errors, load_tensors, max_abs_diff, parity_input,
+    box_and_score_errors, executor_output, load_tensors, max_abs_diff, parity_input,
 };
 use crate::fixtures;
 
@@ -53,18 +53,8 @@ fn matches_ultralytics_on_candle_and_the_executor() {
     let (boxes, scores) = box_and_score_errors(&candle, want);
     eprintln!("yolo26n candle vs ultralytics: boxes {boxes:.2e} px, scores {scores:.2e}");
     assert!(boxes <= 1e-3 && scores <= 1e-5, "{boxes} {scores}");
-    let image: Vec<f32> = input.flatten_all().unwrap().to_vec1().unwrap();
-    let (_, _, h, w) = input.dims4().unwrap();
     for isa in Isa::all_supported() {
-        let mut p = model.plan(h, w).unwrap();
-        p.graph.set_isa(isa);
-        graph::write_image(&mut p.workspace, &p.input, &image);
-        p.graph.run(&mut p.workspace);
-        let mut out = Vec::new();
-        model.decode_executor(&p.workspace, &p.outputs, &mut out);
-        let got = model
-            .executor_as_reference(out, anchor_count(h, w), &Device::Cpu)
-            .unwrap();
+        let got = executor_output(&model, &input, isa);
         let (boxes, scores) = box_and_score_errors(&got, want);
         eprintln!(
             "yolo26n executor {isa:?} vs ultralytics: boxes {boxes:.2e} px, scores {scores:.2e}"

@@ -11,57 +11,15 @@ use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::cpu::graph::{Act, Graph, PlanCache, Workspace};
-use super::dfl::Dfl;
+use super::dfl::{decode_candle, Dfl};
 use super::family::{ExecutorInput, Family, InputSpec, OutputForm, PlanResult, STRIDES};
-use super::layers::{full_name, get_with_rank, same_size_max_pool, ConvBlock};
-use super::postprocess::{self, BestClass, Candidate, PostprocessConfig, Yolov8Layout};
+use super::layers::{full_name, get_with_rank, Bottleneck, ConvBlock, Sppf};
+use super::postprocess::{self, BestClass, Candidate, PostprocessConfig};
 use super::preprocess::InputLayout;
-
-/// Max-pool kernel of SPPF (`k=5` in yolov8.yaml).
-const SPPF_KERNEL: usize = 5;
 
 /// A 3×3 stride-2 convolution with SiLU (ultralytics `Conv(c, c2, 3, 2)`).
 fn downsample(vb: VarBuilder, c_in: usize) -> Result<ConvBlock> {
     ConvBlock::load(vb, c_in, 3, 2, 1, true)
-}
-
-/// ultralytics `Bottleneck` with 3×3 kernels and expansion 1.0, as used inside C2f.
-#[derive(Debug, Clone)]
-struct Bottleneck {
-    cv1: ConvBlock,
-    cv2: ConvBlock,
-    residual: bool,
-}
-
-impl Bottleneck {
-    fn load(vb: VarBuilder, channels: usize, shortcut: bool) -> Result<Self> {
-        let cv1 = ConvBlock::load(vb.pp("cv1"), channels, 3, 1, 1, true)?;
-        let cv2 = ConvBlock::load(vb.pp("cv2"), cv1.out_channels(), 3, 1, 1, true)?;
-        // ultralytics adds the shortcut only when the widths agree.
-        let residual = shortcut && cv2.out_channels() == channels;
-        Ok(Self { cv1, cv2, residual })
-    }
-}
-
-impl Module for Bottleneck {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = self.cv2.forward(&self.cv1.forward(xs)?)?;
-        if self.residual {
-            xs + ys
-        } else {
-            Ok(ys)
-        }
-    }
-}
-
-impl Bottleneck {
-    /// Plans the block into `dst` (a C2f concat part); the shortcut is fused into cv2.
-    fn plan(&self, g: &mut Graph, xs: Act, dst: Act) -> PlanResult<()> {
-        let hidden = self.cv1.plan(g, xs, None, None)?;
-        self.cv2
-            .plan(g, hidden, Some(dst), self.residual.then_some(xs))?;
-        Ok(())
-    }
 }
 
 /// ultralytics `C2f`: cv1 → split in two halves → n bottlenecks chained on the second
@@ -144,45 +102,8 @@ impl C2f {
         let mut last = parts.narrow(hidden, hidden)?;
         for (k, block) in self.bottleneck.iter().enumerate() {
             let out = parts.narrow((2 + k) * hidden, hidden)?;
-            block.plan(g, last, out)?;
+            block.plan(g, last, Some(out))?;
             last = out;
-        }
-        self.cv2.plan(g, parts, dst, None)
-    }
-}
-
-/// ultralytics `SPPF`: cv1 → three chained 5×5 stride-1 max-pools → concat → cv2.
-#[derive(Debug, Clone)]
-struct Sppf {
-    cv1: ConvBlock,
-    cv2: ConvBlock,
-}
-
-impl Sppf {
-    fn load(vb: VarBuilder, c_in: usize) -> Result<Self> {
-        let cv1 = ConvBlock::load(vb.pp("cv1"), c_in, 1, 1, 1, true)?;
-        let cv2 = ConvBlock::load(vb.pp("cv2"), 4 * cv1.out_channels(), 1, 1, 1, true)?;
-        Ok(Self { cv1, cv2 })
-    }
-}
-
-impl Module for Sppf {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let x0 = self.cv1.forward(xs)?;
-        let x1 = same_size_max_pool(&x0, SPPF_KERNEL)?;
-        let x2 = same_size_max_pool(&x1, SPPF_KERNEL)?;
-        let x3 = same_size_max_pool(&x2, SPPF_KERNEL)?;
-        self.cv2.forward(&Tensor::cat(&[&x0, &x1, &x2, &x3], 1)?)
-    }
-}
-
-impl Sppf {
-    fn plan(&self, g: &mut Graph, xs: Act, dst: Option<Act>) -> PlanResult<Act> {
-        let c = self.cv1.out_channels();
-        let parts = g.alloc(4 * c, xs.height(), xs.width());
-        let mut last = self.cv1.plan(g, xs, Some(parts.narrow(0, c)?), None)?;
-        for k in 1..4 {
-            last = g.max_pool(SPPF_KERNEL, last, Some(parts.narrow(k * c, c)?))?;
         }
         self.cv2.plan(g, parts, dst, None)
     }
@@ -221,7 +142,7 @@ impl Backbone {
         let b3_1 = C2f::load(vb.pp("b3.1"), b3_0.out_channels(), true)?;
         let b4_0 = downsample(vb.pp("b4.0"), b3_1.out_channels())?;
         let b4_1 = C2f::load(vb.pp("b4.1"), b4_0.out_channels(), true)?;
-        let b5_0 = Sppf::load(vb.pp("b5.0"), b4_1.out_channels())?;
+        let b5_0 = Sppf::load(vb.pp("b5.0"), b4_1.out_channels(), true, false)?;
         Ok(Self {
             b1_0,
             b1_1,
@@ -241,7 +162,7 @@ impl Backbone {
         [
             self.b2_2.out_channels(),
             self.b3_1.out_channels(),
-            self.b5_0.cv2.out_channels(),
+            self.b5_0.out_channels(),
         ]
     }
 
@@ -584,14 +505,6 @@ impl Yolov8 {
         let levels = self.neck.forward(&features)?;
         self.head.forward_raw(&levels)
     }
-
-    fn layout(form: OutputForm) -> Yolov8Layout {
-        match form {
-            OutputForm::Full => Yolov8Layout::ClassRows,
-            OutputForm::Executor => Yolov8Layout::AnchorRows,
-            OutputForm::Reduced => Yolov8Layout::BestClassRows,
-        }
-    }
 }
 
 impl Family for Yolov8 {
@@ -616,9 +529,13 @@ impl Family for Yolov8 {
     fn forward_candle(&self, xs: &Tensor) -> Result<Tensor> {
         let raw = self.forward_raw(xs)?;
         let (_, _, height, width) = xs.dims4()?;
-        self.head
-            .dfl
-            .decode_candle(&raw.box_dist, &raw.cls_logits, height, width)
+        decode_candle(
+            Some(&self.head.dfl),
+            &raw.box_dist,
+            &raw.cls_logits,
+            height,
+            width,
+        )
     }
 
     fn reduce_on_device(&self, raw: &Tensor) -> Result<Tensor> {
@@ -645,9 +562,7 @@ impl Family for Yolov8 {
         anchors: usize,
         device: &Device,
     ) -> Result<Tensor> {
-        let columns = 4 + self.head.num_classes;
-        let anchor_rows = Tensor::from_vec(out, (1, anchors, columns), device)?;
-        anchor_rows.transpose(1, 2)?.contiguous()
+        postprocess::class_rows_from_anchor_rows(out, anchors, self.num_classes() + 4, device)
     }
 
     fn candidates(
@@ -659,14 +574,7 @@ impl Family for Yolov8 {
         out: &mut Vec<Candidate>,
     ) -> std::result::Result<(), String> {
         let anchors = super::family::anchor_count(h, w);
-        postprocess::yolov8_candidates(
-            output,
-            anchors,
-            Self::layout(form),
-            post,
-            &mut self.best,
-            out,
-        );
+        postprocess::yolov8_candidates(output, anchors, form.into(), post, &mut self.best, out);
         Ok(())
     }
 
@@ -678,7 +586,7 @@ impl Family for Yolov8 {
         n: usize,
         wanted: &dyn Fn(usize) -> bool,
     ) -> f32 {
-        postprocess::yolov8_anchor_score(output, anchors, Self::layout(form), n, wanted)
+        postprocess::yolov8_anchor_score(output, anchors, form.into(), n, wanted)
     }
 }
 

@@ -6,6 +6,7 @@ use super::*;
 use crate::detect::cpu::graph;
 use crate::detect::cpu::isa::Isa;
 use crate::detect::dfl::{anchor_grid, dist_to_cxcywh};
+use crate::detect::layers::{same_size_max_pool, SPPF_KERNEL};
 use crate::detect::weights::Weights;
 use crate::fixtures;
 
