@@ -1,6 +1,8 @@
 //! Criterion benchmarks of the CPU convolution kernels at YOLOv8n (640) and YOLOX-Nano
-//! (416) layer shapes: `blocked/…` is the executor's kernel (direct convolution or
-//! depthwise on the blocked layout, one op of a [`Graph`]), `nchw/…` the NCHW im2col + GEMM
+//! (416) layer shapes: `blocked/…` is the executor's kernel (direct convolution, Winograd
+//! F(2×2, 3×3) for the dense stride-1 3×3 ones — `blocked-direct/…` is the direct kernel on
+//! those for comparison — or depthwise on the blocked layout, one op of a [`Graph`]),
+//! `nchw/…` the NCHW im2col + GEMM
 //! kernel that candle's models use when the executor does not apply. Throughput is in FLOP
 //! (2 × multiply-adds), so criterion's "Gelem/s" reads as GFLOP/s; each kernel also prints
 //! one `GFLOP/s` line of its own.
@@ -59,11 +61,13 @@ fn build(spec: ConvSpec) -> FusedConv {
     FusedConv::new(spec, weight, values(spec.c_out, 2)).expect("valid layer")
 }
 
-/// The layer as a one-op executor graph (the first layers read the packed image).
-fn blocked(spec: ConvSpec, side: usize) -> (Graph, Workspace) {
+/// The layer as a one-op executor graph (the first layers read the packed image), with
+/// Winograd where it applies or not.
+fn blocked(spec: ConvSpec, side: usize, winograd: bool) -> (Graph, Workspace) {
     let k = spec.kernel;
     let weight = values(spec.c_out * spec.c_in / spec.groups * k * k, 1);
     let mut g = Graph::new();
+    g.set_winograd(winograd);
     let src = if spec.c_in < 16 {
         g.input(spec.c_in, side, side)
     } else {
@@ -96,9 +100,26 @@ fn blocked_kernels(c: &mut Criterion) {
     let mut group = c.benchmark_group("blocked");
     group.sample_size(20);
     for (name, spec, side) in layers() {
-        let (graph, mut ws) = blocked(spec, side);
+        let (graph, mut ws) = blocked(spec, side, true);
         let gflop = spec.flops(side, side) / 1e9;
         print_gflops(&format!("blocked/{name}"), gflop, || {
+            in_pool(|| graph.run(&mut ws))
+        });
+        group.throughput(Throughput::Elements(spec.flops(side, side) as u64));
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| in_pool(|| graph.run(&mut ws)))
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("blocked-direct");
+    group.sample_size(20);
+    let winograd_layers = layers()
+        .into_iter()
+        .filter(|(_, s, _)| s.kernel == 3 && s.stride == 1 && s.groups == 1 && s.c_in >= 16);
+    for (name, spec, side) in winograd_layers {
+        let (graph, mut ws) = blocked(spec, side, false);
+        let gflop = spec.flops(side, side) / 1e9;
+        print_gflops(&format!("blocked-direct/{name}"), gflop, || {
             in_pool(|| graph.run(&mut ws))
         });
         group.throughput(Throughput::Elements(spec.flops(side, side) as u64));

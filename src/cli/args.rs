@@ -32,9 +32,10 @@ pub struct DetectorArgs {
     #[arg(long, default_value_t = 0.25)]
     pub conf: f32,
 
-    /// NMS IoU threshold.
-    #[arg(long, default_value_t = 0.45)]
-    pub iou: f32,
+    /// NMS IoU threshold. Default: 0.45. End-to-end models (YOLO26) pick their detections
+    /// without NMS: for them it has no effect (and a warning says so).
+    #[arg(long, value_name = "IOU")]
+    pub iou: Option<f32>,
 
     /// At most this many detections per image, the highest scoring (ultralytics' max_det).
     #[arg(long, default_value_t = 300, value_name = "N")]

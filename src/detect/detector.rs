@@ -23,6 +23,10 @@ pub const MAX_IMGSZ: usize = 4096;
 /// The most `--max-det` may ask for (ultralytics keeps at most 30 000 boxes into NMS).
 pub const MAX_DETECTIONS: usize = 30_000;
 
+/// The NMS IoU threshold when `--iou` is not given (ultralytics' predict uses 0.7, YOLOX
+/// 0.45; lookout has used 0.45 from the start).
+pub const DEFAULT_IOU: f32 = 0.45;
+
 /// A validated detector configuration.
 #[derive(Debug, Clone)]
 pub struct DetectorConfig {
@@ -30,7 +34,9 @@ pub struct DetectorConfig {
     /// Square input size; `None` = the model's default (640, or 416 for YOLOX nano/tiny).
     pub imgsz: Option<usize>,
     pub conf: f32,
-    pub iou: f32,
+    /// NMS IoU threshold; `None` = [`DEFAULT_IOU`]. Given for an end-to-end family (no
+    /// NMS), it is warned about and has no effect.
+    pub iou: Option<f32>,
     pub classes: ClassFilter,
     pub device: DeviceSpec,
     pub half: bool,
@@ -43,7 +49,7 @@ impl DetectorConfig {
             weights,
             imgsz: None,
             conf: 0.25,
-            iou: 0.45,
+            iou: None,
             classes: ClassFilter::default(),
             device: DeviceSpec::Cpu,
             half: false,
@@ -58,8 +64,8 @@ impl DetectorConfig {
         if !(0.0..=1.0).contains(&self.conf) {
             return bad(format!("--conf {} is outside 0..1", self.conf));
         }
-        if !(0.0..=1.0).contains(&self.iou) {
-            return bad(format!("--iou {} is outside 0..1", self.iou));
+        if let Some(iou) = self.iou.filter(|iou| !(0.0..=1.0).contains(iou)) {
+            return bad(format!("--iou {iou} is outside 0..1"));
         }
         if !(1..=MAX_DETECTIONS).contains(&self.max_detections) {
             return bad(format!(
@@ -152,6 +158,13 @@ impl Detector {
             ),
         };
         let network = families::load(scheme, vb).map_err(model_error)?;
+        if let (Some(iou), Selection::Ranked) = (cfg.iou, network.selection()) {
+            tracing::warn!(
+                "--iou {iou} has no effect: {} picks its detections end to end (the top-k of \
+                 its one-to-one head, no NMS)",
+                network.variant()
+            );
+        }
         let input = network.input();
         let (layout, default_size) = (input.layout, input.default_size);
         let classes =
@@ -173,7 +186,7 @@ impl Detector {
             pre: Preprocessor::new(layout, size, size),
             post: PostprocessConfig {
                 conf: cfg.conf,
-                iou: cfg.iou,
+                iou: cfg.iou.unwrap_or(DEFAULT_IOU),
                 max_detections: cfg.max_detections,
                 class_mask,
             },
@@ -434,5 +447,62 @@ mod tests {
         assert!(err.contains("--max-det 0"), "{err}");
         cfg.max_detections = MAX_DETECTIONS;
         assert!(cfg.validate().is_ok());
+    }
+
+    /// Each fixture model on the CPU executor planned with and without Winograd, the two
+    /// alternating run by run (only same-run ratios mean anything on these machines):
+    /// `cargo test --release --lib time_winograd_in_whole_networks -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing, not a check"]
+    fn time_winograd_in_whole_networks() {
+        use super::super::cpu::graph::{Graph, Prepared};
+        use super::super::cpu::pool::in_pool;
+        use super::super::family::ExecutorInput;
+        for relative in [
+            "models/yolov8n-random.ultralytics.safetensors",
+            "models/yolox_nano.safetensors",
+            "models/yolo11n-random.ultralytics.safetensors",
+            "models/yolo26n-random.ultralytics.safetensors",
+        ] {
+            let Some(path) = crate::fixtures::require(relative) else {
+                continue;
+            };
+            let detector = Detector::load(&DetectorConfig::new(path)).unwrap();
+            let family = &detector.network;
+            let size = family.input().default_size;
+            let plan = |winograd: bool| -> Prepared {
+                let mut g = Graph::new();
+                g.set_winograd(winograd);
+                let input = match family.input().executor {
+                    ExecutorInput::Image => g.input(3, size, size),
+                    ExecutorInput::SpaceToDepth => g.input(12, size / 2, size / 2),
+                };
+                let outputs = family.plan_network(&mut g, input).unwrap();
+                g.prepare(input, outputs)
+            };
+            let mut plans = [plan(false), plan(true)];
+            let mut times = [Vec::new(), Vec::new()];
+            for i in 0..40 {
+                for (p, t) in plans.iter_mut().zip(&mut times) {
+                    let start = std::time::Instant::now();
+                    in_pool(|| p.graph.run(&mut p.workspace));
+                    if i >= 5 {
+                        t.push(start.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+            }
+            let median = |mut v: Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let ratios = times[1].iter().zip(&times[0]).map(|(w, d)| w / d).collect();
+            println!(
+                "{}: direct {:.2} ms, winograd {:.2} ms, median ratio {:.3}",
+                family.variant(),
+                median(times[0].clone()),
+                median(times[1].clone()),
+                median(ratios)
+            );
+        }
     }
 }

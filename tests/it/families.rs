@@ -86,6 +86,39 @@ fn yolo11_and_yolo26_detect_alike_from_pt_and_safetensors() {
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first");
 }
 
+/// `--iou` does nothing for YOLO26 (no NMS): given, a warning says so and the detections
+/// are the same; YOLO11 (NMS) gets no such warning.
+#[test]
+fn iou_for_an_end_to_end_model_is_warned_about() {
+    let Some(image) = require("images/dog.jpg") else {
+        return;
+    };
+    for (family, ignored) in [("yolo26n", true), ("yolo11n", false)] {
+        let Some(st) = require(&format!("models/{family}-random.ultralytics.safetensors")) else {
+            return;
+        };
+        let out = succeed(
+            lookout()
+                .args(["detect", "--json", "--classes", "all", "--conf", "0.5"])
+                .args(["--iou", "0.1", "--weights"])
+                .arg(&st)
+                .arg(&image),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        let warned = err.contains("--iou 0.1 has no effect") && err.contains(family);
+        assert_eq!(warned, ignored, "{family}: {err}");
+        if ignored {
+            let with: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let without = detections(&st, &image, &["--conf", "0.5"]);
+            let with = with["detections"].as_array().unwrap();
+            assert!(
+                !with.is_empty() && with == &without,
+                "{family}: --iou changed them"
+            );
+        }
+    }
+}
+
 /// `lookout explain` reads YOLO11's and YOLO26's score maps like the other families'.
 #[test]
 fn explain_draws_yolo11_and_yolo26_score_maps() {

@@ -16,9 +16,9 @@ use super::isa::Isa;
 use super::pool::for_each_index;
 
 /// Most pixels per tile (24 accumulators + 2 weights + 1 broadcast ≤ 32 registers).
-const MAX_TILE_PIXELS: usize = 12;
+pub(super) const MAX_TILE_PIXELS: usize = 12;
 /// Output channel blocks per tile.
-const MAX_TILE_BLOCKS: usize = 2;
+pub(super) const MAX_TILE_BLOCKS: usize = 2;
 
 /// A dense convolution (groups = 1, kernel 1 or 3, padding ≤ 1) prepared for the blocked
 /// layout: weights packed per output-block pair, bias padded to whole blocks.
@@ -165,7 +165,7 @@ impl DirectConv {
                 }),
                 silu: spec.silu,
             };
-            dispatch(self.isa, &tile, blocks, n);
+            dispatch_tile(self.isa, &tile, blocks, n);
             ox += n;
         }
     }
@@ -173,26 +173,26 @@ impl DirectConv {
 
 /// One tile's pointers and strides (floats). `src` points at tap (0, 0) of the tile's
 /// first pixel, channel 0 of input block 0.
-struct Tile {
-    src: *const f32,
-    src_block: usize,
-    src_row: usize,
-    src_pixel: usize,
+pub(super) struct Tile {
+    pub(super) src: *const f32,
+    pub(super) src_block: usize,
+    pub(super) src_row: usize,
+    pub(super) src_pixel: usize,
     /// Floats from one output pixel's input window to the next (stride × pixel).
-    step: usize,
-    kernel: usize,
-    in_blocks: usize,
-    lanes: usize,
-    weights: *const f32,
-    bias: *const f32,
-    dst: *mut f32,
-    dst_block: usize,
-    residual: Option<(*const f32, usize)>,
-    silu: bool,
+    pub(super) step: usize,
+    pub(super) kernel: usize,
+    pub(super) in_blocks: usize,
+    pub(super) lanes: usize,
+    pub(super) weights: *const f32,
+    pub(super) bias: *const f32,
+    pub(super) dst: *mut f32,
+    pub(super) dst_block: usize,
+    pub(super) residual: Option<(*const f32, usize)>,
+    pub(super) silu: bool,
 }
 
 /// Runs `tile` with `blocks` (1 or 2) output blocks and `n` (1..=12) pixels.
-unsafe fn dispatch(isa: Isa, tile: &Tile, blocks: usize, n: usize) {
+pub(super) unsafe fn dispatch_tile(isa: Isa, tile: &Tile, blocks: usize, n: usize) {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 {
         // Input strides of the common cases as constants, so every broadcast's address is

@@ -21,6 +21,7 @@ use super::fused::DepthwisePointwise;
 use super::isa::Isa;
 use super::lanewise::{self, DepthwiseConv};
 use super::pool::{for_each_index, in_pool, SharedMut};
+use super::winograd::WinogradConv;
 
 /// Why a network cannot run on the executor (it then runs on candle's ops).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,7 +115,7 @@ impl Act {
 #[derive(Debug)]
 enum Op {
     Conv {
-        conv: DirectConv,
+        conv: Dense,
         src: Act,
         dst: Act,
         residual: Option<Act>,
@@ -153,6 +154,47 @@ enum Op {
     },
 }
 
+/// A dense convolution's kernel: Winograd F(2×2, 3×3) for the stride-1 3×3 ones (2.25×
+/// fewer multiply-adds), direct for the rest.
+#[derive(Debug, Clone)]
+enum Dense {
+    Direct(DirectConv),
+    Winograd(WinogradConv),
+}
+
+impl Dense {
+    fn spec(&self) -> &ConvSpec {
+        match self {
+            Dense::Direct(c) => c.spec(),
+            Dense::Winograd(c) => c.spec(),
+        }
+    }
+
+    fn with_isa(self, isa: Isa) -> Self {
+        match self {
+            Dense::Direct(c) => Dense::Direct(c.with_isa(isa)),
+            Dense::Winograd(c) => Dense::Winograd(c.with_isa(isa)),
+        }
+    }
+
+    /// # Safety
+    /// As [`DirectConv::run`].
+    unsafe fn run(&self, src: View, dst: View, residual: Option<View>) {
+        match self {
+            Dense::Direct(c) => c.run(src, dst, residual),
+            Dense::Winograd(c) => c.run(src, dst, residual),
+        }
+    }
+
+    /// How `lookout bench --ops` names the kernel (nothing for the direct one).
+    fn kernel_note(&self) -> &'static str {
+        match self {
+            Dense::Direct(_) => "",
+            Dense::Winograd(_) => " winograd",
+        }
+    }
+}
+
 /// One op's share of a timed run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpTime {
@@ -170,6 +212,8 @@ pub struct Graph {
     ops: Vec<Op>,
     /// The element-wise kernels' flavour (max pool).
     isa: Isa,
+    /// Whether stride-1 3×3 convolutions planned from now on use Winograd.
+    winograd: bool,
 }
 
 impl Default for Graph {
@@ -179,6 +223,7 @@ impl Default for Graph {
             inputs: Vec::new(),
             ops: Vec::new(),
             isa: Isa::detect(),
+            winograd: true,
         }
     }
 }
@@ -186,6 +231,12 @@ impl Default for Graph {
 impl Graph {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Plans the stride-1 3×3 convolutions that follow as direct ones (`false`) or with
+    /// Winograd (`true`, the default): benches compare the two.
+    pub fn set_winograd(&mut self, on: bool) {
+        self.winograd = on;
     }
 
     /// The network input: `channels` (1 to 16) values per pixel, no padding lanes.
@@ -266,7 +317,11 @@ impl Graph {
             let conv = DepthwiseConv::new(spec, weight, bias)?;
             self.ops.push(Op::Depthwise { conv, src, dst });
         } else {
-            let conv = DirectConv::new(spec, weight, bias, src.layout.lanes)?;
+            let conv = if self.winograd && WinogradConv::applies(&spec, src.layout.lanes) {
+                Dense::Winograd(WinogradConv::new(spec, weight, bias)?)
+            } else {
+                Dense::Direct(DirectConv::new(spec, weight, bias, src.layout.lanes)?)
+            };
             self.ops.push(Op::Conv {
                 conv,
                 src,
@@ -305,8 +360,13 @@ impl Graph {
             dst,
             residual,
         )?;
-        let (Some(Op::Conv { conv: pw, .. }), Some(Op::Depthwise { conv: dw, .. })) =
-            (self.ops.pop(), self.ops.pop())
+        let (
+            Some(Op::Conv {
+                conv: Dense::Direct(pw),
+                ..
+            }),
+            Some(Op::Depthwise { conv: dw, .. }),
+        ) = (self.ops.pop(), self.ops.pop())
         else {
             return unsupported("a depthwise + pointwise pair of other kinds".into());
         };
@@ -688,7 +748,7 @@ impl Op {
         }
     }
 
-    /// e.g. `conv3x3/2 32→64 @160x160`.
+    /// e.g. `conv3x3/2 32→64 @160x160`, `conv3x3/1 64→64 @40x40 +res winograd`.
     fn describe(&self) -> String {
         let at = |a: &Act| format!("@{}x{}", a.height(), a.width());
         match self {
@@ -701,12 +761,13 @@ impl Op {
                 let s = conv.spec();
                 let plus = if residual.is_some() { " +res" } else { "" };
                 format!(
-                    "conv{0}x{0}/{1} {2}→{3} {4}{plus}",
+                    "conv{0}x{0}/{1} {2}→{3} {4}{plus}{5}",
                     s.kernel,
                     s.stride,
                     s.c_in,
                     s.c_out,
-                    at(src)
+                    at(src),
+                    conv.kernel_note()
                 )
             }
             Op::Depthwise { conv, src, .. } => {

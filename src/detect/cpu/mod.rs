@@ -4,7 +4,8 @@
 //!   models' `plan` methods mirror their `forward`) as ops on activations in the `blocked`
 //!   layout (16-channel blocks, zero border), then runs them every frame inside the rayon
 //!   pool without allocating: `direct` convolutions (AVX-512 register tiles of 2 blocks ×
-//!   12 pixels, bias + SiLU + residual fused), `lanewise` depthwise / max-pool / upsample /
+//!   12 pixels, bias + SiLU + residual fused; `winograd` F(2×2, 3×3) for the stride-1
+//!   3×3 ones, on the same register tiles), `lanewise` depthwise / max-pool / upsample /
 //!   copy, `attention` the multi-head self-attention core of C2PSA. Concats are block
 //!   ranges written in place; buffers with disjoint lifetimes share memory.
 //! - Per layer, for what the executor does not hold (channel counts off the 16-block grid,
@@ -33,6 +34,7 @@ pub mod pool;
 pub mod spec;
 #[cfg(test)]
 mod testutil;
+pub mod winograd;
 
 pub use conv::{ConvError, ConvSpec, FusedConv};
 pub use isa::Isa;
