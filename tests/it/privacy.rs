@@ -206,8 +206,33 @@ fn record_with_privacy_writes_covered_frames_and_says_so() {
         let source = metrics["source"].as_str().unwrap();
         assert!(source.contains(expected), "{source}");
     }
-    // The MCAP file's metadata says the same, and its image is the covered frame.
+    // A killed recording (no summary, no footer: the file cut where its summary starts)
+    // still says so on replay; the metadata record is found in its data section.
     let bytes = std::fs::read(&mcap).unwrap();
+    let footer = mcap::read::footer(&bytes).unwrap();
+    let cut = dir.path().join("killed.mcap");
+    std::fs::write(&cut, &bytes[..footer.summary_start as usize]).unwrap();
+    std::fs::remove_file(&metrics_path).unwrap();
+    let out = lookout()
+        .args(["run", "--headless", "--weights"])
+        .arg(&weights)
+        .arg("--source")
+        .arg(&cut)
+        .arg("--metrics")
+        .arg(&metrics_path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(matches!(out.status.code(), Some(0 | 3)), "{err}");
+    let metrics: Value =
+        serde_json::from_str(&std::fs::read_to_string(&metrics_path).unwrap()).unwrap();
+    let source = metrics["source"].as_str().unwrap();
+    assert!(
+        source.contains("anonymised: blur classes=person"),
+        "{source}"
+    );
+    assert_eq!(metrics["frames"]["processed"], 1, "{metrics}");
+    // The MCAP file's metadata says the same, and its image is the covered frame.
     let summary = mcap::Summary::read(&bytes).unwrap().unwrap();
     let index = &summary.metadata_indexes[0];
     let start = index.offset as usize;

@@ -166,7 +166,11 @@ impl McapSource {
             Some(summary) => summary_topics(summary),
             None => scan_topics(path)?,
         };
-        let anonymised = summary.as_ref().and_then(|s| lookout_privacy(&mut file, s));
+        let anonymised = match &summary {
+            Some(summary) => lookout_privacy(&mut file, summary),
+            // A killed writer's file: the record is in the data section, before the chunks.
+            None => scan_privacy(&mut file, size),
+        };
         let (topic, info) = pick_topic(&topics, topic).map_err(mcap_error)?;
         let kind = info.kind.expect("pick_topic returns image topics only");
         let calibration = match calibration_topic(&topics, topic) {
@@ -436,6 +440,30 @@ fn lookout_privacy(file: &mut File, summary: &mcap::Summary) -> Option<String> {
         _ => None,
     }
 }
+
+/// As [`lookout_privacy`] for a file without a summary: the `lookout` metadata record is
+/// looked for among the records of the file's first [`SCAN_PRIVACY_BYTES`] (lookout writes
+/// it before the first chunk), up to where the records stop parsing.
+fn scan_privacy(file: &mut File, size: u64) -> Option<String> {
+    use std::io::SeekFrom;
+    let length = usize::try_from(size.min(SCAN_PRIVACY_BYTES)).ok()?;
+    let mut head = vec![0u8; length];
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.read_exact(&mut head).ok()?;
+    mcap::read::LinearReader::new_with_options(&head, mcap::read::Options::IgnoreEndMagic.into())
+        .ok()?
+        .map_while(Result::ok)
+        .find_map(|record| match record {
+            mcap::records::Record::Metadata(m) if m.name == LOOKOUT_METADATA => {
+                Some(m.metadata.get("privacy").filter(|p| *p != "off").cloned())
+            }
+            _ => None,
+        })
+        .flatten()
+}
+
+/// How much of a file without a summary [`scan_privacy`] reads.
+const SCAN_PRIVACY_BYTES: u64 = 4 << 20;
 
 fn summary_topics(summary: &mcap::Summary) -> BTreeMap<String, TopicInfo> {
     let counts = summary
