@@ -33,18 +33,46 @@ pub enum ConvertError {
     Jpeg(String),
 }
 
-/// BT.601 limited range: Y in 16..235, Cb/Cr in 16..240 centred on 128; 8-bit fixed point.
+/// BT.601 limited range (Y in 16..235, Cb/Cr in 16..240 centred on 128) to RGB in 16.16
+/// fixed point: within 1 of the float conversion everywhere. Shared by the camera's YUYV and
+/// NV12 and the MCAP source's ROS 2 `yuv422`/`yuv422_yuy2` images; split in luma and chroma
+/// terms so that a pixel pair computes its shared chroma once.
+pub(crate) mod bt601 {
+    // The float coefficients times 65536, rounded.
+    const Y_SCALE: i32 = 76_309; // 1.164383
+    const R_CR: i32 = 104_597; // 1.596027
+    const G_CB: i32 = 25_675; // 0.391762
+    const G_CR: i32 = 53_279; // 0.812968
+    const B_CB: i32 = 132_201; // 2.017232
+    const HALF: i32 = 1 << 15;
+
+    /// The luma term of `y`.
+    #[inline(always)]
+    pub fn luma(y: u8) -> i32 {
+        Y_SCALE * (i32::from(y) - 16)
+    }
+
+    /// The chroma terms of (Cb, Cr) = (`u`, `v`) for R, G and B, rounding included.
+    #[inline(always)]
+    pub fn chroma(u: u8, v: u8) -> [i32; 3] {
+        let (cb, cr) = (i32::from(u) - 128, i32::from(v) - 128);
+        [
+            R_CR * cr + HALF,
+            HALF - G_CB * cb - G_CR * cr,
+            B_CB * cb + HALF,
+        ]
+    }
+
+    /// One pixel from its luma and chroma terms.
+    #[inline(always)]
+    pub fn rgb(luma: i32, chroma: [i32; 3]) -> [u8; 3] {
+        chroma.map(|c| ((luma + c) >> 16).clamp(0, 255) as u8)
+    }
+}
+
 #[inline]
 fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
-    let c = 298 * (i32::from(y) - 16);
-    let d = i32::from(u) - 128;
-    let e = i32::from(v) - 128;
-    let clamp = |x: i32| ((x + 128) >> 8).clamp(0, 255) as u8;
-    [
-        clamp(c + 409 * e),
-        clamp(c - 100 * d - 208 * e),
-        clamp(c + 516 * d),
-    ]
+    bt601::rgb(bt601::luma(y), bt601::chroma(u, v))
 }
 
 /// Bytes per row of a packed buffer: `width × bytes_per_pixel`, or larger when the driver

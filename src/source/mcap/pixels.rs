@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use crate::source::convert::bt601;
+
 /// Colour order of the top-left 2×2 block of a Bayer mosaic (`Rggb`: R G on the first row, G B
 /// on the second).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -334,19 +336,6 @@ fn mono16_row<const HI: usize>(src: &[u8], dst: &mut [u8]) {
     }
 }
 
-// BT.601 limited range, 16.16 fixed point: the float coefficients times 65536, rounded.
-const Y_SCALE: i32 = 76_309; // 1.164383
-const R_CR: i32 = 104_597; // 1.596027
-const G_CB: i32 = 25_675; // 0.391762
-const G_CR: i32 = 53_279; // 0.812968
-const B_CB: i32 = 132_201; // 2.017232
-const HALF: i32 = 1 << 15;
-
-#[inline(always)]
-fn clamp_u8(v: i32) -> u8 {
-    (v >> 16).clamp(0, 255) as u8
-}
-
 /// One pixel pair: `uyvy` selects U0 Y0 V0 Y1, otherwise Y0 U0 Y1 V0.
 fn yuv_row<const UYVY: bool>(src: &[u8], dst: &mut [u8]) {
     let (src, _) = src.as_chunks::<4>();
@@ -357,20 +346,12 @@ fn yuv_row<const UYVY: bool>(src: &[u8], dst: &mut [u8]) {
         } else {
             [s[0], s[1], s[2], s[3]]
         };
-        let (cb, cr) = (i32::from(u) - 128, i32::from(v) - 128);
-        let r = R_CR * cr + HALF;
-        let g = HALF - G_CB * cb - G_CR * cr;
-        let b = B_CB * cb + HALF;
-        let l0 = Y_SCALE * (i32::from(y0) - 16);
-        let l1 = Y_SCALE * (i32::from(y1) - 16);
-        *d = [
-            clamp_u8(l0 + r),
-            clamp_u8(l0 + g),
-            clamp_u8(l0 + b),
-            clamp_u8(l1 + r),
-            clamp_u8(l1 + g),
-            clamp_u8(l1 + b),
-        ];
+        let chroma = bt601::chroma(u, v);
+        let ([r0, g0, b0], [r1, g1, b1]) = (
+            bt601::rgb(bt601::luma(y0), chroma),
+            bt601::rgb(bt601::luma(y1), chroma),
+        );
+        *d = [r0, g0, b0, r1, g1, b1];
     }
 }
 
