@@ -72,12 +72,14 @@ class _SessionView:
         return self._outputs
 
 
-def compile_model(core, model, threads):
-    return core.compile_model(model, "CPU", {
+def compile_model(core, model, threads, precision="f32"):
+    config = {
         "INFERENCE_NUM_THREADS": threads,
         "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_PRECISION_HINT": "f32",
-    })
+    }
+    if precision != "default":
+        config["INFERENCE_PRECISION_HINT"] = precision
+    return core.compile_model(model, "CPU", config)
 
 
 def main(argv=None):
@@ -85,6 +87,8 @@ def main(argv=None):
     ap.add_argument("model", help="ONNX model file")
     ap.add_argument("--threads", type=int, default=2, help="INFERENCE_NUM_THREADS (default 2)")
     ap.add_argument("--family", choices=["auto", "yolox", "yolov8"], default="auto")
+    ap.add_argument("--precision", choices=["f32", "bf16", "default"], default="f32",
+                    help="INFERENCE_PRECISION_HINT; default = none (the plugin's choice: bf16 on CPUs with AMX/AVX512-BF16)")
     ap.add_argument("--resize", choices=["auto", "cv2", "numpy", "pil"], default="auto")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--runs", type=int, default=50, help="timed runs per compiled model")
@@ -122,7 +126,7 @@ def main(argv=None):
     j0, c0 = ref._cpu_jiffies(), os.times()
     for _ in range(a.sessions):
         del compiled  # free the previous block's model and threads before compiling again
-        compiled = compile_model(core, model, a.threads)
+        compiled = compile_model(core, model, a.threads, a.precision)
         req = compiled.create_infer_request()
         for _ in range(a.warmup):
             req.infer(feed)

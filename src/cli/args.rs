@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::detect::classes::ClassFilter;
 use crate::detect::weights::resolve::{Resolver, DEFAULT_MODEL};
-use crate::detect::{DetectorConfig, DeviceSpec};
+use crate::detect::{DetectorConfig, DeviceSpec, Precision};
 use crate::drive::FrameFileFormat;
 use crate::pipeline::Pace;
 use crate::source::{CameraFormat, FfmpegConfig, SourceOptions, SourceSpec, StreamOptions};
@@ -53,6 +53,12 @@ pub struct DetectorArgs {
     /// Inference device: cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+
+    /// The CPU executor's arithmetic: f32 (the reference), bf16 (weights and convolution
+    /// inputs rounded to bfloat16, f32 accumulation; needs AVX512-BF16) or auto (bf16 where
+    /// the CPU has it, else f32).
+    #[arg(long, default_value = "f32", value_name = "auto|f32|bf16")]
+    pub precision: String,
 
     /// Half precision (f16) inference; CUDA only.
     #[arg(long)]
@@ -101,6 +107,7 @@ impl DetectorArgs {
             device,
             half: self.half,
             max_detections: self.max_det,
+            precision: Precision::parse(&self.precision).map_err(anyhow::Error::msg)?,
         };
         config.validate()?;
         Ok(config)

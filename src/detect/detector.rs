@@ -41,6 +41,33 @@ pub struct DetectorConfig {
     pub device: DeviceSpec,
     pub half: bool,
     pub max_detections: usize,
+    /// The CPU executor's arithmetic (`--precision`).
+    pub precision: Precision,
+}
+
+/// `--precision`: the arithmetic of the CPU executor's dense convolutions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// bf16 where the CPU has bf16 dot-product units (AVX512-BF16), f32 elsewhere.
+    Auto,
+    /// f32 throughout: the reference parity.
+    #[default]
+    F32,
+    /// bf16 weights and convolution inputs, f32 accumulation and epilogue.
+    Bf16,
+}
+
+impl Precision {
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        match text {
+            "auto" => Ok(Self::Auto),
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            other => Err(format!(
+                "--precision {other}: expected auto, f32 or bf16 (int8 is not available yet)"
+            )),
+        }
+    }
 }
 
 impl DetectorConfig {
@@ -54,6 +81,7 @@ impl DetectorConfig {
             device: DeviceSpec::Cpu,
             half: false,
             max_detections: 300,
+            precision: Precision::F32,
         }
     }
 
@@ -63,6 +91,18 @@ impl DetectorConfig {
         let bad = |m: String| Err(DetectError::Config(m));
         if !(0.0..=1.0).contains(&self.conf) {
             return bad(format!("--conf {} is outside 0..1", self.conf));
+        }
+        if self.precision == Precision::Bf16 {
+            if self.half || self.device != DeviceSpec::Cpu {
+                return bad("--precision bf16 is for the CPU executor; on a GPU use --half".into());
+            }
+            if !super::cpu::bf16::supported() {
+                return bad(
+                    "--precision bf16: this CPU has no bf16 dot-product instructions \
+                     (AVX512-BF16); use --precision f32 (or auto, which picks f32 here)"
+                        .into(),
+                );
+            }
         }
         if let Some(iou) = self.iou.filter(|iou| !(0.0..=1.0).contains(iou)) {
             return bad(format!("--iou {iou} is outside 0..1"));
@@ -118,6 +158,8 @@ pub struct Detector {
     output_form: OutputForm,
     /// A partly non-finite output was warned about (see [`Detector::check_finite`]).
     warned_non_finite: bool,
+    /// The CPU executor runs its dense convolutions in bf16.
+    bf16: bool,
 }
 
 /// Per-anchor class scores of one inference, one grid per detection level
@@ -165,6 +207,14 @@ impl Detector {
                 network.variant()
             );
         }
+        let bf16 = matches!(device, Device::Cpu)
+            && !cfg.half
+            && match cfg.precision {
+                Precision::Bf16 => true,
+                Precision::Auto => super::cpu::bf16::supported(),
+                Precision::F32 => false,
+            };
+        network.plan_cache().set_bf16(bf16);
         let input = network.input();
         let (layout, default_size) = (input.layout, input.default_size);
         let classes =
@@ -194,6 +244,7 @@ impl Detector {
             output: Vec::new(),
             output_form: OutputForm::Full,
             warned_non_finite: false,
+            bf16,
         })
     }
 
@@ -215,10 +266,12 @@ impl Detector {
         &self.device
     }
 
-    /// `f32` or `f16`: the dtype the network runs in.
+    /// `f32`, `f16` (the dtype the network runs in) or `bf16` (the CPU executor's dense
+    /// convolutions in bf16).
     pub fn precision(&self) -> &'static str {
         match self.dtype {
             DType::F16 => "f16",
+            _ if self.bf16 => "bf16",
             _ => "f32",
         }
     }
@@ -440,6 +493,22 @@ mod tests {
     }
 
     #[test]
+    fn precision_is_checked() {
+        assert_eq!(Precision::parse("auto"), Ok(Precision::Auto));
+        assert_eq!(Precision::parse("bf16"), Ok(Precision::Bf16));
+        let err = Precision::parse("int8").unwrap_err();
+        assert!(err.contains("--precision int8") && err.contains("f32"), "{err}");
+        let mut cfg = DetectorConfig::new(PathBuf::from("w.safetensors"));
+        cfg.precision = Precision::Bf16;
+        cfg.half = true;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("--precision bf16") && err.contains("--half"), "{err}");
+        cfg.half = false;
+        let supported = super::super::cpu::bf16::supported();
+        assert_eq!(cfg.validate().is_ok(), supported, "bf16 refused only without AVX512-BF16");
+    }
+
+    #[test]
     fn max_det_is_checked() {
         let mut cfg = DetectorConfig::new(PathBuf::from("w.safetensors"));
         cfg.max_detections = 0;
@@ -503,6 +572,72 @@ mod tests {
                 median(times[1].clone()),
                 median(ratios)
             );
+        }
+    }
+
+    /// `--precision bf16`'s raw outputs against ultralytics' f32 forward on the parity input
+    /// (random-weight YOLOv8n, YOLO11n, YOLO26n; boxes in model pixels, scores after the
+    /// sigmoid): max and p99 |Δ| printed, bounded well above what was measured.
+    #[test]
+    fn bf16_raw_outputs_stay_near_the_f32_reference() {
+        if !super::super::cpu::bf16::supported() {
+            eprintln!("skipped: this CPU has no AVX512-BF16");
+            return;
+        }
+        let Some(input) = crate::fixtures::require("parity/yolov8n-parity.safetensors") else {
+            return;
+        };
+        let input = candle_core::safetensors::load(input, &Device::Cpu).unwrap()["input"].clone();
+        for (weights, parity, key) in [
+            (
+                "models/yolov8n-random.ultralytics.safetensors",
+                "parity/yolov8n-parity.safetensors",
+                "output",
+            ),
+            (
+                "models/yolo11n-random.ultralytics.safetensors",
+                "parity/yolo11n-parity.safetensors",
+                "output.0",
+            ),
+            (
+                "models/yolo26n-random.ultralytics.safetensors",
+                "parity/yolo26n-parity.safetensors",
+                "output.0",
+            ),
+        ] {
+            let (Some(path), Some(parity)) = (
+                crate::fixtures::require(weights),
+                crate::fixtures::require(parity),
+            ) else {
+                return;
+            };
+            let mut cfg = DetectorConfig::new(path);
+            cfg.precision = Precision::Bf16;
+            let detector = Detector::load(&cfg).unwrap();
+            assert_eq!(detector.precision(), "bf16");
+            let got = detector.network.forward(&input).unwrap();
+            let want = candle_core::safetensors::load(parity, &Device::Cpu).unwrap()[key].clone();
+            let rows = |t: &Tensor, a: usize, n: usize| -> Vec<f32> {
+                t.narrow(1, a, n)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            };
+            let errors = |a: Vec<f32>, b: Vec<f32>| {
+                let mut d: Vec<f32> = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).collect();
+                d.sort_by(f32::total_cmp);
+                (d[d.len() - 1], d[d.len() * 99 / 100])
+            };
+            let (boxes, boxes_p99) = errors(rows(&got, 0, 4), rows(&want, 0, 4));
+            let (scores, scores_p99) = errors(rows(&got, 4, 80), rows(&want, 4, 80));
+            eprintln!(
+                "{} bf16 vs f32 reference: boxes max {boxes:.3} px (p99 {boxes_p99:.3}), \
+                 scores max {scores:.2e} (p99 {scores_p99:.2e})",
+                detector.variant()
+            );
+            assert!(boxes < 8.0 && boxes_p99 < 1.0 && scores < 0.05, "{weights}");
         }
     }
 }

@@ -23,6 +23,8 @@ pub mod yolo26;
 pub mod yolov8;
 pub mod yolox;
 
-pub use detector::{Detector, DetectorConfig, ModelInput, ScoreLevel, ScoreMaps, MAX_IMGSZ};
+pub use detector::{
+    Detector, DetectorConfig, ModelInput, Precision, ScoreLevel, ScoreMaps, MAX_IMGSZ,
+};
 pub use device::{CudaFault, DeviceSpec};
 pub use error::{DetectError, Result};

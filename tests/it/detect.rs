@@ -97,50 +97,56 @@ fn unmatched(side: &[RefDetection], other: &[RefDetection], conf: f32) -> Vec<St
         .collect()
 }
 
-#[test]
-fn detect_cli_matches_onnxruntime_on_every_reference_image() {
-    let Some(reference) = require("references/yolox_nano-ort-conf0.30.json") else {
-        return;
-    };
-    let Some(weights) = require("models/yolox_nano.pth") else {
-        return;
-    };
-    let reference: HashMap<String, RefImage> =
+/// The onnxruntime reference detections (conf 0.30) and ours from `lookout detect` with
+/// `extra` options on the same images: (image name, theirs, ours) per image.
+fn against_the_reference(extra: &[&str]) -> Option<Vec<(String, Vec<RefDetection>, RefImage)>> {
+    let reference = require("references/yolox_nano-ort-conf0.30.json")?;
+    let weights = require("models/yolox_nano.pth")?;
+    let mut reference: HashMap<String, RefImage> =
         serde_json::from_str(&std::fs::read_to_string(reference).unwrap()).unwrap();
     let root = lookout::fixtures::root();
     let folders = ["images", "images/udacity", "kitti/object/image_2"].map(|f| root.join(f));
-    let paths: Vec<PathBuf> = reference
-        .keys()
+    let mut names: Vec<String> = reference.keys().cloned().collect();
+    names.sort();
+    let paths: Vec<PathBuf> = names
+        .iter()
         .map(|name| {
             let found = folders.iter().map(|f| f.join(name)).find(|p| p.exists());
             found.unwrap_or_else(|| panic!("reference image {name} is not among the fixtures"))
         })
         .collect();
-    // scripts/gpu-check runs this on a GPU (LOOKOUT_TEST_DEVICE=cuda:0, LOOKOUT_TEST_HALF=1).
-    let device = std::env::var("LOOKOUT_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
     let mut cmd = lookout();
-    cmd.args([
-        "detect",
-        "--classes",
-        "all",
-        "--conf",
-        "0.3",
-        "--json",
-        "--device",
-        &device,
-    ]);
-    if std::env::var("LOOKOUT_TEST_HALF").is_ok_and(|v| v == "1") {
-        cmd.arg("--half");
-    }
+    cmd.args(["detect", "--classes", "all", "--conf", "0.3", "--json"])
+        .args(extra);
     let out = crate::common::succeed(cmd.arg("--weights").arg(&weights).args(&paths));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), paths.len());
+    Some(
+        names
+            .into_iter()
+            .zip(lines)
+            .map(|(name, line)| {
+                let theirs = reference.remove(&name).unwrap().detections;
+                (name, theirs, serde_json::from_str(line).unwrap())
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn detect_cli_matches_onnxruntime_on_every_reference_image() {
+    // scripts/gpu-check runs this on a GPU (LOOKOUT_TEST_DEVICE=cuda:0, LOOKOUT_TEST_HALF=1).
+    let device = std::env::var("LOOKOUT_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let mut extra = vec!["--device", &device];
+    if std::env::var("LOOKOUT_TEST_HALF").is_ok_and(|v| v == "1") {
+        extra.push("--half");
+    }
+    let Some(images) = against_the_reference(&extra) else {
+        return;
+    };
     let mut compared = 0;
-    for (line, path) in lines.iter().zip(&paths) {
-        let ours: RefImage = serde_json::from_str(line).unwrap();
-        let name = path.file_name().unwrap().to_str().unwrap();
-        let theirs = &reference[name].detections;
+    for (name, theirs, ours) in &images {
         let missing = unmatched(theirs, &ours.detections, 0.3);
         let extra = unmatched(&ours.detections, theirs, 0.3);
         assert!(
@@ -153,6 +159,43 @@ fn detect_cli_matches_onnxruntime_on_every_reference_image() {
         compared > 10,
         "only {compared} reference detections compared"
     );
+}
+
+/// `--precision bf16` against onnxruntime's f32 detections: precision and recall ≥ 0.98 at
+/// IoU ≥ 0.9, same class, every detection counted (issue #17's bar). Needs AVX512-BF16;
+/// skipped with a message on a CPU without it.
+#[test]
+fn bf16_keeps_precision_and_recall_against_onnxruntime() {
+    if !lookout::detect::cpu::bf16::supported() {
+        eprintln!("skipped: this CPU has no AVX512-BF16, --precision bf16 is refused here");
+        return;
+    }
+    let Some(images) = against_the_reference(&["--precision", "bf16"]) else {
+        return;
+    };
+    let matched = |side: &[RefDetection], other: &[RefDetection]| {
+        side.iter()
+            .filter(|d| {
+                other
+                    .iter()
+                    .any(|o| o.class_id == d.class_id && iou(&o.box_xyxy, &d.box_xyxy) >= 0.9)
+            })
+            .count()
+    };
+    let (mut ours_n, mut theirs_n, mut ours_ok, mut theirs_ok) = (0, 0, 0, 0);
+    for (_, theirs, ours) in &images {
+        ours_n += ours.detections.len();
+        theirs_n += theirs.len();
+        ours_ok += matched(&ours.detections, theirs);
+        theirs_ok += matched(theirs, &ours.detections);
+    }
+    let precision = ours_ok as f64 / ours_n as f64;
+    let recall = theirs_ok as f64 / theirs_n as f64;
+    eprintln!(
+        "yolox-nano bf16 vs onnxruntime f32 (IoU >= 0.9, conf 0.30): precision {precision:.3} \
+         ({ours_ok}/{ours_n}), recall {recall:.3} ({theirs_ok}/{theirs_n})"
+    );
+    assert!(theirs_n > 10 && precision >= 0.98 && recall >= 0.98);
 }
 
 #[test]

@@ -14,6 +14,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::attention::Attention;
+use super::bf16::DirectBf16;
 use super::blocked::{Lanes, Layout, View, BORDER, LANES};
 use super::conv::{ConvError, ConvSpec};
 use super::direct::DirectConv;
@@ -160,6 +161,7 @@ enum Op {
 enum Dense {
     Direct(DirectConv),
     Winograd(WinogradConv),
+    Bf16(DirectBf16),
 }
 
 impl Dense {
@@ -167,6 +169,7 @@ impl Dense {
         match self {
             Dense::Direct(c) => c.spec(),
             Dense::Winograd(c) => c.spec(),
+            Dense::Bf16(c) => c.spec(),
         }
     }
 
@@ -174,6 +177,7 @@ impl Dense {
         match self {
             Dense::Direct(c) => Dense::Direct(c.with_isa(isa)),
             Dense::Winograd(c) => Dense::Winograd(c.with_isa(isa)),
+            Dense::Bf16(c) => Dense::Bf16(c.with_isa(isa)),
         }
     }
 
@@ -183,6 +187,7 @@ impl Dense {
         match self {
             Dense::Direct(c) => c.run(src, dst, residual),
             Dense::Winograd(c) => c.run(src, dst, residual),
+            Dense::Bf16(c) => c.run(src, dst, residual),
         }
     }
 
@@ -190,7 +195,9 @@ impl Dense {
     fn kernel_note(&self) -> &'static str {
         match self {
             Dense::Direct(_) => "",
+            Dense::Winograd(c) if c.is_bf16() => " winograd bf16",
             Dense::Winograd(_) => " winograd",
+            Dense::Bf16(_) => " bf16",
         }
     }
 }
@@ -214,6 +221,8 @@ pub struct Graph {
     isa: Isa,
     /// Whether stride-1 3×3 convolutions planned from now on use Winograd.
     winograd: bool,
+    /// Whether dense convolutions with SiLU planned from now on run in bf16.
+    bf16: bool,
 }
 
 impl Default for Graph {
@@ -224,6 +233,7 @@ impl Default for Graph {
             ops: Vec::new(),
             isa: Isa::detect(),
             winograd: true,
+            bf16: false,
         }
     }
 }
@@ -237,6 +247,14 @@ impl Graph {
     /// Winograd (`true`, the default): benches compare the two.
     pub fn set_winograd(&mut self, on: bool) {
         self.winograd = on;
+    }
+
+    /// Plans the dense convolutions that follow in bf16 (`--precision bf16`, see
+    /// [`super::bf16`]) or f32. bf16 takes those on a blocked input that end in SiLU: the
+    /// first layer (on the image) and the prediction layers (no activation) stay f32, and
+    /// so do depthwise convolutions and attention.
+    pub fn set_bf16(&mut self, on: bool) {
+        self.bf16 = on;
     }
 
     /// The network input: `channels` (1 to 16) values per pixel, no padding lanes.
@@ -317,8 +335,11 @@ impl Graph {
             let conv = DepthwiseConv::new(spec, weight, bias)?;
             self.ops.push(Op::Depthwise { conv, src, dst });
         } else {
+            let bf16 = self.bf16 && spec.silu && src.layout.pixel == LANES;
             let conv = if self.winograd && WinogradConv::applies(&spec, src.layout.lanes) {
-                Dense::Winograd(WinogradConv::new(spec, weight, bias)?)
+                Dense::Winograd(WinogradConv::with_precision(spec, weight, bias, bf16)?)
+            } else if bf16 {
+                Dense::Bf16(DirectBf16::new(spec, weight, bias)?)
             } else {
                 Dense::Direct(DirectConv::new(spec, weight, bias, src.layout.lanes)?)
             };
@@ -343,7 +364,22 @@ impl Graph {
         dst: Option<Act>,
         residual: Option<Act>,
     ) -> Result<Act, PlanError> {
-        // Plan the pair as two ops (all the checks), then fuse them.
+        // Plan the pair as two ops (all the checks), then fuse them; the fused kernel is
+        // f32 (its pointwise half a direct convolution).
+        let bf16 = std::mem::replace(&mut self.bf16, false);
+        let planned = self.depthwise_pointwise_f32(depthwise, pointwise, src, dst, residual);
+        self.bf16 = bf16;
+        planned
+    }
+
+    fn depthwise_pointwise_f32(
+        &mut self,
+        depthwise: ConvParams,
+        pointwise: ConvParams,
+        src: Act,
+        dst: Option<Act>,
+        residual: Option<Act>,
+    ) -> Result<Act, PlanError> {
         let mid = self.conv(
             depthwise.spec,
             depthwise.weight,
@@ -1047,12 +1083,29 @@ pub struct Prepared {
 #[derive(Debug, Clone, Default)]
 pub struct PlanCache {
     slot: Arc<Mutex<Option<PlanForSize>>>,
+    /// Plans made from now on run their dense convolutions in bf16.
+    bf16: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// An input size (height, width) and its plan, `None` when the network is unsupported.
 type PlanForSize = ((usize, usize), Option<Prepared>);
 
 impl PlanCache {
+    /// Whether plans run their dense convolutions in bf16 ([`Graph::set_bf16`]).
+    pub fn bf16(&self) -> bool {
+        self.bf16.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Plans from now on in bf16 (or f32); a plan already made is dropped.
+    pub fn set_bf16(&self, on: bool) {
+        self.bf16.store(on, std::sync::atomic::Ordering::Relaxed);
+        let mut slot = match self.slot.lock() {
+            Ok(slot) => slot,
+            Err(e) => e.into_inner(),
+        };
+        *slot = None;
+    }
+
     /// Runs `f` on the plan for an input of `size` (height, width), planning it with
     /// `plan` when the size changed; `None` when the network is not supported or the plan
     /// is busy (the caller falls back to candle).
@@ -1154,6 +1207,68 @@ mod tests {
         }
         check_conv(spec(16, 48, 3, 2, 1), (9, 17), false, false);
         check_conv(spec(16, 16, 3, 1, 1), (6, 14), false, true);
+    }
+
+    /// bf16 convolutions (direct 1×1 and strided 3×3, Winograd 3×3) against candle's f32
+    /// within bf16's rounding, and the AVX512-BF16 kernels against the scalar reference of
+    /// the same arithmetic (where the CPU has them; the reference runs alone elsewhere).
+    #[test]
+    fn bf16_convolutions_match_candle_within_bf16_rounding() {
+        let hardware = super::super::bf16::supported();
+        if !hardware {
+            eprintln!("AVX512-BF16 missing: only the scalar bf16 reference is checked");
+        }
+        let cases = [
+            (spec(32, 48, 1, 1, 1), (5, 13), true),
+            (spec(16, 32, 3, 2, 1), (9, 14), false),
+            (spec(32, 16, 3, 1, 1), (7, 13), true),
+            (spec(48, 85, 3, 1, 1), (4, 5), false),
+            (spec(20, 85, 1, 1, 1), (3, 11), false),
+        ];
+        for (s, (h, w), residual) in cases {
+            let input = noise(s.c_in * h * w, 21);
+            let weight = noise(s.c_out * s.c_in * s.kernel * s.kernel, 22);
+            let bias = noise(s.c_out, 23);
+            let mut g = Graph::new();
+            g.set_bf16(true);
+            let src = g.alloc(s.c_in, h, w);
+            let (oh, ow) = s.output_size(h, w).unwrap();
+            let res_data = noise(s.c_out * oh * ow, 24);
+            let res = residual.then(|| g.alloc(s.c_out, oh, ow));
+            let out = g.conv(s, &weight, &bias, src, None, res).unwrap();
+            assert!(
+                g.ops[0].describe().contains("bf16"),
+                "{}",
+                g.ops[0].describe()
+            );
+            let (want, _) = candle_conv(
+                &s,
+                &input,
+                (1, h, w),
+                &weight,
+                &bias,
+                residual.then_some(&res_data[..]),
+            );
+            let mut results = Vec::new();
+            for isa in [Isa::Portable, Isa::detect()] {
+                g.set_isa(isa);
+                let mut ws = g.workspace();
+                write_nchw(&mut ws, &src, &input);
+                if let Some(r) = &res {
+                    write_nchw(&mut ws, r, &res_data);
+                }
+                g.run(&mut ws);
+                results.push(read_nchw(&ws, &out));
+            }
+            let depth = (s.c_in * s.kernel * s.kernel) as f32;
+            let err = max_diff(&results[0], &want);
+            eprintln!("bf16 {s:?} {h}x{w}: max |Δ| {err:.2e} vs f32 (depth {depth})");
+            assert!(err < 1e-2 * depth.sqrt(), "{s:?}: {err}");
+            if hardware && Isa::detect() == Isa::Avx512 {
+                let hw = max_diff(&results[1], &results[0]);
+                assert!(hw < 1e-4, "{s:?}: AVX512-BF16 vs reference {hw}");
+            }
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! loops. Other devices (CUDA) and dtypes keep candle's own ops.
 
 pub mod attention;
+pub mod bf16;
 pub mod blocked;
 pub mod conv;
 mod depthwise;

@@ -14,6 +14,7 @@
 
 use std::cell::RefCell;
 
+use super::bf16::{self, dispatch_pair_tile, PairTile};
 use super::blocked::{Lanes, View, LANES};
 use super::direct::{dispatch_tile, Tile, MAX_TILE_BLOCKS, MAX_TILE_PIXELS};
 use super::epilogue::silu;
@@ -51,6 +52,9 @@ pub struct WinogradConv {
     /// The GEMM tiles start from this (their bias): zeros, one group wide.
     zeros: Vec<f32>,
     isa: Isa,
+    /// With `--precision bf16`: `U` as bf16 pairs per output group,
+    /// `[ξ][input pair][group width]`, and whether the AVX512-BF16 tiles run them.
+    bf16: Option<(Vec<Vec<u32>>, bool)>,
 }
 
 impl WinogradConv {
@@ -65,6 +69,18 @@ impl WinogradConv {
 
     /// `weight` in PyTorch layout `[c_out, c_in, 3, 3]`, `bias` `[c_out]`.
     pub fn new(spec: ConvSpec, weight: &[f32], bias: &[f32]) -> Result<Self, ConvError> {
+        Self::with_precision(spec, weight, bias, false)
+    }
+
+    /// As [`Self::new`], the GEMMs in bf16 when `precision_bf16` (transforms and epilogue
+    /// stay f32: `V` is rounded to bf16 after the input transform, `U` after the weight
+    /// transform).
+    pub fn with_precision(
+        spec: ConvSpec,
+        weight: &[f32],
+        bias: &[f32],
+        precision_bf16: bool,
+    ) -> Result<Self, ConvError> {
         if !Self::applies(&spec, LANES) {
             return Err(ConvError::Groups { spec });
         }
@@ -90,17 +106,20 @@ impl WinogradConv {
                 }
             }
         }
-        let packed = (0..out_blocks)
-            .step_by(MAX_TILE_BLOCKS)
-            .map(|first| {
-                let width = MAX_TILE_BLOCKS.min(out_blocks - first) * LANES;
-                let mut group = Vec::with_capacity(POINTS * depth * width);
-                for row in u.chunks_exact(cols) {
-                    group.extend_from_slice(&row[first * LANES..first * LANES + width]);
+        let packed = split_groups(&u, out_blocks, |row| row.to_vec());
+        let bf16 = precision_bf16.then(|| {
+            // Rows of U are (ξ, input channel): pair consecutive channels of each ξ.
+            let pairs = split_groups(&u, out_blocks, |rows| {
+                let width = rows.len() / depth / POINTS;
+                let mut out = Vec::with_capacity(rows.len() / 2);
+                for pair_rows in rows.chunks_exact(2 * width) {
+                    let (even, odd) = pair_rows.split_at(width);
+                    out.extend(even.iter().zip(odd).map(|(&e, &o)| bf16::pair(e, o)));
                 }
-                group
-            })
-            .collect();
+                out
+            });
+            (pairs, bf16::supported())
+        });
         let mut padded_bias = bias.to_vec();
         padded_bias.resize(out_blocks * LANES, 0.0);
         Ok(Self {
@@ -111,17 +130,27 @@ impl WinogradConv {
             bias: padded_bias,
             zeros: vec![0.0; MAX_TILE_BLOCKS * LANES],
             isa: Isa::detect(),
+            bf16,
         })
     }
 
-    /// The same convolution with its kernels forced to `isa` (tests, benches).
+    /// The same convolution with its kernels forced to `isa` (tests, benches); `Portable`
+    /// also runs bf16 on the scalar reference.
     pub fn with_isa(mut self, isa: Isa) -> Self {
         self.isa = isa.supported();
+        if let Some((_, hardware)) = &mut self.bf16 {
+            *hardware = isa != Isa::Portable && bf16::supported();
+        }
         self
     }
 
     pub fn spec(&self) -> &ConvSpec {
         &self.spec
+    }
+
+    /// Whether the GEMMs run in bf16.
+    pub fn is_bf16(&self) -> bool {
+        self.bf16.is_some()
     }
 
     /// `dst = act(conv(src) + bias) (+ residual)`, chunks of tiles in parallel. The views
@@ -182,14 +211,44 @@ impl WinogradConv {
         let avx512 = self.isa == Isa::Avx512;
         #[cfg(not(target_arch = "x86_64"))]
         let avx512 = false;
+        let pairs = self.bf16.as_ref();
+        let hardware_bf16 = pairs.is_some_and(|(_, hw)| *hw);
+        match (avx512, pairs.is_some()) {
+            #[cfg(target_arch = "x86_64")]
+            (true, true) if hardware_bf16 => {
+                avx512::input_transform_bf16(chunk, &src, self.in_blocks)
+            }
+            #[cfg(target_arch = "x86_64")]
+            (true, false) => avx512::input_transform(chunk, &src, self.in_blocks),
+            (_, bf16) => input_transform(self.isa, chunk, &src, self.in_blocks, bf16),
+        }
+        let depth = self.in_blocks * LANES;
+        if let Some((packed, hardware)) = pairs {
+            self.gemms_bf16(chunk, packed, *hardware);
+        } else {
+            self.gemms(chunk, depth);
+        }
+        let out = Output {
+            dst,
+            residual,
+            bias: &self.bias,
+            blocks: self.out_blocks,
+            silu: self.spec.silu,
+        };
         if avx512 {
             #[cfg(target_arch = "x86_64")]
-            avx512::input_transform(chunk, &src, self.in_blocks);
+            avx512::output_transform(chunk, &out);
         } else {
-            input_transform(self.isa, chunk, &src, self.in_blocks);
+            output_transform(self.isa, chunk, &out);
         }
+    }
+    /// The chunk's 16 GEMMs in f32: `M[ξ][block][tile] = Σ_i V[ξ][i][tile] · U[ξ][i][block]`,
+    /// each a 1×1 convolution whose "pixels" are the chunk's tiles.
+    ///
+    /// # Safety
+    /// As [`Self::run_chunk`].
+    unsafe fn gemms(&self, chunk: &Chunk, depth: usize) {
         let n = chunk.n;
-        let depth = self.in_blocks * LANES;
         for xi in 0..POINTS {
             let v = chunk.v.add(xi * self.in_blocks * n * LANES);
             let m = chunk.m.add(xi * self.out_blocks * n * LANES);
@@ -198,8 +257,6 @@ impl WinogradConv {
                 let blocks = MAX_TILE_BLOCKS.min(self.out_blocks - first_block);
                 let u = u.as_ptr().add(xi * depth * blocks * LANES);
                 for p0 in (0..n).step_by(MAX_TILE_PIXELS) {
-                    // M[ξ][block][tile] = Σ_i V[ξ][i][tile] · U[ξ][i][block]: a 1×1
-                    // convolution whose "pixels" are the chunk's tiles.
                     let tile = Tile {
                         src: v.add(p0 * LANES),
                         src_block: n * LANES,
@@ -220,20 +277,65 @@ impl WinogradConv {
                 }
             }
         }
-        let out = Output {
-            dst,
-            residual,
-            bias: &self.bias,
-            blocks: self.out_blocks,
-            silu: self.spec.silu,
-        };
-        if avx512 {
-            #[cfg(target_arch = "x86_64")]
-            avx512::output_transform(chunk, &out);
-        } else {
-            output_transform(self.isa, chunk, &out);
+    }
+
+    /// As [`Self::gemms`] on bf16 pairs: `V` as `[ξ][in block][tile][pair]` words, `U` as
+    /// `packed`.
+    ///
+    /// # Safety
+    /// As [`Self::run_chunk`]; `hardware` only where [`bf16::supported`].
+    unsafe fn gemms_bf16(&self, chunk: &Chunk, packed: &[Vec<u32>], hardware: bool) {
+        let n = chunk.n;
+        let v_words = chunk.v.cast::<u32>();
+        for xi in 0..POINTS {
+            let v = v_words.add(xi * self.in_blocks * n * bf16::PAIRS);
+            let m = chunk.m.add(xi * self.out_blocks * n * LANES);
+            for (group, u) in packed.iter().enumerate() {
+                let first_block = group * MAX_TILE_BLOCKS;
+                let blocks = MAX_TILE_BLOCKS.min(self.out_blocks - first_block);
+                let u = u
+                    .as_ptr()
+                    .add(xi * self.in_blocks * bf16::PAIRS * blocks * LANES);
+                for p0 in (0..n).step_by(MAX_TILE_PIXELS) {
+                    let tile = PairTile {
+                        src: v.add(p0 * bf16::PAIRS),
+                        src_block: n * bf16::PAIRS,
+                        src_row: 0,
+                        src_pixel: 0,
+                        step: bf16::PAIRS,
+                        kernel: 1,
+                        in_blocks: self.in_blocks,
+                        weights: u,
+                        bias: self.zeros.as_ptr(),
+                        dst: m.add((first_block * n + p0) * LANES),
+                        dst_block: n * LANES,
+                        dst_pixel: LANES,
+                        residual: None,
+                        silu: false,
+                    };
+                    dispatch_pair_tile(hardware, &tile, blocks, MAX_TILE_PIXELS.min(n - p0));
+                }
+            }
         }
     }
+}
+
+/// `u` (`[ξ·depth rows][out_blocks · LANES]`) cut into output groups of up to
+/// [`MAX_TILE_BLOCKS`] blocks, each group's rows (`[ξ·depth][width]`, contiguous) through
+/// `pack`.
+fn split_groups<T>(u: &[f32], out_blocks: usize, pack: impl Fn(&[f32]) -> Vec<T>) -> Vec<Vec<T>> {
+    let cols = out_blocks * LANES;
+    (0..out_blocks)
+        .step_by(MAX_TILE_BLOCKS)
+        .map(|first| {
+            let width = MAX_TILE_BLOCKS.min(out_blocks - first) * LANES;
+            let mut group = Vec::with_capacity(u.len() / cols * width);
+            for row in u.chunks_exact(cols) {
+                group.extend_from_slice(&row[first * LANES..first * LANES + width]);
+            }
+            pack(&group)
+        })
+        .collect()
 }
 
 /// One chunk: tiles `first..first + n` in row-major tile order, and its scratch.
@@ -325,7 +427,7 @@ fn transform_output(m: &[Vector; POINTS]) -> [Vector; 4] {
 isa_kernel! {
     /// Writes the chunk's `V` from `src` (border included; rows or columns past the border,
     /// which only odd sizes reach, read as zero).
-    fn input_transform(chunk: &Chunk, src: &View, in_blocks: usize) {
+    fn input_transform(chunk: &Chunk, src: &View, in_blocks: usize, pairs: bool) {
         let (h, w) = (src.layout.height as isize, src.layout.width as isize);
         let n = chunk.n;
         for p in 0..n {
@@ -347,10 +449,18 @@ isa_kernel! {
                 }
                 let v = transform_input(&d);
                 for (xi, v_xi) in v.iter().enumerate() {
-                    // SAFETY: V holds POINTS · in_blocks · n vectors.
+                    let at = (xi * in_blocks + ib) * n + p;
+                    // SAFETY: V holds POINTS · in_blocks · n vectors (or as many 8-word
+                    // pair groups, in the same memory).
                     unsafe {
-                        *chunk.v.add(((xi * in_blocks + ib) * n + p) * LANES).cast::<Vector>() =
-                            *v_xi;
+                        if pairs {
+                            let words = chunk.v.cast::<u32>().add(at * bf16::PAIRS);
+                            for (k, two) in v_xi.chunks_exact(2).enumerate() {
+                                *words.add(k) = bf16::pair(two[0], two[1]);
+                            }
+                        } else {
+                            *chunk.v.add(at * LANES).cast::<Vector>() = *v_xi;
+                        }
                     }
                 }
             }
@@ -432,13 +542,29 @@ mod avx512 {
         ]
     }
 
-    /// As [`super::input_transform`].
+    /// As [`super::input_transform`] in f32.
     ///
     /// # Safety
     /// AVX-512F; as [`super::WinogradConv::run_chunk`].
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::needless_range_loop)] // (r, c) index a 4×4 matrix, as in the maths
     pub unsafe fn input_transform(chunk: &Chunk, src: &View, in_blocks: usize) {
+        input_transform_body::<false>(chunk, src, in_blocks)
+    }
+
+    /// As [`super::input_transform`], `V` written as bf16 pairs.
+    ///
+    /// # Safety
+    /// AVX512-BF16; as [`super::WinogradConv::run_chunk`].
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn input_transform_bf16(chunk: &Chunk, src: &View, in_blocks: usize) {
+        input_transform_body::<true>(chunk, src, in_blocks)
+    }
+
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // (r, c) index a 4×4 matrix, as in the maths
+    unsafe fn input_transform_body<const PAIRS: bool>(chunk: &Chunk, src: &View, in_blocks: usize) {
+        // Floats (or pair words) per stored vector.
+        let unit = if PAIRS { LANES / 2 } else { LANES };
         let (h, w) = (src.layout.height as isize, src.layout.width as isize);
         let n = chunk.n;
         let (row_stride, block_stride) = (src.layout.row_stride(), src.layout.block_stride());
@@ -449,7 +575,7 @@ mod avx512 {
             let cols = (w + 1 - left).min(4) as usize;
             let full = rows == 4 && cols == 4;
             let mut base = src.at(0, top, left) as *const f32;
-            let mut out = chunk.v.add(p * LANES);
+            let mut out = chunk.v.add(p * unit);
             for _ in 0..in_blocks {
                 let load = |r: usize, c: usize| {
                     if full || (r < rows && c < cols) {
@@ -468,11 +594,16 @@ mod avx512 {
                 }
                 for (r, t_r) in t.iter().enumerate() {
                     for (c, v) in bt(*t_r).into_iter().enumerate() {
-                        _mm512_storeu_ps(out.add((4 * r + c) * in_blocks * n * LANES), v);
+                        let at = out.add((4 * r + c) * in_blocks * n * unit);
+                        if PAIRS {
+                            super::bf16::store_pairs(v, at.cast());
+                        } else {
+                            _mm512_storeu_ps(at, v);
+                        }
                     }
                 }
                 base = base.add(block_stride);
-                out = out.add(n * LANES);
+                out = out.add(n * unit);
             }
         }
     }
