@@ -297,6 +297,18 @@ impl Graph {
         dst: Option<Act>,
         residual: Option<Act>,
     ) -> Result<Act, PlanError> {
+        self.conv_in(spec, weight, bias, (src, dst, residual), self.bf16)
+    }
+
+    /// [`Self::conv`], in bf16 where `bf16` and the convolution qualifies.
+    fn conv_in(
+        &mut self,
+        spec: ConvSpec,
+        weight: &[f32],
+        bias: &[f32],
+        (src, dst, residual): (Act, Option<Act>, Option<Act>),
+        bf16: bool,
+    ) -> Result<Act, PlanError> {
         if spec.c_in != src.channels() {
             return unsupported(format!(
                 "a convolution over {} channels gets {}",
@@ -335,7 +347,7 @@ impl Graph {
             let conv = DepthwiseConv::new(spec, weight, bias)?;
             self.ops.push(Op::Depthwise { conv, src, dst });
         } else {
-            let bf16 = self.bf16 && spec.silu && src.layout.pixel == LANES;
+            let bf16 = bf16 && spec.silu && src.layout.pixel == LANES;
             let conv = if self.winograd && WinogradConv::applies(&spec, src.layout.lanes) {
                 Dense::Winograd(WinogradConv::with_precision(spec, weight, bias, bf16)?)
             } else if bf16 {
@@ -366,20 +378,6 @@ impl Graph {
     ) -> Result<Act, PlanError> {
         // Plan the pair as two ops (all the checks), then fuse them; the fused kernel is
         // f32 (its pointwise half a direct convolution).
-        let bf16 = std::mem::replace(&mut self.bf16, false);
-        let planned = self.depthwise_pointwise_f32(depthwise, pointwise, src, dst, residual);
-        self.bf16 = bf16;
-        planned
-    }
-
-    fn depthwise_pointwise_f32(
-        &mut self,
-        depthwise: ConvParams,
-        pointwise: ConvParams,
-        src: Act,
-        dst: Option<Act>,
-        residual: Option<Act>,
-    ) -> Result<Act, PlanError> {
         let mid = self.conv(
             depthwise.spec,
             depthwise.weight,
@@ -388,13 +386,12 @@ impl Graph {
             None,
             None,
         )?;
-        let out = self.conv(
+        let out = self.conv_in(
             pointwise.spec,
             pointwise.weight,
             pointwise.bias,
-            mid,
-            dst,
-            residual,
+            (mid, dst, residual),
+            false,
         )?;
         let (
             Some(Op::Conv {
