@@ -73,7 +73,7 @@ pub enum DetectError {
 impl From<candle_core::Error> for DetectError {
     fn from(e: candle_core::Error) -> Self {
         let e = without_backtrace(e);
-        match super::device::cuda_fault(&e) {
+        match super::cuda_fault::cuda_fault(&e) {
             Some((fault, code)) => DetectError::Cuda {
                 advice: fault.advice(),
                 code,

@@ -8,6 +8,7 @@
 
 pub mod classes;
 pub mod cpu;
+pub mod cuda_fault;
 mod detector;
 pub mod device;
 pub mod dfl;
@@ -26,5 +27,6 @@ pub mod yolox;
 pub use detector::{
     Detector, DetectorConfig, ModelInput, Precision, ScoreLevel, ScoreMaps, MAX_IMGSZ,
 };
-pub use device::{CudaFault, DeviceSpec};
+pub use cuda_fault::CudaFault;
+pub use device::DeviceSpec;
 pub use error::{DetectError, Result};
