@@ -1,0 +1,199 @@
+"""`lookout-fleet run`: one Ray task per drive, each running the lookout binary exactly as
+`lookout batch` runs that drive (`lookout batch MANIFEST --out DIR --drive ID [options]`),
+so a drive's files are the same whichever node made them and the result folder keeps
+lookout's guarantees: a drive's folder appears whole or not at all, done drives are
+skipped, failed ones are recorded with their error.
+
+Which drives there are, and which are already done, comes from `lookout batch --list`
+(also run as a Ray task, so the machine that drives the run needs no lookout binary): the
+manifest is parsed by lookout alone. A task whose worker or node is lost is retried by Ray
+(`max_retries`); a lookout process killed by a signal is retried too (`retry_exceptions`),
+and a lookout process never outlives its worker (PR_SET_PDEATHSIG), so two attempts at a
+drive never write at once from a lost node.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+# `lookout batch` exit statuses (src/cli/batch_cmd.rs).
+EXIT_OK = 0
+EXIT_DRIVES_FAILED = 4
+EXIT_INTERRUPTED = 130
+
+
+class LookoutCrashed(RuntimeError):
+    """The lookout process died from a signal or was interrupted: worth another try."""
+
+
+class LookoutError(RuntimeError):
+    """lookout refused to run (bad manifest, unreadable weights, …): another try would fail too."""
+
+
+def _die_with_parent():
+    """In the child, before exec: SIGKILL when the Ray worker that started it dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def find_lookout(lookout):
+    """The lookout binary on this machine: a path, or a name on PATH."""
+    found = shutil.which(lookout) if os.sep not in lookout else lookout
+    if not found or not os.access(found, os.X_OK):
+        raise LookoutError(
+            f"lookout binary `{lookout}` not found or not executable on {os.uname().nodename}; "
+            "put it on the workers' PATH (the worker image) or pass --lookout PATH"
+        )
+    return found
+
+
+def batch_command(lookout, manifest, out, passthrough):
+    return [lookout, "batch", manifest, "--out", out, *passthrough]
+
+
+def list_drives(lookout, manifest, out, passthrough):
+    """`lookout batch --list`: every drive with its id, source and state."""
+    cmd = batch_command(find_lookout(lookout), manifest, out, passthrough) + ["--list"]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise LookoutError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+def run_drive(lookout, manifest, out, drive_id, passthrough):
+    """Runs one drive through `lookout batch --drive ID`; returns its done.json and where it ran."""
+    import ray
+
+    start = time.time()
+    cmd = batch_command(find_lookout(lookout), manifest, out, passthrough) + ["--drive", drive_id]
+    proc = subprocess.run(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_die_with_parent,
+    )
+    tail = proc.stderr.strip().splitlines()[-1:] or [""]
+    if proc.returncode < 0 or proc.returncode == EXIT_INTERRUPTED:
+        raise LookoutCrashed(f"drive {drive_id}: lookout exited with {proc.returncode}: {tail[0]}")
+    if proc.returncode not in (EXIT_OK, EXIT_DRIVES_FAILED):
+        raise LookoutError(f"drive {drive_id}: lookout exited with {proc.returncode}: {tail[0]}")
+    done_path = os.path.join(out, drive_id, "done.json")
+    try:
+        with open(done_path) as f:
+            record = json.load(f)
+    except (OSError, ValueError) as e:
+        raise LookoutCrashed(f"drive {drive_id}: lookout exited {proc.returncode} but {done_path} is unreadable: {e}")
+    return {
+        "id": drive_id,
+        "status": record.get("status"),
+        "error": record.get("error"),
+        "frames": record.get("frames", {}).get("processed", 0),
+        "node": ray.get_runtime_context().get_node_id(),
+        "host": os.uname().nodename,
+        "pid": record.get("attempt", {}).get("pid"),
+        "seconds": time.time() - start,
+    }
+
+
+def with_threads(passthrough, cpus_per_drive):
+    """The options with `--threads` set to the task's CPUs, unless the caller set it."""
+    if any(a == "--threads" or a.startswith("--threads=") for a in passthrough):
+        return list(passthrough)
+    threads = max(1, min(int(cpus_per_drive), os.cpu_count() or 1))
+    return [*passthrough, "--threads", str(threads)]
+
+
+class Progress:
+    """One line of drives done / failed / running / waiting, redrawn on a terminal and
+    printed when it changes otherwise."""
+
+    def __init__(self, total, skipped, stream=sys.stderr):
+        self.total, self.skipped, self.stream = total, skipped, stream
+        self.tty = stream.isatty()
+        self.last = None
+
+    def show(self, ok, failed, running, waiting, final=False):
+        line = (
+            f"fleet: {ok} ok, {failed} failed, {running} running, {waiting} waiting "
+            f"of {self.total} drives ({self.skipped} done before)"
+        )
+        if line == self.last and not (final and self.tty):
+            return
+        self.last = line
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def run(args, passthrough):
+    """`lookout-fleet run`; returns the exit status."""
+    import ray
+
+    manifest = os.path.abspath(args.manifest)
+    out = os.path.abspath(args.out)
+    ray.init(address=args.address, logging_level="WARNING", log_to_driver=args.verbose)
+    try:
+        options = with_threads(passthrough, args.cpus_per_drive)
+        lister = ray.remote(num_cpus=0, max_retries=args.max_retries)(list_drives)
+        try:
+            drives = ray.get(lister.remote(args.lookout, manifest, out, options))
+        except ray.exceptions.RayTaskError as e:
+            print(f"lookout-fleet: {e.cause if hasattr(e, 'cause') else e}", file=sys.stderr)
+            return 1
+        todo = [d for d in drives if d["state"] != "done"]
+        progress = Progress(len(drives), len(drives) - len(todo))
+        task = ray.remote(
+            num_cpus=args.cpus_per_drive,
+            max_retries=args.max_retries,
+            retry_exceptions=[LookoutCrashed],
+        )(run_drive)
+        pending = {task.remote(args.lookout, manifest, out, d["id"], options): d["id"] for d in todo}
+        done = failed = 0
+        lost = []
+        results = []
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                drive_id = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as e:  # a task that failed after its retries
+                    cause = getattr(e, "cause", None) or e
+                    lost.append({"id": drive_id, "error": str(cause).strip().splitlines()[-1]})
+                    continue
+                results.append(result)
+                if result["status"] == "ok":
+                    done += 1
+                else:
+                    failed += 1
+            # The drives that fit on the nodes alive now (a lost node's drives wait).
+            slots = int(ray.cluster_resources().get("CPU", 0) // args.cpus_per_drive)
+            running = min(len(pending), slots)
+            progress.show(done, failed + len(lost), running, len(pending) - running)
+        progress.show(done, failed + len(lost), 0, 0, final=True)
+        for r in results:
+            if r["status"] != "ok":
+                print(f"drive {r['id']}: FAILED: {r['error']}", file=sys.stderr)
+        for r in lost:
+            print(f"drive {r['id']}: NOT RUN (task failed after {args.max_retries} retries): {r['error']}", file=sys.stderr)
+        if args.summary:
+            with open(args.summary, "w") as f:
+                json.dump({"drives": len(drives), "skipped": len(drives) - len(todo), "results": results, "lost": lost}, f, indent=1)
+        if lost:
+            return 1
+        return EXIT_DRIVES_FAILED if failed else 0
+    finally:
+        ray.shutdown()

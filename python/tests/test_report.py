@@ -1,0 +1,145 @@
+"""Unit tests of the fleet report on result folders made here (no Ray, no lookout)."""
+
+import json
+import os
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from lookout_fleet import cli, fleet, report  # noqa: E402
+
+
+def write_drive(root, drive_id, frames, status="ok", error=None, fps=10.0):
+    """A drive folder as `lookout batch` writes it: `frames` is a list of (inference ms,
+    [group, ...]) per frame."""
+    folder = os.path.join(root, drive_id)
+    os.makedirs(folder)
+    with open(os.path.join(folder, "done.json"), "w") as f:
+        json.dump(
+            {
+                "drive": drive_id,
+                "status": status,
+                "error": error,
+                "source": f"/d/{drive_id}.mp4",
+                "frames": {"in": len(frames), "processed": len(frames), "dropped": 0},
+                "duration_s": len(frames) / fps if frames else 0.5,
+                "weights_sha256": "ab",
+            },
+            f,
+        )
+    with open(os.path.join(folder, "detections.jsonl"), "w") as f:
+        for seq, (inference, groups) in enumerate(frames):
+            dets = [{"class": "car" if g == "vehicle" else "person", "group": g, "score": 0.9} for g in groups]
+            line = {
+                "seq": seq,
+                "detections": dets,
+                "timing_ms": {"preprocess": 1.0, "inference": inference, "postprocess": 0.5, "track": 0.1},
+            }
+            f.write(json.dumps(line) + "\n")
+    with open(os.path.join(folder, "metrics.json"), "w") as f:
+        json.dump({"fps": {"processed": fps}}, f)
+
+
+class Percentiles(unittest.TestCase):
+    def test_nearest_rank(self):
+        values = list(range(1, 101))
+        self.assertEqual(report.percentile(values, 0.5), 50)
+        self.assertEqual(report.percentile(values, 0.99), 99)
+        self.assertEqual(report.percentile([7.0], 0.99), 7.0)
+        self.assertEqual(report.percentile([3, 1, 2], 0.5), 2)
+        self.assertIsNone(report.percentile([], 0.5))
+
+
+class Summary(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.root = self.tmp.name
+        write_drive(self.root, "a", [(10.0, ["vehicle", "vehicle"]), (20.0, ["pedestrian"]), (30.0, [])])
+        write_drive(self.root, "b", [(40.0, ["vehicle"])], fps=5.0)
+        write_drive(self.root, "bad", [], status="failed", error="ffmpeg failed on video bad.mp4")
+        # An unfinished attempt and a folder without done.json are not results.
+        os.makedirs(os.path.join(self.root, ".partial", "c.host.1"))
+        os.makedirs(os.path.join(self.root, "half"))
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_per_drive_and_totals(self):
+        s = report.summarise(self.root)
+        self.assertEqual([d["id"] for d in s["drives"]], ["a", "b", "bad"])
+        a = s["drives"][0]
+        self.assertEqual(a["frames"], 3)
+        self.assertEqual(a["detections"], 3)
+        self.assertEqual(a["per_group"], {"pedestrian": 1, "vehicle": 2, "sign": 0, "other": 0})
+        self.assertEqual(a["latency_ms"]["inference"], {"p50": 20.0, "p99": 30.0, "count": 3})
+        self.assertEqual(a["fps"], 10.0)
+        t = s["total"]
+        self.assertEqual((t["drives"], t["ok"], t["failed"]), (3, 2, 1))
+        self.assertEqual(t["frames"], 4)
+        self.assertEqual(t["per_group"]["vehicle"], 3)
+        # Pooled over every frame of every drive, not an average of the drives' percentiles.
+        self.assertEqual(t["latency_ms"]["inference"]["p50"], 20.0)
+        self.assertEqual(t["latency_ms"]["inference"]["p99"], 40.0)
+        self.assertAlmostEqual(t["fps"], 4 / (0.3 + 0.2 + 0.5))
+        self.assertEqual(s["failures"], [{"id": "bad", "error": "ffmpeg failed on video bad.mp4"}])
+
+    def test_compare_pairs_drives_and_names_the_ones_only_one_side_has(self):
+        other = tempfile.TemporaryDirectory()
+        self.addCleanup(other.cleanup)
+        write_drive(other.name, "a", [(5.0, ["vehicle"]), (5.0, [])])
+        write_drive(other.name, "z", [(5.0, [])])
+        c = report.compare(report.summarise(self.root), report.summarise(other.name))
+        rows = {r["id"]: r for r in c["drives"]}
+        self.assertEqual(rows["a"]["a"]["detections"], 3)
+        self.assertEqual(rows["a"]["b"]["detections"], 1)
+        self.assertEqual(rows["a"]["detections_delta"], -2)
+        self.assertIsNone(rows["z"]["a"])
+        self.assertEqual(c["only_a"], ["b", "bad"])
+        self.assertEqual(c["only_b"], ["z"])
+
+    def test_the_page_is_self_contained_with_plots_and_failures(self):
+        json_path = os.path.join(self.root, "r.json")
+        html_path = os.path.join(self.root, "r.html")
+        args = cli.parser().parse_args(["report", self.root, "--json", json_path, "--html", html_path])
+        self.assertEqual(report.run(args), 0)
+        page = open(html_path).read()
+        self.assertEqual(page.count("<svg"), 3)
+        self.assertIn("ffmpeg failed on video bad.mp4", page)
+        for banned in ("<script", "src=", "<link", "@import"):
+            self.assertNotIn(banned, page)
+        self.assertEqual(json.load(open(json_path))["total"]["drives"], 3)
+        # Names are escaped, not injected.
+        write_drive(self.root, "x", [], status="failed", error="<b>bold</b>")
+        report.run(args)
+        self.assertIn("&lt;b&gt;bold&lt;/b&gt;", open(html_path).read())
+
+    def test_a_missing_folder_is_an_error(self):
+        args = cli.parser().parse_args(["report", os.path.join(self.root, "nope")])
+        self.assertEqual(report.run(args), 2)
+
+
+class RunOptions(unittest.TestCase):
+    def test_threads_follow_the_task_cpus_unless_given(self):
+        self.assertEqual(fleet.with_threads(["--conf", "0.3"], 1), ["--conf", "0.3", "--threads", "1"])
+        self.assertEqual(fleet.with_threads(["--threads", "3"], 1), ["--threads", "3"])
+        self.assertEqual(fleet.with_threads(["--threads=3"], 1), ["--threads=3"])
+
+    def test_detector_options_pass_through_and_fleet_options_are_refused(self):
+        args, rest = cli.parser().parse_known_args(
+            ["run", "m.toml", "--out", "o", "--weights", "w.pth", "--conf", "0.4", "--cpus-per-drive", "1"]
+        )
+        self.assertEqual((args.manifest, args.out, args.cpus_per_drive), ("m.toml", "o", 1.0))
+        self.assertEqual(rest, ["--weights", "w.pth", "--conf", "0.4"])
+        with self.assertRaises(SystemExit):
+            cli.main(["run", "m.toml", "--out", "o", "--shard", "0/2"])
+
+    def test_a_missing_binary_is_named(self):
+        with self.assertRaises(fleet.LookoutError) as e:
+            fleet.find_lookout("/nonexistent/lookout")
+        self.assertIn("--lookout", str(e.exception))
+
+
+if __name__ == "__main__":
+    unittest.main()
