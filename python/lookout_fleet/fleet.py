@@ -70,30 +70,49 @@ def list_drives(lookout, manifest, out, passthrough):
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
 
+def run_fenced(cmd, poll_s=0.1):
+    """Runs `cmd` while this worker's node is alive. A Ray worker whose raylet (its parent)
+    dies can live on and even finish its task; here it stops at once instead — lookout is
+    killed, the worker exits — so that the drive's retry elsewhere is its only writer and a
+    lost node's drives are redone, never half-kept. Returns the exit status and stderr."""
+    parent = os.getppid()
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_die_with_parent,
+    )
+    while True:
+        try:
+            # A retried communicate() keeps what it read before the timeout.
+            _, err = proc.communicate(timeout=poll_s)
+            return proc.returncode, err or ""
+        except subprocess.TimeoutExpired:
+            if os.getppid() != parent:
+                proc.kill()
+                proc.wait()
+                os._exit(1)
+
+
 def run_drive(lookout, manifest, out, drive_id, passthrough):
     """Runs one drive through `lookout batch --drive ID`; returns its done.json and where it ran."""
     import ray
 
     start = time.time()
     cmd = batch_command(find_lookout(lookout), manifest, out, passthrough) + ["--drive", drive_id]
-    proc = subprocess.run(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_die_with_parent,
-    )
-    tail = proc.stderr.strip().splitlines()[-1:] or [""]
-    if proc.returncode < 0 or proc.returncode == EXIT_INTERRUPTED:
-        raise LookoutCrashed(f"drive {drive_id}: lookout exited with {proc.returncode}: {tail[0]}")
-    if proc.returncode not in (EXIT_OK, EXIT_DRIVES_FAILED):
-        raise LookoutError(f"drive {drive_id}: lookout exited with {proc.returncode}: {tail[0]}")
+    returncode, stderr = run_fenced(cmd)
+    tail = stderr.strip().splitlines()[-1:] or [""]
+    if returncode < 0 or returncode == EXIT_INTERRUPTED:
+        raise LookoutCrashed(f"drive {drive_id}: lookout exited with {returncode}: {tail[0]}")
+    if returncode not in (EXIT_OK, EXIT_DRIVES_FAILED):
+        raise LookoutError(f"drive {drive_id}: lookout exited with {returncode}: {tail[0]}")
     done_path = os.path.join(out, drive_id, "done.json")
     try:
         with open(done_path) as f:
             record = json.load(f)
     except (OSError, ValueError) as e:
-        raise LookoutCrashed(f"drive {drive_id}: lookout exited {proc.returncode} but {done_path} is unreadable: {e}")
+        raise LookoutCrashed(f"drive {drive_id}: lookout exited {returncode} but {done_path} is unreadable: {e}")
     return {
         "id": drive_id,
         "status": record.get("status"),
@@ -138,6 +157,17 @@ class Progress:
         self.stream.flush()
 
 
+def slots_now(ray, cpus_per_drive):
+    """How many drives fit on the nodes alive now (a lost node's drives wait)."""
+    return int(ray.cluster_resources().get("CPU", 0) // cpus_per_drive)
+
+
+def listing_shards(alive_nodes):
+    """How many `lookout batch --list --shard K/N` tasks read the result folder: one per
+    node, at most 32 (each reads the whole manifest but only its share of done.json files)."""
+    return max(1, min(32, alive_nodes))
+
+
 def run(args, passthrough):
     """`lookout-fleet run`; returns the exit status."""
     import ray
@@ -148,23 +178,36 @@ def run(args, passthrough):
     try:
         options = with_threads(passthrough, args.cpus_per_drive)
         lister = ray.remote(num_cpus=0, max_retries=args.max_retries)(list_drives)
+        shards = listing_shards(sum(1 for n in ray.nodes() if n.get("Alive")))
         try:
-            drives = ray.get(lister.remote(args.lookout, manifest, out, options))
+            parts = ray.get(
+                [lister.remote(args.lookout, manifest, out, [*options, "--shard", f"{k}/{shards}"]) for k in range(shards)]
+            )
         except ray.exceptions.RayTaskError as e:
-            print(f"lookout-fleet: {e.cause if hasattr(e, 'cause') else e}", file=sys.stderr)
+            print(f"lookout-fleet: {getattr(e, 'cause', None) or e}", file=sys.stderr)
             return 1
+        # Shard k holds drives k, k + N, …: interleaved back into the manifest's order.
+        drives = [part[i] for i in range(max(map(len, parts))) for part in parts if i < len(part)]
         todo = [d for d in drives if d["state"] != "done"]
+        todo.reverse()
         progress = Progress(len(drives), len(drives) - len(todo))
         task = ray.remote(
             num_cpus=args.cpus_per_drive,
             max_retries=args.max_retries,
             retry_exceptions=[LookoutCrashed],
         )(run_drive)
-        pending = {task.remote(args.lookout, manifest, out, d["id"], options): d["id"] for d in todo}
+        pending = {}
         done = failed = 0
         lost = []
         results = []
-        while pending:
+        while todo or pending:
+            # A bounded window of submitted tasks (twice what fits, at least 16): a million
+            # drives are never a million task specs in the driver and the cluster at once,
+            # and nodes added by an autoscaler widen it.
+            slots = slots_now(ray, args.cpus_per_drive)
+            while todo and len(pending) < max(16, 2 * slots):
+                drive_id = todo.pop()["id"]
+                pending[task.remote(args.lookout, manifest, out, drive_id, options)] = drive_id
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in ready:
                 drive_id = pending.pop(ref)
@@ -179,10 +222,8 @@ def run(args, passthrough):
                     done += 1
                 else:
                     failed += 1
-            # The drives that fit on the nodes alive now (a lost node's drives wait).
-            slots = int(ray.cluster_resources().get("CPU", 0) // args.cpus_per_drive)
             running = min(len(pending), slots)
-            progress.show(done, failed + len(lost), running, len(pending) - running)
+            progress.show(done, failed + len(lost), running, len(pending) + len(todo) - running)
         progress.show(done, failed + len(lost), 0, 0, final=True)
         for r in results:
             if r["status"] != "ok":
@@ -191,7 +232,8 @@ def run(args, passthrough):
             print(f"drive {r['id']}: NOT RUN (task failed after {args.max_retries} retries): {r['error']}", file=sys.stderr)
         if args.summary:
             with open(args.summary, "w") as f:
-                json.dump({"drives": len(drives), "skipped": len(drives) - len(todo), "results": results, "lost": lost}, f, indent=1)
+                summary = {"drives": len(drives), "skipped": len(drives) - len(results) - len(lost), "results": results, "lost": lost}
+                json.dump(summary, f, indent=1)
         if lost:
             return 1
         return EXIT_DRIVES_FAILED if failed else 0

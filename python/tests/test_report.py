@@ -135,6 +135,15 @@ class RunOptions(unittest.TestCase):
         with self.assertRaises(SystemExit):
             cli.main(["run", "m.toml", "--out", "o", "--shard", "0/2"])
 
+    def test_listing_is_spread_over_the_nodes_up_to_a_bound(self):
+        self.assertEqual(fleet.listing_shards(0), 1)
+        self.assertEqual(fleet.listing_shards(2), 2)
+        self.assertEqual(fleet.listing_shards(1000), 32)
+
+    def test_a_fenced_command_gives_its_status_and_stderr(self):
+        code, err = fleet.run_fenced(["sh", "-c", "sleep 0.3; echo oops >&2; exit 4"], poll_s=0.05)
+        self.assertEqual((code, err), (4, "oops\n"))
+
     def test_a_missing_binary_is_named(self):
         with self.assertRaises(fleet.LookoutError) as e:
             fleet.find_lookout("/nonexistent/lookout")

@@ -1,0 +1,150 @@
+"""Drives per minute of `lookout batch` alone, and of `lookout-fleet run` on a Ray cluster of
+1 and of 2 nodes (1 CPU each) on this machine, on the same manifest: N copies of the
+Udacity clip (38 frames each), YOLOX-Nano, --threads 1. Run by scripts/fleet-bench.
+
+The cluster is started on loopback (127.0.0.2) with `ray start --block` and stopped by the
+pids this script started (no `ray stop`, which would stop every Ray on the machine).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+IP = "127.0.0.2"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tree(root):
+    """`root` and every process below it (from /proc)."""
+    parents = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = open(f"/proc/{name}/stat").read()
+                parents[int(name)] = int(stat[stat.rfind(")") + 2 :].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    found = [root]
+    for pid in found:
+        found.extend(p for p, pp in parents.items() if pp == pid)
+    return found
+
+
+def env():
+    e = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", LOOKOUT_OFFLINE="1")
+    e.pop("RAY_ADDRESS", None)
+    return e
+
+
+class Cluster:
+    def __init__(self, nodes, temp, logs):
+        self.procs, self.seen = [], set()
+        self.address = f"{IP}:{free_port()}"
+        for i in range(nodes):
+            cmd = [
+                os.path.join(BIN, "ray"), "start", "--block", "--num-cpus=1", "--disable-usage-stats",
+                f"--node-ip-address={IP}", f"--dashboard-agent-listen-port={free_port()}",
+                f"--min-worker-port={21000 + 100 * i}", f"--max-worker-port={21049 + 100 * i}",
+            ]
+            if i == 0:
+                cmd += ["--head", "--include-dashboard=false", f"--port={self.address.split(':')[1]}", f"--temp-dir={temp}"]
+            else:
+                cmd += [f"--address={self.address}"]
+            log_path = os.path.join(logs, f"ray-{nodes}-{i}.log")
+            log = open(log_path, "w")
+            proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env())
+            self.procs.append(proc)
+            deadline = time.time() + 120
+            while "Ray runtime started" not in open(log_path).read():
+                if proc.poll() is not None or time.time() > deadline:
+                    raise SystemExit(f"ray start failed: {open(log_path).read()}")
+                time.sleep(0.1)
+            self.seen.update(tree(proc.pid))
+
+    def stop(self):
+        for proc in self.procs:
+            self.seen.update(tree(proc.pid))
+        for pid in self.seen:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for proc in self.procs:
+            proc.wait()
+
+
+def timed(cmd):
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return took
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--drives", type=int, default=12)
+    p.add_argument("--lookout", default=os.path.join(REPO, "target/release/lookout"))
+    fixtures = os.environ.get("LOOKOUT_FIXTURES", os.path.join(REPO, "../shared/fixtures"))
+    p.add_argument("--weights", default=os.path.join(fixtures, "models/yolox_nano.pth"))
+    p.add_argument("--clip", default=os.path.join(fixtures, "drives/udacity_test_video.mp4"))
+    args = p.parse_args()
+    work = tempfile.mkdtemp(prefix="fleet-bench-")
+    temp = f"/tmp/lkfb-{os.getpid()}"
+    try:
+        manifest = os.path.join(work, "drives.toml")
+        with open(manifest, "w") as f:
+            for i in range(args.drives):
+                f.write(f'[[drive]]\nid = "clip{i:03}"\nsource = "{args.clip}"\n\n')
+        options = ["--weights", args.weights, "--threads", "1"]
+        n = args.drives
+        results = {"drives": n, "frames_per_drive": 38, "cores": os.cpu_count()}
+        batch = timed([args.lookout, "batch", manifest, "--out", os.path.join(work, "batch"), *options])
+        results["batch_s"] = batch
+        for nodes in (1, 2):
+            cluster = Cluster(nodes, temp, work)
+            try:
+                out = os.path.join(work, f"fleet{nodes}")
+                cmd = [
+                    os.path.join(BIN, "lookout-fleet"), "run", manifest, "--out", out,
+                    "--address", cluster.address, "--cpus-per-drive", "1", "--lookout", args.lookout, *options,
+                ]
+                results[f"fleet_{nodes}_node_s"] = timed(cmd)
+                # A re-run with every drive done: the fixed cost of a run (connect, list).
+                results[f"fleet_{nodes}_node_rerun_s"] = timed(cmd)
+            finally:
+                cluster.stop()
+                shutil.rmtree(temp, ignore_errors=True)
+        per_min = lambda s: 60 * n / s  # noqa: E731
+        fixed = results["fleet_1_node_rerun_s"]
+        summary = {
+            **results,
+            "batch_drives_per_min": per_min(batch),
+            "fleet_1_node_drives_per_min": per_min(results["fleet_1_node_s"]),
+            "fleet_2_node_drives_per_min": per_min(results["fleet_2_node_s"]),
+            "speedup_2_vs_1_node": results["fleet_1_node_s"] / results["fleet_2_node_s"],
+            "ray_overhead_per_drive_s": (results["fleet_1_node_s"] - fixed - batch) / n,
+            "ray_fixed_overhead_s": fixed,
+        }
+        print(json.dumps(summary, indent=1))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
