@@ -174,7 +174,11 @@ def run(args, passthrough):
 
     manifest = os.path.abspath(args.manifest)
     out = os.path.abspath(args.out)
-    ray.init(address=args.address, logging_level="WARNING", log_to_driver=args.verbose)
+    try:
+        ray.init(address=args.address, logging_level="WARNING", log_to_driver=args.verbose)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        print(f"lookout-fleet: cannot connect to the Ray cluster at `{args.address}`: {e}", file=sys.stderr)
+        return 1
     try:
         options = with_threads(passthrough, args.cpus_per_drive)
         lister = ray.remote(num_cpus=0, max_retries=args.max_retries)(list_drives)

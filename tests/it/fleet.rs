@@ -263,6 +263,39 @@ fn batch_writes_each_drive_whole_records_a_bad_one_and_skips_done_ones_on_a_reru
         "no attempt left behind"
     );
 
+    // --threads is no part of a result's key: detections do not depend on it.
+    let threads = drives.root.join("two-threads");
+    let mut cmd = lookout();
+    cmd.args([
+        "batch",
+        s(&drives.manifest),
+        "--out",
+        s(&threads),
+        "--weights",
+    ])
+    .arg(&drives.weights)
+    .args([
+        "--threads",
+        "2",
+        "--drive",
+        "udacity_half",
+        "--drive",
+        "kitti_raw",
+    ]);
+    let two = run_with_deadline(cmd, Duration::from_secs(300));
+    assert!(
+        two.status.success(),
+        "{}",
+        String::from_utf8_lossy(&two.stderr)
+    );
+    for id in ["udacity_half", "kitti_raw"] {
+        assert_eq!(
+            detections(&threads.join(id)),
+            detections(&out.join(id)),
+            "{id}"
+        );
+    }
+
     // A re-run redoes only the failed drive; --list tells each drive's state.
     let before = done_records(&out, &drives.ids[..6]);
     let again = batch(&drives, &out, &[]);
@@ -329,10 +362,16 @@ fn batch_writes_each_drive_whole_records_a_bad_one_and_skips_done_ones_on_a_reru
 }
 
 #[test]
-fn ctrl_c_stops_a_batch_within_a_second_keeping_finished_drives_and_no_half_result() {
+fn ctrl_c_and_sigterm_stop_a_batch_within_a_second_keeping_finished_drives_and_no_half_result() {
     let Some(weights) = lookout::fixtures::require(WEIGHTS) else {
         return;
     };
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        stop_a_batch_with(signal, &weights);
+    }
+}
+
+fn stop_a_batch_with(signal: libc::c_int, weights: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("drives.toml");
     std::fs::write(
@@ -345,7 +384,7 @@ fn ctrl_c_stops_a_batch_within_a_second_keeping_finished_drives_and_no_half_resu
     let mut child = lookout()
         .args(["batch", s(&manifest), "--out", s(&out), "--threads", "1"])
         .arg("--weights")
-        .arg(&weights)
+        .arg(weights)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -369,7 +408,7 @@ fn ctrl_c_stops_a_batch_within_a_second_keeping_finished_drives_and_no_half_resu
         std::thread::sleep(Duration::from_millis(20));
     }
     // SAFETY: signalling the child this test started.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     let signalled = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
