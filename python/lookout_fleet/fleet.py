@@ -95,12 +95,14 @@ def run_fenced(cmd, poll_s=0.1):
                 os._exit(1)
 
 
-def run_drive(lookout, manifest, out, drive_id, passthrough):
+def run_drive(lookout, manifest, out, drive_id, passthrough, cpus_per_drive):
     """Runs one drive through `lookout batch --drive ID`; returns its done.json and where it ran."""
     import ray
 
     start = time.time()
-    cmd = batch_command(find_lookout(lookout), manifest, out, passthrough) + ["--drive", drive_id]
+    # --threads from this task's CPUs and this node's cores (not the driver's).
+    options = with_threads(passthrough, cpus_per_drive)
+    cmd = batch_command(find_lookout(lookout), manifest, out, options) + ["--drive", drive_id]
     returncode, stderr = run_fenced(cmd)
     tail = stderr.strip().splitlines()[-1:] or [""]
     if returncode < 0 or returncode == EXIT_INTERRUPTED:
@@ -180,7 +182,7 @@ def run(args, passthrough):
         print(f"lookout-fleet: cannot connect to the Ray cluster at `{args.address}`: {e}", file=sys.stderr)
         return 1
     try:
-        options = with_threads(passthrough, args.cpus_per_drive)
+        options = list(passthrough)
         lister = ray.remote(num_cpus=0, max_retries=args.max_retries)(list_drives)
         shards = listing_shards(sum(1 for n in ray.nodes() if n.get("Alive")))
         try:
@@ -211,7 +213,7 @@ def run(args, passthrough):
             slots = slots_now(ray, args.cpus_per_drive)
             while todo and len(pending) < max(16, 2 * slots):
                 drive_id = todo.pop()["id"]
-                pending[task.remote(args.lookout, manifest, out, drive_id, options)] = drive_id
+                pending[task.remote(args.lookout, manifest, out, drive_id, options, args.cpus_per_drive)] = drive_id
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in ready:
                 drive_id = pending.pop(ref)

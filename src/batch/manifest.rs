@@ -237,11 +237,12 @@ pub fn check_id(id: &str) -> Result<(), &'static str> {
 /// A drive's id from its source: the file or folder name without a media extension,
 /// every other character than letters, digits, `.`, `_` and `-` made `_`.
 pub fn id_from_source(source: &str) -> String {
-    let name = source
-        .trim_end_matches(['/', '\\'])
-        .rsplit(['/', '\\'])
-        .next()
-        .unwrap_or(source);
+    let mut parts = source.trim_end_matches(['/', '\\']).rsplit(['/', '\\']);
+    let mut name = parts.next().unwrap_or(source);
+    // A glob (`drive7/*.jpg`) is named by its folder.
+    if name.contains(['*', '?', '[']) {
+        name = parts.next().unwrap_or(name);
+    }
     let stem = match name.rsplit_once('.') {
         Some((stem, ext))
             if !stem.is_empty()
@@ -398,7 +399,8 @@ mod tests {
     #[test]
     fn ids_from_sources_are_folder_safe() {
         assert_eq!(id_from_source("dir/.weird name.mp4"), "_weird_name");
-        assert_eq!(id_from_source("frames/*.jpg"), "_");
+        assert_eq!(id_from_source("/d/drive7/*.jpg"), "drive7");
+        assert_eq!(id_from_source("*.jpg"), "_");
         assert_eq!(id_from_source("a/b.tar"), "b.tar");
         assert!(check_id(&id_from_source(&"x".repeat(300))).is_ok());
     }

@@ -587,9 +587,10 @@ fn ray_env(cmd: &mut Command) -> &mut Command {
         .env_remove("DISPLAY")
         .env_remove("RAY_ADDRESS")
         // A lost node is noticed in seconds, not the default half minute.
-        .env("RAY_health_check_period_ms", "500")
-        .env("RAY_health_check_timeout_ms", "1000")
-        .env("RAY_health_check_failure_threshold", "4")
+        // (Generous enough for a loaded 2-core CI machine not to lose a live node.)
+        .env("RAY_health_check_period_ms", "1000")
+        .env("RAY_health_check_timeout_ms", "3000")
+        .env("RAY_health_check_failure_threshold", "5")
 }
 
 impl Cluster {
