@@ -49,8 +49,8 @@ struct Drives {
 const LONG_DRIVES: [(&str, usize); 3] = [("udacity", 38), ("recorded", 38), ("synthetic", 60)];
 const CORRUPT: &str = "corrupt";
 
-/// Seven drives from the fixtures: the Udacity clip, a drive recorded from it with
-/// `lookout record`, the KITTI frames as an image folder and as a KITTI raw folder, a
+/// Eight drives from the fixtures: the Udacity clip, a drive and an MCAP file recorded from
+/// it with `lookout record`, the KITTI frames as an image folder and as a KITTI raw folder, a
 /// synthetic source, half the clip, and a cut-off video that must fail.
 fn fleet_drives() -> Option<Drives> {
     let weights = lookout::fixtures::require(WEIGHTS)?;
@@ -65,6 +65,26 @@ fn fleet_drives() -> Option<Drives> {
             s(&clip),
             "--out",
             s(&root.join("recorded")),
+            "--frame-format",
+            "png",
+        ]),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An MCAP file of the first 10 frames (lookout's own writer, lossless PNG images).
+    let out = run_with_deadline(
+        lookout().args([
+            "record",
+            "--source",
+            s(&clip),
+            "--out",
+            s(&root.join("recorded.mcap")),
+            "--max-frames",
+            "10",
             "--frame-format",
             "png",
         ]),
@@ -116,6 +136,10 @@ source = "{clip}"
 max_frames = 19
 
 [[drive]]
+id = "mcap"
+source = "recorded.mcap"
+
+[[drive]]
 id = "{CORRUPT}"
 source = "cut.mp4"
 "#,
@@ -135,9 +159,17 @@ source = "cut.mp4"
             "kitti_images",
             "kitti_raw",
             "udacity_half",
+            "mcap",
             CORRUPT,
         ],
     })
+}
+
+impl Drives {
+    /// Every drive but the corrupt one.
+    fn good(&self) -> &[&'static str] {
+        &self.ids[..self.ids.len() - 1]
+    }
 }
 
 fn batch(drives: &Drives, out: &Path, extra: &[&str]) -> std::process::Output {
@@ -228,7 +260,7 @@ fn batch_writes_each_drive_whole_records_a_bad_one_and_skips_done_ones_on_a_reru
     let stderr = String::from_utf8_lossy(&first.stderr);
     assert_eq!(first.status.code(), Some(4), "{stderr}");
     assert!(
-        stderr.contains("6 ok") && stderr.contains("1 failed of 7 drives"),
+        stderr.contains("7 ok") && stderr.contains("1 failed of 8 drives"),
         "{stderr}"
     );
     assert_whole(&out, &drives.ids);
@@ -252,6 +284,7 @@ fn batch_writes_each_drive_whole_records_a_bad_one_and_skips_done_ones_on_a_reru
         json(&out.join("kitti_raw/done.json"))["frames"]["processed"],
         3
     );
+    assert_eq!(json(&out.join("mcap/done.json"))["frames"]["processed"], 10);
     // The lossless PNG drive recorded from the clip gives the clip's detections.
     assert_eq!(
         detections(&out.join("udacity")),
@@ -297,12 +330,12 @@ fn batch_writes_each_drive_whole_records_a_bad_one_and_skips_done_ones_on_a_reru
     }
 
     // A re-run redoes only the failed drive; --list tells each drive's state.
-    let before = done_records(&out, &drives.ids[..6]);
+    let before = done_records(&out, drives.good());
     let again = batch(&drives, &out, &[]);
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert_eq!(again.status.code(), Some(4), "{stderr}");
-    assert!(stderr.contains("6 skipped"), "{stderr}");
-    assert_eq!(done_records(&out, &drives.ids[..6]), before);
+    assert!(stderr.contains("7 skipped"), "{stderr}");
+    assert_eq!(done_records(&out, drives.good()), before);
     let list = batch(&drives, &out, &["--list"]);
     assert!(list.status.success());
     let states: Vec<(String, String)> = String::from_utf8(list.stdout)
@@ -316,7 +349,7 @@ fn batch_writes_each_drive_whole_records_a_bad_one_and_skips_done_ones_on_a_reru
             )
         })
         .collect();
-    assert_eq!(states.len(), 7);
+    assert_eq!(states.len(), 8);
     assert!(states
         .iter()
         .all(|(id, state)| state == if id == CORRUPT { "failed" } else { "done" }));
@@ -337,7 +370,7 @@ fn batch_writes_each_drive_whole_records_a_bad_one_and_skips_done_ones_on_a_reru
             assert!(redone.insert(id), "a drive run by both shards: {stderr}");
         }
     }
-    assert_eq!(redone.len(), 7);
+    assert_eq!(redone.len(), 8);
     assert_eq!(
         json(&out.join("kitti_raw/done.json"))["settings"]["conf"],
         0.3
@@ -825,7 +858,7 @@ fn fleet_on_two_ray_nodes_equals_lookout_batch_survives_a_killed_raylet_and_resu
 
     // Nothing lost, nothing duplicated, no half result; the same detections as the batch.
     assert_whole(&out, &drives.ids);
-    for id in &drives.ids[..6] {
+    for id in drives.good() {
         assert_eq!(
             detections(&out.join(id)),
             detections(&sequential.join(id)),
@@ -838,10 +871,10 @@ fn fleet_on_two_ray_nodes_equals_lookout_batch_survives_a_killed_raylet_and_resu
         "drive {killed_drive} was kept from the killed attempt: {retried}"
     );
     let ran = summary_ids(&summary);
-    assert_eq!(ran.len(), 7, "{ran:?}");
+    assert_eq!(ran.len(), 8, "{ran:?}");
     assert_eq!(
         ran.iter().collect::<BTreeSet<_>>().len(),
-        7,
+        8,
         "a drive ran twice: {ran:?}"
     );
     for entry in std::fs::read_dir(out.join(".partial")).unwrap().flatten() {
@@ -872,7 +905,7 @@ fn fleet_on_two_ray_nodes_equals_lookout_batch_survives_a_killed_raylet_and_resu
     assert_eq!(comparison["only_a"], serde_json::json!([]));
     assert_eq!(comparison["only_b"], serde_json::json!([]));
     let rows = comparison["drives"].as_array().unwrap();
-    assert_eq!(rows.len(), 7);
+    assert_eq!(rows.len(), 8);
     for row in rows {
         assert_eq!(row["detections_delta"], 0, "{row}");
     }
@@ -902,7 +935,7 @@ fn fleet_on_two_ray_nodes_equals_lookout_batch_survives_a_killed_raylet_and_resu
     );
 
     // A re-run on the head alone skips the done drives (only the failed one runs again).
-    let before = done_records(&out, &drives.ids[..6]);
+    let before = done_records(&out, drives.good());
     let rerun = run_with_deadline(
         fleet_run(&bin, &drives, &cluster, &out, &summary),
         Duration::from_secs(300),
@@ -910,8 +943,8 @@ fn fleet_on_two_ray_nodes_equals_lookout_batch_survives_a_killed_raylet_and_resu
     let stderr = String::from_utf8_lossy(&rerun.stderr);
     assert_eq!(rerun.status.code(), Some(4), "{stderr}");
     assert_eq!(summary_ids(&summary), [CORRUPT]);
-    assert_eq!(json(&summary)["skipped"], 6);
-    assert_eq!(done_records(&out, &drives.ids[..6]), before);
+    assert_eq!(json(&summary)["skipped"], 7);
+    assert_eq!(done_records(&out, drives.good()), before);
     // Removing one result redoes exactly that one.
     std::fs::remove_dir_all(out.join("kitti_raw")).unwrap();
     let rerun = run_with_deadline(
@@ -932,8 +965,8 @@ fn fleet_on_two_ray_nodes_equals_lookout_batch_survives_a_killed_raylet_and_resu
         detections(&out.join("kitti_raw")),
         detections(&sequential.join("kitti_raw"))
     );
-    let after = done_records(&out, &drives.ids[..6]);
-    for id in &drives.ids[..6] {
+    let after = done_records(&out, drives.good());
+    for id in drives.good() {
         if *id != "kitti_raw" {
             assert_eq!(after[*id], before[*id], "drive {id} was redone");
         }
