@@ -61,7 +61,8 @@ class Cluster:
                 f"--min-worker-port={21000 + 100 * i}", f"--max-worker-port={21049 + 100 * i}",
             ]
             if i == 0:
-                cmd += ["--head", "--include-dashboard=false", f"--port={self.address.split(':')[1]}", f"--temp-dir={temp}"]
+                cmd += ["--head", "--include-dashboard=false", f"--dashboard-port={free_port()}"]
+                cmd += [f"--port={self.address.split(':')[1]}", f"--temp-dir={temp}"]
             else:
                 cmd += [f"--address={self.address}"]
             log_path = os.path.join(logs, f"ray-{nodes}-{i}.log")

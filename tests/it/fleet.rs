@@ -651,6 +651,7 @@ impl Cluster {
             cmd.arg(format!("--max-worker-port={}", first_worker_port + 49));
             if i == 0 {
                 cmd.args(["--head", "--include-dashboard=false"]);
+                cmd.arg(format!("--dashboard-port={}", free_port()));
                 cmd.arg(format!("--port={port}"));
                 cmd.arg(format!("--temp-dir={}", s(&temp)));
             } else {
