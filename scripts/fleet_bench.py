@@ -97,6 +97,21 @@ def timed(cmd):
     return took
 
 
+SPIN = "import time\nt = time.perf_counter()\nx = 0\nfor i in range(20_000_000): x += i\nprint(time.perf_counter() - t)"
+
+
+def parallel_ceiling():
+    """What two CPU-bound processes at once give on this machine against one (2.0 on two
+    free cores; less where the cores are shared or throttled)."""
+    spin = [sys.executable, "-c", SPIN]
+    one = float(subprocess.run(spin, stdout=subprocess.PIPE, text=True, check=True).stdout)
+    start = time.perf_counter()
+    procs = [subprocess.Popen(spin, stdout=subprocess.DEVNULL) for _ in range(2)]
+    for proc in procs:
+        proc.wait()
+    return 2 * one / (time.perf_counter() - start)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--drives", type=int, default=12)
@@ -115,7 +130,13 @@ def main():
                 f.write(f'[[drive]]\nid = "clip{i:03}"\nsource = "{args.clip}"\n\n')
         options = ["--weights", args.weights, "--threads", "1"]
         n = args.drives
-        results = {"drives": n, "frames_per_drive": 38, "cores": os.cpu_count(), "load_before": os.getloadavg()[0]}
+        results = {
+            "drives": n,
+            "frames_per_drive": 38,
+            "cores": os.cpu_count(),
+            "load_before": os.getloadavg()[0],
+            "cpu_two_vs_one_process": parallel_ceiling(),
+        }
 
         def fastest(cmd, out):
             runs = []
@@ -127,6 +148,22 @@ def main():
         batch_out = os.path.join(work, "batch")
         batch = fastest([args.lookout, "batch", manifest, "--out", batch_out, *options], batch_out)
         results["batch_s"] = batch
+        # The machine's own ceiling for two at once: two `lookout batch --shard k/2` side by
+        # side, no Ray.
+        runs = []
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            procs = [
+                subprocess.Popen(
+                    [args.lookout, "batch", manifest, "--out", os.path.join(work, f"shard{k}-{len(runs)}"), "--shard", f"{k}/2", *options],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(),
+                )
+                for k in range(2)
+            ]
+            if any(p.wait() != 0 for p in procs):
+                raise SystemExit("lookout batch --shard failed")
+            runs.append(time.perf_counter() - start)
+        results["two_shards_no_ray_s"] = min(runs)
         for nodes in (1, 2):
             cluster = Cluster(nodes, temp, work)
             try:
@@ -157,6 +194,7 @@ def main():
             "fleet_1_node_drives_per_min": per_min(results["fleet_1_node_s"]),
             "fleet_2_node_drives_per_min": per_min(results["fleet_2_node_s"]),
             "speedup_2_vs_1_node": results["fleet_1_node_s"] / results["fleet_2_node_s"],
+            "speedup_two_shards_no_ray": batch / results["two_shards_no_ray_s"],
             "ray_overhead_per_drive_s": (results["fleet_1_node_s"] - fixed - batch) / n,
             "ray_fixed_overhead_s": fixed,
             "batch_per_drive_s": batch / n,
