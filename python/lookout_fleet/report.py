@@ -50,6 +50,7 @@ def read_drive(folder):
         "per_class": {},
         "latency_ms": {},
         "fps": None,
+        "pipeline_ms": {},
         "samples": {s: [] for s in STAGES},
     }
     jsonl = os.path.join(folder, "detections.jsonl")
@@ -73,6 +74,14 @@ def read_drive(folder):
         with open(metrics) as f:
             summary = json.load(f)
         drive["fps"] = summary.get("fps", {}).get("processed")
+        # The run's own per-stage histograms (warm-up frames left out), every stage of the
+        # pipeline and end to end.
+        stages = dict(summary.get("stages", {}), end_to_end=summary.get("end_to_end", {}))
+        drive["pipeline_ms"] = {
+            name: {"p50": st.get("p50_ms"), "p99": st.get("p99_ms")}
+            for name, st in stages.items()
+            if st.get("count")
+        }
     drive["latency_ms"] = latency(drive["samples"])
     return drive
 
@@ -247,7 +256,7 @@ def summary_html(summary):
     parts.append("<h2>Per drive</h2>")
     parts.append(
         _table(
-            ["drive", "status", "frames", "detections", *GROUPS, "fps", "inference p50", "inference p99"],
+            ["drive", "status", "frames", "detections", *GROUPS, "fps", "inference p50", "inference p99", "end-to-end p50", "end-to-end p99"],
             [
                 [
                     d["id"],
@@ -258,6 +267,8 @@ def summary_html(summary):
                     d["fps"],
                     d["latency_ms"].get("inference", {}).get("p50"),
                     d["latency_ms"].get("inference", {}).get("p99"),
+                    d["pipeline_ms"].get("end_to_end", {}).get("p50"),
+                    d["pipeline_ms"].get("end_to_end", {}).get("p99"),
                 ]
                 for d in drives
             ],

@@ -39,7 +39,14 @@ def write_drive(root, drive_id, frames, status="ok", error=None, fps=10.0):
             }
             f.write(json.dumps(line) + "\n")
     with open(os.path.join(folder, "metrics.json"), "w") as f:
-        json.dump({"fps": {"processed": fps}}, f)
+        json.dump(
+            {
+                "fps": {"processed": fps},
+                "stages": {"capture": {"count": 3, "p50_ms": 2.0, "p99_ms": 4.0}, "render": {"count": 0}},
+                "end_to_end": {"count": 3, "p50_ms": 30.0, "p99_ms": 45.0},
+            },
+            f,
+        )
 
 
 class Percentiles(unittest.TestCase):
@@ -75,6 +82,10 @@ class Summary(unittest.TestCase):
         self.assertEqual(a["per_group"], {"pedestrian": 1, "vehicle": 2, "sign": 0, "other": 0})
         self.assertEqual(a["latency_ms"]["inference"], {"p50": 20.0, "p99": 30.0, "count": 3})
         self.assertEqual(a["fps"], 10.0)
+        # The run's own stage histograms from metrics.json; stages without samples left out.
+        self.assertEqual(
+            a["pipeline_ms"], {"capture": {"p50": 2.0, "p99": 4.0}, "end_to_end": {"p50": 30.0, "p99": 45.0}}
+        )
         t = s["total"]
         self.assertEqual((t["drives"], t["ok"], t["failed"]), (3, 2, 1))
         self.assertEqual(t["frames"], 4)

@@ -972,5 +972,17 @@ fn fleet_on_two_ray_nodes_equals_lookout_batch_survives_a_killed_raylet_and_resu
             assert_eq!(after[*id], before[*id], "drive {id} was redone");
         }
     }
+
+    // A lookout binary the workers do not have is one line naming it, not a traceback.
+    let mut missing = fleet_run(&bin, &drives, &cluster, &out, &summary);
+    missing.arg("--lookout").arg("/nonexistent/lookout");
+    let missing = run_with_deadline(missing, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("lookout binary `/nonexistent/lookout` not found")
+            && !stderr.contains("Traceback"),
+        "{stderr}"
+    );
     drop(cluster);
 }
