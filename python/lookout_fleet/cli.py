@@ -21,6 +21,7 @@ def parser():
     run.add_argument("--address", default="auto", metavar="ADDR", help="the cluster, as ray.init takes it: auto, HOST:PORT, ray://HOST:PORT (default: auto)")
     run.add_argument("--cpus-per-drive", type=float, default=2, metavar="N", help="CPUs each drive's task asks Ray for; also lookout's --threads unless given (default: 2)")
     run.add_argument("--max-retries", type=int, default=2, metavar="N", help="retries of a drive whose worker, node or lookout process is lost (default: 2)")
+    run.add_argument("--drives-per-task", type=int, default=1, metavar="N", help="drives one task runs one after another, for many short drives (default: 1)")
     run.add_argument("--lookout", default="lookout", metavar="PATH", help="the lookout binary on the workers (default: lookout on their PATH)")
     run.add_argument("--summary", metavar="FILE", help="also write which node ran each drive, as JSON")
     run.add_argument("--verbose", action="store_true", help="show the workers' logs")
@@ -44,6 +45,8 @@ def main(argv=None):
         return report.run(args)
     if args.cpus_per_drive <= 0:
         p.error("--cpus-per-drive must be positive")
+    if args.drives_per_task < 1:
+        p.error("--drives-per-task must be at least 1")
     if args.max_retries < 0:
         p.error("--max-retries must be 0 or more")
     for forbidden in ("--out", "--drive", "--list", "--shard"):

@@ -95,36 +95,51 @@ def run_fenced(cmd, poll_s=0.1):
                 os._exit(1)
 
 
-def run_drive(lookout, manifest, out, drive_id, passthrough, cpus_per_drive):
-    """Runs one drive through `lookout batch --drive ID`; returns its done.json and where it ran."""
+def run_drives(lookout, manifest, out, drive_ids, passthrough, cpus_per_drive):
+    """Runs drives through one `lookout batch --drive ID...`; returns each drive's done.json
+    and where it ran. A retry of the task skips the drives its first try finished."""
     import ray
 
     start = time.time()
     # --threads from this task's CPUs and this node's cores (not the driver's).
     options = with_threads(passthrough, cpus_per_drive)
-    cmd = batch_command(find_lookout(lookout), manifest, out, options) + ["--drive", drive_id]
+    cmd = batch_command(find_lookout(lookout), manifest, out, options)
+    for drive_id in drive_ids:
+        cmd += ["--drive", drive_id]
     returncode, stderr = run_fenced(cmd)
     tail = stderr.strip().splitlines()[-1:] or [""]
+    what = f"drive {', '.join(drive_ids)}"
     if returncode < 0 or returncode == EXIT_INTERRUPTED:
-        raise LookoutCrashed(f"drive {drive_id}: lookout exited with {returncode}: {tail[0]}")
+        raise LookoutCrashed(f"{what}: lookout exited with {returncode}: {tail[0]}")
     if returncode not in (EXIT_OK, EXIT_DRIVES_FAILED):
-        raise LookoutError(f"drive {drive_id}: lookout exited with {returncode}: {tail[0]}")
-    done_path = os.path.join(out, drive_id, "done.json")
-    try:
-        with open(done_path) as f:
-            record = json.load(f)
-    except (OSError, ValueError) as e:
-        raise LookoutCrashed(f"drive {drive_id}: lookout exited {returncode} but {done_path} is unreadable: {e}")
-    return {
-        "id": drive_id,
-        "status": record.get("status"),
-        "error": record.get("error"),
-        "frames": record.get("frames", {}).get("processed", 0),
-        "node": ray.get_runtime_context().get_node_id(),
-        "host": os.uname().nodename,
-        "pid": record.get("attempt", {}).get("pid"),
-        "seconds": time.time() - start,
-    }
+        raise LookoutError(f"{what}: lookout exited with {returncode}: {tail[0]}")
+    seconds = (time.time() - start) / len(drive_ids)
+    results = []
+    for drive_id in drive_ids:
+        done_path = os.path.join(out, drive_id, "done.json")
+        try:
+            with open(done_path) as f:
+                record = json.load(f)
+        except (OSError, ValueError) as e:
+            raise LookoutCrashed(f"drive {drive_id}: lookout exited {returncode} but {done_path} is unreadable: {e}")
+        results.append(
+            {
+                "id": drive_id,
+                "status": record.get("status"),
+                "error": record.get("error"),
+                "frames": record.get("frames", {}).get("processed", 0),
+                "node": ray.get_runtime_context().get_node_id(),
+                "host": os.uname().nodename,
+                "pid": record.get("attempt", {}).get("pid"),
+                "seconds": seconds,
+            }
+        )
+    return results
+
+
+def chunks(items, size):
+    """`items` in groups of at most `size`, in order."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def with_threads(passthrough, cpus_per_drive):
@@ -194,14 +209,16 @@ def run(args, passthrough):
             return 1
         # Shard k holds drives k, k + N, …: interleaved back into the manifest's order.
         drives = [part[i] for i in range(max(map(len, parts))) for part in parts if i < len(part)]
-        todo = [d for d in drives if d["state"] != "done"]
+        todo_drives = [d["id"] for d in drives if d["state"] != "done"]
+        progress = Progress(len(drives), len(drives) - len(todo_drives))
+        # One task per --drives-per-task drives (default one), popped from the end.
+        todo = chunks(todo_drives, args.drives_per_task)
         todo.reverse()
-        progress = Progress(len(drives), len(drives) - len(todo))
         task = ray.remote(
             num_cpus=args.cpus_per_drive,
             max_retries=args.max_retries,
             retry_exceptions=[LookoutCrashed],
-        )(run_drive)
+        )(run_drives)
         pending = {}
         done = failed = 0
         lost = []
@@ -212,24 +229,26 @@ def run(args, passthrough):
             # and nodes added by an autoscaler widen it.
             slots = slots_now(ray, args.cpus_per_drive)
             while todo and len(pending) < max(16, 2 * slots):
-                drive_id = todo.pop()["id"]
-                pending[task.remote(args.lookout, manifest, out, drive_id, options, args.cpus_per_drive)] = drive_id
+                group = todo.pop()
+                pending[task.remote(args.lookout, manifest, out, group, options, args.cpus_per_drive)] = group
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in ready:
-                drive_id = pending.pop(ref)
+                group = pending.pop(ref)
                 try:
-                    result = ray.get(ref)
+                    finished = ray.get(ref)
                 except Exception as e:  # a task that failed after its retries
                     cause = getattr(e, "cause", None) or e
-                    lost.append({"id": drive_id, "error": str(cause).strip().splitlines()[-1]})
+                    error = str(cause).strip().splitlines()[-1]
+                    lost.extend({"id": drive_id, "error": error} for drive_id in group)
                     continue
-                results.append(result)
-                if result["status"] == "ok":
-                    done += 1
-                else:
-                    failed += 1
+                results.extend(finished)
+                ok = sum(r["status"] == "ok" for r in finished)
+                done += ok
+                failed += len(finished) - ok
+            # Drives, not tasks: a task of a group runs its drives one after another.
+            queued = sum(map(len, pending.values())) + sum(map(len, todo))
             running = min(len(pending), slots)
-            progress.show(done, failed + len(lost), running, len(pending) + len(todo) - running)
+            progress.show(done, failed + len(lost), running, queued - running)
         progress.show(done, failed + len(lost), 0, 0, final=True)
         for r in results:
             if r["status"] != "ok":

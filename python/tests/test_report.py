@@ -146,6 +146,11 @@ class RunOptions(unittest.TestCase):
         with self.assertRaises(SystemExit):
             cli.main(["run", "m.toml", "--out", "o", "--shard", "0/2"])
 
+    def test_drives_are_grouped_into_tasks_in_order(self):
+        self.assertEqual(fleet.chunks(["a", "b", "c"], 2), [["a", "b"], ["c"]])
+        self.assertEqual(fleet.chunks(["a", "b"], 1), [["a"], ["b"]])
+        self.assertEqual(fleet.chunks([], 3), [])
+
     def test_listing_is_spread_over_the_nodes_up_to_a_bound(self):
         self.assertEqual(fleet.listing_shards(0), 1)
         self.assertEqual(fleet.listing_shards(2), 2)

@@ -947,11 +947,11 @@ fn fleet_on_two_ray_nodes_equals_lookout_batch_survives_a_killed_raylet_and_resu
     assert_eq!(json(&summary)["skipped"], 7);
     assert_eq!(done_records(&out, drives.good()), before);
     // Removing one result redoes exactly that one.
+    // (Both drives to redo, kitti_raw and the failed one, in one task: --drives-per-task.)
     std::fs::remove_dir_all(out.join("kitti_raw")).unwrap();
-    let rerun = run_with_deadline(
-        fleet_run(&bin, &drives, &cluster, &out, &summary),
-        Duration::from_secs(300),
-    );
+    let mut grouped = fleet_run(&bin, &drives, &cluster, &out, &summary);
+    grouped.args(["--drives-per-task", "2"]);
+    let rerun = run_with_deadline(grouped, Duration::from_secs(300));
     assert_eq!(
         rerun.status.code(),
         Some(4),
@@ -961,6 +961,11 @@ fn fleet_on_two_ray_nodes_equals_lookout_batch_survives_a_killed_raylet_and_resu
     let mut ran = summary_ids(&summary);
     ran.sort();
     assert_eq!(ran, ["corrupt", "kitti_raw"]);
+    let results = json(&summary)["results"].clone();
+    assert_eq!(
+        results[0]["pid"], results[1]["pid"],
+        "one lookout process for the task's two drives: {results}"
+    );
     assert_whole(&out, &drives.ids);
     assert_eq!(
         detections(&out.join("kitti_raw")),
