@@ -54,7 +54,12 @@ def main(argv=None):
             p.error(f"{forbidden} is lookout-fleet's own; drop it from the detector options")
     from . import fleet
 
-    return fleet.run(args, rest)
+    try:
+        return fleet.run(args, rest)
+    except KeyboardInterrupt:
+        # The drives' tasks end with this driver; finished drives are whole and kept.
+        print("lookout-fleet: interrupted; the same command resumes where this run stopped", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

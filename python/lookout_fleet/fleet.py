@@ -204,8 +204,8 @@ def run(args, passthrough):
             parts = ray.get(
                 [lister.remote(args.lookout, manifest, out, [*options, "--shard", f"{k}/{shards}"]) for k in range(shards)]
             )
-        except ray.exceptions.RayTaskError as e:
-            print(f"lookout-fleet: {getattr(e, 'cause', None) or e}", file=sys.stderr)
+        except ray.exceptions.RayError as e:
+            print(f"lookout-fleet: cannot list the drives: {getattr(e, 'cause', None) or e}", file=sys.stderr)
             return 1
         # Shard k holds drives k, k + N, …: interleaved back into the manifest's order.
         drives = [part[i] for i in range(max(map(len, parts))) for part in parts if i < len(part)]
@@ -238,7 +238,7 @@ def run(args, passthrough):
                     finished = ray.get(ref)
                 except Exception as e:  # a task that failed after its retries
                     cause = getattr(e, "cause", None) or e
-                    error = str(cause).strip().splitlines()[-1]
+                    error = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
                     lost.extend({"id": drive_id, "error": error} for drive_id in group)
                     continue
                 results.extend(finished)
