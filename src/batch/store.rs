@@ -20,10 +20,14 @@ pub const DETECTIONS_FILE: &str = "detections.jsonl";
 pub const METRICS_FILE: &str = "metrics.json";
 
 /// What decides whether a stored result is still the one asked for: the same binary
-/// version, source, frame limit, weights (by content) and detector settings.
+/// (version and content), source, frame limit, weights (by content) and detector settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunKey {
     pub lookout_version: String,
+    /// SHA-256 of the lookout executable that ran: a rebuild at the same version is another
+    /// key. Empty in records written before it was kept (they are stale).
+    #[serde(default)]
+    pub lookout_binary_sha256: String,
     pub source: String,
     pub max_frames: Option<u64>,
     pub weights_sha256: String,
@@ -347,6 +351,7 @@ mod tests {
     fn key(conf: f64) -> RunKey {
         RunKey {
             lookout_version: "0.1.0".into(),
+            lookout_binary_sha256: "cd".into(),
             source: "/d/a.mp4".into(),
             max_frames: None,
             weights_sha256: "ab".into(),

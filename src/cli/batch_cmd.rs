@@ -81,6 +81,8 @@ struct BatchPlan {
     /// The detector's flags with the weights resolved to a path (looked up once).
     detector: DetectorArgs,
     weights_sha256: String,
+    /// Of the running executable, hashed once per batch.
+    binary_sha256: String,
     settings: serde_json::Value,
 }
 
@@ -88,6 +90,7 @@ impl BatchPlan {
     fn key(&self, drive: &DriveEntry, max_frames: Option<u64>) -> RunKey {
         RunKey {
             lookout_version: env!("CARGO_PKG_VERSION").into(),
+            lookout_binary_sha256: self.binary_sha256.clone(),
             source: drive.source.clone(),
             max_frames,
             weights_sha256: self.weights_sha256.clone(),
@@ -127,14 +130,37 @@ impl BatchArgs {
             store,
             detector,
             weights_sha256,
+            binary_sha256: binary_sha256()?,
             settings: self.settings()?,
         })
     }
 
-    /// The options that change a drive's detections, as they are recorded and compared.
+    /// The options that change a drive's detections or track ids, as they are recorded and
+    /// compared. Every flag is destructured by name: a new one does not compile until it is
+    /// decided here whether it belongs to the key.
     fn settings(&self) -> Result<serde_json::Value> {
-        let d = &self.detector;
-        let tracker_config = match &self.tracking.tracker_config {
+        let DetectorArgs {
+            // By content: the key's weights_sha256 (a --model resolves to a file).
+            weights: _,
+            model: _,
+            conf,
+            iou,
+            max_det,
+            classes,
+            imgsz,
+            device,
+            precision,
+            half,
+            // Where weights come from, not what they are.
+            offline: _,
+            // Leaves detections unchanged (tested in tests/it/fleet.rs).
+            threads: _,
+        } = &self.detector;
+        let TrackerArgs {
+            tracker,
+            tracker_config,
+        } = &self.tracking;
+        let tracker_config = match tracker_config {
             Some(path) => Some(
                 super::file_sha256(path)
                     .with_context(|| format!("cannot read --tracker-config {}", path.display()))?,
@@ -144,37 +170,64 @@ impl BatchArgs {
         // f32 thresholds as written (0.45, not 0.44999998807907104).
         let decimal = |x: f32| x.to_string().parse::<f64>().unwrap_or(f64::from(x));
         Ok(serde_json::json!({
-            "conf": decimal(d.conf),
-            "iou": decimal(d.iou),
-            "max_det": d.max_det,
-            "classes": d.classes,
-            "imgsz": d.imgsz,
-            "device": d.device,
-            "half": d.half,
-            "tracker": self.tracking.tracker.name(),
+            "conf": decimal(*conf),
+            // null: the model family's default.
+            "iou": iou.map(decimal),
+            "max_det": max_det,
+            "classes": classes,
+            "imgsz": imgsz,
+            "device": device,
+            "precision": resolved_precision(precision)?,
+            "half": half,
+            "tracker": tracker.name(),
             "tracker_config_sha256": tracker_config,
             "images_fps": self.fps,
         }))
     }
 
-    /// `lookout run`'s flags for one drive, writing into `dir`.
-    fn run_args(&self, plan: &BatchPlan, drive: &DriveEntry, dir: &Path) -> RunArgs {
+    /// `lookout run`'s flags for one drive, writing into `dir`. Values are given as
+    /// `--flag=VALUE`, so a source that starts with `-` is still a value; a value clap
+    /// rejects is this drive's error, not the end of the batch.
+    fn run_args(&self, plan: &BatchPlan, drive: &DriveEntry, dir: &Path) -> Result<RunArgs> {
         use clap::Parser;
+        use std::ffi::OsString;
         #[derive(clap::Parser)]
+        #[command(no_binary_name = true)]
         struct Wrapper {
             #[command(flatten)]
             run: RunArgs,
         }
-        let mut argv: Vec<std::ffi::OsString> = vec!["lookout".into(), "--headless".into()];
-        argv.extend(["--source".into(), drive.source.clone().into()]);
-        argv.extend(["--jsonl".into(), dir.join(DETECTIONS_FILE).into()]);
-        argv.extend(["--metrics".into(), dir.join(METRICS_FILE).into()]);
-        let mut args = Wrapper::parse_from(argv).run;
+        let flag = |name: &str, value: &std::ffi::OsStr| {
+            let mut arg = OsString::from(format!("--{name}="));
+            arg.push(value);
+            arg
+        };
+        let argv: Vec<OsString> = vec![
+            "--headless".into(),
+            flag("source", drive.source.as_ref()),
+            flag("jsonl", dir.join(DETECTIONS_FILE).as_os_str()),
+            flag("metrics", dir.join(METRICS_FILE).as_os_str()),
+        ];
+        let mut args = Wrapper::try_parse_from(argv)
+            .map_err(|e| {
+                let text = e.to_string();
+                let first = text
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty())
+                    .unwrap_or("invalid");
+                anyhow::anyhow!(
+                    "cannot build the run's flags for source `{}`: {}",
+                    drive.source,
+                    first.trim_start_matches("error: ")
+                )
+            })?
+            .run;
         args.detector = plan.detector.clone();
         args.tracking = self.tracking.clone();
         args.source.fps = self.fps;
         args.max_frames = drive.max_frames.or(self.max_frames);
-        args
+        Ok(args)
     }
 }
 
@@ -277,10 +330,13 @@ fn run_drive(
     key: RunKey,
 ) -> Result<Outcome> {
     let attempt = plan.store.begin(&drive.id)?;
-    let run_args = args.run_args(plan, drive, attempt.dir());
     let start = Instant::now();
-    let result =
-        check_replayable(&run_args).and_then(|()| run_cmd::execute(&run_args, Console::Quiet));
+    let result = args
+        .run_args(plan, drive, attempt.dir())
+        .and_then(|run_args| {
+            check_replayable(&run_args)?;
+            run_cmd::execute(&run_args, Console::Quiet)
+        });
     let duration_s = start.elapsed().as_secs_f64();
     if super::signals::stop_on_ctrl_c().load(Ordering::SeqCst) {
         // Dropping the attempt removes its folder: a stopped drive is not a result.
@@ -348,6 +404,33 @@ fn run_drive(
     Ok(Outcome::Recorded(Box::new(record)))
 }
 
+/// SHA-256 of the running executable. On Linux read through /proc/self/exe, which is the
+/// image this process runs even when the file was replaced or removed since it started.
+fn binary_sha256() -> Result<String> {
+    let proc_exe = Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        if let Ok(sha) = super::file_sha256(proc_exe) {
+            return Ok(sha);
+        }
+    }
+    let exe = std::env::current_exe().context("cannot find the running lookout executable")?;
+    super::file_sha256(&exe)
+        .with_context(|| format!("cannot read the running executable {}", exe.display()))
+}
+
+/// The arithmetic `--precision` gives on this machine: `auto` is `bf16` or `f32` by the
+/// CPU, so two nodes of a mixed cluster never share a key across different arithmetic.
+fn resolved_precision(flag: &str) -> Result<&'static str> {
+    Ok(
+        match crate::detect::Precision::parse(flag).map_err(anyhow::Error::msg)? {
+            crate::detect::Precision::F32 => "f32",
+            crate::detect::Precision::Bf16 => "bf16",
+            crate::detect::Precision::Auto if crate::detect::cpu::bf16::supported() => "bf16",
+            crate::detect::Precision::Auto => "f32",
+        },
+    )
+}
+
 /// A batch replays recorded drives: live sources never end and cannot be replayed, and
 /// an endless synthetic source needs a frame limit.
 fn check_replayable(args: &RunArgs) -> Result<()> {
@@ -383,8 +466,83 @@ fn count_detections(path: &Path) -> std::io::Result<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::cli::{Cli, Command};
     use clap::Parser;
+
+    fn batch_args(extra: &[&str]) -> BatchArgs {
+        let mut argv = vec!["lookout", "batch", "drives.txt", "--out", "res"];
+        argv.extend_from_slice(extra);
+        let Some(Command::Batch(args)) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not a batch");
+        };
+        *args
+    }
+
+    fn settings(extra: &[&str]) -> serde_json::Value {
+        batch_args(extra).settings().unwrap()
+    }
+
+    #[test]
+    fn the_key_tells_precision_and_iou_apart() {
+        let f32_ = settings(&["--precision", "f32"]);
+        let bf16 = settings(&["--precision", "bf16"]);
+        assert_eq!(f32_["precision"], "f32");
+        assert_eq!(bf16["precision"], "bf16");
+        assert_ne!(f32_, bf16);
+        // The default is f32; auto is what it resolves to on this CPU, never "auto".
+        assert_eq!(settings(&[]), f32_);
+        let auto = settings(&["--precision", "auto"]);
+        let here = if crate::detect::cpu::bf16::supported() {
+            &bf16
+        } else {
+            &f32_
+        };
+        assert_eq!(&auto, here);
+        assert!(batch_args(&["--precision", "int8"]).settings().is_err());
+
+        let unset = settings(&[]);
+        let iou = settings(&["--iou", "0.5"]);
+        assert_eq!(unset["iou"], serde_json::Value::Null);
+        assert_eq!(iou["iou"], 0.5);
+        assert_ne!(unset, iou);
+        // Flags that do not change detections share the key.
+        assert_eq!(settings(&["--threads", "1", "--offline"]), unset);
+    }
+
+    #[test]
+    fn a_source_that_looks_like_a_flag_is_still_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = batch_args(&["--tracker", "none"]);
+        let plan = BatchPlan {
+            drives: Vec::new(),
+            store: ResultStore::open(dir.path()).unwrap(),
+            detector: args.detector.clone(),
+            weights_sha256: String::new(),
+            binary_sha256: String::new(),
+            settings: serde_json::Value::Null,
+        };
+        let drive = DriveEntry {
+            id: "a".into(),
+            source: "--max-frames".into(),
+            max_frames: Some(3),
+        };
+        let run = args.run_args(&plan, &drive, dir.path()).unwrap();
+        assert_eq!(run.source.source, "--max-frames");
+        assert_eq!(run.max_frames, Some(3));
+        assert!(run.headless);
+        assert_eq!(
+            run.jsonl.as_deref(),
+            Some(dir.path().join(DETECTIONS_FILE).as_path())
+        );
+    }
+
+    #[test]
+    fn the_binary_is_hashed() {
+        let sha = binary_sha256().unwrap();
+        assert_eq!(sha.len(), 64);
+        assert_eq!(sha, binary_sha256().unwrap());
+    }
 
     #[test]
     fn batch_flags_parse_and_detector_options_are_the_run_ones() {

@@ -273,6 +273,10 @@ fn batch_writes_each_drive_whole_records_a_bad_one_and_skips_done_ones_on_a_reru
     assert_eq!(done["settings"]["conf"], 0.25);
     assert_eq!(done["lookout_version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(
+        done["lookout_binary_sha256"],
+        lookout::cli::file_sha256(Path::new(env!("CARGO_BIN_EXE_lookout"))).unwrap()
+    );
+    assert_eq!(
         json(&out.join("udacity_half/done.json"))["frames"]["processed"],
         19
     );
@@ -353,6 +357,33 @@ fn batch_writes_each_drive_whole_records_a_bad_one_and_skips_done_ones_on_a_reru
     assert!(states
         .iter()
         .all(|(id, state)| state == if id == CORRUPT { "failed" } else { "done" }));
+    // Another binary of the same version (here: one byte appended) finds every result stale.
+    let rebuilt = drives.root.join("lookout-rebuilt");
+    let mut bytes = std::fs::read(env!("CARGO_BIN_EXE_lookout")).unwrap();
+    bytes.push(0);
+    std::fs::write(&rebuilt, bytes).unwrap();
+    std::fs::set_permissions(
+        &rebuilt,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut cmd = Command::new(&rebuilt);
+    cmd.env("LOOKOUT_OFFLINE", "1")
+        .args(["batch", s(&drives.manifest), "--out", s(&out), "--weights"])
+        .arg(&drives.weights)
+        .arg("--list");
+    let list = run_with_deadline(cmd, Duration::from_secs(60));
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let stdout = String::from_utf8(list.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 8);
+    assert!(
+        stdout.lines().all(|l| l.contains(r#""state":"stale""#)),
+        "{stdout}"
+    );
 
     // Other settings make every stored result stale: --shard splits the work between two
     // runs that together redo every drive once.
