@@ -497,15 +497,25 @@ mod tests {
         assert_eq!(Precision::parse("auto"), Ok(Precision::Auto));
         assert_eq!(Precision::parse("bf16"), Ok(Precision::Bf16));
         let err = Precision::parse("int8").unwrap_err();
-        assert!(err.contains("--precision int8") && err.contains("f32"), "{err}");
+        assert!(
+            err.contains("--precision int8") && err.contains("f32"),
+            "{err}"
+        );
         let mut cfg = DetectorConfig::new(PathBuf::from("w.safetensors"));
         cfg.precision = Precision::Bf16;
         cfg.half = true;
         let err = cfg.validate().unwrap_err().to_string();
-        assert!(err.contains("--precision bf16") && err.contains("--half"), "{err}");
+        assert!(
+            err.contains("--precision bf16") && err.contains("--half"),
+            "{err}"
+        );
         cfg.half = false;
         let supported = super::super::cpu::bf16::supported();
-        assert_eq!(cfg.validate().is_ok(), supported, "bf16 refused only without AVX512-BF16");
+        assert_eq!(
+            cfg.validate().is_ok(),
+            supported,
+            "bf16 refused only without AVX512-BF16"
+        );
     }
 
     #[test]
