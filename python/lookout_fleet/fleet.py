@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -142,12 +143,100 @@ def chunks(items, size):
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def usable_cores():
+    """The cores this process may run on (its affinity: a container's or taskset's share,
+    not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def with_threads(passthrough, cpus_per_drive):
     """The options with `--threads` set to the task's CPUs, unless the caller set it."""
     if any(a == "--threads" or a.startswith("--threads=") for a in passthrough):
         return list(passthrough)
-    threads = max(1, min(int(cpus_per_drive), os.cpu_count() or 1))
+    threads = max(1, min(int(cpus_per_drive), usable_cores()))
     return [*passthrough, "--threads", str(threads)]
+
+
+# Options of `lookout batch` (and `lookout run`) whose value is a file: made absolute by the
+# driver, as the manifest and --out are, so every worker reads the same file whatever its
+# working directory.
+PATH_OPTIONS = ("--weights", "--tracker-config", "--calib")
+
+
+def absolute_paths(passthrough, cwd=None):
+    """The options with every path-valued option's value made absolute (`--opt PATH` and
+    `--opt=PATH`)."""
+    cwd = cwd or os.getcwd()
+    out = []
+    args = list(passthrough)
+    i = 0
+    while i < len(args):
+        a = args[i]
+        name, eq, value = a.partition("=")
+        if name in PATH_OPTIONS and eq:
+            out.append(f"{name}={os.path.join(cwd, value) if value else value}")
+        elif a in PATH_OPTIONS and i + 1 < len(args):
+            out += [a, os.path.join(cwd, args[i + 1])]
+            i += 1
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
+def absolute_lookout(lookout, cwd=None):
+    """--lookout: a path (it holds a slash) made absolute; a bare name is looked up on each
+    worker's PATH."""
+    if os.sep in lookout:
+        return os.path.join(cwd or os.getcwd(), lookout)
+    return lookout
+
+
+def parse_address(address):
+    """(host, port) of a `HOST:PORT` or `ray://HOST:PORT[/...]` address (the client server's
+    default port 10001 when a ray:// address has none); None for `auto`, `local` and what
+    Ray resolves itself."""
+    if not address or address in ("auto", "local"):
+        return None
+    rest = address
+    default_port = None
+    if rest.startswith("ray://"):
+        rest = rest[len("ray://") :]
+        default_port = 10001
+    elif "://" in rest:
+        return None
+    rest = rest.split("/", 1)[0]
+    if rest.startswith("["):  # [IPv6]:PORT
+        host, _, port = rest[1:].partition("]")
+        port = port.lstrip(":")
+    else:
+        host, _, port = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    if not host:
+        return None
+    if not port:
+        if default_port is None:
+            return None
+        return host, default_port
+    try:
+        return host, int(port)
+    except ValueError:
+        return None
+
+
+def check_reachable(address, timeout_s=5.0):
+    """None when `address` takes a TCP connection (or is one Ray resolves itself), else the
+    one-line reason: ray.init would otherwise wait a long while on a cluster not there."""
+    target = parse_address(address)
+    if target is None:
+        return None
+    try:
+        socket.create_connection(target, timeout=timeout_s).close()
+    except OSError as e:
+        return f"nothing answers at {target[0]}:{target[1]} ({e.strerror or e})"
+    return None
 
 
 class Progress:
@@ -185,12 +274,34 @@ def listing_shards(alive_nodes):
     return max(1, min(32, alive_nodes))
 
 
+def write_summary(path, drives, results, lost, interrupted=False):
+    summary = {"drives": len(drives), "skipped": len(drives) - len(results) - len(lost), "results": results, "lost": lost}
+    if interrupted:
+        summary["interrupted"] = True
+    with open(path, "w") as f:
+        json.dump(summary, f, indent=1)
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run(args, passthrough):
     """`lookout-fleet run`; returns the exit status."""
     import ray
 
+    # SIGTERM (a scheduler's or Kubernetes' stop) ends the run as Ctrl-C does: the summary
+    # written, ray.shutdown(), exit 130.
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+
     manifest = os.path.abspath(args.manifest)
     out = os.path.abspath(args.out)
+    lookout = absolute_lookout(args.lookout)
+    passthrough = absolute_paths(passthrough)
+    unreachable = check_reachable(args.address)
+    if unreachable:
+        print(f"lookout-fleet: cannot connect to the Ray cluster at `{args.address}`: {unreachable}", file=sys.stderr)
+        return 1
     try:
         ray.init(address=args.address, logging_level="WARNING", log_to_driver=args.verbose)
     except (ConnectionError, RuntimeError, ValueError) as e:
@@ -202,7 +313,7 @@ def run(args, passthrough):
         shards = listing_shards(sum(1 for n in ray.nodes() if n.get("Alive")))
         try:
             parts = ray.get(
-                [lister.remote(args.lookout, manifest, out, [*options, "--shard", f"{k}/{shards}"]) for k in range(shards)]
+                [lister.remote(lookout, manifest, out, [*options, "--shard", f"{k}/{shards}"]) for k in range(shards)]
             )
         except ray.exceptions.RayError as e:
             print(f"lookout-fleet: cannot list the drives: {getattr(e, 'cause', None) or e}", file=sys.stderr)
@@ -223,32 +334,38 @@ def run(args, passthrough):
         done = failed = 0
         lost = []
         results = []
-        while todo or pending:
-            # A bounded window of submitted tasks (twice what fits, at least 16): a million
-            # drives are never a million task specs in the driver and the cluster at once,
-            # and nodes added by an autoscaler widen it.
-            slots = slots_now(ray, args.cpus_per_drive)
-            while todo and len(pending) < max(16, 2 * slots):
-                group = todo.pop()
-                pending[task.remote(args.lookout, manifest, out, group, options, args.cpus_per_drive)] = group
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-            for ref in ready:
-                group = pending.pop(ref)
-                try:
-                    finished = ray.get(ref)
-                except Exception as e:  # a task that failed after its retries
-                    cause = getattr(e, "cause", None) or e
-                    error = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
-                    lost.extend({"id": drive_id, "error": error} for drive_id in group)
-                    continue
-                results.extend(finished)
-                ok = sum(r["status"] == "ok" for r in finished)
-                done += ok
-                failed += len(finished) - ok
-            # Drives, not tasks: a task of a group runs its drives one after another.
-            queued = sum(map(len, pending.values())) + sum(map(len, todo))
-            running = min(len(pending), slots)
-            progress.show(done, failed + len(lost), running, queued - running)
+        try:
+            while todo or pending:
+                # A bounded window of submitted tasks (twice what fits, at least 16): a million
+                # drives are never a million task specs in the driver and the cluster at once,
+                # and nodes added by an autoscaler widen it.
+                slots = slots_now(ray, args.cpus_per_drive)
+                while todo and len(pending) < max(16, 2 * slots):
+                    group = todo.pop()
+                    pending[task.remote(lookout, manifest, out, group, options, args.cpus_per_drive)] = group
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    group = pending.pop(ref)
+                    try:
+                        finished = ray.get(ref)
+                    except Exception as e:  # a task that failed after its retries
+                        cause = getattr(e, "cause", None) or e
+                        error = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
+                        lost.extend({"id": drive_id, "error": error} for drive_id in group)
+                        continue
+                    results.extend(finished)
+                    ok = sum(r["status"] == "ok" for r in finished)
+                    done += ok
+                    failed += len(finished) - ok
+                # Drives, not tasks: a task of a group runs its drives one after another.
+                queued = sum(map(len, pending.values())) + sum(map(len, todo))
+                running = min(len(pending), slots)
+                progress.show(done, failed + len(lost), running, queued - running)
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM: what finished is whole and kept; the summary says so.
+            if args.summary:
+                write_summary(args.summary, drives, results, lost, interrupted=True)
+            raise
         progress.show(done, failed + len(lost), 0, 0, final=True)
         for r in results:
             if r["status"] != "ok":
@@ -256,9 +373,7 @@ def run(args, passthrough):
         for r in lost:
             print(f"drive {r['id']}: NOT RUN (task failed after {args.max_retries} retries): {r['error']}", file=sys.stderr)
         if args.summary:
-            with open(args.summary, "w") as f:
-                summary = {"drives": len(drives), "skipped": len(drives) - len(results) - len(lost), "results": results, "lost": lost}
-                json.dump(summary, f, indent=1)
+            write_summary(args.summary, drives, results, lost)
         if lost:
             return 1
         return EXIT_DRIVES_FAILED if failed else 0

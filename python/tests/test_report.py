@@ -1,9 +1,13 @@
 """Unit tests of the fleet report on result folders made here (no Ray, no lookout)."""
 
+import contextlib
+import io
 import json
 import os
+import socket
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -164,6 +168,60 @@ class RunOptions(unittest.TestCase):
         with self.assertRaises(fleet.LookoutError) as e:
             fleet.find_lookout("/nonexistent/lookout")
         self.assertIn("--lookout", str(e.exception))
+
+
+def closed_port():
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Driver(unittest.TestCase):
+    def test_threads_are_capped_by_the_cores_this_process_may_use(self):
+        cores = len(os.sched_getaffinity(0))
+        self.assertEqual(fleet.usable_cores(), cores)
+        self.assertEqual(fleet.with_threads([], 10_000), ["--threads", str(cores)])
+
+    def test_path_options_are_made_absolute_in_the_driver(self):
+        rest = ["--weights", "m/w.pth", "--tracker-config=t.toml", "--calib", "/abs/c.yaml", "--conf", "0.4", "--classes", "car"]
+        self.assertEqual(
+            fleet.absolute_paths(rest, cwd="/runs"),
+            ["--weights", "/runs/m/w.pth", "--tracker-config=/runs/t.toml", "--calib", "/abs/c.yaml", "--conf", "0.4", "--classes", "car"],
+        )
+        self.assertEqual(fleet.absolute_lookout("bin/lookout", cwd="/runs"), "/runs/bin/lookout")
+        self.assertEqual(fleet.absolute_lookout("./lookout", cwd="/runs"), "/runs/./lookout")
+        # A bare name is looked up on each worker's PATH.
+        self.assertEqual(fleet.absolute_lookout("lookout", cwd="/runs"), "lookout")
+
+    def test_addresses_are_parsed_for_the_reachability_check(self):
+        self.assertIsNone(fleet.parse_address("auto"))
+        self.assertIsNone(fleet.parse_address("local"))
+        self.assertEqual(fleet.parse_address("10.0.0.1:6379"), ("10.0.0.1", 6379))
+        self.assertEqual(fleet.parse_address("ray://head:10002"), ("head", 10002))
+        self.assertEqual(fleet.parse_address("ray://head"), ("head", 10001))
+        self.assertEqual(fleet.parse_address("[::1]:6379"), ("::1", 6379))
+
+    def test_an_address_with_nothing_listening_fails_at_once_in_one_line(self):
+        port = closed_port()
+        for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+            err = io.StringIO()
+            start = time.monotonic()
+            with contextlib.redirect_stderr(err):
+                code = cli.main(["run", "m.toml", "--out", self.out, "--address", address])
+            self.assertEqual(code, 1)
+            self.assertLess(time.monotonic() - start, 10)
+            lines = err.getvalue().strip().splitlines()
+            self.assertEqual(len(lines), 1, err.getvalue())
+            self.assertIn(f"cannot connect to the Ray cluster at `{address}`", lines[0])
+            self.assertIn(f"127.0.0.1:{port}", lines[0])
+
+    def setUp(self):
+        self._tmp = tempfile.TemporaryDirectory()
+        self.out = os.path.join(self._tmp.name, "out")
+
+    def tearDown(self):
+        self._tmp.cleanup()
 
 
 if __name__ == "__main__":
