@@ -28,20 +28,41 @@ def free_port():
         return s.getsockname()[1]
 
 
-def tree(root):
-    """`root` and every process below it (from /proc)."""
-    parents = {}
+def processes():
+    """pid -> (parent pid, start time in clock ticks since boot: field 22 of /proc/PID/stat)
+    of every live process. A pid with another start time is another process (a reused pid)."""
+    found = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
-                stat = open(f"/proc/{name}/stat").read()
-                parents[int(name)] = int(stat[stat.rfind(")") + 2 :].split()[1])
+                with open(f"/proc/{name}/stat") as f:
+                    stat = f.read()
+                fields = stat[stat.rfind(")") + 2 :].split()
+                if fields[0] != "Z":
+                    found[int(name)] = (int(fields[1]), int(fields[19]))
             except (OSError, ValueError, IndexError):
                 pass
-    found = [root]
-    for pid in found:
-        found.extend(p for p, pp in parents.items() if pp == pid)
     return found
+
+
+def tree(root, root_start):
+    """{pid: start time} of `root` (if it is still the process that started at `root_start`)
+    and every process below it."""
+    procs = processes()
+    if procs.get(root, (0, None))[1] != root_start:
+        return {}
+    found = {root: root_start}
+    queue = [root]
+    for pid in queue:
+        for p, (pp, start) in procs.items():
+            if pp == pid and p not in found:
+                found[p] = start
+                queue.append(p)
+    return found
+
+
+def start_time(pid):
+    return processes().get(pid, (0, None))[1]
 
 
 def env():
@@ -52,7 +73,9 @@ def env():
 
 class Cluster:
     def __init__(self, nodes, temp, logs):
-        self.procs, self.seen = [], set()
+        # The processes started here with their start times, and every process seen below
+        # them (pid -> start time): stop() kills only those still the same processes.
+        self.procs, self.seen = [], {}
         self.address = f"{IP}:{free_port()}"
         for i in range(nodes):
             cmd = [
@@ -68,23 +91,26 @@ class Cluster:
             log_path = os.path.join(logs, f"ray-{nodes}-{i}.log")
             log = open(log_path, "w")
             proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env())
-            self.procs.append(proc)
+            self.procs.append((proc, start_time(proc.pid)))
             deadline = time.time() + 120
             while "Ray runtime started" not in open(log_path).read():
                 if proc.poll() is not None or time.time() > deadline:
                     raise SystemExit(f"ray start failed: {open(log_path).read()}")
                 time.sleep(0.1)
-            self.seen.update(tree(proc.pid))
+            self.seen.update(tree(proc.pid, self.procs[-1][1]))
 
     def stop(self):
-        for proc in self.procs:
-            self.seen.update(tree(proc.pid))
-        for pid in self.seen:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for proc in self.procs:
+        for proc, start in self.procs:
+            self.seen.update(tree(proc.pid, start))
+        live = processes()
+        for pid, start in self.seen.items():
+            # Only a process seen below ours that is still that process (not a reused pid).
+            if live.get(pid, (0, None))[1] == start:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for proc, _ in self.procs:
             proc.wait()
 
 

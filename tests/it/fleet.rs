@@ -521,9 +521,12 @@ fn the_fleet_report_passes_its_python_unit_tests() {
 
 // --- The Ray cluster -------------------------------------------------------------------
 
-/// A process's parent, name and command line, from /proc.
+/// A process's parent, start time, name and command line, from /proc.
 struct Proc {
     ppid: u32,
+    /// Clock ticks after boot (field 22 of /proc/PID/stat): with the pid, the process's
+    /// identity (a pid may be reused; the pair is not).
+    start: u64,
     comm: String,
     cmdline: Vec<String>,
 }
@@ -548,6 +551,10 @@ fn processes() -> HashMap<u32, Proc> {
             continue;
         }
         let ppid = rest.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        // Fields 5..=21 skipped: starttime is field 22 (state is 3, ppid 4).
+        let Some(start) = rest.nth(17).and_then(|t| t.parse().ok()) else {
+            continue;
+        };
         let cmdline = std::fs::read(entry.path().join("cmdline"))
             .unwrap_or_default()
             .split(|&b| b == 0)
@@ -558,6 +565,7 @@ fn processes() -> HashMap<u32, Proc> {
             pid,
             Proc {
                 ppid,
+                start,
                 comm,
                 cmdline,
             },
@@ -566,17 +574,20 @@ fn processes() -> HashMap<u32, Proc> {
     all
 }
 
-/// `root` and every process below it.
-fn tree(root: u32) -> Vec<u32> {
+/// `root` and every process below it, each with its start time.
+fn tree(root: u32) -> Vec<(u32, u64)> {
     let all = processes();
-    let mut found = vec![root];
+    let Some(top) = all.get(&root) else {
+        return Vec::new();
+    };
+    let mut found = vec![(root, top.start)];
     let mut i = 0;
     while i < found.len() {
-        let parent = found[i];
+        let parent = found[i].0;
         found.extend(
             all.iter()
                 .filter(|(_, p)| p.ppid == parent)
-                .map(|(&pid, _)| pid),
+                .map(|(&pid, p)| (pid, p.start)),
         );
         i += 1;
     }
@@ -601,27 +612,37 @@ fn free_port() -> u16 {
 }
 
 /// One `ray start --block` node: the process this test started, and every process below it
-/// seen so far (a raylet killed by the test orphans its agents; they are stopped by pid).
+/// seen so far, by pid and start time (a raylet killed by the test orphans its agents; they
+/// are stopped by pid, and only while the pid is still the process seen).
 struct Node {
     child: Child,
-    seen: BTreeSet<u32>,
+    seen: BTreeMap<u32, u64>,
     log: PathBuf,
 }
 
 impl Node {
     fn refresh(&mut self) {
+        // The child is not reaped before stop(): its pid cannot be reused until then.
         self.seen.extend(tree(self.child.id()));
     }
 
-    /// Every process of this node: SIGKILL by the pids this test saw start.
+    /// The processes seen that still run as they were seen (not a reused pid).
+    fn live(&self, all: &HashMap<u32, Proc>) -> Vec<u32> {
+        self.seen
+            .iter()
+            .filter(|(pid, start)| all.get(pid).is_some_and(|p| p.start == **start))
+            .map(|(&pid, _)| pid)
+            .collect()
+    }
+
+    /// Every process of this node: SIGKILL by the (pid, start time) this test saw below the
+    /// process it started.
     fn stop(&mut self) {
         self.refresh();
-        let all = processes();
-        for &pid in &self.seen {
-            if alive(pid) && all.contains_key(&pid) {
-                // SAFETY: a process this test started, or one below it.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            }
+        for pid in self.live(&processes()) {
+            // SAFETY: a process this test started, or one seen below it, still the same
+            // process (its start time unchanged).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         }
         let _ = self.child.wait();
     }
@@ -631,6 +652,8 @@ impl Node {
 struct Cluster {
     nodes: Vec<Node>,
     address: String,
+    /// The head's Ray Client server: `ray://IP:PORT`.
+    client: String,
     temp: PathBuf,
 }
 
@@ -668,6 +691,7 @@ impl Cluster {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             address: format!("{}:{port}", Self::IP),
+            client: format!("ray://{}:{}", Self::IP, free_port()),
             temp: temp.clone(),
         };
         let ray = bin.join("ray");
@@ -684,6 +708,8 @@ impl Cluster {
                 cmd.args(["--head", "--include-dashboard=false"]);
                 cmd.arg(format!("--dashboard-port={}", free_port()));
                 cmd.arg(format!("--port={port}"));
+                let client_port = cluster.client.rsplit(':').next().unwrap();
+                cmd.arg(format!("--ray-client-server-port={client_port}"));
                 cmd.arg(format!("--temp-dir={}", s(&temp)));
             } else {
                 cmd.arg(format!("--address={}", cluster.address));
@@ -697,7 +723,7 @@ impl Cluster {
                 .expect("ray starts");
             cluster.nodes.push(Node {
                 child,
-                seen: BTreeSet::new(),
+                seen: BTreeMap::new(),
                 log: log.clone(),
             });
             let start = Instant::now();
@@ -727,9 +753,8 @@ impl Cluster {
         let node = &mut self.nodes[i];
         node.refresh();
         let all = processes();
-        *node
-            .seen
-            .iter()
+        node.live(&all)
+            .into_iter()
             .find(|pid| all.get(pid).is_some_and(|p| p.comm == "raylet"))
             .unwrap_or_else(|| panic!("no raylet under {}", node.log.display()))
     }
@@ -739,14 +764,14 @@ impl Cluster {
         let node = &mut self.nodes[i];
         node.refresh();
         let all = processes();
-        node.seen
-            .iter()
+        node.live(&all)
+            .into_iter()
             .filter_map(|pid| {
-                let p = all.get(pid)?;
+                let p = all.get(&pid)?;
                 let at = p.cmdline.iter().position(|a| a == "--drive")?;
                 let is_lookout = p.cmdline.first()?.ends_with("/lookout");
                 let id = p.cmdline.get(at + 1)?;
-                is_lookout.then(|| (*pid, id.clone()))
+                is_lookout.then(|| (pid, id.clone()))
             })
             .collect()
     }
@@ -1019,6 +1044,22 @@ fn fleet_on_two_ray_nodes_equals_lookout_batch_survives_a_killed_raylet_and_resu
         stderr.contains("lookout binary `/nonexistent/lookout` not found")
             && !stderr.contains("Traceback"),
         "{stderr}"
+    );
+
+    // Through Ray Client (ray://, a driver outside the cluster): the done drives skipped,
+    // the failed one run again.
+    let mut client = fleet_run(&bin, &drives, &cluster, &out, &summary);
+    client.args(["--address", &cluster.client]);
+    let started = Instant::now();
+    let client = run_with_deadline(client, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&client.stderr);
+    assert_eq!(client.status.code(), Some(4), "{stderr}");
+    assert_eq!(summary_ids(&summary), [CORRUPT], "{stderr}");
+    assert_eq!(json(&summary)["skipped"], 7);
+    eprintln!(
+        "the run through {} took {:?}",
+        cluster.client,
+        started.elapsed()
     );
     drop(cluster);
 }
