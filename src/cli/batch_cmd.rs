@@ -227,6 +227,8 @@ impl BatchArgs {
         args.tracking = self.tracking.clone();
         args.source.fps = self.fps;
         args.max_frames = drive.max_frames.or(self.max_frames);
+        // The commit syncs every file it keeps; a stopped drive's are removed unsynced.
+        args.caller_syncs = true;
         Ok(args)
     }
 }
@@ -395,13 +397,18 @@ fn run_drive(
         record.error = Some(error);
     }
     match attempt.commit(&record)? {
-        Committed::Written => {}
-        Committed::AlreadyDone => eprintln!(
-            "drive {}: another attempt finished it first; kept that result",
-            drive.id
-        ),
+        Committed::Written => Ok(Outcome::Recorded(Box::new(record))),
+        Committed::AlreadyDone => {
+            eprintln!(
+                "drive {}: another attempt finished it first; kept that result",
+                drive.id
+            );
+            // What is stored is what the summary reports, not this discarded attempt.
+            Ok(Outcome::Recorded(Box::new(
+                plan.store.record(&drive.id).unwrap_or(record),
+            )))
+        }
     }
-    Ok(Outcome::Recorded(Box::new(record)))
 }
 
 /// SHA-256 of the running executable. On Linux read through /proc/self/exe, which is the
@@ -531,6 +538,7 @@ mod tests {
         assert_eq!(run.source.source, "--max-frames");
         assert_eq!(run.max_frames, Some(3));
         assert!(run.headless);
+        assert!(run.caller_syncs, "the commit syncs what it keeps");
         assert_eq!(
             run.jsonl.as_deref(),
             Some(dir.path().join(DETECTIONS_FILE).as_path())

@@ -83,6 +83,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub calib: Option<PathBuf>,
 
+    /// Set by `lookout batch`, never a flag: it syncs the files of a drive it keeps (and
+    /// discards a stopped one's unsynced), so the run does not fsync them itself.
+    #[arg(skip)]
+    pub caller_syncs: bool,
+
     #[command(flatten)]
     pub mounting: super::calib_cmd::MountingOverrideArgs,
 
@@ -288,7 +293,10 @@ impl RunArgs {
             outputs.push(SinkSpec::Frames { dir: dir.clone() });
         }
         if let Some(path) = &self.jsonl {
-            outputs.push(SinkSpec::Jsonl { path: path.clone() });
+            outputs.push(SinkSpec::Jsonl {
+                path: path.clone(),
+                sync: !self.caller_syncs,
+            });
         }
         if let Some(path) = &self.tracks.save_tracks {
             anyhow::ensure!(
