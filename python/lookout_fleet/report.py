@@ -10,6 +10,7 @@ import html
 import json
 import math
 import os
+import sys
 
 # Per-frame stage times in detections.jsonl (`timing_ms`): the detector's and the tracker's.
 STAGES = ("preprocess", "inference", "postprocess", "track")
@@ -30,10 +31,47 @@ def _frame_stages(line):
     return {s: timing.get(s) for s in STAGES}
 
 
+class Unreadable(Exception):
+    """A drive's file that cannot be read or parsed: that drive's error, not the report's."""
+
+
+def _load(path, what):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise Unreadable(f"cannot read {what}: {e}") from None
+
+
+def unreadable_drive(folder, error):
+    """A drive whose files cannot be read, reported as failed with why."""
+    return {
+        "id": os.path.basename(folder),
+        "status": "unreadable",
+        "error": error,
+        "source": None,
+        "model": None,
+        "weights_sha256": None,
+        "frames": 0,
+        "frames_in": 0,
+        "dropped": 0,
+        "duration_s": 0.0,
+        "detections": 0,
+        "per_group": {g: 0 for g in GROUPS},
+        "per_class": {},
+        "latency_ms": {},
+        "fps": None,
+        "pipeline_ms": {},
+        "samples": {s: [] for s in STAGES},
+    }
+
+
 def read_drive(folder):
-    """One drive's result: its record, and what its detections and metrics files say."""
-    with open(os.path.join(folder, "done.json")) as f:
-        record = json.load(f)
+    """One drive's result: its record, and what its detections and metrics files say.
+    Raises Unreadable when one of them cannot be read or parsed."""
+    record = _load(os.path.join(folder, "done.json"), "done.json")
+    if not isinstance(record, dict):
+        raise Unreadable("cannot read done.json: not a JSON object")
     drive = {
         "id": record.get("drive", os.path.basename(folder)),
         "status": record.get("status"),
@@ -55,24 +93,32 @@ def read_drive(folder):
     }
     jsonl = os.path.join(folder, "detections.jsonl")
     if os.path.exists(jsonl):
-        with open(jsonl) as f:
-            for text in f:
-                if not text.strip():
-                    continue
+        try:
+            with open(jsonl) as f:
+                texts = f.readlines()
+        except OSError as e:
+            raise Unreadable(f"cannot read detections.jsonl: {e}") from None
+        for number, text in enumerate(texts, 1):
+            if not text.strip():
+                continue
+            try:
                 line = json.loads(text)
-                for det in line.get("detections", []):
-                    drive["detections"] += 1
-                    group = det.get("group", "other")
-                    drive["per_group"][group] = drive["per_group"].get(group, 0) + 1
-                    name = det.get("class", str(det.get("class_id")))
-                    drive["per_class"][name] = drive["per_class"].get(name, 0) + 1
-                for stage, ms in _frame_stages(line).items():
-                    if ms is not None:
-                        drive["samples"][stage].append(ms)
+                if not isinstance(line, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as e:
+                raise Unreadable(f"cannot read detections.jsonl line {number}: {e}") from None
+            for det in line.get("detections", []):
+                drive["detections"] += 1
+                group = det.get("group", "other")
+                drive["per_group"][group] = drive["per_group"].get(group, 0) + 1
+                name = det.get("class", str(det.get("class_id")))
+                drive["per_class"][name] = drive["per_class"].get(name, 0) + 1
+            for stage, ms in _frame_stages(line).items():
+                if ms is not None:
+                    drive["samples"][stage].append(ms)
     metrics = os.path.join(folder, "metrics.json")
     if os.path.exists(metrics):
-        with open(metrics) as f:
-            summary = json.load(f)
+        summary = _load(metrics, "metrics.json")
         drive["fps"] = summary.get("fps", {}).get("processed")
         # The run's own per-stage histograms (warm-up frames left out), every stage of the
         # pipeline and end to end.
@@ -102,18 +148,25 @@ def summarise(root):
         folder = os.path.join(root, name)
         if name.startswith(".") or not os.path.isfile(os.path.join(folder, "done.json")):
             continue
-        drives.append(read_drive(folder))
-    pooled = {s: [v for d in drives for v in d["samples"][s]] for s in STAGES}
+        try:
+            drives.append(read_drive(folder))
+        except Unreadable as e:
+            print(f"lookout-fleet report: drive {name}: {e}", file=sys.stderr)
+            drives.append(unreadable_drive(folder, str(e)))
+    # Detections and latency from the drives that finished well: a failed drive's partial
+    # detections are its own, not the run's.
+    good = [d for d in drives if d["status"] == "ok"]
+    pooled = {s: [v for d in good for v in d["samples"][s]] for s in STAGES}
     frames = sum(d["frames"] for d in drives)
     seconds = sum(d["duration_s"] for d in drives)
-    per_group = {g: sum(d["per_group"].get(g, 0) for d in drives) for g in GROUPS}
+    per_group = {g: sum(d["per_group"].get(g, 0) for d in good) for g in GROUPS}
     total = {
         "drives": len(drives),
         "ok": sum(d["status"] == "ok" for d in drives),
         "failed": sum(d["status"] != "ok" for d in drives),
         "frames": frames,
         "dropped": sum(d["dropped"] for d in drives),
-        "detections": sum(d["detections"] for d in drives),
+        "detections": sum(d["detections"] for d in good),
         "per_group": per_group,
         "latency_ms": latency(pooled),
         "drive_seconds": seconds,

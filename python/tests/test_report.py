@@ -100,6 +100,31 @@ class Summary(unittest.TestCase):
         self.assertAlmostEqual(t["fps"], 4 / (0.3 + 0.2 + 0.5))
         self.assertEqual(s["failures"], [{"id": "bad", "error": "ffmpeg failed on video bad.mp4"}])
 
+    def test_a_corrupt_drive_is_one_line_and_failed_drives_add_no_detections(self):
+        write_drive(self.root, "partial", [(50.0, ["vehicle", "vehicle"])], status="failed", error="input ended early")
+        write_drive(self.root, "torn", [(10.0, ["vehicle"])])
+        with open(os.path.join(self.root, "torn", "detections.jsonl"), "a") as f:
+            f.write('{"seq": 1, "detec\n')
+        write_drive(self.root, "broken", [(10.0, [])])
+        with open(os.path.join(self.root, "broken", "done.json"), "w") as f:
+            f.write("{not json")
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            s = report.summarise(self.root)
+        lines = err.getvalue().strip().splitlines()
+        self.assertEqual(len(lines), 2, err.getvalue())
+        self.assertTrue(lines[0].startswith("lookout-fleet report: drive broken: cannot read done.json"), lines[0])
+        self.assertTrue(lines[1].startswith("lookout-fleet report: drive torn: cannot read detections.jsonl line 2"), lines[1])
+        by_id = {d["id"]: d for d in s["drives"]}
+        self.assertEqual(by_id["torn"]["status"], "unreadable")
+        t = s["total"]
+        self.assertEqual((t["drives"], t["ok"], t["failed"]), (6, 2, 4))
+        # a's 3 and b's 1: the failed drive's two partial detections are not the run's.
+        self.assertEqual(t["detections"], 4)
+        self.assertEqual(t["per_group"]["vehicle"], 3)
+        self.assertEqual(t["latency_ms"]["inference"]["p99"], 40.0)
+        self.assertIn({"id": "partial", "error": "input ended early"}, s["failures"])
+
     def test_compare_pairs_drives_and_names_the_ones_only_one_side_has(self):
         other = tempfile.TemporaryDirectory()
         self.addCleanup(other.cleanup)
