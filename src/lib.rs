@@ -5,6 +5,7 @@
 //! `types` holds the plain data passed between stages; it depends on neither candle nor
 //! any windowing crate.
 
+pub mod batch;
 pub mod calib;
 pub mod civil;
 pub mod cli;

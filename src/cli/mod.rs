@@ -2,6 +2,7 @@
 //! configs and runs. The binary (`main.rs`) only calls [`main`].
 
 pub mod args;
+pub mod batch_cmd;
 pub mod bench_cmd;
 pub mod calib_cmd;
 pub mod cameras_cmd;
@@ -32,6 +33,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the pipeline: a source through the detector to a window and/or files.
     Run(Box<run_cmd::RunArgs>),
+    /// Replay every drive of a manifest (headless, every frame) into DIR/<drive-id>/:
+    /// detections.jsonl, metrics.json and done.json, each drive whole or not at all;
+    /// drives already done with the same weights and settings are skipped.
+    Batch(Box<batch_cmd::BatchArgs>),
     /// Record a source into a drive folder (no detector).
     Record(record_cmd::RecordArgs),
     /// List cameras and the modes they offer.
@@ -101,6 +106,7 @@ pub fn main() -> anyhow::Result<()> {
     };
     match command {
         Command::Run(args) => run_cmd::run(args),
+        Command::Batch(args) => batch_cmd::run(args),
         Command::Record(args) => record_cmd::run(args),
         Command::Cameras => cameras_cmd::run(),
         Command::Detect(args) => detect_cmd::run(args),

@@ -83,6 +83,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub calib: Option<PathBuf>,
 
+    /// Set by `lookout batch`, never a flag: it syncs the files of a drive it keeps (and
+    /// discards a stopped one's unsynced), so the run does not fsync them itself.
+    #[arg(skip)]
+    pub caller_syncs: bool,
+
     #[command(flatten)]
     pub mounting: super::calib_cmd::MountingOverrideArgs,
 
@@ -288,7 +293,10 @@ impl RunArgs {
             outputs.push(SinkSpec::Frames { dir: dir.clone() });
         }
         if let Some(path) = &self.jsonl {
-            outputs.push(SinkSpec::Jsonl { path: path.clone() });
+            outputs.push(SinkSpec::Jsonl {
+                path: path.clone(),
+                sync: !self.caller_syncs,
+            });
         }
         if let Some(path) = &self.tracks.save_tracks {
             anyhow::ensure!(
@@ -362,6 +370,22 @@ impl RunArgs {
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
+    let report = execute(args, Console::Interactive)?;
+    super::InputEndedEarly::check(&report)
+}
+
+/// What a run prints while and after it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Console {
+    /// A progress bar for file sources and the metrics table at the end (`lookout run`).
+    Interactive,
+    /// Neither: the caller reports (`lookout batch`, one line per drive).
+    Quiet,
+}
+
+/// Carries out a run and writes its files (`--metrics` too when the run fails part-way);
+/// the report says whether the input ended early or the user stopped it.
+pub fn execute(args: &RunArgs, console: Console) -> Result<RunReport> {
     let plan = args.plan()?;
     // The source first: a missing camera or file is the error to report, before any
     // weights are looked up or downloaded.
@@ -503,7 +527,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
     pipeline_config.device = device;
     pipeline_config.model_load_ms = model_load_ms;
     pipeline_config.keep_frame_records = plan.keep_frame_records;
-    pipeline_config.progress = !plan.show && !plan.spec.is_live();
+    pipeline_config.progress =
+        console == Console::Interactive && !plan.show && !plan.spec.is_live();
     pipeline_config.stop = stop;
     pipeline_config.services = services;
     let result = pipeline::run(source, stages, pipeline_config);
@@ -520,15 +545,15 @@ pub fn run(args: &RunArgs) -> Result<()> {
             // The metrics up to the failure are written all the same; the run's own error
             // is the one to report (a report that cannot be written is only logged).
             if let Some(report) = &failed.report {
-                if let Err(e) = write_reports(args, report) {
+                if let Err(e) = write_reports(args, report, console) {
                     tracing::warn!("{e:#}");
                 }
             }
             return Err(failed.into());
         }
     };
-    write_reports(args, &report)?;
-    super::InputEndedEarly::check(&report)
+    write_reports(args, &report, console)?;
+    Ok(report)
 }
 
 /// The `lookout` metadata record of an MCAP file: what made it.
@@ -590,8 +615,10 @@ fn live_server(
 }
 
 /// The table on stderr and the files asked for.
-fn write_reports(args: &RunArgs, report: &RunReport) -> Result<()> {
-    eprint!("{}", report.summary.table());
+fn write_reports(args: &RunArgs, report: &RunReport, console: Console) -> Result<()> {
+    if console == Console::Interactive {
+        eprint!("{}", report.summary.table());
+    }
     if let Some(path) = &args.metrics {
         let json = serde_json::to_string_pretty(&report.summary)?;
         std::fs::write(path, json + "\n")

@@ -55,6 +55,8 @@ pub struct JsonlSink {
     out: BufWriter<File>,
     /// The line being built, reused between frames.
     line: Vec<u8>,
+    /// fsync at finish (the default).
+    sync: bool,
 }
 
 impl JsonlSink {
@@ -69,7 +71,14 @@ impl JsonlSink {
             path: path.to_path_buf(),
             out: BufWriter::new(file),
             line: Vec::new(),
+            sync: true,
         })
+    }
+
+    /// Whether `finish` fsyncs the file (it always flushes it).
+    pub fn synced(mut self, sync: bool) -> JsonlSink {
+        self.sync = sync;
+        self
     }
 
     fn io_error(&self, source: std::io::Error) -> SinkError {
@@ -106,6 +115,9 @@ impl Sink for JsonlSink {
 
     fn finish(&mut self) -> Result<(), SinkError> {
         self.out.flush().map_err(|e| self.io_error(e))?;
+        if !self.sync {
+            return Ok(());
+        }
         self.out.get_ref().sync_all().map_err(|e| self.io_error(e))
     }
 }
@@ -175,6 +187,26 @@ mod tests {
             first["detections"][0]["box_xyxy"],
             serde_json::json!([1.0, 2.0, 30.5, 40.0])
         );
+    }
+
+    #[test]
+    fn an_unsynced_sink_still_flushes_every_line_at_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let mut sink = JsonlSink::create(&path).unwrap().synced(false);
+        let hud = HudStats::default();
+        let d = detected(7);
+        let frame = SinkFrame {
+            detected: &d,
+            annotated: None,
+            hud: &hud,
+            jpeg: &Default::default(),
+        };
+        sink.write(&frame).unwrap();
+        sink.finish().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line: JsonlRecord = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(line, JsonlRecord::from_detected(&d));
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub enum SinkSpec {
     },
     Jsonl {
         path: PathBuf,
+        /// fsync the file when the run ends; false where the caller syncs what it keeps
+        /// (`lookout batch` syncs a drive's files when it commits them, and never syncs a
+        /// stopped drive's, which it discards).
+        sync: bool,
     },
     /// Confirmed tracks per frame in a MOTChallenge or KITTI tracking file.
     Tracks {
@@ -108,7 +112,7 @@ fn build(spec: SinkSpec, ctx: &SinkContext) -> Result<Box<dyn Sink>, SinkError> 
                 .with_hud(hud),
         ),
         SinkSpec::Frames { dir } => Box::new(FramesSink::create(&dir)?),
-        SinkSpec::Jsonl { path } => Box::new(JsonlSink::create(&path)?),
+        SinkSpec::Jsonl { path, sync } => Box::new(JsonlSink::create(&path)?.synced(sync)),
         SinkSpec::Mcap {
             path,
             image_format,

@@ -10,6 +10,7 @@ mod faults;
 mod faults_input;
 mod faults_sinks;
 mod faults_stream;
+mod fleet;
 mod fuzz;
 mod mcap_files;
 mod pipeline;
