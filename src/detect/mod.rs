@@ -24,9 +24,9 @@ pub mod yolo26;
 pub mod yolov8;
 pub mod yolox;
 
+pub use cuda_fault::CudaFault;
 pub use detector::{
     Detector, DetectorConfig, ModelInput, Precision, ScoreLevel, ScoreMaps, MAX_IMGSZ,
 };
-pub use cuda_fault::CudaFault;
 pub use device::DeviceSpec;
 pub use error::{DetectError, Result};
