@@ -93,8 +93,13 @@ impl DetectorConfig {
             return bad(format!("--conf {} is outside 0..1", self.conf));
         }
         if self.precision == Precision::Bf16 {
-            if self.half || self.device != DeviceSpec::Cpu {
+            if self.device != DeviceSpec::Cpu {
                 return bad("--precision bf16 is for the CPU executor; on a GPU use --half".into());
+            }
+            if self.half {
+                return bad(
+                    "--precision bf16 and --half: choose one (--half is f16 on a GPU)".into(),
+                );
             }
             if !super::cpu::bf16::supported() {
                 return bad(
@@ -626,6 +631,19 @@ mod tests {
             let detector = Detector::load(&cfg).unwrap();
             assert_eq!(detector.precision(), "bf16");
             let got = detector.network.forward(&input).unwrap();
+            // The executor ran (no fallback to candle's f32 ops) and its plan is in bf16.
+            let image = input.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let ops = detector
+                .network
+                .profile_cpu(&image, 640, 640)
+                .unwrap()
+                .expect("the executor runs this network");
+            let bf16_ops = ops.iter().filter(|o| o.op.contains("bf16")).count();
+            assert!(
+                bf16_ops * 2 > ops.len(),
+                "{bf16_ops} of {} ops in bf16",
+                ops.len()
+            );
             let want = candle_core::safetensors::load(parity, &Device::Cpu).unwrap()[key].clone();
             let rows = |t: &Tensor, a: usize, n: usize| -> Vec<f32> {
                 t.narrow(1, a, n)
@@ -647,7 +665,8 @@ mod tests {
                  scores max {scores:.2e} (p99 {scores_p99:.2e})",
                 detector.variant()
             );
-            assert!(boxes < 8.0 && boxes_p99 < 1.0 && scores < 0.05, "{weights}");
+            // Measured: YOLO26n 2.13 / 0.70 px, 1.3e-2; the others far less.
+            assert!(boxes < 8.0 && boxes_p99 < 2.0 && scores < 0.05, "{weights}");
         }
     }
 }

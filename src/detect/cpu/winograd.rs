@@ -134,12 +134,12 @@ impl WinogradConv {
         })
     }
 
-    /// The same convolution with its kernels forced to `isa` (tests, benches); `Portable`
-    /// also runs bf16 on the scalar reference.
+    /// The same convolution with its kernels forced to `isa` (tests, benches); bf16 runs
+    /// on the AVX512-BF16 tiles only for `Avx512`, else on the scalar reference.
     pub fn with_isa(mut self, isa: Isa) -> Self {
         self.isa = isa.supported();
         if let Some((_, hardware)) = &mut self.bf16 {
-            *hardware = isa != Isa::Portable && bf16::supported();
+            *hardware = self.isa == Isa::Avx512 && bf16::supported();
         }
         self
     }
@@ -173,8 +173,8 @@ impl WinogradConv {
                 let lanes = POINTS * n * (self.in_blocks + self.out_blocks);
                 if scratch.len() < lanes {
                     // Room for the largest chunk of an n-sized model at once (12 tiles of
-                    // 336 channels in and out), so that a thread that first meets a small
-                    // layer does not grow again on a later frame.
+                    // 336 channels in and out together), so that a thread that first meets a
+                    // small layer does not grow again on a later frame.
                     scratch.resize(lanes.max(4 * CHUNK_FLOATS / LANES), Lanes::default());
                 }
                 let v = scratch.as_mut_ptr().cast::<f32>();
@@ -212,6 +212,7 @@ impl WinogradConv {
         #[cfg(not(target_arch = "x86_64"))]
         let avx512 = false;
         let pairs = self.bf16.as_ref();
+        #[cfg(target_arch = "x86_64")]
         let hardware_bf16 = pairs.is_some_and(|(_, hw)| *hw);
         match (avx512, pairs.is_some()) {
             #[cfg(target_arch = "x86_64")]
@@ -602,7 +603,8 @@ mod avx512 {
                         }
                     }
                 }
-                base = base.add(block_stride);
+                // Wrapping: past the last block the pointer is never read.
+                base = base.wrapping_add(block_stride);
                 out = out.add(n * unit);
             }
         }
