@@ -43,45 +43,21 @@ def _load(path, what):
         raise Unreadable(f"cannot read {what}: {e}") from None
 
 
-def unreadable_drive(folder, error):
-    """A drive whose files cannot be read, reported as failed with why."""
+def _drive(drive_id, status, error, record=None):
+    """A drive's summary before its detections and metrics are read: what `record` (its
+    done.json) says, nothing counted yet."""
+    record = record or {}
+    frames = record.get("frames", {})
     return {
-        "id": os.path.basename(folder),
-        "status": "unreadable",
+        "id": drive_id,
+        "status": status,
         "error": error,
-        "source": None,
-        "model": None,
-        "weights_sha256": None,
-        "frames": 0,
-        "frames_in": 0,
-        "dropped": 0,
-        "duration_s": 0.0,
-        "detections": 0,
-        "per_group": {g: 0 for g in GROUPS},
-        "per_class": {},
-        "latency_ms": {},
-        "fps": None,
-        "pipeline_ms": {},
-        "samples": {s: [] for s in STAGES},
-    }
-
-
-def read_drive(folder):
-    """One drive's result: its record, and what its detections and metrics files say.
-    Raises Unreadable when one of them cannot be read or parsed."""
-    record = _load(os.path.join(folder, "done.json"), "done.json")
-    if not isinstance(record, dict):
-        raise Unreadable("cannot read done.json: not a JSON object")
-    drive = {
-        "id": record.get("drive", os.path.basename(folder)),
-        "status": record.get("status"),
-        "error": record.get("error"),
         "source": record.get("source"),
         "model": record.get("model"),
         "weights_sha256": record.get("weights_sha256"),
-        "frames": record.get("frames", {}).get("processed", 0),
-        "frames_in": record.get("frames", {}).get("in", 0),
-        "dropped": record.get("frames", {}).get("dropped", 0),
+        "frames": frames.get("processed", 0),
+        "frames_in": frames.get("in", 0),
+        "dropped": frames.get("dropped", 0),
         "duration_s": record.get("duration_s", 0.0),
         "detections": 0,
         "per_group": {g: 0 for g in GROUPS},
@@ -91,6 +67,21 @@ def read_drive(folder):
         "pipeline_ms": {},
         "samples": {s: [] for s in STAGES},
     }
+
+
+def unreadable_drive(folder, error):
+    """A drive whose files cannot be read, reported as failed with why."""
+    return _drive(os.path.basename(folder), "unreadable", error)
+
+
+def read_drive(folder):
+    """One drive's result: its record, and what its detections and metrics files say.
+    Raises Unreadable when one of them cannot be read or parsed."""
+    record = _load(os.path.join(folder, "done.json"), "done.json")
+    if not isinstance(record, dict):
+        raise Unreadable("cannot read done.json: not a JSON object")
+    drive = _drive(record.get("drive", os.path.basename(folder)), record.get("status"),
+                   record.get("error"), record)
     jsonl = os.path.join(folder, "detections.jsonl")
     if os.path.exists(jsonl):
         try:

@@ -58,43 +58,22 @@ fn fleet_drives() -> Option<Drives> {
     let images = lookout::fixtures::require(KITTI_IMAGES)?;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    let out = run_with_deadline(
-        lookout().args([
-            "record",
-            "--source",
-            s(&clip),
-            "--out",
-            s(&root.join("recorded")),
-            "--frame-format",
-            "png",
-        ]),
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // `lookout record` of the clip into `out` (PNG frames), with `extra` options.
+    let record = |out: &str, extra: &[&str]| {
+        let mut cmd = lookout();
+        cmd.args(["record", "--source", s(&clip), "--out", s(&root.join(out))])
+            .args(["--frame-format", "png"])
+            .args(extra);
+        let done = run_with_deadline(&mut cmd, Duration::from_secs(120));
+        assert!(
+            done.status.success(),
+            "{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+    };
+    record("recorded", &[]);
     // An MCAP file of the first 10 frames (lookout's own writer, lossless PNG images).
-    let out = run_with_deadline(
-        lookout().args([
-            "record",
-            "--source",
-            s(&clip),
-            "--out",
-            s(&root.join("recorded.mcap")),
-            "--max-frames",
-            "10",
-            "--frame-format",
-            "png",
-        ]),
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    record("recorded.mcap", &["--max-frames", "10"]);
     let folder = root.join("kitti_images");
     std::fs::create_dir_all(&folder).unwrap();
     for entry in std::fs::read_dir(&images).unwrap() {
