@@ -55,10 +55,18 @@ pub struct DetectorArgs {
     pub device: String,
 
     /// The CPU executor's arithmetic: f32 (the reference), bf16 (weights and convolution
-    /// inputs rounded to bfloat16, f32 accumulation; needs AVX512-BF16) or auto (bf16 where
-    /// the CPU has it, else f32).
-    #[arg(long, default_value = "f32", value_name = "auto|f32|bf16")]
+    /// inputs rounded to bfloat16, f32 accumulation; needs AVX512-BF16), int8 (weights per
+    /// channel and convolution inputs over calibrated ranges, integer accumulation; needs
+    /// AVX512-VNNI and --calibration-images once) or auto (bf16 where the CPU has it, else
+    /// f32).
+    #[arg(long, default_value = "f32", value_name = "auto|f32|bf16|int8")]
     pub precision: String,
+
+    /// With --precision int8: calibrate the activation ranges on the JPEG/PNG images in DIR
+    /// (a few dozen like the ones you will run on) and write them next to the weights as
+    /// <weights>.int8.json, which later int8 runs read.
+    #[arg(long, value_name = "DIR")]
+    pub calibration_images: Option<PathBuf>,
 
     /// Half precision (f16) inference; CUDA only.
     #[arg(long)]
@@ -108,6 +116,10 @@ impl DetectorArgs {
             half: self.half,
             max_detections: self.max_det,
             precision: Precision::parse(&self.precision).map_err(anyhow::Error::msg)?,
+            calibration_images: match &self.calibration_images {
+                Some(dir) => calibration_images(dir)?,
+                None => Vec::new(),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -134,6 +146,20 @@ impl DetectorArgs {
             .ok();
         Ok(n)
     }
+}
+
+/// The JPEG/PNG files in `dir`, sorted; at least one.
+fn calibration_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let images = crate::source::list_images(dir)
+        .with_context(|| format!("--calibration-images {}", dir.display()))?;
+    if images.is_empty() {
+        bail!(
+            "--calibration-images {}: no .jpg, .jpeg or .png files there; give a folder of \
+             images like the ones you will run on",
+            dir.display()
+        );
+    }
+    Ok(images)
 }
 
 /// The cores this process may run on (1 when unknown).

@@ -121,6 +121,21 @@ impl BatchArgs {
         let config = self.detector.to_config()?;
         let weights_sha256 = super::file_sha256(&config.weights)
             .with_context(|| format!("cannot read weights {}", config.weights.display()))?;
+        let mut settings = self.settings()?;
+        if settings["precision"] == "int8" {
+            // The ranges change the detections as the weights do.
+            let ranges = crate::detect::quantize::ranges_path(&config.weights);
+            settings["int8_ranges_sha256"] = super::file_sha256(&ranges)
+                .with_context(|| {
+                    format!(
+                        "--precision int8 needs {}: calibrate first (lookout detect --precision \
+                         int8 --calibration-images DIR --weights {})",
+                        ranges.display(),
+                        config.weights.display()
+                    )
+                })?
+                .into();
+        }
         let mut detector = self.detector.clone();
         detector.weights = Some(config.weights.clone());
         detector.model = None;
@@ -131,7 +146,7 @@ impl BatchArgs {
             detector,
             weights_sha256,
             binary_sha256: binary_sha256()?,
-            settings: self.settings()?,
+            settings,
         })
     }
 
@@ -150,12 +165,18 @@ impl BatchArgs {
             imgsz,
             device,
             precision,
+            calibration_images,
             half,
             // Where weights come from, not what they are.
             offline: _,
             // Leaves detections unchanged (tested in tests/it/fleet.rs).
             threads: _,
         } = &self.detector;
+        anyhow::ensure!(
+            calibration_images.is_none(),
+            "--calibration-images with batch: calibrate once first (lookout detect --precision \
+             int8 --calibration-images DIR …), so that every drive runs on the same ranges"
+        );
         let TrackerArgs {
             tracker,
             tracker_config,
@@ -434,6 +455,7 @@ fn resolved_precision(flag: &str) -> Result<&'static str> {
             crate::detect::Precision::Bf16 => "bf16",
             crate::detect::Precision::Auto if crate::detect::cpu::bf16::supported() => "bf16",
             crate::detect::Precision::Auto => "f32",
+            crate::detect::Precision::Int8 => "int8",
         },
     )
 }
@@ -506,7 +528,12 @@ mod tests {
             &f32_
         };
         assert_eq!(&auto, here);
-        assert!(batch_args(&["--precision", "int8"]).settings().is_err());
+        assert_eq!(settings(&["--precision", "int8"])["precision"], "int8");
+        assert!(
+            batch_args(&["--precision", "int8", "--calibration-images", "."])
+                .settings()
+                .is_err()
+        );
 
         let unset = settings(&[]);
         let iou = settings(&["--iou", "0.5"]);

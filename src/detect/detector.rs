@@ -5,13 +5,18 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 
 use super::classes::{ClassFilter, ClassNames};
-use super::cpu::graph::OpTime;
+use std::sync::Arc;
+
+use super::cpu::graph::{Arithmetic, OpTime};
+use super::cpu::int8::{ActRange, Calibration};
+use super::cpu::ConvSpec;
 use super::device::DeviceSpec;
 use super::error::{DetectError, Result};
 use super::families;
 use super::family::{Family, OutputForm, Selection, STRIDES};
 use super::postprocess::{self, Candidate, PostprocessConfig};
 use super::preprocess::{self as pre, ImageFromModel, InputLayout, Preprocessor};
+use super::quantize::{self, RangesFile};
 use super::weights::Weights;
 use crate::types::Detection;
 
@@ -43,6 +48,9 @@ pub struct DetectorConfig {
     pub max_detections: usize,
     /// The CPU executor's arithmetic (`--precision`).
     pub precision: Precision,
+    /// `--calibration-images`: with `--precision int8`, calibrate on these images (and
+    /// write the ranges next to the weights) instead of reading the ranges written before.
+    pub calibration_images: Vec<PathBuf>,
 }
 
 /// `--precision`: the arithmetic of the CPU executor's dense convolutions.
@@ -55,6 +63,9 @@ pub enum Precision {
     F32,
     /// bf16 weights and convolution inputs, f32 accumulation and epilogue.
     Bf16,
+    /// int8 weights (per output channel) and convolution inputs (calibrated ranges), i32
+    /// accumulation, f32 epilogue.
+    Int8,
 }
 
 impl Precision {
@@ -63,8 +74,9 @@ impl Precision {
             "auto" => Ok(Self::Auto),
             "f32" => Ok(Self::F32),
             "bf16" => Ok(Self::Bf16),
+            "int8" => Ok(Self::Int8),
             other => Err(format!(
-                "--precision {other}: expected auto, f32 or bf16 (int8 is not available yet)"
+                "--precision {other}: expected auto, f32, bf16 or int8"
             )),
         }
     }
@@ -82,6 +94,7 @@ impl DetectorConfig {
             half: false,
             max_detections: 300,
             precision: Precision::F32,
+            calibration_images: Vec::new(),
         }
     }
 
@@ -108,6 +121,25 @@ impl DetectorConfig {
                         .into(),
                 );
             }
+        }
+        if self.precision == Precision::Int8 {
+            if self.device != DeviceSpec::Cpu {
+                return bad("--precision int8 is for the CPU executor; on a GPU use --half".into());
+            }
+            if self.half {
+                return bad(
+                    "--precision int8 and --half: choose one (--half is f16 on a GPU)".into(),
+                );
+            }
+            if !super::cpu::int8::supported() {
+                return bad(
+                    "--precision int8: this CPU has no int8 dot-product instructions \
+                     (AVX512-VNNI); use --precision f32 or bf16"
+                        .into(),
+                );
+            }
+        } else if !self.calibration_images.is_empty() {
+            return bad("--calibration-images is for --precision int8".into());
         }
         if let Some(iou) = self.iou.filter(|iou| !(0.0..=1.0).contains(iou)) {
             return bad(format!("--iou {iou} is outside 0..1"));
@@ -165,6 +197,8 @@ pub struct Detector {
     warned_non_finite: bool,
     /// The CPU executor runs its dense convolutions in bf16.
     bf16: bool,
+    /// … in int8.
+    int8: bool,
 }
 
 /// Per-anchor class scores of one inference, one grid per detection level
@@ -217,9 +251,13 @@ impl Detector {
             && match cfg.precision {
                 Precision::Bf16 => true,
                 Precision::Auto => super::cpu::bf16::supported(),
-                Precision::F32 => false,
+                Precision::F32 | Precision::Int8 => false,
             };
-        network.plan_cache().set_bf16(bf16);
+        network.plan_cache().set_arithmetic(if bf16 {
+            Arithmetic::Bf16
+        } else {
+            Arithmetic::F32
+        });
         let input = network.input();
         let (layout, default_size) = (input.layout, input.default_size);
         let classes =
@@ -231,7 +269,7 @@ impl Detector {
             })?;
         let class_mask = cfg.classes.mask(&classes).map_err(DetectError::Config)?;
         let size = cfg.imgsz.unwrap_or(default_size);
-        Ok(Detector {
+        let mut detector = Detector {
             network,
             classes,
             bgr: Tensor::new(&[2u32, 1, 0], &device)?,
@@ -250,7 +288,89 @@ impl Detector {
             output_form: OutputForm::Full,
             warned_non_finite: false,
             bf16,
-        })
+            int8: false,
+        };
+        if cfg.precision == Precision::Int8 {
+            detector.set_int8(cfg)?;
+        }
+        Ok(detector)
+    }
+
+    /// Switches the executor to int8: calibrates on `cfg.calibration_images` and writes
+    /// the ranges next to the weights, or reads the ranges written there before.
+    fn set_int8(&mut self, cfg: &DetectorConfig) -> Result<()> {
+        let digest = quantize::weights_digest(&cfg.weights)?;
+        let path = quantize::ranges_path(&cfg.weights);
+        let variant = self.variant();
+        let file = if cfg.calibration_images.is_empty() {
+            RangesFile::read(&path, variant, &digest)?
+        } else {
+            let layers = self.calibrate(&cfg.calibration_images)?;
+            let size = self.pre.model_size().0;
+            let file = RangesFile::new(variant, digest, size, &cfg.calibration_images, &layers);
+            file.write(&path)?;
+            tracing::info!(
+                "int8: calibrated {} convolutions on {} images; ranges written to {}",
+                layers.len(),
+                cfg.calibration_images.len(),
+                path.display()
+            );
+            file
+        };
+        let ranges = file.ranges();
+        let (w, h) = self.pre.model_size();
+        let planned = self
+            .network
+            .plan(h, w)
+            .map_err(|e| DetectError::Config(format!("--precision int8: {e}")))?;
+        if planned.graph.quantizable() != ranges.len() {
+            return Err(DetectError::Config(format!(
+                "--precision int8: {} holds {} ranges, {variant} has {} quantizable \
+                 convolutions; calibrate again with --calibration-images DIR",
+                path.display(),
+                ranges.len(),
+                planned.graph.quantizable()
+            )));
+        }
+        self.network
+            .plan_cache()
+            .set_arithmetic(Arithmetic::Int8(Arc::new(ranges)));
+        self.int8 = true;
+        Ok(())
+    }
+
+    /// Runs the f32 executor on every image, recording each quantizable convolution's
+    /// input range: (shape, range) per convolution in plan order.
+    fn calibrate(&mut self, images: &[PathBuf]) -> Result<Vec<(ConvSpec, ActRange)>> {
+        let calibration = Arc::new(Calibration::new());
+        let cache = self.network.plan_cache().clone();
+        cache.set_arithmetic(Arithmetic::Calibrate(calibration.clone()));
+        let result = (|| {
+            for path in images {
+                let image = crate::imageio::read_rgb(path).map_err(|e| DetectError::Image {
+                    path: path.clone(),
+                    reason: format!("{e} (a --calibration-images file)"),
+                })?;
+                let (input, _) = self.preprocess(
+                    image.as_raw(),
+                    image.width() as usize,
+                    image.height() as usize,
+                )?;
+                self.infer(&input)?;
+                if self.output_form != OutputForm::Executor {
+                    return Err(DetectError::Config(format!(
+                        "--precision int8: {} does not run on the CPU executor here, \
+                         so it cannot be calibrated",
+                        self.variant()
+                    )));
+                }
+            }
+            calibration.ranges().ok_or_else(|| {
+                DetectError::Config("--calibration-images: no image was calibrated".into())
+            })
+        })();
+        cache.set_arithmetic(Arithmetic::F32);
+        result
     }
 
     /// `yolov8n`, `yolox-nano`, …
@@ -277,6 +397,7 @@ impl Detector {
         match self.dtype {
             DType::F16 => "f16",
             _ if self.bf16 => "bf16",
+            _ if self.int8 => "int8",
             _ => "f32",
         }
     }
@@ -501,9 +622,10 @@ mod tests {
     fn precision_is_checked() {
         assert_eq!(Precision::parse("auto"), Ok(Precision::Auto));
         assert_eq!(Precision::parse("bf16"), Ok(Precision::Bf16));
-        let err = Precision::parse("int8").unwrap_err();
+        assert_eq!(Precision::parse("int8"), Ok(Precision::Int8));
+        let err = Precision::parse("int4").unwrap_err();
         assert!(
-            err.contains("--precision int8") && err.contains("f32"),
+            err.contains("--precision int4") && err.contains("int8"),
             "{err}"
         );
         let mut cfg = DetectorConfig::new(PathBuf::from("w.safetensors"));

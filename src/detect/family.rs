@@ -150,7 +150,7 @@ pub trait Family: std::fmt::Debug + Send + Sync {
     /// The executor's plan for an input of `height × width`.
     fn plan(&self, height: usize, width: usize) -> PlanResult<Prepared> {
         let mut g = Graph::new();
-        g.set_bf16(self.plan_cache().bf16());
+        g.set_arithmetic(self.plan_cache().arithmetic());
         let input = match self.input().executor {
             ExecutorInput::Image => g.input(3, height, width),
             ExecutorInput::SpaceToDepth => g.input(12, height / 2, width / 2),

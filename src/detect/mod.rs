@@ -18,6 +18,7 @@ pub mod family;
 pub mod layers;
 pub mod postprocess;
 pub mod preprocess;
+pub mod quantize;
 pub mod weights;
 pub mod yolo11;
 pub mod yolo26;

@@ -30,6 +30,7 @@ pub use camera::{list_cameras, CameraDevice, CameraFormat, CameraMode, PixelForm
 pub use drive::{DriveReader, DriveStats};
 pub use error::SourceError;
 pub use ffmpeg::{FfmpegConfig, StreamOptions};
+pub(crate) use spec::list_images;
 pub use spec::{SourceOptions, SourceSpec};
 
 use crate::types::{Frame, FramePool};

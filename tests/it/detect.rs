@@ -118,7 +118,10 @@ fn against_the_reference(extra: &[&str]) -> Option<Vec<(String, Vec<RefDetection
     let mut cmd = lookout();
     cmd.args(["detect", "--classes", "all", "--conf", "0.3", "--json"])
         .args(extra);
-    let out = crate::common::succeed(cmd.arg("--weights").arg(&weights).args(&paths));
+    if !extra.contains(&"--weights") {
+        cmd.arg("--weights").arg(&weights);
+    }
+    let out = crate::common::succeed(cmd.args(&paths));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), paths.len());
@@ -161,24 +164,17 @@ fn detect_cli_matches_onnxruntime_on_every_reference_image() {
     );
 }
 
-/// `--precision bf16` against onnxruntime's f32 detections: precision and recall ≥ 0.98 at
-/// IoU ≥ 0.9, same class, every detection counted (issue #17's bar). Needs AVX512-BF16;
-/// skipped with a message on a CPU without it.
-#[test]
-fn bf16_keeps_precision_and_recall_against_onnxruntime() {
-    if !lookout::detect::cpu::bf16::supported() {
-        eprintln!("skipped: this CPU has no AVX512-BF16, --precision bf16 is refused here");
-        return;
-    }
-    let Some(images) = against_the_reference(&["--precision", "bf16"]) else {
-        return;
-    };
+/// Precision and recall of `lookout detect` with `extra` options against onnxruntime's f32
+/// detections (conf 0.30): a detection counts when the other side has one of its class with
+/// IoU ≥ `min_iou`, every detection counted. Printed, and returned with the count compared.
+fn precision_recall(extra: &[&str], min_iou: f32, what: &str) -> Option<(f64, f64, usize)> {
+    let images = against_the_reference(extra)?;
     let matched = |side: &[RefDetection], other: &[RefDetection]| {
         side.iter()
             .filter(|d| {
                 other
                     .iter()
-                    .any(|o| o.class_id == d.class_id && iou(&o.box_xyxy, &d.box_xyxy) >= 0.9)
+                    .any(|o| o.class_id == d.class_id && iou(&o.box_xyxy, &d.box_xyxy) >= min_iou)
             })
             .count()
     };
@@ -192,10 +188,85 @@ fn bf16_keeps_precision_and_recall_against_onnxruntime() {
     let precision = ours_ok as f64 / ours_n as f64;
     let recall = theirs_ok as f64 / theirs_n as f64;
     eprintln!(
-        "yolox-nano bf16 vs onnxruntime f32 (IoU >= 0.9, conf 0.30): precision {precision:.3} \
-         ({ours_ok}/{ours_n}), recall {recall:.3} ({theirs_ok}/{theirs_n})"
+        "yolox-nano {what} vs onnxruntime f32 (IoU >= {min_iou}, conf 0.30): precision \
+         {precision:.3} ({ours_ok}/{ours_n}), recall {recall:.3} ({theirs_ok}/{theirs_n})"
     );
-    assert!(theirs_n > 10 && precision >= 0.98 && recall >= 0.98);
+    Some((precision, recall, theirs_n))
+}
+
+/// `--precision bf16` against onnxruntime's f32 detections: precision and recall ≥ 0.98 at
+/// IoU ≥ 0.9, same class, every detection counted (issue #17's bar). Needs AVX512-BF16;
+/// skipped with a message on a CPU without it.
+#[test]
+fn bf16_keeps_precision_and_recall_against_onnxruntime() {
+    if !lookout::detect::cpu::bf16::supported() {
+        eprintln!("skipped: this CPU has no AVX512-BF16, --precision bf16 is refused here");
+        return;
+    }
+    let Some((precision, recall, n)) = precision_recall(&["--precision", "bf16"], 0.9, "bf16")
+    else {
+        return;
+    };
+    assert!(n > 10 && precision >= 0.98 && recall >= 0.98);
+}
+
+/// The calibration set of the int8 tests: every 4th frame of the sample drive's video (10
+/// frames, none of them a reference image), extracted with ffmpeg into `dir`.
+fn calibration_frames(dir: &Path) -> Option<PathBuf> {
+    let video = require("drives/udacity_test_video.mp4")?;
+    let frames = dir.join("calibration");
+    std::fs::create_dir_all(&frames).unwrap();
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-i"])
+        .arg(&video)
+        .args(["-vf", "select=not(mod(n\\,4))", "-vsync", "vfr"])
+        .arg(frames.join("f%02d.jpg"))
+        .status()
+        .expect("ffmpeg runs (scripts/test installs it)");
+    assert!(status.success());
+    Some(frames)
+}
+
+/// `--precision int8`, calibrated on frames of the sample drive, against onnxruntime's f32
+/// detections on the reference images: precision and recall ≥ 0.95 at IoU ≥ 0.8 (issue
+/// #17's bar). Calibration writes `<weights>.int8.json` next to (a copy of) the weights, and
+/// a second run reads it. Needs AVX512-VNNI; skipped with a message elsewhere.
+#[test]
+fn int8_keeps_precision_and_recall_against_onnxruntime() {
+    if !lookout::detect::cpu::int8::supported() {
+        eprintln!("skipped: this CPU has no AVX512-VNNI, --precision int8 is refused here");
+        return;
+    }
+    let Some(weights) = require("models/yolox_nano.pth") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(frames) = calibration_frames(dir.path()) else {
+        return;
+    };
+    let copy = dir.path().join("yolox_nano.pth");
+    std::fs::copy(&weights, &copy).unwrap();
+    let bus = lookout::fixtures::root().join("images/bus.jpg");
+    // Calibrate: the ranges file appears next to the copy.
+    let mut cmd = lookout();
+    cmd.args(["detect", "--precision", "int8", "--calibration-images"])
+        .arg(&frames)
+        .arg("--weights")
+        .arg(&copy)
+        .arg(&bus);
+    crate::common::succeed(cmd);
+    let ranges = dir.path().join("yolox_nano.pth.int8.json");
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ranges).unwrap()).unwrap();
+    assert_eq!(file["images"].as_array().unwrap().len(), 10);
+    assert!(file["layers"].as_array().unwrap().len() > 10);
+    let weights = copy.to_str().unwrap();
+    let Some((precision, recall, n)) =
+        precision_recall(&["--precision", "int8", "--weights", weights], 0.8, "int8")
+    else {
+        return;
+    };
+    assert!(n > 10 && precision >= 0.95 && recall >= 0.95);
 }
 
 #[test]

@@ -19,6 +19,7 @@ use super::blocked::{Lanes, Layout, View, BORDER, LANES};
 use super::conv::{ConvError, ConvSpec};
 use super::direct::DirectConv;
 use super::fused::DepthwisePointwise;
+use super::int8::{self, ActRange, Calibration, DirectInt8};
 use super::isa::Isa;
 use super::lanewise::{self, DepthwiseConv};
 use super::pool::{for_each_index, in_pool, SharedMut};
@@ -162,6 +163,32 @@ enum Dense {
     Direct(DirectConv),
     Winograd(WinogradConv),
     Bf16(DirectBf16),
+    Int8(DirectInt8),
+    /// Calibrating: records the input range of quantizable convolution `slot`, then runs
+    /// `conv` (f32).
+    Observed {
+        conv: Box<Dense>,
+        slot: usize,
+        calibration: Arc<Calibration>,
+    },
+}
+
+/// The arithmetic the planner gives the dense convolutions that qualify for reduced
+/// precision (those on a blocked input that end in SiLU: the first layer, on the image,
+/// and the prediction layers, without an activation, stay f32, and so do depthwise
+/// convolutions, the fused depthwise + pointwise pairs and attention).
+#[derive(Debug, Clone, Default)]
+pub enum Arithmetic {
+    /// f32 throughout (the reference).
+    #[default]
+    F32,
+    /// bf16 inputs and weights ([`super::bf16`]).
+    Bf16,
+    /// int8 ([`super::int8`]): the calibrated input range of every qualifying convolution,
+    /// in plan order.
+    Int8(Arc<Vec<ActRange>>),
+    /// f32, recording every qualifying convolution's input range into the calibration.
+    Calibrate(Arc<Calibration>),
 }
 
 impl Dense {
@@ -170,6 +197,8 @@ impl Dense {
             Dense::Direct(c) => c.spec(),
             Dense::Winograd(c) => c.spec(),
             Dense::Bf16(c) => c.spec(),
+            Dense::Int8(c) => c.spec(),
+            Dense::Observed { conv, .. } => conv.spec(),
         }
     }
 
@@ -178,16 +207,43 @@ impl Dense {
             Dense::Direct(c) => Dense::Direct(c.with_isa(isa)),
             Dense::Winograd(c) => Dense::Winograd(c.with_isa(isa)),
             Dense::Bf16(c) => Dense::Bf16(c.with_isa(isa)),
+            Dense::Int8(c) => Dense::Int8(c.with_isa(isa)),
+            Dense::Observed {
+                conv,
+                slot,
+                calibration,
+            } => Dense::Observed {
+                conv: Box::new(conv.with_isa(isa)),
+                slot,
+                calibration,
+            },
         }
     }
 
     /// # Safety
-    /// As [`DirectConv::run`].
-    unsafe fn run(&self, src: View, dst: View, residual: Option<View>) {
+    /// As [`DirectConv::run`]; `scratch` as [`DirectInt8::run`]'s.
+    unsafe fn run(&self, src: View, dst: View, residual: Option<View>, scratch: *mut u8) {
         match self {
             Dense::Direct(c) => c.run(src, dst, residual),
             Dense::Winograd(c) => c.run(src, dst, residual),
             Dense::Bf16(c) => c.run(src, dst, residual),
+            Dense::Int8(c) => c.run(src, dst, residual, scratch),
+            Dense::Observed {
+                conv,
+                slot,
+                calibration,
+            } => {
+                calibration.record(*slot, *conv.spec(), int8::observe(src));
+                conv.run(src, dst, residual, scratch)
+            }
+        }
+    }
+
+    /// Bytes of quantized input a run over `src` needs (0 but for int8).
+    fn scratch_bytes(&self, src: &Layout) -> usize {
+        match self {
+            Dense::Int8(_) => DirectInt8::scratch_bytes(src),
+            _ => 0,
         }
     }
 
@@ -198,6 +254,8 @@ impl Dense {
             Dense::Winograd(c) if c.is_bf16() => " winograd bf16",
             Dense::Winograd(_) => " winograd",
             Dense::Bf16(_) => " bf16",
+            Dense::Int8(_) => " int8",
+            Dense::Observed { conv, .. } => conv.kernel_note(),
         }
     }
 }
@@ -221,8 +279,10 @@ pub struct Graph {
     isa: Isa,
     /// Whether stride-1 3×3 convolutions planned from now on use Winograd.
     winograd: bool,
-    /// Whether dense convolutions with SiLU planned from now on run in bf16.
-    bf16: bool,
+    /// The arithmetic of the qualifying dense convolutions planned from now on.
+    arithmetic: Arithmetic,
+    /// Qualifying dense convolutions planned so far (the next one's int8 range slot).
+    quantizable: usize,
 }
 
 impl Default for Graph {
@@ -233,7 +293,8 @@ impl Default for Graph {
             ops: Vec::new(),
             isa: Isa::detect(),
             winograd: true,
-            bf16: false,
+            arithmetic: Arithmetic::F32,
+            quantizable: 0,
         }
     }
 }
@@ -249,12 +310,19 @@ impl Graph {
         self.winograd = on;
     }
 
-    /// Plans the dense convolutions that follow in bf16 (`--precision bf16`, see
-    /// [`super::bf16`]) or f32. bf16 takes those on a blocked input that end in SiLU: the
-    /// first layer (on the image) and the prediction layers (no activation) stay f32, and
-    /// so do depthwise convolutions and attention.
+    /// Plans the qualifying dense convolutions that follow in `arithmetic` (see
+    /// [`Arithmetic`]).
+    pub fn set_arithmetic(&mut self, arithmetic: Arithmetic) {
+        self.arithmetic = arithmetic;
+    }
+
+    /// [`Self::set_arithmetic`] with bf16 (`true`) or f32.
     pub fn set_bf16(&mut self, on: bool) {
-        self.bf16 = on;
+        self.set_arithmetic(if on {
+            Arithmetic::Bf16
+        } else {
+            Arithmetic::F32
+        });
     }
 
     /// The network input: `channels` (1 to 16) values per pixel, no padding lanes.
@@ -297,17 +365,18 @@ impl Graph {
         dst: Option<Act>,
         residual: Option<Act>,
     ) -> Result<Act, PlanError> {
-        self.conv_in(spec, weight, bias, (src, dst, residual), self.bf16)
+        self.conv_in(spec, weight, bias, (src, dst, residual), true)
     }
 
-    /// [`Self::conv`], in bf16 where `bf16` and the convolution qualifies.
+    /// [`Self::conv`], in the planner's [`Arithmetic`] where `reduced` and the convolution
+    /// qualifies.
     fn conv_in(
         &mut self,
         spec: ConvSpec,
         weight: &[f32],
         bias: &[f32],
         (src, dst, residual): (Act, Option<Act>, Option<Act>),
-        bf16: bool,
+        reduced: bool,
     ) -> Result<Act, PlanError> {
         if spec.c_in != src.channels() {
             return unsupported(format!(
@@ -347,13 +416,42 @@ impl Graph {
             let conv = DepthwiseConv::new(spec, weight, bias)?;
             self.ops.push(Op::Depthwise { conv, src, dst });
         } else {
-            let bf16 = bf16 && spec.silu && src.layout.pixel == LANES;
-            let conv = if self.winograd && WinogradConv::applies(&spec, src.layout.lanes) {
-                Dense::Winograd(WinogradConv::with_precision(spec, weight, bias, bf16)?)
-            } else if bf16 {
-                Dense::Bf16(DirectBf16::new(spec, weight, bias)?)
+            let reduced = reduced && spec.silu && src.layout.pixel == LANES;
+            let slot = self.quantizable;
+            self.quantizable += usize::from(reduced);
+            let arithmetic = if reduced {
+                self.arithmetic.clone()
             } else {
-                Dense::Direct(DirectConv::new(spec, weight, bias, src.layout.lanes)?)
+                Arithmetic::F32
+            };
+            let bf16 = matches!(arithmetic, Arithmetic::Bf16);
+            let f32_or_bf16 = |winograd: bool| -> Result<Dense, PlanError> {
+                Ok(
+                    if winograd && WinogradConv::applies(&spec, src.layout.lanes) {
+                        Dense::Winograd(WinogradConv::with_precision(spec, weight, bias, bf16)?)
+                    } else if bf16 {
+                        Dense::Bf16(DirectBf16::new(spec, weight, bias)?)
+                    } else {
+                        Dense::Direct(DirectConv::new(spec, weight, bias, src.layout.lanes)?)
+                    },
+                )
+            };
+            let conv = match arithmetic {
+                Arithmetic::Int8(ranges) => {
+                    let Some(&range) = ranges.get(slot) else {
+                        return unsupported(format!(
+                            "int8 ranges for {} convolutions, the network has more",
+                            ranges.len()
+                        ));
+                    };
+                    Dense::Int8(DirectInt8::new(spec, weight, bias, range)?)
+                }
+                Arithmetic::Calibrate(calibration) => Dense::Observed {
+                    conv: Box::new(f32_or_bf16(self.winograd)?),
+                    slot,
+                    calibration,
+                },
+                _ => f32_or_bf16(self.winograd)?,
             };
             self.ops.push(Op::Conv {
                 conv,
@@ -649,7 +747,26 @@ impl Graph {
             slot_of,
             layouts: self.buffers.clone(),
             zero_before,
+            quantized: vec![0; self.scratch_bytes().div_ceil(4)],
         }
+    }
+
+    /// The most bytes of quantized input one op needs (int8 convolutions).
+    fn scratch_bytes(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|op| match op {
+                Op::Conv { conv, src, .. } => conv.scratch_bytes(&src.layout),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The dense convolutions planned so far that qualify for reduced precision (the
+    /// slots of [`Arithmetic::Int8`]'s ranges).
+    pub fn quantizable(&self) -> usize {
+        self.quantizable
     }
 
     /// The graph with a workspace that keeps `outputs`, ready to run.
@@ -691,6 +808,7 @@ impl Graph {
             "a workspace made for another graph"
         );
         ws.refresh_bases();
+        let scratch = ws.quantized.as_mut_ptr().cast::<u8>();
         let bases = &ws.bases;
         let view = |act: &Act| View {
             // SAFETY: the block range lies inside the buffer allocated for its layout.
@@ -716,7 +834,7 @@ impl Graph {
                         src,
                         dst,
                         residual,
-                    } => conv.run(view(src), view(dst), residual.as_ref().map(view)),
+                    } => conv.run(view(src), view(dst), residual.as_ref().map(view), scratch),
                     Op::Depthwise { conv, src, dst } => conv.run(view(src), view(dst)),
                     Op::DepthwisePointwise {
                         conv,
@@ -852,6 +970,8 @@ pub struct Workspace {
     /// Base pointer of every buffer, taken afresh at the start of each run (into this same
     /// vector: no allocation per frame).
     bases: Vec<SharedMut>,
+    /// The int8 convolutions' quantized input (one at a time), in 32-bit words.
+    quantized: Vec<u32>,
 }
 
 impl Workspace {
@@ -1080,22 +1200,28 @@ pub struct Prepared {
 #[derive(Debug, Clone, Default)]
 pub struct PlanCache {
     slot: Arc<Mutex<Option<PlanForSize>>>,
-    /// Plans made from now on run their dense convolutions in bf16.
-    bf16: Arc<std::sync::atomic::AtomicBool>,
+    /// The arithmetic of the plans made from now on.
+    arithmetic: Arc<Mutex<Arithmetic>>,
 }
 
 /// An input size (height, width) and its plan, `None` when the network is unsupported.
 type PlanForSize = ((usize, usize), Option<Prepared>);
 
 impl PlanCache {
-    /// Whether plans run their dense convolutions in bf16 ([`Graph::set_bf16`]).
-    pub fn bf16(&self) -> bool {
-        self.bf16.load(std::sync::atomic::Ordering::Relaxed)
+    /// The arithmetic plans are made in ([`Graph::set_arithmetic`]).
+    pub fn arithmetic(&self) -> Arithmetic {
+        match self.arithmetic.lock() {
+            Ok(a) => a.clone(),
+            Err(e) => e.into_inner().clone(),
+        }
     }
 
-    /// Plans from now on in bf16 (or f32); a plan already made is dropped.
-    pub fn set_bf16(&self, on: bool) {
-        self.bf16.store(on, std::sync::atomic::Ordering::Relaxed);
+    /// Plans from now on in `arithmetic`; a plan already made is dropped.
+    pub fn set_arithmetic(&self, arithmetic: Arithmetic) {
+        match self.arithmetic.lock() {
+            Ok(mut a) => *a = arithmetic,
+            Err(e) => *e.into_inner() = arithmetic,
+        }
         let mut slot = match self.slot.lock() {
             Ok(slot) => slot,
             Err(e) => e.into_inner(),

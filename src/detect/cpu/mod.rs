@@ -27,6 +27,7 @@ pub mod direct;
 pub mod epilogue;
 pub mod fused;
 pub mod graph;
+pub mod int8;
 pub mod isa;
 pub mod lanewise;
 mod microkernel;
