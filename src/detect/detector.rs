@@ -105,40 +105,36 @@ impl DetectorConfig {
         if !(0.0..=1.0).contains(&self.conf) {
             return bad(format!("--conf {} is outside 0..1", self.conf));
         }
-        if self.precision == Precision::Bf16 {
+        let reduced = match self.precision {
+            Precision::Bf16 => Some((
+                "bf16",
+                super::cpu::bf16::supported(),
+                "bf16 dot-product instructions (AVX512-BF16); use --precision f32 (or auto, \
+                 which picks f32 here)",
+            )),
+            Precision::Int8 => Some((
+                "int8",
+                super::cpu::int8::supported(),
+                "int8 dot-product instructions (AVX512-VNNI); use --precision f32 or bf16",
+            )),
+            Precision::Auto | Precision::F32 => None,
+        };
+        if let Some((name, supported, missing)) = reduced {
             if self.device != DeviceSpec::Cpu {
-                return bad("--precision bf16 is for the CPU executor; on a GPU use --half".into());
+                return bad(format!(
+                    "--precision {name} is for the CPU executor; on a GPU use --half"
+                ));
             }
             if self.half {
-                return bad(
-                    "--precision bf16 and --half: choose one (--half is f16 on a GPU)".into(),
-                );
+                return bad(format!(
+                    "--precision {name} and --half: choose one (--half is f16 on a GPU)"
+                ));
             }
-            if !super::cpu::bf16::supported() {
-                return bad(
-                    "--precision bf16: this CPU has no bf16 dot-product instructions \
-                     (AVX512-BF16); use --precision f32 (or auto, which picks f32 here)"
-                        .into(),
-                );
+            if !supported {
+                return bad(format!("--precision {name}: this CPU has no {missing}"));
             }
         }
-        if self.precision == Precision::Int8 {
-            if self.device != DeviceSpec::Cpu {
-                return bad("--precision int8 is for the CPU executor; on a GPU use --half".into());
-            }
-            if self.half {
-                return bad(
-                    "--precision int8 and --half: choose one (--half is f16 on a GPU)".into(),
-                );
-            }
-            if !super::cpu::int8::supported() {
-                return bad(
-                    "--precision int8: this CPU has no int8 dot-product instructions \
-                     (AVX512-VNNI); use --precision f32 or bf16"
-                        .into(),
-                );
-            }
-        } else if !self.calibration_images.is_empty() {
+        if self.precision != Precision::Int8 && !self.calibration_images.is_empty() {
             return bad("--calibration-images is for --precision int8".into());
         }
         if let Some(iou) = self.iou.filter(|iou| !(0.0..=1.0).contains(iou)) {

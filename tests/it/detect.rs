@@ -269,6 +269,42 @@ fn int8_keeps_precision_and_recall_against_onnxruntime() {
     assert!(n > 10 && precision >= 0.95 && recall >= 0.95);
 }
 
+/// `--precision int8` without calibrated ranges, and `--calibration-images` without int8,
+/// are refused with what to do (on a CPU without AVX512-VNNI int8 itself is refused).
+#[test]
+fn int8_without_ranges_says_how_to_calibrate() {
+    let Some(weights) = require("models/yolox_nano.pth") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("yolox_nano.pth");
+    std::fs::copy(&weights, &copy).unwrap();
+    let bus = lookout::fixtures::root().join("images/bus.jpg");
+    let stderr = |extra: &[&str]| {
+        let out = lookout()
+            .args(["detect", "--weights"])
+            .arg(&copy)
+            .args(extra)
+            .arg(&bus)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{extra:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = stderr(&["--precision", "int8"]);
+    if lookout::detect::cpu::int8::supported() {
+        assert!(
+            err.contains("yolox_nano.pth.int8.json") && err.contains("--calibration-images"),
+            "{err}"
+        );
+    } else {
+        assert!(err.contains("AVX512-VNNI"), "{err}");
+    }
+    let folder = dir.path().to_str().unwrap();
+    let err = stderr(&["--precision", "f32", "--calibration-images", folder]);
+    assert!(err.contains("--calibration-images"), "{err}");
+}
+
 #[test]
 fn detect_cli_prints_a_summary_line_and_saves_annotated_images() {
     let Some(weights) = require("models/yolox_nano.safetensors") else {
