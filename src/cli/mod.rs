@@ -120,17 +120,8 @@ pub fn main() -> anyhow::Result<()> {
     }
 }
 
-/// The SHA-256 of a file, lower-case hex (the weights in an MCAP file's metadata).
-pub fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
-    use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
-    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
+// The SHA-256 of a file, lower-case hex (the weights in an MCAP file's metadata, batch keys).
+pub use crate::detect::quantize::file_sha256;
 
 /// This process's command line, arguments quoted where they hold spaces.
 pub fn command_line() -> String {

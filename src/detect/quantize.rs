@@ -28,13 +28,19 @@ pub fn ranges_path(weights: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The SHA-256 of a file, hex (read in pieces, not whole into memory).
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
 /// The SHA-256 of the weights file, hex.
 pub fn weights_digest(weights: &Path) -> Result<String> {
-    let bytes = std::fs::read(weights).map_err(|cause| DetectError::Io {
+    file_sha256(weights).map_err(|cause| DetectError::Io {
         path: weights.to_path_buf(),
         cause,
-    })?;
-    Ok(format!("{:x}", Sha256::digest(&bytes)))
+    })
 }
 
 /// The ranges file.

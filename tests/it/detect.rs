@@ -300,9 +300,14 @@ fn int8_without_ranges_says_how_to_calibrate() {
     } else {
         assert!(err.contains("AVX512-VNNI"), "{err}");
     }
+    // A folder that holds an image, so what is refused is the flag without int8.
+    std::fs::copy(&bus, dir.path().join("bus.jpg")).unwrap();
     let folder = dir.path().to_str().unwrap();
     let err = stderr(&["--precision", "f32", "--calibration-images", folder]);
-    assert!(err.contains("--calibration-images"), "{err}");
+    assert!(
+        err.contains("--calibration-images is for --precision int8"),
+        "{err}"
+    );
 }
 
 #[test]
