@@ -787,4 +787,178 @@ mod tests {
             assert!(boxes < 8.0 && boxes_p99 < 2.0 && scores < 0.05, "{weights}");
         }
     }
+
+    /// `--precision int8`'s raw outputs against the f32 references on their parity inputs,
+    /// calibrated on the fixtures' Udacity frames (none of them a parity input): YOLOX-Nano
+    /// (real weights, `bus.jpg`) against onnxruntime, the random-weight YOLOv8n, YOLO11n and
+    /// YOLO26n (`dog.jpg`) against ultralytics. Boxes in model pixels (YOLOX's raw columns
+    /// decoded on its grid), scores after the sigmoid; max and p99 |Δ| printed over every
+    /// anchor and, for boxes, over the anchors that can become detections (YOLOX's
+    /// background anchors carry boxes no one reads, up to 127 px off), bounded above what was
+    /// measured.
+    #[test]
+    fn int8_raw_outputs_stay_near_the_f32_references() {
+        if !super::super::cpu::int8::supported() {
+            eprintln!("skipped: this CPU has no AVX512-VNNI");
+            return;
+        }
+        let Some(udacity) = crate::fixtures::require("images/udacity") else {
+            return;
+        };
+        let mut images: Vec<PathBuf> = std::fs::read_dir(&udacity)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+            .collect();
+        images.sort();
+        assert!(images.len() >= 5, "{images:?}");
+        let dir = tempfile::tempdir().unwrap();
+        // (weights, parity file, output key, bounds on the confident anchors' box max |Δ| px,
+        // the score p99 and max |Δ|: about twice what was measured, which the note in the
+        // README gives)
+        for (weights, parity, key, bounds) in [
+            (
+                "models/yolox_nano.safetensors",
+                "parity/yolox_nano-parity.safetensors",
+                "output",
+                (2.0, 0.04, 0.5),
+            ),
+            (
+                "models/yolov8n-random.ultralytics.safetensors",
+                "parity/yolov8n-parity.safetensors",
+                "output",
+                (0.1, 1e-3, 1e-3),
+            ),
+            (
+                "models/yolo11n-random.ultralytics.safetensors",
+                "parity/yolo11n-parity.safetensors",
+                "output.0",
+                (0.5, 5e-3, 0.02),
+            ),
+            (
+                "models/yolo26n-random.ultralytics.safetensors",
+                "parity/yolo26n-parity.safetensors",
+                "output.0",
+                (16.0, 0.02, 0.1),
+            ),
+        ] {
+            let (Some(path), Some(parity)) = (
+                crate::fixtures::require(weights),
+                crate::fixtures::require(parity),
+            ) else {
+                return;
+            };
+            let golden = candle_core::safetensors::load(parity, &Device::Cpu).unwrap();
+            let input = match golden.get("input") {
+                Some(input) => input.clone(),
+                None => {
+                    let v8 = crate::fixtures::require("parity/yolov8n-parity.safetensors").unwrap();
+                    candle_core::safetensors::load(v8, &Device::Cpu).unwrap()["input"].clone()
+                }
+            };
+            // Calibrating writes the ranges next to the weights: a copy of them.
+            let copy = dir.path().join(path.file_name().unwrap());
+            std::fs::copy(&path, &copy).unwrap();
+            let mut cfg = DetectorConfig::new(copy);
+            cfg.precision = Precision::Int8;
+            cfg.calibration_images = images.clone();
+            cfg.imgsz = Some(input.dims4().unwrap().2);
+            let detector = Detector::load(&cfg).unwrap();
+            assert_eq!(detector.precision(), "int8");
+            let got = detector.network.forward(&input).unwrap();
+            let size = input.dims4().unwrap().2;
+            let (got, want) = (anchors(&got, size), anchors(&golden[key], size));
+            let errors = |d: &mut Vec<f32>| {
+                d.sort_by(f32::total_cmp);
+                (d[d.len() - 1], d[d.len() * 99 / 100])
+            };
+            let deltas = |a: &[f32], b: &[f32]| -> Vec<f32> {
+                a.iter().zip(b).map(|(x, y)| (x - y).abs()).collect()
+            };
+            let (boxes, boxes_p99) = errors(&mut deltas(&got.boxes, &want.boxes));
+            let (scores, scores_p99) = errors(&mut deltas(&got.scores, &want.scores));
+            // The anchors that can become detections: the reference's best score ≥ 0.25.
+            let confident: Vec<usize> = (0..want.best.len())
+                .filter(|&i| want.best[i] >= 0.25)
+                .collect();
+            let mut near: Vec<f32> = confident
+                .iter()
+                .flat_map(|&i| deltas(&got.boxes[i * 4..i * 4 + 4], &want.boxes[i * 4..i * 4 + 4]))
+                .collect();
+            let confident_boxes = if near.is_empty() {
+                (0.0, 0.0)
+            } else {
+                errors(&mut near)
+            };
+            eprintln!(
+                "{} int8 vs f32 reference: all {} anchors: boxes max {boxes:.3} px (p99 \
+                 {boxes_p99:.3}), scores max {scores:.2e} (p99 {scores_p99:.2e}); the {} with a \
+                 reference score ≥ 0.25: boxes max {:.3} px (p99 {:.3})",
+                detector.variant(),
+                want.best.len(),
+                confident.len(),
+                confident_boxes.0,
+                confident_boxes.1,
+            );
+            let (box_max, score_p99, score_max) = bounds;
+            assert!(
+                !confident.is_empty()
+                    && confident_boxes.0 < box_max
+                    && scores_p99 < score_p99
+                    && scores < score_max,
+                "{weights}"
+            );
+        }
+    }
+
+    /// A network's raw output per anchor: (cx, cy, w, h) in model pixels, the score columns
+    /// (YOLOX: objectness then classes; ultralytics: classes) and the best detection score.
+    struct Anchors {
+        boxes: Vec<f32>,
+        scores: Vec<f32>,
+        best: Vec<f32>,
+    }
+
+    /// From YOLOX's [1, anchors, 85] (raw dx, dy, log w, log h on the stride 8, 16 and 32
+    /// grids, row-major, of a `size`² input) or ultralytics' [1, 4 + classes, anchors].
+    fn anchors(raw: &Tensor, size: usize) -> Anchors {
+        let dims = raw.dims().to_vec();
+        let values: Vec<f32> = raw.flatten_all().unwrap().to_vec1().unwrap();
+        let mut out = Anchors {
+            boxes: Vec::new(),
+            scores: Vec::new(),
+            best: Vec::new(),
+        };
+        if dims[2] == 85 {
+            let mut anchor = 0;
+            for stride in [8, 16, 32] {
+                let (n, s) = (size / stride, stride as f32);
+                for gy in 0..n {
+                    for gx in 0..n {
+                        let r = &values[anchor * 85..(anchor + 1) * 85];
+                        out.boxes.extend([
+                            (r[0] + gx as f32) * s,
+                            (r[1] + gy as f32) * s,
+                            r[2].exp() * s,
+                            r[3].exp() * s,
+                        ]);
+                        out.scores.extend(&r[4..]);
+                        out.best
+                            .push(r[4] * r[5..].iter().copied().fold(0.0, f32::max));
+                        anchor += 1;
+                    }
+                }
+            }
+            assert_eq!(anchor, dims[1]);
+        } else {
+            let (rows, n) = (dims[1], dims[2]);
+            for i in 0..n {
+                out.boxes.extend((0..4).map(|r| values[r * n + i]));
+                let scores = (4..rows).map(|r| values[r * n + i]);
+                out.best.push(scores.clone().fold(0.0, f32::max));
+                out.scores.extend(scores);
+            }
+        }
+        out
+    }
 }
