@@ -123,10 +123,14 @@ pub(super) struct PairTile {
 pub(super) unsafe fn dispatch_pair_tile(hardware: bool, tile: &PairTile, blocks: usize, n: usize) {
     #[cfg(target_arch = "x86_64")]
     if hardware {
-        if blocks == 2 {
-            avx512::by_width::<true>(tile, n);
-        } else {
-            avx512::by_width::<false>(tile, n);
+        // Stride 1 and 2 as constants, so every broadcast's address is a fixed offset.
+        match (blocks == 2, tile.step) {
+            (true, 8) => avx512::by_width::<true, 8>(tile, n),
+            (true, 16) => avx512::by_width::<true, 16>(tile, n),
+            (true, _) => avx512::by_width::<true, 0>(tile, n),
+            (false, 8) => avx512::by_width::<false, 8>(tile, n),
+            (false, 16) => avx512::by_width::<false, 16>(tile, n),
+            (false, _) => avx512::by_width::<false, 0>(tile, n),
         }
         return;
     }
@@ -188,28 +192,39 @@ mod avx512 {
 
     use super::super::blocked::LANES;
     use super::super::microkernel::silu_avx512;
+    use super::super::tiles::register_tiles;
     use super::{PairTile, PAIRS};
 
-    /// Calls the tile of width `n` (1..=12).
-    ///
-    /// # Safety
-    /// AVX512-BF16; as the tiles.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn by_width<const TWO: bool>(t: &PairTile, n: usize) {
-        match n {
-            1 => tile_1::<TWO>(t),
-            2 => tile_2::<TWO>(t),
-            3 => tile_3::<TWO>(t),
-            4 => tile_4::<TWO>(t),
-            5 => tile_5::<TWO>(t),
-            6 => tile_6::<TWO>(t),
-            7 => tile_7::<TWO>(t),
-            8 => tile_8::<TWO>(t),
-            9 => tile_9::<TWO>(t),
-            10 => tile_10::<TWO>(t),
-            11 => tile_11::<TWO>(t),
-            _ => tile_12::<TWO>(t),
-        }
+    /// The bias of block `b`.
+    #[inline(always)]
+    unsafe fn start(t: &PairTile, b: usize) -> __m512 {
+        _mm512_loadu_ps(t.bias.add(b * LANES))
+    }
+
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        _mm512_setzero_ps()
+    }
+
+    /// A block's 16 channels as 8 pairs.
+    #[inline(always)]
+    fn words(_: &PairTile) -> usize {
+        PAIRS
+    }
+
+    #[inline(always)]
+    unsafe fn load_weights(w: *const u32) -> __m512bh {
+        std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(w.cast()))
+    }
+
+    #[inline(always)]
+    unsafe fn broadcast(x: *const u32) -> __m512bh {
+        std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*x as i32))
+    }
+
+    #[inline(always)]
+    unsafe fn dot(acc: __m512, x: __m512bh, w: __m512bh) -> __m512 {
+        _mm512_dpbf16_ps(acc, x, w)
     }
 
     /// Stores (activation, residual) one accumulator: block `b`, pixel `p`.
@@ -222,73 +237,7 @@ mod avx512 {
         _mm512_storeu_ps(t.dst.add(b * t.dst_block + p * t.dst_pixel), v);
     }
 
-    #[inline(always)]
-    unsafe fn load_pairs(p: *const u32) -> __m512bh {
-        std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(p.cast()))
-    }
-
-    #[inline(always)]
-    unsafe fn broadcast_pair(p: *const u32) -> __m512bh {
-        std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*p as i32))
-    }
-
-    /// Defines `tile_N::<TWO>`: (TWO ? 2 : 1) blocks × N pixels, pixel indices literal so
-    /// the accumulators stay in registers (as the f32 tiles).
-    macro_rules! define_tile {
-        ($name:ident, $n:literal, [$($p:literal),*]) => {
-            /// # Safety
-            /// AVX512-BF16; the tile's pointers cover the extents its sizes imply.
-            #[target_feature(enable = "avx512f,avx512bf16")]
-            pub unsafe fn $name<const TWO: bool>(t: &PairTile) {
-                let mut a0 = [_mm512_loadu_ps(t.bias); $n];
-                let mut a1 = [if TWO { _mm512_loadu_ps(t.bias.add(LANES)) } else { _mm512_setzero_ps() }; $n];
-                let w_step = if TWO { 2 * LANES } else { LANES };
-                let mut w = t.weights;
-                for ib in 0..t.in_blocks {
-                    for ky in 0..t.kernel {
-                        for kx in 0..t.kernel {
-                            let src = t.src.add(ib * t.src_block + ky * t.src_row + kx * t.src_pixel);
-                            for k in 0..PAIRS {
-                                let x0 = src.add(k);
-                                let w0 = load_pairs(w);
-                                if TWO {
-                                    let w1 = load_pairs(w.add(LANES));
-                                    $(
-                                        let x = broadcast_pair(x0.add($p * t.step));
-                                        a0[$p] = _mm512_dpbf16_ps(a0[$p], x, w0);
-                                        a1[$p] = _mm512_dpbf16_ps(a1[$p], x, w1);
-                                    )*
-                                } else {
-                                    $(
-                                        let x = broadcast_pair(x0.add($p * t.step));
-                                        a0[$p] = _mm512_dpbf16_ps(a0[$p], x, w0);
-                                    )*
-                                }
-                                w = w.add(w_step);
-                            }
-                        }
-                    }
-                }
-                $( finish(t, 0, $p, a0[$p]); )*
-                if TWO {
-                    $( finish(t, 1, $p, a1[$p]); )*
-                }
-            }
-        };
-    }
-
-    define_tile!(tile_1, 1, [0]);
-    define_tile!(tile_2, 2, [0, 1]);
-    define_tile!(tile_3, 3, [0, 1, 2]);
-    define_tile!(tile_4, 4, [0, 1, 2, 3]);
-    define_tile!(tile_5, 5, [0, 1, 2, 3, 4]);
-    define_tile!(tile_6, 6, [0, 1, 2, 3, 4, 5]);
-    define_tile!(tile_7, 7, [0, 1, 2, 3, 4, 5, 6]);
-    define_tile!(tile_8, 8, [0, 1, 2, 3, 4, 5, 6, 7]);
-    define_tile!(tile_9, 9, [0, 1, 2, 3, 4, 5, 6, 7, 8]);
-    define_tile!(tile_10, 10, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-    define_tile!(tile_11, 11, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-    define_tile!(tile_12, 12, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    register_tiles!("avx512f,avx512bf16", PairTile);
 
     /// 16 floats at `src` as 8 pairs at `dst` (`vcvtneps2bf16`).
     ///

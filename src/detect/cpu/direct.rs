@@ -277,28 +277,39 @@ mod avx512 {
 
     use super::super::blocked::LANES;
     use super::super::microkernel::silu_avx512;
+    use super::super::tiles::register_tiles;
     use super::Tile;
 
-    /// Calls the tile of width `n` (1..=12).
-    ///
-    /// # Safety
-    /// As the tiles.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn by_width<const TWO: bool, const STEP: usize>(t: &Tile, n: usize) {
-        match n {
-            1 => tile_1::<TWO, STEP>(t),
-            2 => tile_2::<TWO, STEP>(t),
-            3 => tile_3::<TWO, STEP>(t),
-            4 => tile_4::<TWO, STEP>(t),
-            5 => tile_5::<TWO, STEP>(t),
-            6 => tile_6::<TWO, STEP>(t),
-            7 => tile_7::<TWO, STEP>(t),
-            8 => tile_8::<TWO, STEP>(t),
-            9 => tile_9::<TWO, STEP>(t),
-            10 => tile_10::<TWO, STEP>(t),
-            11 => tile_11::<TWO, STEP>(t),
-            _ => tile_12::<TWO, STEP>(t),
-        }
+    /// The bias of block `b`.
+    #[inline(always)]
+    unsafe fn start(t: &Tile, b: usize) -> __m512 {
+        _mm512_loadu_ps(t.bias.add(b * LANES))
+    }
+
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        _mm512_setzero_ps()
+    }
+
+    /// One input float per channel of the block (the first layer's pixels are narrower).
+    #[inline(always)]
+    fn words(t: &Tile) -> usize {
+        t.lanes
+    }
+
+    #[inline(always)]
+    unsafe fn load_weights(w: *const f32) -> __m512 {
+        _mm512_loadu_ps(w)
+    }
+
+    #[inline(always)]
+    unsafe fn broadcast(x: *const f32) -> __m512 {
+        _mm512_set1_ps(*x)
+    }
+
+    #[inline(always)]
+    unsafe fn dot(acc: __m512, x: __m512, w: __m512) -> __m512 {
+        _mm512_fmadd_ps(x, w, acc)
     }
 
     /// Stores (activation, residual) one accumulator: block `b`, pixel `p`.
@@ -311,64 +322,5 @@ mod avx512 {
         _mm512_storeu_ps(t.dst.add(b * t.dst_block + p * LANES), v);
     }
 
-    /// Defines `tile_N::<TWO, STEP>`: one (TWO ? 2 : 1) blocks × N pixels tile. Pixel
-    /// indices are literals so every accumulator is a register from the start (an array
-    /// indexed by a loop variable was kept on the stack); `STEP` = input floats between
-    /// pixels, 0 to read it from the tile.
-    macro_rules! define_tile {
-        ($name:ident, $n:literal, [$($p:literal),*]) => {
-            /// # Safety
-            /// AVX-512F; the tile's pointers cover the extents its sizes imply.
-            #[target_feature(enable = "avx512f")]
-            pub unsafe fn $name<const TWO: bool, const STEP: usize>(t: &Tile) {
-                let step = if STEP == 0 { t.step } else { STEP };
-                let mut a0 = [_mm512_loadu_ps(t.bias); $n];
-                let mut a1 = [if TWO { _mm512_loadu_ps(t.bias.add(LANES)) } else { _mm512_setzero_ps() }; $n];
-                let w_step = if TWO { 2 * LANES } else { LANES };
-                let mut w = t.weights;
-                for ib in 0..t.in_blocks {
-                    for ky in 0..t.kernel {
-                        for kx in 0..t.kernel {
-                            let src = t.src.add(ib * t.src_block + ky * t.src_row + kx * t.src_pixel);
-                            for lane in 0..t.lanes {
-                                let x0 = src.add(lane);
-                                let w0 = _mm512_loadu_ps(w);
-                                if TWO {
-                                    let w1 = _mm512_loadu_ps(w.add(LANES));
-                                    $(
-                                        let x = _mm512_set1_ps(*x0.add($p * step));
-                                        a0[$p] = _mm512_fmadd_ps(x, w0, a0[$p]);
-                                        a1[$p] = _mm512_fmadd_ps(x, w1, a1[$p]);
-                                    )*
-                                } else {
-                                    $(
-                                        let x = _mm512_set1_ps(*x0.add($p * step));
-                                        a0[$p] = _mm512_fmadd_ps(x, w0, a0[$p]);
-                                    )*
-                                }
-                                w = w.add(w_step);
-                            }
-                        }
-                    }
-                }
-                $( finish(t, 0, $p, a0[$p]); )*
-                if TWO {
-                    $( finish(t, 1, $p, a1[$p]); )*
-                }
-            }
-        };
-    }
-
-    define_tile!(tile_1, 1, [0]);
-    define_tile!(tile_2, 2, [0, 1]);
-    define_tile!(tile_3, 3, [0, 1, 2]);
-    define_tile!(tile_4, 4, [0, 1, 2, 3]);
-    define_tile!(tile_5, 5, [0, 1, 2, 3, 4]);
-    define_tile!(tile_6, 6, [0, 1, 2, 3, 4, 5]);
-    define_tile!(tile_7, 7, [0, 1, 2, 3, 4, 5, 6]);
-    define_tile!(tile_8, 8, [0, 1, 2, 3, 4, 5, 6, 7]);
-    define_tile!(tile_9, 9, [0, 1, 2, 3, 4, 5, 6, 7, 8]);
-    define_tile!(tile_10, 10, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-    define_tile!(tile_11, 11, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-    define_tile!(tile_12, 12, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    register_tiles!("avx512f", Tile);
 }

@@ -174,10 +174,14 @@ pub(super) struct QuadTile {
 pub(super) unsafe fn dispatch_quad_tile(hardware: bool, tile: &QuadTile, blocks: usize, n: usize) {
     #[cfg(target_arch = "x86_64")]
     if hardware {
-        if blocks == 2 {
-            avx512::by_width::<true>(tile, n);
-        } else {
-            avx512::by_width::<false>(tile, n);
+        // Stride 1 and 2 as constants, so every broadcast's address is a fixed offset.
+        match (blocks == 2, tile.step) {
+            (true, 4) => avx512::by_width::<true, 4>(tile, n),
+            (true, 8) => avx512::by_width::<true, 8>(tile, n),
+            (true, _) => avx512::by_width::<true, 0>(tile, n),
+            (false, 4) => avx512::by_width::<false, 4>(tile, n),
+            (false, 8) => avx512::by_width::<false, 8>(tile, n),
+            (false, _) => avx512::by_width::<false, 0>(tile, n),
         }
         return;
     }
@@ -266,28 +270,39 @@ mod avx512 {
 
     use super::super::blocked::LANES;
     use super::super::microkernel::silu_avx512;
+    use super::super::tiles::register_tiles;
     use super::{QuadTile, QUADS};
 
-    /// Calls the tile of width `n` (1..=12).
-    ///
-    /// # Safety
-    /// AVX512-VNNI; as the tiles.
-    #[target_feature(enable = "avx512f,avx512vnni")]
-    pub unsafe fn by_width<const TWO: bool>(t: &QuadTile, n: usize) {
-        match n {
-            1 => tile_1::<TWO>(t),
-            2 => tile_2::<TWO>(t),
-            3 => tile_3::<TWO>(t),
-            4 => tile_4::<TWO>(t),
-            5 => tile_5::<TWO>(t),
-            6 => tile_6::<TWO>(t),
-            7 => tile_7::<TWO>(t),
-            8 => tile_8::<TWO>(t),
-            9 => tile_9::<TWO>(t),
-            10 => tile_10::<TWO>(t),
-            11 => tile_11::<TWO>(t),
-            _ => tile_12::<TWO>(t),
-        }
+    /// The zero-point correction of block `b` (the sums start from it).
+    #[inline(always)]
+    unsafe fn start(t: &QuadTile, b: usize) -> __m512i {
+        _mm512_loadu_si512(t.start.add(b * LANES).cast())
+    }
+
+    #[inline(always)]
+    unsafe fn zero() -> __m512i {
+        _mm512_setzero_si512()
+    }
+
+    /// A block's 16 channels as 4 quads.
+    #[inline(always)]
+    fn words(_: &QuadTile) -> usize {
+        QUADS
+    }
+
+    #[inline(always)]
+    unsafe fn load_weights(w: *const u32) -> __m512i {
+        _mm512_loadu_si512(w.cast())
+    }
+
+    #[inline(always)]
+    unsafe fn broadcast(x: *const u32) -> __m512i {
+        _mm512_set1_epi32(*x as i32)
+    }
+
+    #[inline(always)]
+    unsafe fn dot(acc: __m512i, x: __m512i, w: __m512i) -> __m512i {
+        _mm512_dpbusd_epi32(acc, x, w)
     }
 
     /// Scales, activates, adds the residual to and stores one accumulator: block `b`,
@@ -306,63 +321,7 @@ mod avx512 {
         _mm512_storeu_ps(t.dst.add(b * t.dst_block + p * t.dst_pixel), v);
     }
 
-    /// Defines `tile_N::<TWO>`: (TWO ? 2 : 1) blocks × N pixels, pixel indices literal so
-    /// the accumulators stay in registers (as the f32 and bf16 tiles).
-    macro_rules! define_tile {
-        ($name:ident, $n:literal, [$($p:literal),*]) => {
-            /// # Safety
-            /// AVX512-VNNI; the tile's pointers cover the extents its sizes imply.
-            #[target_feature(enable = "avx512f,avx512vnni")]
-            pub unsafe fn $name<const TWO: bool>(t: &QuadTile) {
-                let mut a0 = [_mm512_loadu_si512(t.start.cast()); $n];
-                let mut a1 = [if TWO { _mm512_loadu_si512(t.start.add(LANES).cast()) } else { _mm512_setzero_si512() }; $n];
-                let w_step = if TWO { 2 * LANES } else { LANES };
-                let mut w = t.weights;
-                for ib in 0..t.in_blocks {
-                    for ky in 0..t.kernel {
-                        for kx in 0..t.kernel {
-                            let src = t.src.add(ib * t.src_block + ky * t.src_row + kx * t.src_pixel);
-                            for k in 0..QUADS {
-                                let x0 = src.add(k);
-                                let w0 = _mm512_loadu_si512(w.cast());
-                                if TWO {
-                                    let w1 = _mm512_loadu_si512(w.add(LANES).cast());
-                                    $(
-                                        let x = _mm512_set1_epi32(*x0.add($p * t.step) as i32);
-                                        a0[$p] = _mm512_dpbusd_epi32(a0[$p], x, w0);
-                                        a1[$p] = _mm512_dpbusd_epi32(a1[$p], x, w1);
-                                    )*
-                                } else {
-                                    $(
-                                        let x = _mm512_set1_epi32(*x0.add($p * t.step) as i32);
-                                        a0[$p] = _mm512_dpbusd_epi32(a0[$p], x, w0);
-                                    )*
-                                }
-                                w = w.add(w_step);
-                            }
-                        }
-                    }
-                }
-                $( finish(t, 0, $p, a0[$p]); )*
-                if TWO {
-                    $( finish(t, 1, $p, a1[$p]); )*
-                }
-            }
-        };
-    }
-
-    define_tile!(tile_1, 1, [0]);
-    define_tile!(tile_2, 2, [0, 1]);
-    define_tile!(tile_3, 3, [0, 1, 2]);
-    define_tile!(tile_4, 4, [0, 1, 2, 3]);
-    define_tile!(tile_5, 5, [0, 1, 2, 3, 4]);
-    define_tile!(tile_6, 6, [0, 1, 2, 3, 4, 5]);
-    define_tile!(tile_7, 7, [0, 1, 2, 3, 4, 5, 6]);
-    define_tile!(tile_8, 8, [0, 1, 2, 3, 4, 5, 6, 7]);
-    define_tile!(tile_9, 9, [0, 1, 2, 3, 4, 5, 6, 7, 8]);
-    define_tile!(tile_10, 10, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-    define_tile!(tile_11, 11, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-    define_tile!(tile_12, 12, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    register_tiles!("avx512f,avx512vnni", QuadTile);
 
     /// `pixels` pixels of 16 floats at `src` as 16 bytes each at `dst` ([`super::quantize`]
     /// per value).

@@ -36,6 +36,8 @@ pub mod pool;
 pub mod spec;
 #[cfg(test)]
 mod testutil;
+#[cfg(target_arch = "x86_64")]
+mod tiles;
 pub mod winograd;
 
 pub use conv::{ConvError, ConvSpec, FusedConv};
