@@ -147,6 +147,20 @@ pub fn decode_anchor_rows(
     });
 }
 
+/// One block folded by halving (8 with 8, 4 with 4, …): four dependent vector steps
+/// where a fold from the left is sixteen scalar ones.
+#[inline(always)]
+fn reduce_lanes(mut v: [f32; LANES], op: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut half = LANES / 2;
+    while half > 0 {
+        for i in 0..half {
+            v[i] = op(v[i], v[i + half]);
+        }
+        half /= 2;
+    }
+    v[0]
+}
+
 /// One grid row of one level: where its head outputs are.
 struct DecodeRow<'a> {
     boxes: &'a [f32],
@@ -170,14 +184,13 @@ isa_kernel! {
                 for (side, d) in dist.iter_mut().enumerate() {
                     let at = layout.offset(side, y as isize, x as isize);
                     let logits: &[f32; LANES] = row.boxes[at..at + LANES].try_into().expect("a block");
-                    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                    let mut e = [0.0f32; LANES];
-                    for (e, &v) in e.iter_mut().zip(logits) {
+                    let max = reduce_lanes(*logits, |a, b| if a > b { a } else { b });
+                    let (mut e, mut weighted) = ([0.0f32; LANES], [0.0f32; LANES]);
+                    for (((e, w), &v), &b) in e.iter_mut().zip(&mut weighted).zip(logits).zip(bins) {
                         *e = exp_approx(v - max);
+                        *w = *e * b;
                     }
-                    let sum: f32 = e.iter().sum();
-                    let dot: f32 = e.iter().zip(bins).map(|(e, b)| e * b).sum();
-                    *d = dot / sum;
+                    *d = reduce_lanes(weighted, |a, b| a + b) / reduce_lanes(e, |a, b| a + b);
                 }
             } else {
                 let at = layout.offset(0, y as isize, x as isize);
