@@ -867,6 +867,15 @@ mod tests {
             assert_eq!(detector.precision(), "int8");
             let got = detector.network.forward(&input).unwrap();
             let size = input.dims4().unwrap().2;
+            // The executor ran, its plan in int8 where it qualifies.
+            let image = input.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let ops = detector
+                .network
+                .profile_cpu(&image, size, size)
+                .unwrap()
+                .expect("the executor runs this network");
+            let int8_ops = ops.iter().filter(|o| o.op.contains("int8")).count();
+            assert!(int8_ops >= 10, "{int8_ops} of {} ops in int8", ops.len());
             let (got, want) = (anchors(&got, size), anchors(&golden[key], size));
             let errors = |d: &mut Vec<f32>| {
                 d.sort_by(f32::total_cmp);

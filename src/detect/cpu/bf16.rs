@@ -516,13 +516,17 @@ mod tests {
             return;
         }
         let noise = super::super::testutil::noise;
-        let (in_blocks, kernel, step, pixels) = (2, 3, 2 * PAIRS, MAX_TILE_PIXELS);
-        let cols = (pixels - 1) * 2 + kernel;
+        // Strides 1 and 2 (the tiles' constant-step paths) and 3 (the run-time step).
+        let (in_blocks, kernel, pixels) = (2, 3, MAX_TILE_PIXELS);
+        let cols = (pixels - 1) * 3 + kernel;
         let src: Vec<u32> = noise(in_blocks * kernel * cols * LANES, 31)
             .chunks_exact(2)
             .map(|two| pair(two[0] * 4.0, two[1] * 4.0))
             .collect();
-        for blocks in [1, 2] {
+        for (blocks, step) in [1, 2]
+            .into_iter()
+            .flat_map(|b| (1..=3).map(move |s| (b, s * PAIRS)))
+        {
             let width = blocks * LANES;
             let weights: Vec<u32> = noise(in_blocks * kernel * kernel * PAIRS * width * 2, 32)
                 .chunks_exact(2)
@@ -554,7 +558,7 @@ mod tests {
                     unsafe { dispatch_pair_tile(hardware, &tile, blocks, n) };
                 }
                 assert!(out[0][..n * LANES].iter().all(|v| *v != 0.0), "written");
-                assert_eq!(out[0], out[1], "{blocks} block(s), {n} pixels");
+                assert_eq!(out[0], out[1], "{blocks} block(s), step {step}, {n} pixels");
             }
         }
         eprintln!("ran: AVX512-BF16 register tiles, bit-exact to the reference");

@@ -663,8 +663,9 @@ mod tests {
             }
             assert_eq!(hw, sw, "{params:?}");
         }
-        let (in_blocks, kernel, step, pixels) = (2, 3, 2 * QUADS, MAX_TILE_PIXELS);
-        let cols = (pixels - 1) * 2 + kernel;
+        // Strides 1 and 2 (the tiles' constant-step paths) and 3 (the run-time step).
+        let (in_blocks, kernel, pixels) = (2, 3, MAX_TILE_PIXELS);
+        let cols = (pixels - 1) * 3 + kernel;
         let word = |seed: u64, len: usize| -> Vec<u32> {
             noise(len * 4, seed)
                 .chunks_exact(4)
@@ -674,7 +675,10 @@ mod tests {
                 .collect()
         };
         let src = word(41, in_blocks * kernel * cols * QUADS);
-        for blocks in [1, 2] {
+        for (blocks, step) in [1, 2]
+            .into_iter()
+            .flat_map(|b| (1..=3).map(move |s| (b, s * QUADS)))
+        {
             let width = blocks * LANES;
             let weights = word(42, in_blocks * kernel * kernel * QUADS * width);
             let start: Vec<i32> = (0..width as i32).map(|i| i * 977 - 9000).collect();
@@ -707,7 +711,7 @@ mod tests {
                     unsafe { dispatch_quad_tile(hardware, &tile, blocks, n) };
                 }
                 assert!(out[0][..n * LANES].iter().all(|v| *v != 0.0), "written");
-                assert_eq!(out[0], out[1], "{blocks} block(s), {n} pixels");
+                assert_eq!(out[0], out[1], "{blocks} block(s), step {step}, {n} pixels");
             }
         }
         eprintln!(
