@@ -1394,6 +1394,72 @@ mod tests {
         }
     }
 
+    /// int8 convolutions (1×1, whose rows are quantized in the row loop, and 3×3 at strides
+    /// 1 and 2, quantized in one pass first) against candle's f32 within the quantization's
+    /// error, and the VNNI kernels against the scalar reference (where the CPU has them).
+    #[test]
+    fn int8_convolutions_match_candle_within_quantization() {
+        let hardware = super::super::int8::supported();
+        if !hardware {
+            eprintln!("AVX512-VNNI missing: only the scalar int8 reference is checked");
+        }
+        let cases = [
+            (spec(32, 48, 1, 1, 1), (5, 13), true),
+            (spec(20, 85, 1, 1, 1), (3, 11), false),
+            (spec(16, 32, 3, 2, 1), (9, 14), false),
+            (spec(32, 16, 3, 1, 1), (7, 13), true),
+        ];
+        for (s, (h, w), residual) in cases {
+            let input = noise(s.c_in * h * w, 21);
+            let weight = noise(s.c_out * s.c_in * s.kernel * s.kernel, 22);
+            let bias = noise(s.c_out, 23);
+            let range = ActRange {
+                lo: input.iter().copied().fold(0.0, f32::min),
+                hi: input.iter().copied().fold(0.0, f32::max),
+            };
+            let mut g = Graph::new();
+            g.set_arithmetic(Arithmetic::Int8(Arc::new(vec![range])));
+            let src = g.alloc(s.c_in, h, w);
+            let (oh, ow) = s.output_size(h, w).unwrap();
+            let res_data = noise(s.c_out * oh * ow, 24);
+            let res = residual.then(|| g.alloc(s.c_out, oh, ow));
+            let out = g.conv(s, &weight, &bias, src, None, res).unwrap();
+            assert!(
+                g.ops[0].describe().contains("int8"),
+                "{}",
+                g.ops[0].describe()
+            );
+            let (want, _) = candle_conv(
+                &s,
+                &input,
+                (1, h, w),
+                &weight,
+                &bias,
+                residual.then_some(&res_data[..]),
+            );
+            let mut results = Vec::new();
+            for isa in [Isa::Portable, Isa::detect()] {
+                g.set_isa(isa);
+                let mut ws = g.workspace();
+                write_nchw(&mut ws, &src, &input);
+                if let Some(r) = &res {
+                    write_nchw(&mut ws, r, &res_data);
+                }
+                g.run(&mut ws);
+                results.push(read_nchw(&ws, &out));
+            }
+            let depth = (s.c_in * s.kernel * s.kernel) as f32;
+            let err = max_diff(&results[0], &want);
+            eprintln!("int8 {s:?} {h}x{w}: max |Δ| {err:.2e} vs f32 (depth {depth})");
+            assert!(err < 1e-2 * depth.sqrt(), "{s:?}: {err}");
+            if hardware && Isa::detect() == Isa::Avx512 {
+                // The same integer sums; only SiLU's two implementations differ.
+                let hw = max_diff(&results[1], &results[0]);
+                assert!(hw < 1e-4, "{s:?}: AVX512-VNNI vs reference {hw}");
+            }
+        }
+    }
+
     #[test]
     fn first_layers_read_the_packed_image() {
         check_conv(spec(3, 16, 3, 2, 1), (10, 26), true, false);
