@@ -1332,38 +1332,29 @@ mod tests {
         check_conv(spec(16, 16, 3, 1, 1), (6, 14), false, true);
     }
 
-    /// bf16 convolutions (direct 1×1 and strided 3×3, Winograd 3×3) against candle's f32
-    /// within bf16's rounding, and the AVX512-BF16 kernels against the scalar reference of
-    /// the same arithmetic (where the CPU has them; the reference runs alone elsewhere).
-    #[test]
-    fn bf16_convolutions_match_candle_within_bf16_rounding() {
-        let hardware = super::super::bf16::supported();
-        if !hardware {
-            eprintln!("AVX512-BF16 missing: only the scalar bf16 reference is checked");
-        }
-        let cases = [
-            (spec(32, 48, 1, 1, 1), (5, 13), true),
-            (spec(16, 32, 3, 2, 1), (9, 14), false),
-            (spec(32, 16, 3, 1, 1), (7, 13), true),
-            (spec(48, 85, 3, 1, 1), (4, 5), false),
-            (spec(20, 85, 1, 1, 1), (3, 11), false),
-        ];
-        for (s, (h, w), residual) in cases {
+    /// Convolutions planned in `arithmetic` (given the input) against candle's f32 within
+    /// the reduced precision's error (`1e-2·√depth`), each op's kernel named `kernel`, and
+    /// the hardware kernels against the scalar reference where the CPU has them (`hardware`;
+    /// the same sums, only SiLU's two implementations differ).
+    fn check_reduced(
+        kernel: &str,
+        hardware: bool,
+        cases: &[(ConvSpec, (usize, usize), bool)],
+        arithmetic: impl Fn(&[f32]) -> Arithmetic,
+    ) {
+        for &(s, (h, w), residual) in cases {
             let input = noise(s.c_in * h * w, 21);
             let weight = noise(s.c_out * s.c_in * s.kernel * s.kernel, 22);
             let bias = noise(s.c_out, 23);
             let mut g = Graph::new();
-            g.set_bf16(true);
+            g.set_arithmetic(arithmetic(&input));
             let src = g.alloc(s.c_in, h, w);
             let (oh, ow) = s.output_size(h, w).unwrap();
             let res_data = noise(s.c_out * oh * ow, 24);
             let res = residual.then(|| g.alloc(s.c_out, oh, ow));
             let out = g.conv(s, &weight, &bias, src, None, res).unwrap();
-            assert!(
-                g.ops[0].describe().contains("bf16"),
-                "{}",
-                g.ops[0].describe()
-            );
+            let op = g.ops[0].describe();
+            assert!(op.contains(kernel), "{op}");
             let (want, _) = candle_conv(
                 &s,
                 &input,
@@ -1385,13 +1376,32 @@ mod tests {
             }
             let depth = (s.c_in * s.kernel * s.kernel) as f32;
             let err = max_diff(&results[0], &want);
-            eprintln!("bf16 {s:?} {h}x{w}: max |Δ| {err:.2e} vs f32 (depth {depth})");
+            eprintln!("{kernel} {s:?} {h}x{w}: max |Δ| {err:.2e} vs f32 (depth {depth})");
             assert!(err < 1e-2 * depth.sqrt(), "{s:?}: {err}");
             if hardware && Isa::detect() == Isa::Avx512 {
                 let hw = max_diff(&results[1], &results[0]);
-                assert!(hw < 1e-4, "{s:?}: AVX512-BF16 vs reference {hw}");
+                assert!(hw < 1e-4, "{s:?}: {kernel} hardware vs reference {hw}");
             }
         }
+    }
+
+    /// bf16 convolutions (direct 1×1 and strided 3×3, Winograd 3×3) against candle's f32
+    /// within bf16's rounding, and the AVX512-BF16 kernels against the scalar reference of
+    /// the same arithmetic (where the CPU has them; the reference runs alone elsewhere).
+    #[test]
+    fn bf16_convolutions_match_candle_within_bf16_rounding() {
+        let hardware = super::super::bf16::supported();
+        if !hardware {
+            eprintln!("AVX512-BF16 missing: only the scalar bf16 reference is checked");
+        }
+        let cases = [
+            (spec(32, 48, 1, 1, 1), (5, 13), true),
+            (spec(16, 32, 3, 2, 1), (9, 14), false),
+            (spec(32, 16, 3, 1, 1), (7, 13), true),
+            (spec(48, 85, 3, 1, 1), (4, 5), false),
+            (spec(20, 85, 1, 1, 1), (3, 11), false),
+        ];
+        check_reduced("bf16", hardware, &cases, |_| Arithmetic::Bf16);
     }
 
     /// int8 convolutions (1×1, whose rows are quantized in the row loop, and 3×3 at strides
@@ -1409,55 +1419,13 @@ mod tests {
             (spec(16, 32, 3, 2, 1), (9, 14), false),
             (spec(32, 16, 3, 1, 1), (7, 13), true),
         ];
-        for (s, (h, w), residual) in cases {
-            let input = noise(s.c_in * h * w, 21);
-            let weight = noise(s.c_out * s.c_in * s.kernel * s.kernel, 22);
-            let bias = noise(s.c_out, 23);
+        check_reduced("int8", hardware, &cases, |input| {
             let range = ActRange {
                 lo: input.iter().copied().fold(0.0, f32::min),
                 hi: input.iter().copied().fold(0.0, f32::max),
             };
-            let mut g = Graph::new();
-            g.set_arithmetic(Arithmetic::Int8(Arc::new(vec![range])));
-            let src = g.alloc(s.c_in, h, w);
-            let (oh, ow) = s.output_size(h, w).unwrap();
-            let res_data = noise(s.c_out * oh * ow, 24);
-            let res = residual.then(|| g.alloc(s.c_out, oh, ow));
-            let out = g.conv(s, &weight, &bias, src, None, res).unwrap();
-            assert!(
-                g.ops[0].describe().contains("int8"),
-                "{}",
-                g.ops[0].describe()
-            );
-            let (want, _) = candle_conv(
-                &s,
-                &input,
-                (1, h, w),
-                &weight,
-                &bias,
-                residual.then_some(&res_data[..]),
-            );
-            let mut results = Vec::new();
-            for isa in [Isa::Portable, Isa::detect()] {
-                g.set_isa(isa);
-                let mut ws = g.workspace();
-                write_nchw(&mut ws, &src, &input);
-                if let Some(r) = &res {
-                    write_nchw(&mut ws, r, &res_data);
-                }
-                g.run(&mut ws);
-                results.push(read_nchw(&ws, &out));
-            }
-            let depth = (s.c_in * s.kernel * s.kernel) as f32;
-            let err = max_diff(&results[0], &want);
-            eprintln!("int8 {s:?} {h}x{w}: max |Δ| {err:.2e} vs f32 (depth {depth})");
-            assert!(err < 1e-2 * depth.sqrt(), "{s:?}: {err}");
-            if hardware && Isa::detect() == Isa::Avx512 {
-                // The same integer sums; only SiLU's two implementations differ.
-                let hw = max_diff(&results[1], &results[0]);
-                assert!(hw < 1e-4, "{s:?}: AVX512-VNNI vs reference {hw}");
-            }
-        }
+            Arithmetic::Int8(Arc::new(vec![range]))
+        });
     }
 
     #[test]
