@@ -24,7 +24,7 @@
 
 use std::sync::Mutex;
 
-use super::blocked::{View, LANES};
+use super::blocked::{View, BORDER, LANES};
 use super::epilogue::silu;
 use super::isa::Isa;
 use super::pool::for_each_index;
@@ -507,8 +507,8 @@ impl DirectInt8 {
     /// `dst = act(conv(src) + bias) (+ residual)`: the input quantized into `scratch`
     /// (block rows in parallel), then output rows in parallel. A 1×1 stride-1 convolution
     /// reads only its own output row's input row: each row item quantizes that row into
-    /// a thread-local buffer and runs the tiles on it at once (one parallel loop, the
-    /// bytes still in L1).
+    /// `scratch` and runs the tiles on it at once (one parallel loop, the bytes still in
+    /// L1).
     ///
     /// # Safety
     /// As [`super::direct::DirectConv::run`]; `scratch` holds [`Self::scratch_bytes`]
@@ -516,64 +516,51 @@ impl DirectInt8 {
     pub unsafe fn run(&self, src: View, dst: View, residual: Option<View>, scratch: *mut u8) {
         let l = src.layout;
         debug_assert_eq!(l.pixel, LANES);
+        let out = Scratch(scratch);
+        let grid_rows = l.height + 2 * BORDER;
         let spec = &self.spec;
         if spec.kernel == 1 && spec.stride == 1 && spec.padding == 0 {
-            let row_layout = super::blocked::Layout::blocked(spec.c_in, 1, l.width);
             for_each_index(dst.layout.height, |oy| {
-                ROW.with(|row| {
-                    let mut row = row.borrow_mut();
-                    let words = row_layout.blocks() * row_layout.block_stride() / 4;
-                    if row.len() < words {
-                        row.resize(words, 0);
+                // SAFETY: as run's contract; the item quantizes input row oy of every block,
+                // reads only those rows and writes its own output row.
+                unsafe {
+                    for b in 0..l.blocks() {
+                        self.quantize_row(src, out, b * grid_rows + BORDER + oy);
                     }
-                    let bytes = row.as_mut_ptr().cast::<u8>();
-                    // SAFETY: input row oy of every block lies in `src`; the buffer holds
-                    // the one-row layout, a byte a float; each item writes its own output
-                    // row.
-                    unsafe {
-                        for b in 0..l.blocks() {
-                            quantize_pixels(
-                                self.hardware,
-                                src.at(b, oy as isize, 0),
-                                bytes.add(row_layout.offset(b, 0, 0)),
-                                l.width,
-                                self.input,
-                            );
-                        }
-                        self.run_row(row.as_ptr(), row_layout, 0, dst, residual, oy);
-                    }
-                });
+                    self.run_row(out.ptr().cast::<u32>(), l, dst, residual, oy);
+                }
             });
             return;
         }
-        let rows = l.blocks() * (l.height + 2 * super::blocked::BORDER);
-        let row_pixels = l.row_stride() / LANES;
-        let out = Scratch(scratch);
-        for_each_index(rows, |r| {
-            // SAFETY: row r of the (block, row) grid, border included, lies in the input;
-            // its bytes are its own in scratch (one byte per float, same offsets).
-            unsafe {
-                let first = r * l.row_stride();
-                quantize_pixels(
-                    self.hardware,
-                    src.at(0, -1, -1).add(first),
-                    out.ptr().add(first),
-                    row_pixels,
-                    self.input,
-                );
-            }
+        for_each_index(l.blocks() * grid_rows, |r| {
+            // SAFETY: as run's contract; each item quantizes its own grid row.
+            unsafe { self.quantize_row(src, out, r) };
         });
-        let (s, pad) = (spec.stride, spec.padding as isize);
         for_each_index(dst.layout.height, |oy| {
             // SAFETY: as run's contract; each row item writes its own output row.
-            let top = (oy * s) as isize - pad;
-            unsafe { self.run_row(out.ptr().cast::<u32>(), l, top, dst, residual, oy) };
+            unsafe { self.run_row(out.ptr().cast::<u32>(), l, dst, residual, oy) };
         });
     }
 
+    /// Quantizes row `r` of `src`'s (block, row) grid, border included, into the same
+    /// offsets of `scratch` (one byte per float).
+    ///
+    /// # Safety
+    /// As [`Self::run`]; no other item writes that row's bytes meanwhile.
+    unsafe fn quantize_row(&self, src: View, scratch: Scratch, r: usize) {
+        let l = src.layout;
+        let first = r * l.row_stride();
+        quantize_pixels(
+            self.hardware,
+            src.at(0, -1, -1).add(first),
+            scratch.ptr().add(first),
+            l.row_stride() / LANES,
+            self.input,
+        );
+    }
+
     /// Output row `oy` from the quantized input `q` (laid out as `src`, 4 quads a pixel),
-    /// its window's first row at row `top` of `q`, every output group, tiles of up to 12
-    /// pixels.
+    /// every output group, tiles of up to 12 pixels.
     ///
     /// # Safety
     /// As [`Self::run`], for this row.
@@ -581,7 +568,6 @@ impl DirectInt8 {
         &self,
         q: *const u32,
         src: super::blocked::Layout,
-        top: isize,
         dst: View,
         residual: Option<View>,
         oy: usize,
@@ -593,6 +579,7 @@ impl DirectInt8 {
         let (base, extra) = (width / tiles, width % tiles);
         let in_blocks = spec.c_in.div_ceil(LANES);
         let (s, pad) = (spec.stride, spec.padding as isize);
+        let top = (oy * s) as isize - pad;
         for (group, weights) in self.packed.iter().enumerate() {
             let first_block = group * MAX_TILE_BLOCKS;
             let blocks = (dst.layout.blocks() - first_block).min(MAX_TILE_BLOCKS);
@@ -629,12 +616,6 @@ impl DirectInt8 {
             }
         }
     }
-}
-
-thread_local! {
-    /// Per-thread quantized input row of a 1×1 convolution, reused across rows, layers and
-    /// frames (4-byte words, so its quads are aligned).
-    static ROW: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The quantized-input buffer shared by a run's parallel items (each writes its own rows).
