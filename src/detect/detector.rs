@@ -928,8 +928,8 @@ mod tests {
         best: Vec<f32>,
     }
 
-    /// From YOLOX's [1, anchors, 85] (raw dx, dy, log w, log h on the stride 8, 16 and 32
-    /// grids, row-major, of a `size`² input) or ultralytics' [1, 4 + classes, anchors].
+    /// From YOLOX's [1, anchors, 85] (decoded by [`crate::detect::yolox::decode_outputs`]
+    /// for a `size`² input) or ultralytics' [1, 4 + classes, anchors].
     fn anchors(raw: &Tensor, size: usize) -> Anchors {
         let dims = raw.dims().to_vec();
         let values: Vec<f32> = raw.flatten_all().unwrap().to_vec1().unwrap();
@@ -939,26 +939,20 @@ mod tests {
             best: Vec::new(),
         };
         if dims[2] == 85 {
-            let mut anchor = 0;
-            for stride in [8, 16, 32] {
-                let (n, s) = (size / stride, stride as f32);
-                for gy in 0..n {
-                    for gx in 0..n {
-                        let r = &values[anchor * 85..(anchor + 1) * 85];
-                        out.boxes.extend([
-                            (r[0] + gx as f32) * s,
-                            (r[1] + gy as f32) * s,
-                            r[2].exp() * s,
-                            r[3].exp() * s,
-                        ]);
-                        out.scores.extend(&r[4..]);
-                        out.best
-                            .push(r[4] * r[5..].iter().copied().fold(0.0, f32::max));
-                        anchor += 1;
-                    }
-                }
+            // Megvii's decode of every anchor (a NaN one is skipped: its box stays NaN).
+            let decoded = crate::detect::yolox::decode_outputs(&values, 85, size, size, 0.0)
+                .expect("a YOLOX output of this input size");
+            out.boxes = vec![f32::NAN; dims[1] * 4];
+            out.best = vec![f32::NAN; dims[1]];
+            for c in decoded {
+                out.boxes[c.anchor * 4..c.anchor * 4 + 4].copy_from_slice(&c.cxcywh_in_model);
+                out.best[c.anchor] = c.score;
             }
-            assert_eq!(anchor, dims[1]);
+            out.scores = values
+                .chunks_exact(85)
+                .flat_map(|r| &r[4..])
+                .copied()
+                .collect();
         } else {
             let (rows, n) = (dims[1], dims[2]);
             for i in 0..n {
