@@ -122,7 +122,8 @@ def quantize_openvino(model, out, tensors):
 
     ov_model = ov.Core().read_model(model)
     quantized = nncf.quantize(ov_model, nncf.Dataset(tensors), subset_size=len(tensors))
-    ov.save_model(quantized, out, compress_to_fp16=False)  # the default f16 weights slow int8 down
+    # As NNCF left it: save_model would otherwise compress the float weights to f16.
+    ov.save_model(quantized, out, compress_to_fp16=False)
 
 
 def main(argv=None):
